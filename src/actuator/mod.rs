@@ -1,0 +1,69 @@
+//! Actuators: make the world match a decision, idempotently, and say whether it worked.
+//!
+//! Each actuator is handed the *desired state* of one service ([`Desired`]: "www -> 127.0.0.3,
+//! epoch 7") and applies it. Repeating the same desired state is always safe; after a restart
+//! the daemon hands every actuator the current state again (reason `reconcile`). Epochs fence
+//! stale commands: [`runner`] never applies an epoch older than one it already applied.
+//!
+//! One implementation per file: `hooks.rs` (commands, like keepalived's notify scripts).
+//! The DNS server (`dns/`) provides another. Actuators do not decide anything and do not
+//! write events themselves: they return [`Outcome`]s, and the runner turns them into events.
+
+pub mod hooks;
+pub mod runner;
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decision::Reason;
+
+/// A target as actuators see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetRef {
+    pub name: String,
+    pub address: IpAddr,
+}
+
+/// What one service should look like now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    pub service: Arc<str>,
+    pub epoch: u64,
+    /// The target traffic should go to; `None` when failing closed (`all_down = "none"`).
+    pub active: Option<TargetRef>,
+    /// What was active before this decision, for hooks that want both ends.
+    pub previous: Option<TargetRef>,
+    pub reason: Reason,
+    /// True when no target is eligible and the `all_down` policy chose `active`.
+    pub all_down: bool,
+}
+
+/// The result of one step of one actuator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub ok: bool,
+    /// What happened, for people: the hook's output, "serving 127.0.0.3 since serial 12"...
+    pub detail: String,
+}
+
+pub type ActFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
+
+/// One way of moving traffic.
+pub trait Actuator: Send + Sync + 'static {
+    /// Stable name used in events and metrics (`hooks`, `dns`...).
+    fn name(&self) -> &str;
+
+    /// Make the world match `desired`. Must be idempotent.
+    fn apply<'a>(&'a self, desired: &'a Desired) -> ActFuture<'a>;
+
+    /// Check from the outside that `desired` is in effect (query the nameserver, connect
+    /// through the proxy...). `None` when this actuator has no independent way to check.
+    fn verify<'a>(&'a self, desired: &'a Desired) -> Option<ActFuture<'a>> {
+        let _ = desired;
+        None
+    }
+}

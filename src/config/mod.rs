@@ -1,0 +1,278 @@
+//! Configuration: one TOML file, read in two layers.
+//!
+//! 1. [`raw`] holds serde structs that mirror the file exactly (`deny_unknown_fields`, named
+//!    defaults). Syntax and type errors come from the `toml` crate with a byte span.
+//! 2. [`validate`] turns the raw structs into [`Config`], checking rules that span fields
+//!    (timeout < interval, unique names, at least one target, secrets readable...).
+//!
+//! Every error is a [`ConfigError`] that names the file, the line and column, the dotted key
+//! (`service[0].check.timeout`) and what was expected. Line numbers for validation errors are
+//! found by walking a span-preserving parse of the same source ([`locate`]), so the raw structs
+//! need no span wrappers.
+//!
+//! This module does no I/O beyond reading the config file and the secret files it names, and it
+//! never touches the data directory or the network.
+
+mod duration;
+mod locate;
+pub mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use duration::parse_duration;
+
+/// A fully validated configuration. Construct it with [`load`] or [`from_str`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this came from (for messages and reloads).
+    pub source: PathBuf,
+    pub daemon: DaemonConfig,
+    pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonConfig {
+    /// Where the event log lives. Relative paths are relative to the working directory of the
+    /// process, like every other tool that takes `./data`.
+    pub data_dir: PathBuf,
+    /// Listen address of the JSON API, `/metrics` and `/healthz`.
+    pub api: SocketAddr,
+    /// Bearer token required by mutating API calls (read from `api_token_file`).
+    pub api_token: Option<String>,
+    pub api_token_file: Option<PathBuf>,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub failback: Failback,
+    /// How long a better target must stay eligible before traffic returns to it.
+    pub failback_hold: Duration,
+    pub all_down: AllDown,
+    pub check: CheckConfig,
+    /// In priority order: the first is the primary.
+    pub targets: Vec<TargetConfig>,
+    pub hooks: Vec<HookConfig>,
+    /// Optional recovery-time budget, used for warnings (e.g. DNS TTL + detection too long).
+    pub rto_budget: Option<Duration>,
+}
+
+impl ServiceConfig {
+    /// Worst-case time from a failure to the target being marked down, at these settings:
+    /// the failure can start just after a good check, then `fall` checks must fail, the last
+    /// one only after its timeout.
+    pub fn detection_budget(&self) -> Duration {
+        self.check.interval * self.check.fall + self.check.timeout
+    }
+
+    pub fn target(&self, name: &str) -> Option<&TargetConfig> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failback {
+    /// Return to a better target once it has been eligible for `failback_hold`.
+    Auto,
+    /// Stay on the current target until an operator moves traffic.
+    Manual,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllDown {
+    /// Serve the primary anyway (Route 53 and gdnsd behave this way): a degraded primary is more
+    /// likely to answer than nothing.
+    Primary,
+    /// Stay on whatever was active.
+    Keep,
+    /// Fail closed: no active target.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckConfig {
+    pub kind: CheckKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive failures that mark an up target down.
+    pub fall: u32,
+    /// Consecutive successes that mark a down target up.
+    pub rise: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckKind {
+    Http(HttpCheck),
+    Tcp(TcpCheck),
+    Exec(ExecCheck),
+}
+
+impl CheckKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CheckKind::Http(h) if h.tls => "https",
+            CheckKind::Http(_) => "http",
+            CheckKind::Tcp(_) => "tcp",
+            CheckKind::Exec(_) => "exec",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpCheck {
+    /// `https` when true.
+    pub tls: bool,
+    pub port: u16,
+    pub path: String,
+    pub method: String,
+    /// Host header (and TLS server name); defaults to the target's address.
+    pub host: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub expect_status: Vec<StatusRange>,
+    pub body_contains: Option<String>,
+    /// Verify the server certificate (on by default; `tls_verify = false` opts out).
+    pub tls_verify: bool,
+}
+
+/// An inclusive range of HTTP status codes, written `200` or `"200-399"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl StatusRange {
+    pub fn contains(&self, status: u16) -> bool {
+        (self.lo..=self.hi).contains(&status)
+    }
+}
+
+impl fmt::Display for StatusRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.lo == self.hi { write!(f, "{}", self.lo) } else { write!(f, "{}-{}", self.lo, self.hi) }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpCheck {
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecCheck {
+    /// argv; a string in the file becomes `["/bin/sh", "-c", string]`.
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetConfig {
+    pub name: String,
+    /// The address traffic is sent to (what DNS answers with, what hooks receive).
+    pub address: IpAddr,
+    /// Where checks go, when not `address` (a health port on a management network...).
+    pub check_address: Option<IpAddr>,
+    pub check_port: Option<u16>,
+}
+
+impl TargetConfig {
+    pub fn check_ip(&self) -> IpAddr {
+        self.check_address.unwrap_or(self.address)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HookConfig {
+    pub name: String,
+    pub command: Vec<String>,
+    pub timeout: Duration,
+    /// Decision reasons this hook runs for; empty means all.
+    pub on: Vec<String>,
+}
+
+/// One problem with a config file, located as precisely as we can.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line and column, when the problem has a place in the file.
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// Dotted path of the key, e.g. `service[0].check.timeout`; empty for file-level problems.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        if self.key.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// All the problems found in one file (we report every one, not just the first).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Non-fatal findings from validation (shown by `check-config` and at start-up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub key: String,
+    pub message: String,
+}
+
+/// Read and validate a config file.
+pub fn load(path: &Path) -> Result<(Config, Vec<Warning>), ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_owned(),
+            line: None,
+            column: None,
+            key: String::new(),
+            message: format!("cannot read config file: {e}"),
+        }])
+    })?;
+    from_str(&text, path)
+}
+
+/// Validate config text; `path` is used for messages and to resolve relative secret files.
+pub fn from_str(text: &str, path: &Path) -> Result<(Config, Vec<Warning>), ConfigErrors> {
+    let raw: raw::RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => return Err(ConfigErrors(vec![locate::from_toml_error(text, path, &e)])),
+    };
+    validate::validate(raw, text, path)
+}

@@ -1,0 +1,169 @@
+//! The config file as written: serde structs that mirror the TOML exactly.
+//!
+//! Every struct denies unknown keys, so a typo (`intreval`) is an error rather than a silently
+//! ignored setting. Defaults are named functions so they are documented in one place. Nothing
+//! here checks relations between fields; that is `validate.rs`'s job.
+
+use serde::Deserialize;
+use std::time::Duration;
+
+use super::duration::serde_duration;
+use super::{AllDown, Failback};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub daemon: RawDaemon,
+    #[serde(default, rename = "service")]
+    pub services: Vec<RawService>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDaemon {
+    #[serde(default = "default_data_dir")]
+    pub data_dir: String,
+    #[serde(default = "default_api")]
+    pub api: String,
+    pub api_token_file: Option<String>,
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
+}
+
+impl Default for RawDaemon {
+    fn default() -> Self {
+        RawDaemon { data_dir: default_data_dir(), api: default_api(), api_token_file: None, log_format: default_log_format() }
+    }
+}
+
+pub fn default_data_dir() -> String {
+    "./understudy-data".into()
+}
+pub fn default_api() -> String {
+    "127.0.0.1:9190".into()
+}
+fn default_log_format() -> String {
+    "human".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub name: String,
+    #[serde(default = "default_failback")]
+    pub failback: Failback,
+    #[serde(default = "default_failback_hold", with = "serde_duration")]
+    pub failback_hold: Duration,
+    #[serde(default = "default_all_down")]
+    pub all_down: AllDown,
+    #[serde(default, with = "serde_duration::option")]
+    pub rto_budget: Option<Duration>,
+    pub check: RawCheck,
+    #[serde(default, rename = "target")]
+    pub targets: Vec<RawTarget>,
+    #[serde(default, rename = "hook")]
+    pub hooks: Vec<RawHook>,
+}
+
+fn default_failback() -> Failback {
+    Failback::Auto
+}
+/// Long enough that a primary flapping on a seconds scale does not drag traffic back and forth.
+fn default_failback_hold() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_all_down() -> AllDown {
+    AllDown::Primary
+}
+
+/// One struct for every check kind, so that a key given for the wrong kind gets a precise
+/// message ("`path` applies to http and https checks") instead of a generic serde error.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    pub kind: RawCheckKind,
+    #[serde(default = "default_interval", with = "serde_duration")]
+    pub interval: Duration,
+    #[serde(default = "default_timeout", with = "serde_duration")]
+    pub timeout: Duration,
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    // http, https, tcp
+    pub port: Option<u16>,
+    // http, https
+    pub path: Option<String>,
+    pub method: Option<String>,
+    pub host: Option<String>,
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    pub expect_status: Option<Vec<RawStatus>>,
+    pub body_contains: Option<String>,
+    pub tls_verify: Option<bool>,
+    // exec
+    pub command: Option<RawCommand>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawCheckKind {
+    Http,
+    Https,
+    Tcp,
+    Exec,
+}
+
+/// Defaults match the documented "1 s interval, fall 3" profile: about 3 s to detect.
+fn default_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_timeout() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_fall() -> u32 {
+    3
+}
+fn default_rise() -> u32 {
+    2
+}
+
+/// `200` or `"200-399"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawStatus {
+    Code(i64),
+    Text(String),
+}
+
+/// A shell string (`"systemctl is-active nginx"`) or an argv list (`["/bin/check", "-q"]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawCommand {
+    Shell(String),
+    Argv(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub name: String,
+    pub address: String,
+    pub check_address: Option<String>,
+    pub check_port: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHook {
+    pub name: Option<String>,
+    pub command: RawCommand,
+    #[serde(default = "default_hook_timeout", with = "serde_duration")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub on: Vec<String>,
+}
+
+fn default_hook_timeout() -> Duration {
+    Duration::from_secs(30)
+}

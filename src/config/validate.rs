@@ -1,0 +1,369 @@
+//! Second layer: rules across fields, turning [`RawConfig`] into [`Config`].
+//!
+//! Collects every error instead of stopping at the first, so `check-config` shows the whole
+//! list in one run.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::locate::{Locator, Seg};
+use super::raw::*;
+use super::*;
+
+/// Decision reasons a hook's `on` list may name (see `decision::Reason`).
+pub const HOOK_EVENTS: &[&str] =
+    &["initial", "failover", "failback", "switchover", "drain", "all_down", "recovered", "reconcile"];
+
+/// The shortest interval we accept: below this a check is a load test, not a health check.
+const MIN_INTERVAL: Duration = Duration::from_millis(50);
+
+struct Ctx<'a> {
+    loc: Locator<'a>,
+    file: &'a Path,
+    errors: Vec<ConfigError>,
+    warnings: Vec<Warning>,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, path: &[Seg], msg: impl Into<String>) {
+        let e = self.loc.error(self.file, path, msg);
+        self.errors.push(e);
+    }
+    fn warn(&mut self, path: &[Seg], msg: impl Into<String>) {
+        self.warnings.push(Warning { key: super::locate::render(path), message: msg.into() });
+    }
+}
+
+fn k(s: &str) -> Seg {
+    Seg::Key(s.to_string())
+}
+
+fn with(path: &[Seg], more: &[Seg]) -> Vec<Seg> {
+    let mut p = path.to_vec();
+    p.extend_from_slice(more);
+    p
+}
+
+/// Names end up in URLs, metric labels, DNS records and environment variables.
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+pub fn validate(raw: RawConfig, text: &str, file: &Path) -> Result<(Config, Vec<Warning>), ConfigErrors> {
+    let mut cx = Ctx { loc: Locator::new(text), file, errors: Vec::new(), warnings: Vec::new() };
+    let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+
+    let daemon = validate_daemon(&mut cx, raw.daemon, &base_dir);
+
+    if raw.services.is_empty() {
+        cx.warn(&[], "no [[service]] is configured: the daemon will run but watch nothing");
+    }
+    let mut names = HashSet::new();
+    let mut services = Vec::new();
+    for (i, rs) in raw.services.into_iter().enumerate() {
+        let path = vec![k("service"), Seg::Index(i)];
+        if !names.insert(rs.name.clone()) {
+            cx.err(&with(&path, &[k("name")]), format!("duplicate service name \"{}\"; names must be unique", rs.name));
+        }
+        if let Some(s) = validate_service(&mut cx, rs, &path) {
+            services.push(s);
+        }
+    }
+
+    if cx.errors.is_empty() {
+        let daemon = daemon.expect("daemon validated without errors");
+        Ok((Config { source: file.to_owned(), daemon, services }, cx.warnings))
+    } else {
+        Err(ConfigErrors(cx.errors))
+    }
+}
+
+fn validate_daemon(cx: &mut Ctx<'_>, d: RawDaemon, base_dir: &Path) -> Option<DaemonConfig> {
+    let p = [k("daemon")];
+    let api = match d.api.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            cx.err(&with(&p, &[k("api")]), format!("expected an IP address and port such as \"127.0.0.1:9190\", got \"{}\"", d.api));
+            None
+        }
+    };
+    let log_format = match d.log_format.as_str() {
+        "human" => LogFormat::Human,
+        "json" => LogFormat::Json,
+        other => {
+            cx.err(&with(&p, &[k("log_format")]), format!("expected \"human\" or \"json\", got \"{other}\""));
+            LogFormat::Human
+        }
+    };
+    let mut api_token = None;
+    let mut api_token_file = None;
+    if let Some(f) = &d.api_token_file {
+        let path = resolve(base_dir, f);
+        match std::fs::read_to_string(&path) {
+            Ok(t) if !t.trim().is_empty() => api_token = Some(t.trim().to_string()),
+            Ok(_) => cx.err(&with(&p, &[k("api_token_file")]), format!("token file {} is empty", path.display())),
+            Err(e) => cx.err(&with(&p, &[k("api_token_file")]), format!("cannot read token file {}: {e}", path.display())),
+        }
+        api_token_file = Some(path);
+    }
+    if let Some(a) = api
+        && d.api_token_file.is_none()
+        && !a.ip().is_loopback()
+    {
+        cx.err(
+            &with(&p, &[k("api")]),
+            format!("the API may listen on {a} (not loopback) only with a token: set daemon.api_token_file, or listen on 127.0.0.1"),
+        );
+    }
+    if d.data_dir.trim().is_empty() {
+        cx.err(&with(&p, &[k("data_dir")]), "expected a directory path, got an empty string");
+    }
+    Some(DaemonConfig { data_dir: PathBuf::from(d.data_dir), api: api?, api_token, api_token_file, log_format })
+}
+
+fn resolve(base: &Path, f: &str) -> PathBuf {
+    let p = PathBuf::from(f);
+    if p.is_absolute() { p } else { base.join(p) }
+}
+
+fn validate_service(cx: &mut Ctx<'_>, rs: RawService, path: &[Seg]) -> Option<ServiceConfig> {
+    let errors_before = cx.errors.len();
+    if !valid_name(&rs.name) {
+        cx.err(&with(path, &[k("name")]), format!("expected 1-63 letters, digits, '-', '_' or '.', got \"{}\"", rs.name));
+    }
+    let check = validate_check(cx, rs.check, &with(path, &[k("check")]));
+
+    if rs.targets.is_empty() {
+        cx.err(path, format!("service \"{}\" needs at least one [[service.target]]", rs.name));
+    }
+    let mut targets = Vec::new();
+    let mut tnames = HashSet::new();
+    for (i, rt) in rs.targets.into_iter().enumerate() {
+        let tp = with(path, &[k("target"), Seg::Index(i)]);
+        if !valid_name(&rt.name) {
+            cx.err(&with(&tp, &[k("name")]), format!("expected 1-63 letters, digits, '-', '_' or '.', got \"{}\"", rt.name));
+        }
+        if !tnames.insert(rt.name.clone()) {
+            cx.err(&with(&tp, &[k("name")]), format!("duplicate target name \"{}\" in service \"{}\"", rt.name, rs.name));
+        }
+        let address = parse_ip(cx, &with(&tp, &[k("address")]), &rt.address);
+        let check_address = rt.check_address.as_deref().and_then(|a| parse_ip(cx, &with(&tp, &[k("check_address")]), a));
+        if let (Some(c), Some(CheckKind::Exec(_))) = (rt.check_port, check.as_ref().map(|c| &c.kind)) {
+            cx.err(&with(&tp, &[k("check_port")]), format!("check_port ({c}) does not apply to exec checks"));
+        }
+        if let Some(address) = address {
+            targets.push(TargetConfig { name: rt.name, address, check_address, check_port: rt.check_port });
+        }
+    }
+    if let Some(c) = &check {
+        let needs_port = matches!(c.kind, CheckKind::Http(HttpCheck { port: 0, .. }) | CheckKind::Tcp(TcpCheck { port: 0 }));
+        if needs_port {
+            for (i, t) in targets.iter().enumerate() {
+                if t.check_port.is_none() {
+                    cx.err(
+                        &with(path, &[k("check"), k("port")]),
+                        format!("{} checks need a port: set check.port, or check_port on target[{i}] \"{}\"", c.kind.name(), t.name),
+                    );
+                    break;
+                }
+            }
+        }
+    }
+
+    let mut hooks = Vec::new();
+    let mut hnames = HashSet::new();
+    for (i, rh) in rs.hooks.into_iter().enumerate() {
+        let hp = with(path, &[k("hook"), Seg::Index(i)]);
+        let name = rh.name.unwrap_or_else(|| format!("hook-{}", i + 1));
+        if !hnames.insert(name.clone()) {
+            cx.err(&with(&hp, &[k("name")]), format!("duplicate hook name \"{name}\""));
+        }
+        let command = command_argv(cx, &with(&hp, &[k("command")]), rh.command);
+        for (j, on) in rh.on.iter().enumerate() {
+            if !HOOK_EVENTS.contains(&on.as_str()) {
+                cx.err(&with(&hp, &[k("on"), Seg::Index(j)]), format!("expected one of {}, got \"{on}\"", HOOK_EVENTS.join(", ")));
+            }
+        }
+        if rh.timeout.is_zero() {
+            cx.err(&with(&hp, &[k("timeout")]), "expected a timeout above zero");
+        }
+        hooks.push(HookConfig { name, command, timeout: rh.timeout, on: rh.on });
+    }
+
+    let check = check?;
+    if cx.errors.len() > errors_before {
+        return None;
+    }
+    let svc = ServiceConfig {
+        name: rs.name,
+        failback: rs.failback,
+        failback_hold: rs.failback_hold,
+        all_down: rs.all_down,
+        check,
+        targets,
+        hooks,
+        rto_budget: rs.rto_budget,
+    };
+    if let Some(budget) = svc.rto_budget
+        && svc.detection_budget() > budget
+    {
+        cx.warn(
+            &with(path, &[k("rto_budget")]),
+            format!(
+                "detection alone can take {} (interval x fall + timeout), more than rto_budget {}",
+                humantime::format_duration(svc.detection_budget()),
+                humantime::format_duration(budget)
+            ),
+        );
+    }
+    Some(svc)
+}
+
+fn parse_ip(cx: &mut Ctx<'_>, path: &[Seg], s: &str) -> Option<IpAddr> {
+    match s.parse::<IpAddr>() {
+        Ok(ip) => Some(ip),
+        Err(_) => {
+            cx.err(path, format!("expected an IPv4 or IPv6 address such as \"198.18.0.2\", got \"{s}\""));
+            None
+        }
+    }
+}
+
+fn command_argv(cx: &mut Ctx<'_>, path: &[Seg], c: RawCommand) -> Vec<String> {
+    match c {
+        RawCommand::Shell(s) if s.trim().is_empty() => {
+            cx.err(path, "expected a command, got an empty string");
+            Vec::new()
+        }
+        RawCommand::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s],
+        RawCommand::Argv(v) if v.is_empty() || v[0].is_empty() => {
+            cx.err(path, "expected a non-empty argv list such as [\"/usr/local/bin/check\", \"--quiet\"]");
+            Vec::new()
+        }
+        RawCommand::Argv(v) => v,
+    }
+}
+
+fn validate_check(cx: &mut Ctx<'_>, rc: RawCheck, path: &[Seg]) -> Option<CheckConfig> {
+    let before = cx.errors.len();
+    let kind_name = match rc.kind {
+        RawCheckKind::Http => "http",
+        RawCheckKind::Https => "https",
+        RawCheckKind::Tcp => "tcp",
+        RawCheckKind::Exec => "exec",
+    };
+    if rc.interval < MIN_INTERVAL {
+        cx.err(&with(path, &[k("interval")]), format!("expected at least 50ms, got {}", humantime::format_duration(rc.interval)));
+    }
+    if rc.timeout.is_zero() {
+        cx.err(&with(path, &[k("timeout")]), "expected a timeout above zero");
+    } else if rc.timeout >= rc.interval {
+        cx.err(
+            &with(path, &[k("timeout")]),
+            format!(
+                "must be less than interval ({}), got {}",
+                humantime::format_duration(rc.interval),
+                humantime::format_duration(rc.timeout)
+            ),
+        );
+    }
+    if rc.fall == 0 {
+        cx.err(&with(path, &[k("fall")]), "expected at least 1 (consecutive failures before a target is marked down)");
+    }
+    if rc.rise == 0 {
+        cx.err(&with(path, &[k("rise")]), "expected at least 1 (consecutive successes before a target is marked up)");
+    }
+
+    let is_http = matches!(rc.kind, RawCheckKind::Http | RawCheckKind::Https);
+    let mut only = |cx: &mut Ctx<'_>, present: bool, key: &str, applies: &str| {
+        if present {
+            cx.err(&with(path, &[k(key)]), format!("`{key}` applies to {applies} checks, not to {kind_name} checks"));
+        }
+    };
+    only(cx, !is_http && rc.path.is_some(), "path", "http and https");
+    only(cx, !is_http && rc.method.is_some(), "method", "http and https");
+    only(cx, !is_http && rc.host.is_some(), "host", "http and https");
+    only(cx, !is_http && rc.headers.is_some(), "headers", "http and https");
+    only(cx, !is_http && rc.expect_status.is_some(), "expect_status", "http and https");
+    only(cx, !is_http && rc.body_contains.is_some(), "body_contains", "http and https");
+    only(cx, rc.kind != RawCheckKind::Https && rc.tls_verify.is_some(), "tls_verify", "https");
+    only(cx, rc.kind == RawCheckKind::Exec && rc.port.is_some(), "port", "http, https and tcp");
+    only(cx, rc.kind != RawCheckKind::Exec && rc.command.is_some(), "command", "exec");
+
+    let kind = match rc.kind {
+        RawCheckKind::Http | RawCheckKind::Https => {
+            let path_s = rc.path.unwrap_or_else(|| "/".into());
+            if !path_s.starts_with('/') {
+                cx.err(&with(path, &[k("path")]), format!("expected a path starting with '/', got \"{path_s}\""));
+            }
+            let method = rc.method.unwrap_or_else(|| "GET".into()).to_ascii_uppercase();
+            if !["GET", "HEAD", "POST", "OPTIONS", "PUT"].contains(&method.as_str()) {
+                cx.err(&with(path, &[k("method")]), format!("expected GET, HEAD, POST, PUT or OPTIONS, got \"{method}\""));
+            }
+            let mut expect = Vec::new();
+            match rc.expect_status {
+                None => expect.push(StatusRange { lo: 200, hi: 399 }),
+                Some(list) if list.is_empty() => {
+                    cx.err(&with(path, &[k("expect_status")]), "expected at least one status code or range");
+                }
+                Some(list) => {
+                    for (i, s) in list.into_iter().enumerate() {
+                        match parse_status(&s) {
+                            Ok(r) => expect.push(r),
+                            Err(m) => cx.err(&with(path, &[k("expect_status"), Seg::Index(i)]), m),
+                        }
+                    }
+                }
+            }
+            if let Some(h) = &rc.host
+                && (h.is_empty() || h.contains(['/', ' ', '\r', '\n']))
+            {
+                cx.err(&with(path, &[k("host")]), format!("expected a host name such as \"www.example.com\", got \"{h}\""));
+            }
+            CheckKind::Http(HttpCheck {
+                tls: rc.kind == RawCheckKind::Https,
+                port: rc.port.unwrap_or(0),
+                path: path_s,
+                method,
+                host: rc.host,
+                headers: rc.headers.unwrap_or_default().into_iter().collect(),
+                expect_status: expect,
+                body_contains: rc.body_contains,
+                tls_verify: rc.tls_verify.unwrap_or(true),
+            })
+        }
+        RawCheckKind::Tcp => CheckKind::Tcp(TcpCheck { port: rc.port.unwrap_or(0) }),
+        RawCheckKind::Exec => match rc.command {
+            Some(c) => CheckKind::Exec(ExecCheck { command: command_argv(cx, &with(path, &[k("command")]), c) }),
+            None => {
+                cx.err(&with(path, &[k("kind")]), "exec checks need `command` (a shell string or an argv list)");
+                CheckKind::Exec(ExecCheck { command: Vec::new() })
+            }
+        },
+    };
+    if cx.errors.len() > before {
+        return None;
+    }
+    Some(CheckConfig { kind, interval: rc.interval, timeout: rc.timeout, fall: rc.fall, rise: rc.rise })
+}
+
+fn parse_status(s: &RawStatus) -> Result<StatusRange, String> {
+    let valid = |n: i64| (100..=599).contains(&n);
+    match s {
+        RawStatus::Code(n) if valid(*n) => Ok(StatusRange { lo: *n as u16, hi: *n as u16 }),
+        RawStatus::Code(n) => Err(format!("expected an HTTP status from 100 to 599, got {n}")),
+        RawStatus::Text(t) => {
+            let parse = |x: &str| x.trim().parse::<i64>().ok().filter(|n| valid(*n));
+            let r = match t.split_once('-') {
+                Some((a, b)) => parse(a).zip(parse(b)).map(|(a, b)| (a, b)),
+                None => parse(t).map(|a| (a, a)),
+            };
+            match r {
+                Some((lo, hi)) if lo <= hi => Ok(StatusRange { lo: lo as u16, hi: hi as u16 }),
+                _ => Err(format!("expected a status such as 200 or a range such as \"200-399\", got \"{t}\"")),
+            }
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Health: fall/rise hysteresis over raw check results, one state machine per target.
+//!
+//! Pure: no I/O, no clock (timestamps come in with the results), no tasks. Emits a
+//! [`Transition`] only when a target's state flips, so one lost packet never moves traffic.
+//!
+//! # Initial state
+//! A target starts [`Health::Unknown`]. Its **first** result is taken at face value (up on a
+//! pass, down on a fail): with no history there is no flap to damp, and waiting `rise` checks
+//! would leave a fresh daemon without an answer. From then on a flip needs `fall` consecutive
+//! failures (up -> down) or `rise` consecutive successes (down -> up). The decision engine does
+//! not act on a service until each target has its first result or the start-up grace expires,
+//! so the backup never wins just because its first check returned before the primary's.
+
+use serde::{Deserialize, Serialize};
+
+/// Observed health of one target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    Unknown,
+    Up,
+    Down,
+}
+
+/// Thresholds for one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    pub fall: u32,
+    pub rise: u32,
+}
+
+/// A flip of a target's health, with what led to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub from: Health,
+    pub to: Health,
+    /// Consecutive results that caused the flip (1 for the first result).
+    pub streak: u32,
+    /// Start of the first result of the streak (for `Down`: the first failed check), in wall
+    /// microseconds as reported by the probe.
+    pub streak_started_us: u64,
+    /// Start of the last result before the streak that had the other verdict, if any (for
+    /// `Down`: the last good check; the fault began between it and `streak_started_us`).
+    pub last_other_us: Option<u64>,
+}
+
+/// The hysteresis state of one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthState {
+    health: Health,
+    streak_ok: bool,
+    streak: u32,
+    streak_started_us: u64,
+    last_ok_us: Option<u64>,
+    last_fail_us: Option<u64>,
+}
+
+impl Default for HealthState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HealthState {
+    pub fn new() -> Self {
+        HealthState { health: Health::Unknown, streak_ok: false, streak: 0, streak_started_us: 0, last_ok_us: None, last_fail_us: None }
+    }
+
+    pub fn health(&self) -> Health {
+        self.health
+    }
+
+    /// Consecutive results with the same verdict as the latest one.
+    pub fn streak(&self) -> (bool, u32) {
+        (self.streak_ok, self.streak)
+    }
+
+    /// Feed one check result (`ok`, started at `at_us`). Returns the flip, if this result
+    /// caused one.
+    pub fn observe(&mut self, ok: bool, at_us: u64, th: Thresholds) -> Option<Transition> {
+        let last_other = if ok { self.last_fail_us } else { self.last_ok_us };
+        if self.streak == 0 || self.streak_ok != ok {
+            self.streak_ok = ok;
+            self.streak = 0;
+            self.streak_started_us = at_us;
+        }
+        self.streak = self.streak.saturating_add(1);
+        if ok {
+            self.last_ok_us = Some(at_us);
+        } else {
+            self.last_fail_us = Some(at_us);
+        }
+        let to = match (self.health, ok) {
+            (Health::Unknown, true) => Health::Up,
+            (Health::Unknown, false) => Health::Down,
+            (Health::Down, true) if self.streak >= th.rise => Health::Up,
+            (Health::Up, false) if self.streak >= th.fall => Health::Down,
+            _ => return None,
+        };
+        let from = std::mem::replace(&mut self.health, to);
+        Some(Transition {
+            from,
+            to,
+            streak: self.streak,
+            streak_started_us: self.streak_started_us,
+            last_other_us: last_other.filter(|&t| t < self.streak_started_us),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const TH: Thresholds = Thresholds { fall: 3, rise: 2 };
+
+    #[test]
+    fn first_result_is_taken_at_face_value() {
+        let mut up = HealthState::new();
+        let t = up.observe(true, 10, TH).unwrap();
+        assert_eq!((t.from, t.to, t.streak), (Health::Unknown, Health::Up, 1));
+        let mut down = HealthState::new();
+        assert_eq!(down.observe(false, 10, TH).unwrap().to, Health::Down);
+    }
+
+    #[test]
+    fn fall_failures_mark_down_and_report_the_first_failure() {
+        let mut h = HealthState::new();
+        h.observe(true, 0, TH);
+        h.observe(true, 1_000_000, TH);
+        assert_eq!(h.observe(false, 2_000_000, TH), None);
+        assert_eq!(h.observe(false, 3_000_000, TH), None);
+        let t = h.observe(false, 4_000_000, TH).unwrap();
+        assert_eq!((t.from, t.to, t.streak), (Health::Up, Health::Down, 3));
+        assert_eq!(t.streak_started_us, 2_000_000);
+        assert_eq!(t.last_other_us, Some(1_000_000));
+    }
+
+    #[test]
+    fn one_lost_check_changes_nothing() {
+        let mut h = HealthState::new();
+        h.observe(true, 0, TH);
+        for i in 1..100u64 {
+            let ok = i % 3 != 0; // every third check fails: never `fall` in a row
+            assert_eq!(h.observe(ok, i, TH), None, "flipped at {i}");
+        }
+        assert_eq!(h.health(), Health::Up);
+    }
+
+    #[test]
+    fn rise_successes_mark_up() {
+        let mut h = HealthState::new();
+        h.observe(false, 0, TH);
+        assert_eq!(h.observe(true, 1, TH), None);
+        assert_eq!(h.observe(true, 2, TH).unwrap().to, Health::Up);
+    }
+
+    proptest! {
+        /// A flip happens exactly when the streak reaches the threshold, and never otherwise.
+        #[test]
+        fn flips_only_at_thresholds(results in proptest::collection::vec(any::<bool>(), 1..200), fall in 1u32..6, rise in 1u32..6) {
+            let th = Thresholds { fall, rise };
+            let mut h = HealthState::new();
+            let mut run: Vec<bool> = Vec::new();
+            for (i, ok) in results.iter().copied().enumerate() {
+                let before = h.health();
+                run.push(ok);
+                let flip = h.observe(ok, i as u64, th);
+                let streak = run.iter().rev().take_while(|&&r| r == ok).count() as u32;
+                let expected = match (before, ok) {
+                    (Health::Unknown, _) => true,
+                    (Health::Up, false) => streak == fall,
+                    (Health::Down, true) => streak == rise,
+                    _ => false,
+                };
+                prop_assert_eq!(flip.is_some(), expected, "result {} ({}), streak {}", i, ok, streak);
+                if let Some(t) = flip {
+                    prop_assert_eq!(t.to, if ok { Health::Up } else { Health::Down });
+                    prop_assert_eq!(t.from, before);
+                }
+            }
+        }
+    }
+}

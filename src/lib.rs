@@ -1,0 +1,14 @@
+//! understudy: automatic failover for web services.
+//!
+//! # Layout
+//! Data flows one way (see ARCHITECTURE.md):
+//! `probe` (I/O) -> `health` (pure) -> `decision` (pure) -> `actuator` (I/O), with every
+//! transition recorded as an `events::Event` in a durable log before it is announced.
+//! `daemon` wires these together; `api` serves the JSON API and metrics; `cli` is the command
+//! line, which talks to a running daemon through the API.
+
+pub mod actuator;
+pub mod config;
+pub mod decision;
+pub mod probe;
+pub mod health;

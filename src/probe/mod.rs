@@ -1,0 +1,93 @@
+//! Probes: run one kind of check against one target and report a raw pass/fail.
+//!
+//! A probe never decides health: it reports what it saw ([`CheckResult`]) and `health/` owns the
+//! fall/rise thresholds. The [`scheduler`] runs one task per target at a fixed rate with an
+//! initial random offset (so checks spread over the interval), enforces the timeout, and never
+//! lets a slow target delay another one.
+//!
+//! One implementation per file: `http.rs` (http and https), `tcp.rs`, `exec.rs`.
+
+pub mod exec;
+pub mod http;
+pub mod lag;
+pub mod scheduler;
+pub mod tcp;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{CheckConfig, CheckKind, TargetConfig};
+
+/// What one check saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckResult {
+    pub ok: bool,
+    /// Time from the start of the check to its verdict (the timeout, when it timed out).
+    pub latency: Duration,
+    /// Human-readable reason: `HTTP 200`, `connection refused`, `timed out after 500ms`,
+    /// `exit status 1: <first line of output>`.
+    pub reason: String,
+    /// Wall-clock start time, microseconds since the Unix epoch.
+    pub started_us: u64,
+}
+
+/// A future returned by a probe.
+pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Verdict> + Send + 'a>>;
+
+/// A probe's own verdict; the scheduler adds timing and turns timeouts into failures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub ok: bool,
+    pub reason: String,
+}
+
+impl Verdict {
+    pub fn pass(reason: impl Into<String>) -> Self {
+        Verdict { ok: true, reason: reason.into() }
+    }
+    pub fn fail(reason: impl Into<String>) -> Self {
+        Verdict { ok: false, reason: reason.into() }
+    }
+}
+
+/// One kind of check, bound to one target.
+pub trait Probe: Send + Sync + 'static {
+    /// Run the check once. The scheduler wraps this in the check's timeout and drops the
+    /// future when it expires, so implementations must release resources on drop (child
+    /// processes are started with `kill_on_drop`).
+    fn check(&self) -> CheckFuture<'_>;
+
+    /// What the probe checks, for logs and the API: `http://127.0.0.2:8080/health`.
+    fn describe(&self) -> String;
+}
+
+/// Errors building a probe (bad TLS setup and the like); config validation catches the rest.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("cannot build HTTP client for {what}: {source}")]
+    HttpClient { what: String, source: reqwest::Error },
+}
+
+/// Build the probe for `check` against `target`.
+pub fn build(check: &CheckConfig, target: &TargetConfig) -> Result<Arc<dyn Probe>, ProbeError> {
+    let ip = target.check_ip();
+    Ok(match &check.kind {
+        CheckKind::Http(h) => {
+            let port = target.check_port.unwrap_or(h.port);
+            Arc::new(http::HttpProbe::new(h, SocketAddr::new(ip, port), check.timeout)?)
+        }
+        CheckKind::Tcp(t) => {
+            let port = target.check_port.unwrap_or(t.port);
+            Arc::new(tcp::TcpProbe::new(SocketAddr::new(ip, port)))
+        }
+        CheckKind::Exec(e) => Arc::new(exec::ExecProbe::new(e, target)),
+    })
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
