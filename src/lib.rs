@@ -10,5 +10,6 @@
 pub mod actuator;
 pub mod config;
 pub mod decision;
+pub mod dns;
 pub mod probe;
 pub mod health;
