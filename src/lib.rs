@@ -12,3 +12,5 @@ pub mod config;
 pub mod decision;
 pub mod probe;
 pub mod health;
+pub mod events;
+pub mod process;
