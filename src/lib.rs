@@ -14,3 +14,7 @@ pub mod probe;
 pub mod health;
 pub mod events;
 pub mod process;
+pub mod api;
+pub mod daemon;
+pub mod metrics;
+pub mod cli;

@@ -289,6 +289,16 @@ impl Engine {
         (to, Reason::AllDown, true)
     }
 
+    /// Re-issue the current decision with a fresh epoch (after the actuators changed), so that
+    /// every actuator applies it again. `None` before the first decision.
+    pub fn reconcile(&mut self) -> Option<Decision> {
+        if !self.decided {
+            return None;
+        }
+        self.epoch += 1;
+        Some(Decision { epoch: self.epoch, from: self.active, to: self.active, reason: Reason::Reconcile, all_down: self.all_down })
+    }
+
     /// When the engine wants to be evaluated again even if no input changes: the end of the
     /// start-up grace, or the moment a failback hold expires.
     pub fn next_deadline(&self) -> Option<Instant> {
