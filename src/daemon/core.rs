@@ -21,7 +21,7 @@ use crate::actuator::runner::{self, Command};
 use crate::actuator::{Desired, TargetRef};
 use crate::api::wire;
 use crate::config::Config;
-use crate::decision::{Decision, Reason, Restored};
+use crate::decision::{Decision, Reason};
 use crate::events::incident::IncidentBook;
 use crate::events::state::Persisted;
 use crate::events::{Event, OverrideAction, Record, Step, format_time_us};
@@ -470,24 +470,19 @@ impl Core {
         }
         prev.targets = targets;
         if !same_targets || !same_policy {
-            let active = prev.engine.active().map(|a| prev.engine.target_name(a).to_string());
-            let restored = Restored { epoch: prev.engine.epoch(), active };
             let names: Vec<String> = cfg.targets.iter().map(|x| x.name.clone()).collect();
-            let mut engine = crate::decision::Engine::new(services::policy(&cfg), &names, Some(restored), t);
-            for (i, tr) in prev.targets.iter().enumerate() {
-                let old_i = prev.engine.index_of(&tr.cfg.name);
-                let h = match tr.health.health() {
-                    Health::Unknown => old_i.map(|oi| prev.engine.health(oi)).unwrap_or(Health::Unknown),
-                    h => h,
-                };
-                engine.set_health(i, h, t);
-            }
-            services::apply_overrides(&mut engine, &prev.overrides, t);
-            prev.engine = engine;
+            prev.engine = prev.engine.reshape(services::policy(&cfg), &names);
+            services::apply_overrides(&mut prev.engine, &prev.overrides, t);
         }
         prev.actuators = services::actuators(&cfg).into();
+        // Actuators must hear about new addresses or new actuators; a new target list is
+        // otherwise decided by the normal rules at the next evaluation.
+        let same_addresses = prev.engine.active().is_none_or(|a| {
+            prev.cfg.target(&cfg.targets[a].name).is_some_and(|old| old.address == cfg.targets[a].address)
+        });
+        let reconcile = !same_actuators || !same_addresses;
         prev.cfg = cfg;
-        (prev, same_targets && same_policy && !same_actuators)
+        (prev, reconcile)
     }
 
     fn publish_static_metrics(&self, svc: &ServiceRt) {
@@ -499,6 +494,7 @@ impl Core {
         }
         let l = ServiceLabels { service: svc.cfg.name.clone() };
         let _ = self.shared.metrics.failovers.get_or_create(&l);
+        let _ = self.shared.metrics.check_duration.get_or_create(&l);
         self.shared.metrics.epoch.get_or_create(&l).set(svc.engine.epoch() as i64);
     }
 
