@@ -129,3 +129,29 @@ address = "127.0.0.3"
     }
     toggler.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_and_a_second_daemon_cannot_share_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = api_addr();
+    let data = dir.path().join("data");
+    let cfg = format!(
+        "[daemon]\ndata_dir = \"{}\"\napi = \"{api}\"\n\n[[service]]\nname = \"s\"\n[service.check]\nkind = \"exec\"\ncommand = \"true\"\n\
+         interval = \"100ms\"\ntimeout = \"50ms\"\n[[service.target]]\nname = \"a\"\naddress = \"127.0.0.2\"\n",
+        data.display()
+    );
+    let mut d = Daemon::start(dir.path(), &cfg, api).await;
+    d.wait_active("s", "a", Duration::from_secs(5)).await;
+
+    // Same data directory, another API port: refused, exit 1, with the reason.
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, cfg.replace(&api.to_string(), &api_addr().to_string())).unwrap();
+    let out = std::process::Command::new(understudy_bin()).args(["run", "-c"]).arg(&other).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is in use by another understudy"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let status = d.terminate().await;
+    assert!(status.success(), "exit status {status:?}\n{}", d.logs());
+    let (_, records, _) = EventLog::open(&data).unwrap();
+    assert_eq!(records.last().unwrap().event.kind(), "daemon_stopped");
+}
