@@ -71,17 +71,22 @@ impl ExecProbe {
         let mut out = Vec::new();
         let mut err = Vec::new();
         let status = {
-            let read_out = read_capped(stdout, &mut out);
-            let read_err = read_capped(stderr, &mut err);
-            tokio::pin!(read_out, read_err);
+            let reads = async { tokio::join!(read_capped(stdout, &mut out), read_capped(stderr, &mut err)) };
+            tokio::pin!(reads);
+            let mut reads_done = false;
             let status = tokio::select! {
                 status = guard.wait() => status,
                 // Both streams at EOF before the exit: wait for the exit alone.
-                _ = async { tokio::join!(&mut read_out, &mut read_err) } => guard.wait().await,
+                _ = &mut reads => {
+                    reads_done = true;
+                    guard.wait().await
+                }
             };
-            // Collect what is still in the pipes, without waiting for grandchildren that keep
-            // them open.
-            let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, async { tokio::join!(&mut read_out, &mut read_err) }).await;
+            if !reads_done {
+                // Collect what is still in the pipes, without waiting for a background grandchild
+                // that keeps them open.
+                let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, &mut reads).await;
+            }
             status
         };
         match status {

@@ -117,11 +117,10 @@ impl HttpProbe {
             (Ok(u), Ok(h)) => (u.clone(), h.clone()),
             (Err(why), _) | (_, Err(why)) => return Verdict::fail(why.clone()),
         };
-        let response =
-            match self.client.request(self.method.clone(), url).headers(headers).send().await {
-                Ok(r) => r,
-                Err(e) => return Verdict::fail(self.error_reason(&e)),
-            };
+        let response = match self.client.request(self.method.clone(), url).headers(headers).send().await {
+            Ok(r) => r,
+            Err(e) => return Verdict::fail(self.error_reason(&e)),
+        };
         let status = response.status().as_u16();
         if !self.expect_status.iter().any(|r| r.contains(status)) {
             let expected: Vec<String> = self.expect_status.iter().map(|r| r.to_string()).collect();
@@ -149,26 +148,33 @@ impl HttpProbe {
         let mut chain: Vec<String> = Vec::new();
         let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
         let mut io_error: Option<&std::io::Error> = None;
+        let mut tls = false;
         while let Some(err) = source {
             if let Some(io) = err.downcast_ref::<std::io::Error>() {
-                // An io::Error wrapping a TLS error carries it as its own source; keep walking.
-                if io.get_ref().is_none() {
+                // Only a plain OS error (refused, reset, unreachable) is summarised; an io::Error
+                // that wraps a TLS error keeps its chain.
+                if io.raw_os_error().is_some() {
                     io_error = Some(io);
                 }
             }
+            if is_tls_error(err) {
+                tls = true;
+            }
             let text = err.to_string();
-            // hyper-util repeats itself ("client error (Connect)"); keep each message once.
-            if !text.is_empty() && !chain.iter().any(|c| c == &text || c.contains(&text)) {
+            // hyper-util's "client error (Connect)" says nothing; other layers repeat each other.
+            let noise = text.is_empty() || text.starts_with("client error (");
+            if !noise && !chain.iter().any(|c| c == &text || c.contains(&text)) {
                 chain.push(text);
             }
             source = err.source();
         }
-        if let Some(io) = io_error
-            && chain.len() <= 2
-        {
+        if let Some(io) = io_error {
             return io_reason(io);
         }
         let mut out = if chain.is_empty() { e.to_string() } else { chain.join(": ") };
+        if tls {
+            out = format!("TLS: {out}");
+        }
         if out.len() > 300 {
             let mut cut = 300;
             while !out.is_char_boundary(cut) {
@@ -197,6 +203,20 @@ impl Probe for HttpProbe {
     }
 }
 
+/// Whether `err` is a rustls error, possibly inside (nested) `io::Error`s, whose `source()`
+/// skips the error they wrap.
+fn is_tls_error(mut err: &(dyn std::error::Error + 'static)) -> bool {
+    loop {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        match err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => err = inner,
+            None => return false,
+        }
+    }
+}
+
 fn display_addr(addr: SocketAddr) -> String {
     // SocketAddr's Display already brackets IPv6 (`[::1]:80`).
     addr.to_string()
@@ -205,7 +225,8 @@ fn display_addr(addr: SocketAddr) -> String {
 fn build_headers(pairs: &[(String, String)]) -> Result<HeaderMap, String> {
     let mut map = HeaderMap::new();
     for (name, value) in pairs {
-        let name_h = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| format!("invalid header name {name:?}"))?;
+        let name_h =
+            HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| format!("invalid header name {name:?}"))?;
         let value_h = HeaderValue::from_str(value).map_err(|_| format!("invalid value for header {name:?}"))?;
         map.append(name_h, value_h);
     }
@@ -270,7 +291,8 @@ mod tests {
 
     #[test]
     fn ipv6_addresses_are_bracketed() {
-        let p = HttpProbe::new(&check(), "[::1]:8080".parse().expect("addr"), Duration::from_millis(500)).expect("probe");
+        let p =
+            HttpProbe::new(&check(), "[::1]:8080".parse().expect("addr"), Duration::from_millis(500)).expect("probe");
         assert_eq!(p.describe(), "http://[::1]:8080/health");
     }
 

@@ -73,6 +73,7 @@ async fn run(job: Scheduled, tx: UnboundedSender<Report>, cancel: CancellationTo
         let outcome = tokio::select! {
             biased;
             _ = cancel.cancelled() => return,
+            _ = tx.closed() => return,
             outcome = tokio::time::timeout(job.timeout, job.probe.check()) => outcome,
         };
         let (verdict, latency) = match outcome {
