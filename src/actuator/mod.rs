@@ -62,6 +62,12 @@ pub trait Actuator: Send + Sync + 'static {
 
     /// Check from the outside that `desired` is in effect (query the nameserver, connect
     /// through the proxy...). `None` when this actuator has no independent way to check.
+    /// Whether this actuator acts on `desired` at all (hooks filter by reason).
+    fn wants(&self, desired: &Desired) -> bool {
+        let _ = desired;
+        true
+    }
+
     fn verify<'a>(&'a self, desired: &'a Desired) -> Option<ActFuture<'a>> {
         let _ = desired;
         None

@@ -283,7 +283,7 @@ fn validate_check(cx: &mut Ctx<'_>, rc: RawCheck, path: &[Seg]) -> Option<CheckC
     }
 
     let is_http = matches!(rc.kind, RawCheckKind::Http | RawCheckKind::Https);
-    let mut only = |cx: &mut Ctx<'_>, present: bool, key: &str, applies: &str| {
+    let only = |cx: &mut Ctx<'_>, present: bool, key: &str, applies: &str| {
         if present {
             cx.err(&with(path, &[k(key)]), format!("`{key}` applies to {applies} checks, not to {kind_name} checks"));
         }

@@ -143,6 +143,31 @@ impl Engine {
         Engine { policy, slots, pinned: None, active, all_down: false, epoch, started: now, decided: false, restored }
     }
 
+    /// The same engine for a new target list and policy (config reload): targets keep their
+    /// health, operator state and hold timers by name, the active target and pin follow their
+    /// names, and the epoch carries on. New targets start unknown (not eligible).
+    pub fn reshape(&self, policy: Policy, names: &[String]) -> Engine {
+        let slots = names
+            .iter()
+            .map(|n| match self.slots.iter().find(|s| s.name == *n) {
+                Some(s) => s.clone(),
+                None => Slot { name: n.clone(), health: Health::Unknown, enabled: true, forced_down: false, eligible_since: None },
+            })
+            .collect::<Vec<_>>();
+        let by_name = |i: Option<usize>| i.and_then(|i| names.iter().position(|n| *n == self.slots[i].name));
+        Engine {
+            policy,
+            slots,
+            pinned: by_name(self.pinned),
+            active: by_name(self.active),
+            all_down: self.all_down,
+            epoch: self.epoch,
+            started: self.started,
+            decided: self.decided,
+            restored: self.restored,
+        }
+    }
+
     pub fn epoch(&self) -> u64 {
         self.epoch
     }
@@ -287,6 +312,16 @@ impl Engine {
             AllDown::None => None,
         };
         (to, Reason::AllDown, true)
+    }
+
+    /// Re-issue the current decision with a fresh epoch (after the actuators changed), so that
+    /// every actuator applies it again. `None` before the first decision.
+    pub fn reconcile(&mut self) -> Option<Decision> {
+        if !self.decided {
+            return None;
+        }
+        self.epoch += 1;
+        Some(Decision { epoch: self.epoch, from: self.active, to: self.active, reason: Reason::Reconcile, all_down: self.all_down })
     }
 
     /// When the engine wants to be evaluated again even if no input changes: the end of the

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Install everything the test suite and benchmarks use, from Debian's packages.
+# Safe to run twice; needs root (or sudo). Services these packages ship are not started here:
+# every test starts its own instance, on loopback, and stops it by PID.
+set -euo pipefail
+
+PACKAGES=(
+  nginx-light      # real HTTP peers (primary/backup web servers)
+  openssl          # self-signed certificates for https checks
+  ca-certificates  # trust store for https checks with verification
+  bind9-dnsutils   # dig
+  knot             # Knot DNS: differential conformance and the DNS benchmark anchor
+  knot-dnsutils    # kdig
+  bind9            # BIND 9: DNS benchmark anchor
+  dnsperf          # DNS load generator for bench/dns
+  iproute2         # ip netns for namespace test beds
+  procps           # ps, for process accounting in benchmarks
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  echo "test dependencies: all installed"
+  exit 0
+fi
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+echo "test dependencies: installing ${missing[*]}"
+# Keep package maintainer scripts from starting system services (nginx, knot, named) on
+# their default ports: tests run their own instances.
+policy=/usr/sbin/policy-rc.d
+created_policy=0
+if [[ ! -e $policy ]]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+  $SUDO chmod +x "$policy"
+  created_policy=1
+fi
+cleanup() { if ((created_policy)); then $SUDO rm -f "$policy"; fi; }
+trap cleanup EXIT
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine: installs what the tests need, then runs
+# every unit, property and integration test. This is the command README.md and .ci/run use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-test-deps.sh
+# Many test processes open sockets and spawn peers at once.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+cargo test --locked --no-fail-fast "$@"

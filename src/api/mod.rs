@@ -1,0 +1,175 @@
+//! The HTTP API: JSON under `/api/v1`, Prometheus text at `/metrics`, `/healthz`.
+//!
+//! [`router`] builds the axum `Router` from the daemon's [`Shared`] handle; tests call it with
+//! `oneshot` and no socket. Handlers hold no state of their own: reads go to the core (or to
+//! the event log's in-memory window), writes become [`Control`](crate::daemon::Control)
+//! messages. Every error is an [`ApiError`], turned into a status and a JSON body in one place.
+//!
+//! Mutating endpoints need `Authorization: Bearer <token>` when `daemon.api_token_file` is set
+//! (config validation refuses a non-loopback listener without one).
+
+pub mod wire;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use crate::daemon::{Refusal, Shared};
+use crate::events::OverrideAction;
+
+/// An API failure, rendered as `{"error": "..."}` with a fitting status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::Refused(Refusal::NoService(_) | Refusal::NoTarget { .. } | Refusal::NoIncident(_)) => StatusCode::NOT_FOUND,
+            ApiError::Refused(Refusal::Conflict(_)) => StatusCode::CONFLICT,
+            ApiError::Refused(Refusal::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let mut resp = (status, Json(wire::ErrorBody { error: self.to_string() })).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+pub fn router(shared: Shared) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/services", get(services))
+        .route("/api/v1/services/{name}", get(service))
+        .route("/api/v1/services/{name}/switchover", post(switchover))
+        .route("/api/v1/services/{name}/clear", post(clear))
+        .route("/api/v1/services/{name}/targets/{target}/drain", post(drain))
+        .route("/api/v1/services/{name}/targets/{target}/enable", post(enable))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/incidents", get(incidents))
+        .route("/api/v1/incidents/{id}", get(incident))
+        .route("/api/v1/incidents/{id}/close", post(close_incident))
+        .with_state(shared)
+}
+
+/// Checks the bearer token; returns who is acting, for the event.
+fn authorize(shared: &Shared, headers: &HeaderMap) -> ApiResult<String> {
+    let Some(token) = &shared.api_token else { return Ok("api".into()) };
+    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+    match given {
+        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok("api (token)".into()),
+        _ => Err(ApiError::Unauthorized),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// 200 while the core loop turns (it beats at least once a second); 503 when it is stalled.
+async fn healthz(State(shared): State<Shared>) -> Response {
+    let last = shared.heartbeat_us.load(std::sync::atomic::Ordering::Relaxed);
+    let age_ms = crate::probe::now_us().saturating_sub(last) / 1000;
+    if age_ms < 5_000 {
+        (StatusCode::OK, format!("ok: core loop ran {age_ms} ms ago\n")).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("stalled: core loop last ran {age_ms} ms ago\n")).into_response()
+    }
+}
+
+async fn metrics(State(shared): State<Shared>) -> Response {
+    let body = shared.metrics.encode();
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+}
+
+async fn services(State(shared): State<Shared>) -> ApiResult<Json<Vec<wire::Service>>> {
+    Ok(Json(shared.services().await?))
+}
+
+async fn service(State(shared): State<Shared>, Path(name): Path<String>) -> ApiResult<Json<wire::Service>> {
+    let all = shared.services().await?;
+    all.into_iter().find(|s| s.name == name).map(Json).ok_or(ApiError::Refused(Refusal::NoService(name)))
+}
+
+async fn switchover(
+    State(shared): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<wire::SwitchoverRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<wire::Service>> {
+    let by = authorize(&shared, &headers)?;
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("expected a JSON body like {{\"target\": \"backup\"}}: {}", e.body_text())))?;
+    shared.operate(&name, Some(&req.target), OverrideAction::Switchover, &by).await?;
+    service(State(shared), Path(name)).await
+}
+
+async fn clear(State(shared): State<Shared>, Path(name): Path<String>, headers: HeaderMap) -> ApiResult<Json<wire::Service>> {
+    let by = authorize(&shared, &headers)?;
+    shared.operate(&name, None, OverrideAction::Clear, &by).await?;
+    service(State(shared), Path(name)).await
+}
+
+async fn drain(State(shared): State<Shared>, Path((name, target)): Path<(String, String)>, headers: HeaderMap) -> ApiResult<Json<wire::Service>> {
+    let by = authorize(&shared, &headers)?;
+    shared.operate(&name, Some(&target), OverrideAction::Drain, &by).await?;
+    service(State(shared), Path(name)).await
+}
+
+async fn enable(State(shared): State<Shared>, Path((name, target)): Path<(String, String)>, headers: HeaderMap) -> ApiResult<Json<wire::Service>> {
+    let by = authorize(&shared, &headers)?;
+    shared.operate(&name, Some(&target), OverrideAction::Enable, &by).await?;
+    service(State(shared), Path(name)).await
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    since: u64,
+    limit: Option<usize>,
+    service: Option<String>,
+}
+
+async fn events(State(shared): State<Shared>, q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult<Json<wire::Events>> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(format!("expected ?since=N&limit=N&service=NAME: {}", e.body_text())))?;
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let (records, next_seq) = {
+        let log = shared.log.lock().map_err(|_| ApiError::Internal("event log lock poisoned".into()))?;
+        (log.since(q.since, limit).map_err(|e| ApiError::Internal(e.to_string()))?, log.next_seq())
+    };
+    let next = records.last().map(|r| r.seq).unwrap_or_else(|| q.since.min(next_seq.saturating_sub(1)));
+    let events = records.iter().filter(|r| q.service.as_deref().is_none_or(|s| r.event.service() == Some(s))).map(wire::EventRecord::from).collect();
+    Ok(Json(wire::Events { events, next }))
+}
+
+async fn incidents(State(shared): State<Shared>) -> ApiResult<Json<Vec<wire::Incident>>> {
+    Ok(Json(shared.incidents().await?))
+}
+
+async fn incident(State(shared): State<Shared>, Path(id): Path<u64>) -> ApiResult<Json<wire::Incident>> {
+    let all = shared.incidents().await?;
+    all.into_iter().find(|i| i.id == id).map(Json).ok_or(ApiError::Refused(Refusal::NoIncident(id)))
+}
+
+async fn close_incident(State(shared): State<Shared>, Path(id): Path<u64>, headers: HeaderMap) -> ApiResult<Json<wire::Incident>> {
+    let by = authorize(&shared, &headers)?;
+    shared.close_incident(id, &by).await?;
+    incident(State(shared), Path(id)).await
+}

@@ -1,0 +1,157 @@
+//! The JSON shapes of the API, in one place. Engine types are not the wire format: these are
+//! built from them, and the CLI reads them back.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AllDown, Failback};
+use crate::events::{Event, Record, format_time_us};
+use crate::health::Health;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub name: String,
+    /// The target that has the traffic (null when failing closed or before the first decision).
+    pub active: Option<String>,
+    pub active_address: Option<IpAddr>,
+    pub active_since: Option<String>,
+    pub epoch: u64,
+    /// False until the first decision after start (targets still being checked).
+    pub decided: bool,
+    pub all_down: bool,
+    /// Target pinned by a switchover, if any.
+    pub pinned: Option<String>,
+    pub failback: Failback,
+    pub failback_hold_ms: u64,
+    pub all_down_policy: AllDown,
+    pub check: CheckSummary,
+    pub targets: Vec<Target>,
+    pub open_incident: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckSummary {
+    pub kind: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub fall: u32,
+    pub rise: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    pub name: String,
+    pub address: IpAddr,
+    /// What the probe checks, e.g. `http://127.0.0.2:8080/health`.
+    pub check: String,
+    pub healthy: bool,
+    pub health: Health,
+    pub health_since: Option<String>,
+    /// False when drained by an operator.
+    pub enabled: bool,
+    pub eligible: bool,
+    pub active: bool,
+    /// Consecutive results with the latest verdict.
+    pub streak: u32,
+    pub last_check: Option<LastCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastCheck {
+    pub ok: bool,
+    pub reason: String,
+    pub latency_ms: f64,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub seq: u64,
+    pub time: String,
+    pub time_us: u64,
+    pub summary: String,
+    pub event: Event,
+}
+
+impl From<&Record> for EventRecord {
+    fn from(r: &Record) -> Self {
+        EventRecord { seq: r.seq, time: format_time_us(r.time_us), time_us: r.time_us, summary: r.event.summary(), event: r.event.clone() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Events {
+    pub events: Vec<EventRecord>,
+    /// Pass as `since` to get what comes next.
+    pub next: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: u64,
+    pub service: String,
+    pub open: bool,
+    pub opened: String,
+    pub closed: Option<String>,
+    pub closed_by: Option<String>,
+    pub failed: Option<String>,
+    pub to: Option<String>,
+    pub epoch: u64,
+    /// Marked down minus first failed check.
+    pub detection_ms: Option<f64>,
+    /// Verified (or applied) minus marked down.
+    pub switch_ms: Option<f64>,
+    /// Verified (or applied) minus first failed check.
+    pub rto_ms: Option<f64>,
+    pub actuator_failures: u32,
+    pub recovered: Option<String>,
+    pub failed_back: Option<String>,
+    pub timeline: Vec<TimelineEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub time: String,
+    pub time_us: u64,
+    pub what: String,
+}
+
+impl From<&crate::events::incident::Incident> for Incident {
+    fn from(i: &crate::events::incident::Incident) -> Self {
+        let ms = |us: Option<u64>| us.map(|u| u as f64 / 1000.0);
+        let mut timeline: Vec<TimelineEntry> =
+            i.timeline.iter().map(|e| TimelineEntry { time: format_time_us(e.time_us), time_us: e.time_us, what: e.what.clone() }).collect();
+        timeline.sort_by_key(|e| e.time_us);
+        Incident {
+            id: i.id,
+            service: i.service.clone(),
+            open: i.open,
+            opened: format_time_us(i.opened_us),
+            closed: i.closed_us.map(format_time_us),
+            closed_by: i.closed_by.clone(),
+            failed: i.failed.clone(),
+            to: i.to.clone(),
+            epoch: i.epoch,
+            detection_ms: ms(i.detection_us()),
+            switch_ms: ms(i.switch_us()),
+            rto_ms: ms(i.rto_us()),
+            actuator_failures: i.actuator_failures,
+            recovered: i.recovered_us.map(format_time_us),
+            failed_back: i.failed_back_us.map(format_time_us),
+            timeline,
+        }
+    }
+}
+
+/// Body of `POST /api/v1/services/{name}/switchover`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SwitchoverRequest {
+    pub target: String,
+}
+
+/// Every error body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}

@@ -1,0 +1,257 @@
+//! The command line: `understudy run` starts the daemon; every other command except
+//! `check-config` and `demo` talks to a running daemon through its API.
+//!
+//! # Exit codes
+//! - 0: success.
+//! - 1: the command failed (daemon unreachable, request refused, daemon failed to start).
+//! - 2: bad usage or an invalid config file (`check-config`, `run`).
+
+mod client;
+mod demo;
+mod render;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config;
+
+#[derive(Debug, Parser)]
+#[command(name = "understudy", version, about = "Automatic failover for web services", max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// Where to find a running daemon.
+#[derive(Debug, Args, Clone)]
+pub struct Target {
+    /// API base URL of the daemon, e.g. http://127.0.0.1:9190.
+    #[arg(long, env = "UNDERSTUDY_API", global = true)]
+    pub api: Option<String>,
+    /// Read the API address (and token file) from this config file.
+    #[arg(short = 'c', long = "config", global = true)]
+    pub config: Option<PathBuf>,
+    /// File holding the bearer token for mutating requests.
+    #[arg(long, env = "UNDERSTUDY_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the daemon in the foreground.
+    Run {
+        /// Config file.
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        /// Log as JSON lines instead of human-readable text.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Validate a config file without running anything.
+    CheckConfig {
+        file: PathBuf,
+    },
+    /// Show services, their targets and what is active.
+    Status {
+        /// Only this service.
+        service: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show recorded events.
+    Events {
+        /// Only events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        /// Keep printing new events as they happen.
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List incidents, show one, or close one.
+    Incidents {
+        #[command(subcommand)]
+        action: Option<IncidentCmd>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Move traffic to TARGET and pin it there until `clear`.
+    Switchover {
+        service: String,
+        target_name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove a switchover pin: normal priority order (and failback rules) apply again.
+    Clear {
+        service: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Take a target out of rotation (it stays checked).
+    Drain {
+        service: String,
+        target_name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Put a drained target back into rotation.
+    Enable {
+        service: String,
+        target_name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// A self-contained demonstration: two local web servers, a failover and a failback.
+    Demo {
+        /// Check interval used by the demo.
+        #[arg(long, default_value = "200ms")]
+        interval: String,
+        /// How long the recovered primary must stay healthy before traffic returns.
+        #[arg(long, default_value = "3s")]
+        hold: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IncidentCmd {
+    /// Show one incident with its timeline.
+    Show { id: u64 },
+    /// Close an open incident by hand.
+    Close { id: u64 },
+}
+
+/// Run a parsed command line. Logging is already set up by `main` for `run`.
+pub async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Cmd::Run { config, log_json } => return run_daemon(config, log_json).await,
+        Cmd::CheckConfig { file } => return check_config(&file),
+        Cmd::Demo { interval, hold } => demo::run(&interval, &hold).await,
+        Cmd::Status { service, json, target } => client::status(&target, service.as_deref(), json).await,
+        Cmd::Events { since, follow, json, target } => client::events(&target, since, follow, json).await,
+        Cmd::Incidents { action, json, target } => client::incidents(&target, action, json).await,
+        Cmd::Switchover { service, target_name, target } => client::switchover(&target, &service, &target_name).await,
+        Cmd::Clear { service, target } => client::clear(&target, &service).await,
+        Cmd::Drain { service, target_name, target } => client::drain(&target, &service, &target_name, true).await,
+        Cmd::Enable { service, target_name, target } => client::drain(&target, &service, &target_name, false).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match config::load(file) {
+        Ok((cfg, warnings)) => {
+            for w in &warnings {
+                eprintln!("warning: {}: {}", w.key, w.message);
+            }
+            let targets: usize = cfg.services.iter().map(|s| s.targets.len()).sum();
+            println!("{}: OK ({} services, {} targets)", file.display(), cfg.services.len(), targets);
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("error: {e}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+pub fn init_tracing(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("UNDERSTUDY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run_daemon(path: PathBuf, log_json: bool) -> ExitCode {
+    let (cfg, warnings) = match config::load(&path) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("error: {e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(log_json || cfg.daemon.log_format == config::LogFormat::Json);
+    for w in &warnings {
+        tracing::warn!("{}: {}", w.key, w.message);
+    }
+    let handle = match crate::daemon::start(cfg).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(api = %handle.api_addr, "understudy is running");
+    signals(&handle, &path).await;
+    handle.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+/// Wait for SIGTERM/SIGINT (returns) while handling SIGHUP (reload). A second SIGTERM/SIGINT
+/// during shutdown exits at once.
+async fn signals(handle: &crate::daemon::Handle, path: &std::path::Path) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload(handle, path).await,
+        }
+    }
+    tracing::info!("shutting down (send the signal again to exit at once)");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(1);
+    });
+}
+
+async fn reload(handle: &crate::daemon::Handle, path: &std::path::Path) {
+    tracing::info!("SIGHUP: reloading {}", path.display());
+    let outcome = match config::load(path) {
+        Ok((cfg, warnings)) => {
+            for w in &warnings {
+                tracing::warn!("{}: {}", w.key, w.message);
+            }
+            handle.shared.reload(cfg).await.map_err(|e| e.to_string())
+        }
+        Err(errors) => Err(errors.to_string()),
+    };
+    if let Err(errors) = outcome {
+        tracing::error!("reload refused, the running config stays in force:\n{errors}");
+        handle.shared.reject_config(errors).await;
+    }
+}

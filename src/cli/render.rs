@@ -1,0 +1,106 @@
+//! Text rendering for the CLI: tables and timelines for people. `--json` bypasses this.
+
+use std::fmt::Write;
+
+use crate::api::wire;
+
+fn ms(v: Option<f64>) -> String {
+    match v {
+        Some(ms) if ms >= 10_000.0 => format!("{:.1} s", ms / 1000.0),
+        Some(ms) => format!("{ms:.1} ms"),
+        None => "-".into(),
+    }
+}
+
+/// Short local-looking time: keep `HH:MM:SS.mmm` of an RFC 3339 string.
+fn clock(t: &str) -> &str {
+    t.get(11..23).unwrap_or(t)
+}
+
+pub fn services(list: &[wire::Service]) -> String {
+    let mut out = String::new();
+    for s in list {
+        let active = match (&s.active, s.decided) {
+            (_, false) => "(deciding: waiting for first check results)".to_string(),
+            (Some(a), true) => format!("{a} ({})", s.active_address.map(|a| a.to_string()).unwrap_or_default()),
+            (None, true) => "(none: failing closed)".to_string(),
+        };
+        let mut flags = Vec::new();
+        if s.all_down {
+            flags.push("ALL DOWN".to_string());
+        }
+        if let Some(p) = &s.pinned {
+            flags.push(format!("pinned to {p}"));
+        }
+        if let Some(i) = s.open_incident {
+            flags.push(format!("incident #{i} open"));
+        }
+        let flags = if flags.is_empty() { String::new() } else { format!("  [{}]", flags.join(", ")) };
+        let _ = writeln!(out, "{}: active {active}, epoch {}{flags}", s.name, s.epoch);
+        let _ = writeln!(
+            out,
+            "  {} check every {} ms, timeout {} ms, fall {}, rise {}; failback {:?} after {} ms",
+            s.check.kind, s.check.interval_ms, s.check.timeout_ms, s.check.fall, s.check.rise, s.failback, s.failback_hold_ms
+        );
+        let _ = writeln!(out, "  {:<2} {:<16} {:<40} {:<8} {:<8} {:>9}  LAST CHECK", "", "TARGET", "ADDRESS / CHECK", "HEALTH", "ROTATION", "LATENCY");
+        for t in &s.targets {
+            let mark = if t.active { "*" } else { "" };
+            let health = format!("{:?}", t.health).to_lowercase();
+            let rotation = if t.enabled { "in" } else { "drained" };
+            let (lat, last) = match &t.last_check {
+                Some(l) => (format!("{:.1} ms", l.latency_ms), format!("{} {}", if l.ok { "pass" } else { "FAIL" }, l.reason)),
+                None => ("-".into(), "(no result yet)".into()),
+            };
+            let addr = format!("{} {}", t.address, t.check);
+            let _ = writeln!(out, "  {mark:<2} {:<16} {addr:<40} {health:<8} {rotation:<8} {lat:>9}  {last}", t.name);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+pub fn event(e: &wire::EventRecord) -> String {
+    format!("#{:<6} {} {}", e.seq, e.time, e.summary)
+}
+
+pub fn incidents(list: &[wire::Incident]) -> String {
+    if list.is_empty() {
+        return "no incidents\n".into();
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<5} {:<12} {:<7} {:<24} {:<24} {:>10} {:>10} {:>10}", "ID", "SERVICE", "STATE", "OPENED", "FAILED -> TO", "DETECTION", "SWITCH", "RTO");
+    for i in list {
+        let state = if i.open { "open" } else { "closed" };
+        let moved = format!("{} -> {}", i.failed.as_deref().unwrap_or("-"), i.to.as_deref().unwrap_or("(none)"));
+        let _ = writeln!(
+            out,
+            "{:<5} {:<12} {state:<7} {:<24} {moved:<24} {:>10} {:>10} {:>10}",
+            i.id,
+            i.service,
+            i.opened.get(..19).unwrap_or(&i.opened),
+            ms(i.detection_ms),
+            ms(i.switch_ms),
+            ms(i.rto_ms)
+        );
+    }
+    out
+}
+
+pub fn incident(i: &wire::Incident) -> String {
+    let mut out = String::new();
+    let state = if i.open { "OPEN".to_string() } else { format!("closed by {}", i.closed_by.as_deref().unwrap_or("?")) };
+    let _ = writeln!(out, "Incident #{} — {} — {state}", i.id, i.service);
+    let _ = writeln!(out, "  failed target : {}", i.failed.as_deref().unwrap_or("-"));
+    let _ = writeln!(out, "  traffic moved : {}", i.to.as_deref().unwrap_or("(none: failing closed)"));
+    let _ = writeln!(out, "  detection     : {}   (first failed check -> marked down)", ms(i.detection_ms));
+    let _ = writeln!(out, "  switch        : {}   (marked down -> actuators applied/verified)", ms(i.switch_ms));
+    let _ = writeln!(out, "  RTO           : {}   (first failed check -> traffic moved)", ms(i.rto_ms));
+    if i.actuator_failures > 0 {
+        let _ = writeln!(out, "  actuator failures: {}", i.actuator_failures);
+    }
+    let _ = writeln!(out, "  timeline:");
+    for e in &i.timeline {
+        let _ = writeln!(out, "    {}  {}", clock(&e.time), e.what);
+    }
+    out
+}

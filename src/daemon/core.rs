@@ -1,0 +1,549 @@
+//! The core loop: the one task that owns health, engines, overrides and incidents.
+//!
+//! It reacts to four things: a check result (probe tasks), an actuator report (runners), a
+//! control message (API, signals) and a deadline (an engine's failback hold or start-up grace
+//! expiring). For each, it updates the pure state machines, writes the resulting events to the
+//! durable log (fsync'd) and only then announces them and hands decisions to the runners.
+//! It never waits on a probe or an actuator.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::services::{self, ProbeCtx, ServiceRt, TargetRt};
+use super::{DaemonError, Refusal, Shared};
+use crate::actuator::runner::{self, Command};
+use crate::actuator::{Desired, TargetRef};
+use crate::api::wire;
+use crate::config::Config;
+use crate::decision::{Decision, Reason};
+use crate::events::incident::IncidentBook;
+use crate::events::state::Persisted;
+use crate::events::{Event, OverrideAction, Record, Step, format_time_us};
+use crate::health::{Health, HealthState};
+use crate::metrics::{ActuatorLabels, ReasonLabels, ResultLabels, ServiceLabels, TargetLabels};
+use crate::probe::lag::LagHistogram;
+use crate::probe::{now_us, scheduler};
+
+/// Requests to the core. Each carries a reply channel.
+pub enum Control {
+    Services(oneshot::Sender<Vec<wire::Service>>),
+    Incidents(oneshot::Sender<Vec<wire::Incident>>),
+    Override { service: String, target: Option<String>, action: OverrideAction, by: String, reply: oneshot::Sender<Result<(), Refusal>> },
+    CloseIncident { id: u64, by: String, reply: oneshot::Sender<Result<(), Refusal>> },
+    Reload { config: Box<Config>, reply: oneshot::Sender<Result<(), Refusal>> },
+    ConfigRejected(String),
+}
+
+pub struct Core {
+    config: Config,
+    shared: Shared,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    services: Vec<ServiceRt>,
+    /// probe id -> (service index, target index)
+    probes: HashMap<u64, (usize, usize)>,
+    probe_ctx: ProbeCtx,
+    probe_rx: mpsc::UnboundedReceiver<scheduler::Report>,
+    reports_tx: mpsc::UnboundedSender<runner::Report>,
+    reports_rx: mpsc::UnboundedReceiver<runner::Report>,
+    incidents: IncidentBook,
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl Core {
+    pub fn new(
+        config: Config,
+        shared: Shared,
+        cancel: CancellationToken,
+        tracker: TaskTracker,
+        lag: Arc<LagHistogram>,
+        history: &[Record],
+    ) -> Result<Core, DaemonError> {
+        let persisted = Persisted::fold(history);
+        let mut incidents = IncidentBook::default();
+        for r in history {
+            incidents.apply(r);
+        }
+        let (probe_tx, probe_rx) = mpsc::unbounded_channel();
+        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+        let probe_ctx = ProbeCtx { tracker: tracker.clone(), cancel: cancel.clone(), results: probe_tx, lag, next_id: 0 };
+        let mut core = Core {
+            config: config.clone(),
+            shared,
+            cancel,
+            tracker,
+            services: Vec::new(),
+            probes: HashMap::new(),
+            probe_ctx,
+            probe_rx,
+            reports_tx,
+            reports_rx,
+            incidents,
+        };
+        let t = now();
+        for cfg in config.services {
+            let restored = persisted.decisions.get(&cfg.name).cloned();
+            let overrides = persisted.overrides.get(&cfg.name).cloned().unwrap_or_default();
+            let svc = services::build(cfg, restored, overrides, &mut core.probe_ctx, &core.tracker, &core.reports_tx, t)?;
+            core.services.push(svc);
+        }
+        core.index_probes();
+        for svc in &core.services {
+            core.publish_static_metrics(svc);
+        }
+        Ok(core)
+    }
+
+    /// Record the start (after construction, so a failed start leaves no event).
+    pub fn started(&mut self) {
+        let config = self.config.source.display().to_string();
+        self.record(Event::DaemonStarted { version: env!("CARGO_PKG_VERSION").into(), pid: std::process::id(), config });
+    }
+
+    fn index_probes(&mut self) {
+        self.probes.clear();
+        for (si, s) in self.services.iter().enumerate() {
+            for (ti, t) in s.targets.iter().enumerate() {
+                self.probes.insert(t.probe_id, (si, ti));
+            }
+        }
+    }
+
+    pub async fn run(mut self, mut control: mpsc::Receiver<Control>) {
+        let mut heartbeat = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            self.shared.heartbeat_us.store(now_us(), Ordering::Relaxed);
+            let deadline = self.services.iter().filter_map(|s| s.engine.next_deadline()).min();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => break,
+                Some(r) = self.reports_rx.recv() => self.on_actuated(r),
+                Some(c) = control.recv() => self.on_control(c),
+                Some(r) = self.probe_rx.recv() => self.on_check(r),
+                _ = sleep => self.evaluate_all(),
+                _ = heartbeat.tick() => {}
+            }
+        }
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        // Stop the runners' inputs; a runner finishes the apply it is in, then ends.
+        let services = std::mem::take(&mut self.services);
+        drop(services);
+        // Collect reports of applies that finish during shutdown, so they are recorded.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let (tx, _) = mpsc::unbounded_channel();
+        let _ = std::mem::replace(&mut self.reports_tx, tx);
+        loop {
+            match tokio::time::timeout_at(deadline, self.reports_rx.recv()).await {
+                Ok(Some(r)) => self.on_actuated(r),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        self.record(Event::DaemonStopped { reason: "shutdown requested".into() });
+    }
+
+    /// Append to the durable log, then fold into incidents, then announce.
+    fn record(&mut self, event: Event) -> Record {
+        let time_us = now_us();
+        let appended = self.shared.log.lock().expect("event log lock poisoned").append(event.clone(), time_us);
+        let record = match appended {
+            Ok(r) => r,
+            Err(e) => {
+                // Failing over matters more than the log: keep going, loudly.
+                self.shared.metrics.event_log_errors.inc();
+                tracing::error!("{e}; event not persisted: {}", event.summary());
+                Record { seq: 0, time_us, event }
+            }
+        };
+        tracing::info!(seq = record.seq, kind = record.event.kind(), "{}", record.event.summary());
+        let follow = self.incidents.react(&record);
+        self.incidents.apply(&record);
+        let _ = self.shared.events.send(record.clone());
+        for e in follow {
+            self.record(e);
+        }
+        if let Some(s) = record.event.service() {
+            let open = self.incidents.open_for(s).is_some();
+            self.shared.metrics.open_incidents.get_or_create(&ServiceLabels { service: s.into() }).set(open as i64);
+        }
+        record
+    }
+
+    fn on_check(&mut self, report: scheduler::Report) {
+        let Some(&(si, ti)) = self.probes.get(&report.id) else {
+            return; // a probe stopped by a reload
+        };
+        let result = report.result;
+        let svc = &mut self.services[si];
+        let m = &self.shared.metrics;
+        let labels = ServiceLabels { service: svc.cfg.name.clone() };
+        m.check_duration.get_or_create(&labels).observe(result.latency.as_secs_f64());
+        let outcome = if result.ok { "pass" } else { "fail" };
+        m.checks.get_or_create(&ResultLabels { service: svc.cfg.name.clone(), result: outcome.into() }).inc();
+        let th = services::thresholds(&svc.cfg.check);
+        let target = &mut svc.targets[ti];
+        let flip = target.health.observe(result.ok, result.started_us, th);
+        let reason = result.reason.clone();
+        target.last = Some(result);
+        let Some(flip) = flip else { return };
+        target.health_since_us = Some(now_us());
+        let (service, tname) = (svc.cfg.name.clone(), target.cfg.name.clone());
+        m.set_target_up(&service, &tname, flip.to == Health::Up);
+        let event = match flip.to {
+            Health::Up => Event::TargetUp {
+                service,
+                target: tname,
+                from: flip.from,
+                streak: flip.streak,
+                first_ok_us: flip.streak_started_us,
+                reason,
+            },
+            _ => Event::TargetDown {
+                service,
+                target: tname,
+                from: flip.from,
+                streak: flip.streak,
+                first_failure_us: flip.streak_started_us,
+                last_ok_us: flip.last_other_us,
+                reason,
+            },
+        };
+        self.record(event);
+        let t = now();
+        self.services[si].engine.set_health(ti, flip.to, t);
+        self.evaluate(si, t);
+    }
+
+    fn evaluate_all(&mut self) {
+        let t = now();
+        for si in 0..self.services.len() {
+            self.evaluate(si, t);
+        }
+    }
+
+    fn evaluate(&mut self, si: usize, t: Instant) {
+        if let Some(d) = self.services[si].engine.evaluate(t) {
+            self.decided(si, d);
+        }
+    }
+
+    /// Record a decision and hand it to the service's runner.
+    fn decided(&mut self, si: usize, d: Decision) {
+        let svc = &self.services[si];
+        let target_ref = |i: Option<usize>| i.map(|i| TargetRef { name: svc.targets[i].cfg.name.clone(), address: svc.targets[i].cfg.address });
+        let (from, to) = (target_ref(d.from), target_ref(d.to));
+        let desired =
+            Desired { service: svc.name.clone(), epoch: d.epoch, active: to.clone(), previous: from.clone(), reason: d.reason, all_down: d.all_down };
+        let event = Event::Decision {
+            service: svc.cfg.name.clone(),
+            epoch: d.epoch,
+            from: from.as_ref().map(|t| t.name.clone()),
+            to: to.as_ref().map(|t| t.name.clone()),
+            from_rank: d.from,
+            to_rank: d.to,
+            address: to.as_ref().map(|t| t.address),
+            reason: d.reason,
+            all_down: d.all_down,
+        };
+        let m = &self.shared.metrics;
+        let service = svc.cfg.name.clone();
+        m.decisions.get_or_create(&ReasonLabels { service: service.clone(), reason: d.reason.to_string() }).inc();
+        if d.reason == Reason::Failover {
+            m.failovers.get_or_create(&ServiceLabels { service: service.clone() }).inc();
+        }
+        m.epoch.get_or_create(&ServiceLabels { service: service.clone() }).set(d.epoch as i64);
+        m.all_down.get_or_create(&ServiceLabels { service: service.clone() }).set(d.all_down as i64);
+        for (i, t) in svc.targets.iter().enumerate() {
+            m.active_target.get_or_create(&TargetLabels { service: service.clone(), target: t.cfg.name.clone() }).set((d.to == Some(i)) as i64);
+        }
+        // Durable first, then act.
+        self.record(event);
+        let svc = &mut self.services[si];
+        if d.to != d.from || svc.active_since_us.is_none() {
+            svc.active_since_us = Some(now_us());
+        }
+        let cmd = Command { desired, actuators: svc.actuators.clone() };
+        svc.runner.send_replace(Some(cmd));
+    }
+
+    fn on_actuated(&mut self, r: runner::Report) {
+        let result = if r.outcome.ok { "ok" } else { "failed" };
+        let step = match r.step {
+            Step::Applied => "applied",
+            Step::Verified => "verified",
+        };
+        self.shared
+            .metrics
+            .actuations
+            .get_or_create(&ActuatorLabels { service: r.service.to_string(), actuator: r.actuator.clone(), result: format!("{step}_{result}") })
+            .inc();
+        self.record(Event::Actuated {
+            service: r.service.to_string(),
+            epoch: r.epoch,
+            actuator: r.actuator,
+            step: r.step,
+            ok: r.outcome.ok,
+            detail: r.outcome.detail,
+            duration_us: r.duration_us,
+        });
+    }
+
+    fn on_control(&mut self, c: Control) {
+        match c {
+            Control::Services(reply) => {
+                let _ = reply.send(self.services.iter().map(|s| self.view(s)).collect());
+            }
+            Control::Incidents(reply) => {
+                let _ = reply.send(self.incidents.all().rev().map(wire::Incident::from).collect());
+            }
+            Control::Override { service, target, action, by, reply } => {
+                let _ = reply.send(self.operate(&service, target.as_deref(), action, &by));
+            }
+            Control::CloseIncident { id, by, reply } => {
+                let r = match self.incidents.get(id) {
+                    None => Err(Refusal::NoIncident(id)),
+                    Some(i) if !i.open => Err(Refusal::Conflict(format!("incident #{id} is already closed"))),
+                    Some(i) => {
+                        let service = i.service.clone();
+                        self.record(Event::IncidentClosed { id, service, by });
+                        Ok(())
+                    }
+                };
+                let _ = reply.send(r);
+            }
+            Control::Reload { config, reply } => {
+                let _ = reply.send(self.reload(*config));
+            }
+            Control::ConfigRejected(errors) => {
+                self.record(Event::ConfigRejected { errors });
+            }
+        }
+    }
+
+    fn operate(&mut self, service: &str, target: Option<&str>, action: OverrideAction, by: &str) -> Result<(), Refusal> {
+        let si = self.services.iter().position(|s| s.cfg.name == service).ok_or_else(|| Refusal::NoService(service.into()))?;
+        let svc = &self.services[si];
+        let ti = match target {
+            Some(t) => Some(svc.engine.index_of(t).ok_or_else(|| Refusal::NoTarget { service: service.into(), target: t.into() })?),
+            None => None,
+        };
+        if action == OverrideAction::Switchover {
+            let ti = ti.ok_or_else(|| Refusal::Conflict("switchover needs a target".into()))?;
+            if !svc.engine.is_eligible(ti) {
+                let why = match (svc.engine.is_enabled(ti), svc.engine.health(ti)) {
+                    (false, _) => "it is drained (enable it first)".to_string(),
+                    (true, h) => format!("its checks say it is {}", format!("{h:?}").to_lowercase()),
+                };
+                return Err(Refusal::Conflict(format!("cannot switch {service} over to {}: {why}", target.unwrap_or_default())));
+            }
+        }
+        self.record(Event::Override { service: service.into(), target: target.map(str::to_string), action, by: by.into() });
+        let t = now();
+        let svc = &mut self.services[si];
+        svc.overrides.apply(target, action);
+        services::apply_overrides(&mut svc.engine, &svc.overrides, t);
+        if let Some(ti) = ti {
+            let enabled = svc.engine.is_enabled(ti);
+            self.shared
+                .metrics
+                .target_enabled
+                .get_or_create(&TargetLabels { service: service.into(), target: svc.targets[ti].cfg.name.clone() })
+                .set(enabled as i64);
+        }
+        self.evaluate(si, t);
+        Ok(())
+    }
+
+    /// Swap in a validated config. Unchanged checks keep their health and their probe task;
+    /// services whose targets are unchanged keep their engine (and epoch, and hold timers).
+    fn reload(&mut self, config: Config) -> Result<(), Refusal> {
+        if config.daemon != self.config.daemon {
+            tracing::warn!("[daemon] settings changed; they take effect at the next restart");
+        }
+        let t = now();
+        let mut old: HashMap<String, ServiceRt> = std::mem::take(&mut self.services).into_iter().map(|s| (s.cfg.name.clone(), s)).collect();
+        let mut new_services = Vec::new();
+        let mut reconcile = Vec::new();
+        for cfg in config.services.iter().cloned() {
+            let svc = match old.remove(&cfg.name) {
+                Some(prev) => {
+                    let (svc, needs_reconcile) = self.carry_over(prev, cfg, t);
+                    if needs_reconcile {
+                        reconcile.push(new_services.len());
+                    }
+                    svc
+                }
+                None => match services::build(cfg, None, Default::default(), &mut self.probe_ctx, &self.tracker, &self.reports_tx, t) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // Put back what we took, so the old config keeps running.
+                        tracing::error!("reload failed: {e}");
+                        new_services.extend(old.into_values());
+                        self.services = new_services;
+                        self.index_probes();
+                        return Err(Refusal::Conflict(format!("reload failed: {e}")));
+                    }
+                },
+            };
+            new_services.push(svc);
+        }
+        drop(old); // removed services: their probes stop, their runners end
+        self.services = new_services;
+        self.index_probes();
+        self.config = config;
+        let names = self.services.iter().map(|s| s.cfg.name.clone()).collect();
+        self.record(Event::ConfigReloaded { services: names });
+        for i in 0..self.services.len() {
+            self.publish_static_metrics(&self.services[i]);
+        }
+        for si in reconcile {
+            if let Some(d) = self.services[si].engine.reconcile() {
+                self.decided(si, d);
+            }
+        }
+        self.evaluate_all();
+        Ok(())
+    }
+
+    /// Move a running service to its new config. Returns whether actuators must re-apply.
+    fn carry_over(&mut self, mut prev: ServiceRt, cfg: crate::config::ServiceConfig, t: Instant) -> (ServiceRt, bool) {
+        let same_targets = prev.cfg.targets.iter().map(|x| (&x.name, x.address)).eq(cfg.targets.iter().map(|x| (&x.name, x.address)));
+        let same_policy = services::policy(&prev.cfg) == services::policy(&cfg);
+        let same_actuators = prev.cfg.hooks == cfg.hooks;
+        // Targets: keep probe + health where the check is unchanged.
+        let mut old_targets: HashMap<String, TargetRt> = std::mem::take(&mut prev.targets).into_iter().map(|x| (x.cfg.name.clone(), x)).collect();
+        let mut targets = Vec::new();
+        for tc in &cfg.targets {
+            let keep = old_targets.remove(&tc.name).filter(|o| {
+                TargetRt::check_identity(&prev.cfg.check, &o.cfg) == TargetRt::check_identity(&cfg.check, tc)
+            });
+            let tr = match keep {
+                Some(mut o) => {
+                    o.cfg = tc.clone();
+                    o
+                }
+                None => {
+                    let carried = old_targets.remove(&tc.name);
+                    if let Some(c) = &carried {
+                        c.probe_cancel.cancel();
+                    }
+                    match self.probe_ctx.spawn(&cfg.check, tc) {
+                        Ok((probe_id, probe_cancel, probe_describe)) => TargetRt {
+                            cfg: tc.clone(),
+                            // The new check starts from scratch, but until its first result the
+                            // engine keeps the old verdict, so a reload never causes a failover.
+                            health: HealthState::new(),
+                            health_since_us: carried.as_ref().and_then(|c| c.health_since_us),
+                            probe_id,
+                            probe_cancel,
+                            probe_describe,
+                            last: None,
+                        },
+                        Err(e) => {
+                            tracing::error!("cannot start the probe for {}/{}: {e}", cfg.name, tc.name);
+                            continue;
+                        }
+                    }
+                }
+            };
+            targets.push(tr);
+        }
+        for o in old_targets.values() {
+            o.probe_cancel.cancel();
+        }
+        prev.targets = targets;
+        if !same_targets || !same_policy {
+            let names: Vec<String> = cfg.targets.iter().map(|x| x.name.clone()).collect();
+            prev.engine = prev.engine.reshape(services::policy(&cfg), &names);
+            services::apply_overrides(&mut prev.engine, &prev.overrides, t);
+        }
+        prev.actuators = services::actuators(&cfg).into();
+        // Actuators must hear about new addresses or new actuators; a new target list is
+        // otherwise decided by the normal rules at the next evaluation.
+        let same_addresses = prev.engine.active().is_none_or(|a| {
+            prev.cfg.target(&cfg.targets[a].name).is_some_and(|old| old.address == cfg.targets[a].address)
+        });
+        let reconcile = !same_actuators || !same_addresses;
+        prev.cfg = cfg;
+        (prev, reconcile)
+    }
+
+    fn publish_static_metrics(&self, svc: &ServiceRt) {
+        for (i, t) in svc.targets.iter().enumerate() {
+            let l = TargetLabels { service: svc.cfg.name.clone(), target: t.cfg.name.clone() };
+            self.shared.metrics.target_up.get_or_create(&l).set((svc.engine.health(i) == Health::Up) as i64);
+            self.shared.metrics.target_enabled.get_or_create(&l).set(svc.engine.is_enabled(i) as i64);
+            self.shared.metrics.active_target.get_or_create(&l).set((svc.engine.active() == Some(i)) as i64);
+        }
+        let l = ServiceLabels { service: svc.cfg.name.clone() };
+        let _ = self.shared.metrics.failovers.get_or_create(&l);
+        let _ = self.shared.metrics.check_duration.get_or_create(&l);
+        self.shared.metrics.epoch.get_or_create(&l).set(svc.engine.epoch() as i64);
+    }
+
+    fn view(&self, s: &ServiceRt) -> wire::Service {
+        let e = &s.engine;
+        let active = if e.has_decided() { e.active() } else { None };
+        wire::Service {
+            name: s.cfg.name.clone(),
+            active: active.map(|a| s.targets[a].cfg.name.clone()),
+            active_address: active.map(|a| s.targets[a].cfg.address),
+            active_since: active.and(s.active_since_us).map(format_time_us),
+            epoch: e.epoch(),
+            decided: e.has_decided(),
+            all_down: e.all_down(),
+            pinned: e.pinned().map(|p| s.targets[p].cfg.name.clone()),
+            failback: s.cfg.failback,
+            failback_hold_ms: s.cfg.failback_hold.as_millis() as u64,
+            all_down_policy: s.cfg.all_down,
+            check: wire::CheckSummary {
+                kind: s.cfg.check.kind.name().into(),
+                interval_ms: s.cfg.check.interval.as_millis() as u64,
+                timeout_ms: s.cfg.check.timeout.as_millis() as u64,
+                fall: s.cfg.check.fall,
+                rise: s.cfg.check.rise,
+            },
+            targets: s
+                .targets
+                .iter()
+                .enumerate()
+                .map(|(i, t)| wire::Target {
+                    name: t.cfg.name.clone(),
+                    address: t.cfg.address,
+                    check: t.probe_describe.clone(),
+                    healthy: e.health(i) == Health::Up,
+                    health: e.health(i),
+                    health_since: t.health_since_us.map(format_time_us),
+                    enabled: e.is_enabled(i),
+                    eligible: e.is_eligible(i),
+                    active: active == Some(i),
+                    streak: t.health.streak().1,
+                    last_check: t.last.as_ref().map(|r| wire::LastCheck {
+                        ok: r.ok,
+                        reason: r.reason.clone(),
+                        latency_ms: r.latency.as_secs_f64() * 1000.0,
+                        at: format_time_us(r.started_us),
+                    }),
+                })
+                .collect(),
+            open_incident: self.incidents.open_for(&s.cfg.name).map(|i| i.id),
+        }
+    }
+}

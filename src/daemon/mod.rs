@@ -1,0 +1,211 @@
+//! The daemon: wires probes, health, decision, actuators, events and the API together.
+//!
+//! [`start`] opens the data directory, replays the event log (overrides, epochs, incidents),
+//! binds the API, spawns one probe task per target and one actuator runner per service, and
+//! runs the [`core`] loop, which owns all mutable state. Everything else talks to the core
+//! through channels: probes send results, runners send actuator reports, the API sends
+//! [`Control`] messages and waits for the reply. [`run`] is `start` plus waiting for a
+//! shutdown future, so tests and `main` control shutdown the same way.
+//!
+//! Shutdown (SIGTERM/SIGINT, or the future given to `run`): probes stop, an actuator apply in
+//! progress is finished, a `daemon_stopped` event is written, the API closes.
+
+mod core;
+mod services;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::wire;
+use crate::config::Config;
+use crate::events::log::EventLog;
+use crate::events::{OverrideAction, Record};
+use crate::metrics::Metrics;
+
+pub use self::core::Control;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Log(#[from] crate::events::log::LogError),
+    #[error("cannot bind the API on {addr}: {source}")]
+    BindApi { addr: SocketAddr, source: std::io::Error },
+    #[error("data directory {path} is in use by another understudy (lock held on {path}/lock)")]
+    Locked { path: PathBuf },
+    #[error("cannot lock data directory {path}: {source}")]
+    Lock { path: PathBuf, source: std::io::Error },
+    #[error("cannot start probes: {0}")]
+    Probe(#[from] crate::probe::ProbeError),
+}
+
+/// A refused operator request (unknown service, target not eligible...).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no service named \"{0}\"")]
+    NoService(String),
+    #[error("service \"{service}\" has no target named \"{target}\"")]
+    NoTarget { service: String, target: String },
+    #[error("no incident #{0}")]
+    NoIncident(u64),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+}
+
+/// Shared with the API: how to reach the core and what it can read without asking.
+#[derive(Clone)]
+pub struct Shared {
+    pub control: mpsc::Sender<Control>,
+    pub log: Arc<std::sync::Mutex<EventLog>>,
+    pub metrics: Arc<Metrics>,
+    pub events: broadcast::Sender<Record>,
+    /// Wall microseconds of the core loop's last turn (for `/healthz`).
+    pub heartbeat_us: Arc<AtomicU64>,
+    pub api_token: Option<String>,
+}
+
+impl Shared {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Control) -> Result<T, Refusal> {
+        let (tx, rx) = oneshot::channel();
+        self.control.send(make(tx)).await.map_err(|_| Refusal::ShuttingDown)?;
+        rx.await.map_err(|_| Refusal::ShuttingDown)
+    }
+
+    pub async fn services(&self) -> Result<Vec<wire::Service>, Refusal> {
+        self.ask(Control::Services).await
+    }
+
+    pub async fn incidents(&self) -> Result<Vec<wire::Incident>, Refusal> {
+        self.ask(Control::Incidents).await
+    }
+
+    pub async fn operate(&self, service: &str, target: Option<&str>, action: OverrideAction, by: &str) -> Result<(), Refusal> {
+        let (service, target, by) = (service.to_string(), target.map(str::to_string), by.to_string());
+        self.ask(|reply| Control::Override { service, target, action, by, reply }).await?
+    }
+
+    pub async fn close_incident(&self, id: u64, by: &str) -> Result<(), Refusal> {
+        let by = by.to_string();
+        self.ask(|reply| Control::CloseIncident { id, by, reply }).await?
+    }
+
+    /// Record that a reload was refused (the file did not validate).
+    pub async fn reject_config(&self, errors: String) {
+        let _ = self.control.send(Control::ConfigRejected(errors)).await;
+    }
+
+    /// Validate and apply a new config; on error the old one keeps running.
+    pub async fn reload(&self, config: Config) -> Result<(), Refusal> {
+        self.ask(|reply| Control::Reload { config: Box::new(config), reply }).await?
+    }
+}
+
+/// A running daemon.
+pub struct Handle {
+    pub api_addr: SocketAddr,
+    pub shared: Shared,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    core: tokio::task::JoinHandle<()>,
+}
+
+impl Handle {
+    /// Live events (only those appended after subscribing).
+    pub fn subscribe(&self) -> broadcast::Receiver<Record> {
+        self.shared.events.subscribe()
+    }
+
+    /// Stop and wait until everything has finished.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        let _ = self.core.await;
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+/// Start the daemon. Returns once the API is bound and the core is running.
+pub async fn start(config: Config) -> Result<Handle, DaemonError> {
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let data_dir = config.daemon.data_dir.clone();
+    let lock = lock_data_dir(&data_dir)?;
+
+    let (log, records, report) = EventLog::open(&data_dir)?;
+    if report.truncated_bytes > 0 {
+        tracing::warn!(bytes = report.truncated_bytes, "cut a torn final write off the event log (the daemon died mid-write)");
+    }
+    if !report.skipped_lines.is_empty() {
+        tracing::error!(lines = ?report.skipped_lines, path = %log.path().display(), "skipped damaged lines in the event log");
+    }
+    let listener = tokio::net::TcpListener::bind(config.daemon.api)
+        .await
+        .map_err(|source| DaemonError::BindApi { addr: config.daemon.api, source })?;
+    let api_addr = listener.local_addr().map_err(|source| DaemonError::BindApi { addr: config.daemon.api, source })?;
+
+    let lag = Arc::new(crate::probe::lag::LagHistogram::default());
+    let metrics = Arc::new(Metrics::new(lag.clone()));
+    let (control_tx, control_rx) = mpsc::channel(256);
+    let (events, _) = broadcast::channel(4096);
+    let shared = Shared {
+        control: control_tx,
+        log: Arc::new(std::sync::Mutex::new(log)),
+        metrics,
+        events,
+        heartbeat_us: Arc::new(AtomicU64::new(crate::probe::now_us())),
+        api_token: config.daemon.api_token.clone(),
+    };
+
+    let mut core = core::Core::new(config, shared.clone(), cancel.clone(), tracker.clone(), lag, &records)?;
+    drop(records);
+    core.started();
+
+    let api_shared = shared.clone();
+    let api_cancel = cancel.clone();
+    tracker.spawn(async move {
+        let app = crate::api::router(api_shared);
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { api_cancel.cancelled().await });
+        if let Err(e) = serve.await {
+            tracing::error!("API server failed: {e}");
+        }
+    });
+    let core = tokio::spawn(async move {
+        core.run(control_rx).await;
+        drop(lock);
+    });
+    Ok(Handle { api_addr, shared, cancel, tracker, core })
+}
+
+/// Run until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), DaemonError> {
+    let handle = start(config).await?;
+    tracing::info!(api = %handle.api_addr, "understudy is running");
+    shutdown.await;
+    handle.shutdown().await;
+    Ok(())
+}
+
+/// An exclusive `flock` on `<data_dir>/lock`, held for the life of the daemon.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, DaemonError> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(dir).map_err(|source| DaemonError::Lock { path: dir.to_owned(), source })?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))
+        .map_err(|source| DaemonError::Lock { path: dir.to_owned(), source })?;
+    // SAFETY: flock on a file descriptor we own; no memory is shared.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(DaemonError::Locked { path: dir.to_owned() });
+    }
+    Ok(f)
+}

@@ -1,0 +1,214 @@
+//! Events: one enum for every transition, and where they go.
+//!
+//! Every health flip, decision, actuator result, operator override, incident change and daemon
+//! life-cycle step is an [`Event`]. The daemon appends it to the durable [`log::EventLog`]
+//! (fsync'd) *before* anything else sees it, then fans it out (broadcast to live subscribers,
+//! incidents, metrics). Incidents and the daemon's persisted state (overrides, last epoch) are
+//! folds over the log, so a restart rebuilds them exactly.
+//!
+//! This module does no networking; only `log.rs` touches the disk.
+
+pub mod incident;
+pub mod log;
+pub mod state;
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decision::Reason;
+use crate::health::Health;
+
+/// Every transition understudy records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    DaemonStarted {
+        version: String,
+        pid: u32,
+        config: String,
+    },
+    DaemonStopped {
+        reason: String,
+    },
+    ConfigReloaded {
+        services: Vec<String>,
+    },
+    /// A reload was refused; the old config keeps running.
+    ConfigRejected {
+        errors: String,
+    },
+    /// A target's checks flipped it up.
+    TargetUp {
+        service: String,
+        target: String,
+        from: Health,
+        /// Consecutive passing checks that made the flip.
+        streak: u32,
+        /// Start of the first passing check of the streak (wall microseconds).
+        first_ok_us: u64,
+        reason: String,
+    },
+    /// A target's checks flipped it down.
+    TargetDown {
+        service: String,
+        target: String,
+        from: Health,
+        streak: u32,
+        /// Start of the first failed check of the streak.
+        first_failure_us: u64,
+        /// Start of the last passing check before that, if any.
+        last_ok_us: Option<u64>,
+        reason: String,
+    },
+    /// The active target of a service changed (or the first decision was made).
+    Decision {
+        service: String,
+        epoch: u64,
+        from: Option<String>,
+        to: Option<String>,
+        /// Priority rank (0 = primary) of `from` and `to`.
+        from_rank: Option<usize>,
+        to_rank: Option<usize>,
+        address: Option<IpAddr>,
+        reason: Reason,
+        all_down: bool,
+    },
+    /// One actuator step for one decision.
+    Actuated {
+        service: String,
+        epoch: u64,
+        actuator: String,
+        step: Step,
+        ok: bool,
+        detail: String,
+        duration_us: u64,
+    },
+    /// Operator intent changed.
+    Override {
+        service: String,
+        target: Option<String>,
+        action: OverrideAction,
+        by: String,
+    },
+    IncidentOpened {
+        id: u64,
+        service: String,
+        failed: Option<String>,
+        to: Option<String>,
+    },
+    IncidentClosed {
+        id: u64,
+        service: String,
+        by: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Applied,
+    Verified,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverrideAction {
+    /// Take a target out of rotation (not eligible until enabled).
+    Drain,
+    /// Undo a drain.
+    Enable,
+    /// Pin a target as active while it is eligible.
+    Switchover,
+    /// Remove the pin.
+    Clear,
+}
+
+impl Event {
+    /// Short name of the kind, as in the JSON `kind` field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::DaemonStarted { .. } => "daemon_started",
+            Event::DaemonStopped { .. } => "daemon_stopped",
+            Event::ConfigReloaded { .. } => "config_reloaded",
+            Event::ConfigRejected { .. } => "config_rejected",
+            Event::TargetUp { .. } => "target_up",
+            Event::TargetDown { .. } => "target_down",
+            Event::Decision { .. } => "decision",
+            Event::Actuated { .. } => "actuated",
+            Event::Override { .. } => "override",
+            Event::IncidentOpened { .. } => "incident_opened",
+            Event::IncidentClosed { .. } => "incident_closed",
+        }
+    }
+
+    /// The service the event is about, if any.
+    pub fn service(&self) -> Option<&str> {
+        match self {
+            Event::TargetUp { service, .. }
+            | Event::TargetDown { service, .. }
+            | Event::Decision { service, .. }
+            | Event::Actuated { service, .. }
+            | Event::Override { service, .. }
+            | Event::IncidentOpened { service, .. }
+            | Event::IncidentClosed { service, .. } => Some(service),
+            _ => None,
+        }
+    }
+
+    /// One line for people (CLI, demo, logs).
+    pub fn summary(&self) -> String {
+        match self {
+            Event::DaemonStarted { version, pid, .. } => format!("understudy {version} started (pid {pid})"),
+            Event::DaemonStopped { reason } => format!("daemon stopped: {reason}"),
+            Event::ConfigReloaded { services } => format!("config reloaded ({} services)", services.len()),
+            Event::ConfigRejected { errors } => format!("config reload refused, old config kept: {errors}"),
+            Event::TargetUp { service, target, streak, reason, .. } => {
+                format!("{service}/{target} is UP after {streak} passing check(s): {reason}")
+            }
+            Event::TargetDown { service, target, streak, reason, .. } => {
+                format!("{service}/{target} is DOWN after {streak} failed check(s): {reason}")
+            }
+            Event::Decision { service, epoch, from, to, reason, all_down, address, .. } => {
+                let name = |t: &Option<String>| t.clone().unwrap_or_else(|| "(none)".into());
+                let addr = address.map(|a| format!(" ({a})")).unwrap_or_default();
+                let down = if *all_down { " [all targets down]" } else { "" };
+                format!("{service}: {reason}: {} -> {}{addr}, epoch {epoch}{down}", name(from), name(to))
+            }
+            Event::Actuated { service, epoch, actuator, step, ok, detail, duration_us } => {
+                let verdict = if *ok { "ok" } else { "FAILED" };
+                let step = match step {
+                    Step::Applied => "applied",
+                    Step::Verified => "verified",
+                };
+                format!("{service}: {actuator} {step} epoch {epoch} {verdict} in {:.1} ms: {detail}", *duration_us as f64 / 1000.0)
+            }
+            Event::Override { service, target, action, by } => {
+                let t = target.as_deref().map(|t| format!(" {t}")).unwrap_or_default();
+                format!("{service}: operator {action:?}{t} (by {by})").replace("Switchover", "switchover to").to_lowercase()
+            }
+            Event::IncidentOpened { id, service, failed, to } => format!(
+                "incident #{id} opened: {service} lost {}, traffic on {}",
+                failed.as_deref().unwrap_or("(none)"),
+                to.as_deref().unwrap_or("(none)")
+            ),
+            Event::IncidentClosed { id, service, by } => format!("incident #{id} closed ({service}, by {by})"),
+        }
+    }
+}
+
+/// An event as stored: with its sequence number and wall time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// 1, 2, 3... without gaps, for the whole life of the data directory.
+    pub seq: u64,
+    /// Wall time, microseconds since the Unix epoch.
+    pub time_us: u64,
+    pub event: Event,
+}
+
+/// RFC 3339 with microseconds, for people and the API.
+pub fn format_time_us(us: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(us);
+    humantime::format_rfc3339_micros(t).to_string()
+}

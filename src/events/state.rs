@@ -1,0 +1,61 @@
+//! What a restarted daemon needs from its past, folded from the event log: operator
+//! overrides (drained targets, the switchover pin) and each service's last decision (epoch and
+//! active target). Keeping these as events, not as a second file, means one durable mechanism
+//! and no way for the two to disagree after a crash.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Event, OverrideAction, Record};
+use crate::decision::Restored;
+
+/// Operator intent for one service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub drained: BTreeSet<String>,
+    pub pinned: Option<String>,
+}
+
+impl Overrides {
+    pub fn apply(&mut self, target: Option<&str>, action: OverrideAction) {
+        match (action, target) {
+            (OverrideAction::Drain, Some(t)) => {
+                self.drained.insert(t.to_string());
+            }
+            (OverrideAction::Enable, Some(t)) => {
+                self.drained.remove(t);
+            }
+            (OverrideAction::Switchover, Some(t)) => self.pinned = Some(t.to_string()),
+            (OverrideAction::Clear, _) => self.pinned = None,
+            _ => {}
+        }
+    }
+}
+
+/// Persisted state of every service, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Persisted {
+    pub overrides: BTreeMap<String, Overrides>,
+    pub decisions: BTreeMap<String, Restored>,
+}
+
+impl Persisted {
+    pub fn apply(&mut self, record: &Record) {
+        match &record.event {
+            Event::Override { service, target, action, .. } => {
+                self.overrides.entry(service.clone()).or_default().apply(target.as_deref(), *action);
+            }
+            Event::Decision { service, epoch, to, .. } => {
+                self.decisions.insert(service.clone(), Restored { epoch: *epoch, active: to.clone() });
+            }
+            _ => {}
+        }
+    }
+
+    pub fn fold<'a>(records: impl IntoIterator<Item = &'a Record>) -> Self {
+        let mut p = Persisted::default();
+        for r in records {
+            p.apply(r);
+        }
+        p
+    }
+}

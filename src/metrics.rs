@@ -1,0 +1,125 @@
+//! Prometheus metrics, in the text exposition format served at `GET /metrics`.
+//!
+//! The core updates these as events happen; nothing here decides anything. Label sets are kept
+//! small on purpose: the check-duration histogram is per service, not per target, so a daemon
+//! with 10,000 targets does not emit hundreds of thousands of bucket lines per scrape.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::probe::lag::LagHistogram;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    pub service: String,
+    pub target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub service: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub service: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActuatorLabels {
+    pub service: String,
+    pub actuator: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuantileLabels {
+    pub quantile: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub target_up: Family<TargetLabels, Gauge>,
+    pub target_enabled: Family<TargetLabels, Gauge>,
+    pub active_target: Family<TargetLabels, Gauge>,
+    pub epoch: Family<ServiceLabels, Gauge>,
+    pub all_down: Family<ServiceLabels, Gauge>,
+    pub check_duration: Family<ServiceLabels, Histogram>,
+    pub checks: Family<ResultLabels, Counter>,
+    pub failovers: Family<ServiceLabels, Counter>,
+    pub decisions: Family<ReasonLabels, Counter>,
+    pub actuations: Family<ActuatorLabels, Counter>,
+    pub event_log_errors: Counter,
+    pub open_incidents: Family<ServiceLabels, Gauge>,
+    schedule_lag: Family<QuantileLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub lag: Arc<LagHistogram>,
+}
+
+fn check_duration_histogram() -> Histogram {
+    // 1 ms .. ~16 s.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 15))
+}
+
+impl Metrics {
+    pub fn new(lag: Arc<LagHistogram>) -> Self {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            target_up: Family::default(),
+            target_enabled: Family::default(),
+            active_target: Family::default(),
+            epoch: Family::default(),
+            all_down: Family::default(),
+            check_duration: Family::new_with_constructor(check_duration_histogram),
+            checks: Family::default(),
+            failovers: Family::default(),
+            decisions: Family::default(),
+            actuations: Family::default(),
+            event_log_errors: Counter::default(),
+            open_incidents: Family::default(),
+            schedule_lag: Family::default(),
+            lag,
+            registry: Registry::default(),
+        };
+        registry.register("understudy_target_up", "1 when the target's checks say it is up", m.target_up.clone());
+        registry.register("understudy_target_enabled", "0 when an operator drained the target", m.target_enabled.clone());
+        registry.register("understudy_service_active_target", "1 for the target that has the traffic", m.active_target.clone());
+        registry.register("understudy_service_epoch", "Epoch of the service's last decision", m.epoch.clone());
+        registry.register("understudy_service_all_down", "1 when no target of the service is eligible", m.all_down.clone());
+        registry.register("understudy_check_duration_seconds", "Duration of health checks", m.check_duration.clone());
+        registry.register("understudy_checks", "Health checks run, by result", m.checks.clone());
+        registry.register("understudy_failovers", "Failovers (traffic moved because a target failed)", m.failovers.clone());
+        registry.register("understudy_decisions", "Decisions, by reason", m.decisions.clone());
+        registry.register("understudy_actuations", "Actuator steps, by result", m.actuations.clone());
+        registry.register("understudy_event_log_errors", "Events that could not be written to the durable log", m.event_log_errors.clone());
+        registry.register("understudy_open_incidents", "Open incidents", m.open_incidents.clone());
+        registry.register("understudy_probe_schedule_lag_seconds", "Check start lateness vs schedule, since start", m.schedule_lag.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        for q in [0.5, 0.99] {
+            self.schedule_lag.get_or_create(&QuantileLabels { quantile: q.to_string() }).set(self.lag.quantile(q).as_secs_f64());
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn set_target_up(&self, service: &str, target: &str, up: bool) {
+        self.target_up.get_or_create(&TargetLabels { service: service.into(), target: target.into() }).set(up as i64);
+    }
+}

@@ -1,0 +1,16 @@
+//! Integration tests: the real `understudy` binary against real nginx on 127.0.0.x.
+//!
+//! Policy: these tests need nginx (Debian `nginx-light`), installed by
+//! `scripts/install-test-deps.sh`, which the README's test command runs. A missing peer is a
+//! failure with a clear message, never a silent skip. Every process a test starts is stopped
+//! by PID when the test ends; every wait has a deadline.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod api; // the router through `oneshot`: status codes, auth, error bodies, metrics names
+mod config_errors; // check-config and run with bad files: file, line, key, expectation; exit 2
+mod crash; // kill -9 and restart: events, overrides, incidents intact; decision reconciled
+mod failover; // kill the primary: failover within budget; failback only after the hold; hooks
+mod operator; // drain / enable / switchover / clear through the CLI
+mod reload; // SIGHUP: a bad file keeps the old config; a good one keeps unchanged health

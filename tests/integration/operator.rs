@@ -1,0 +1,80 @@
+use std::time::Duration;
+
+use crate::support::*;
+
+fn ok(out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "CLI failed: {}\n{}", String::from_utf8_lossy(&out.stderr), stdout);
+    stdout
+}
+
+fn refused(out: &std::process::Output) -> String {
+    assert_eq!(out.status.code(), Some(1), "expected exit 1: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_enable_switchover_and_clear_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port_on(&["127.0.0.2", "127.0.0.3"]);
+    let mut primary = Nginx::new(dir.path(), "primary", "127.0.0.2", port);
+    let mut backup = Nginx::new(dir.path(), "backup", "127.0.0.3", port);
+    primary.start().await;
+    backup.start().await;
+    let api = api_addr();
+    let cfg = two_target_config(&dir.path().join("data"), api, port, 200, "1s", "");
+    let d = Daemon::start(dir.path(), &cfg, api).await;
+    d.wait_active("www", "primary", Duration::from_secs(5)).await;
+
+    // Drain moves traffic at once and shows in status.
+    let out = ok(&d.cli(&["drain", "www", "primary"]));
+    assert!(out.contains("www/primary drained; active is backup"), "{out}");
+    let status = ok(&d.cli(&["status"]));
+    assert!(status.contains("www: active backup (127.0.0.3)"), "{status}");
+    assert!(status.lines().any(|l| l.contains("primary") && l.contains("drained")), "{status}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&d.cli(&["status", "--json"]))).unwrap();
+    assert_eq!(json[0]["targets"][0]["enabled"], false);
+
+    // Enable: traffic returns after the 1 s hold, not before.
+    ok(&d.cli(&["enable", "www", "primary"]));
+    assert_eq!(d.active("www").await.as_deref(), Some("backup"), "failback must wait for the hold");
+    d.wait_active("www", "primary", Duration::from_secs(4)).await;
+
+    // Switchover pins the backup; auto failback does not undo it.
+    let out = ok(&d.cli(&["switchover", "www", "backup"]));
+    assert!(out.contains("active is now backup"), "{out}");
+    let svc = d.service("www").await;
+    assert_eq!(svc["pinned"], "backup");
+    tokio::time::sleep(Duration::from_millis(1500)).await; // longer than the hold: nothing may move
+    assert_eq!(d.active("www").await.as_deref(), Some("backup"));
+
+    // Clear: the primary has been healthy far longer than the hold, so traffic returns at once.
+    ok(&d.cli(&["clear", "www"]));
+    d.wait_active("www", "primary", Duration::from_secs(2)).await;
+
+    // Refusals are clear and change nothing.
+    let err = refused(&d.cli(&["switchover", "www", "nosuch"]));
+    assert!(err.contains("service \"www\" has no target named \"nosuch\""), "{err}");
+    let err = refused(&d.cli(&["drain", "nosuch", "primary"]));
+    assert!(err.contains("no service named \"nosuch\""), "{err}");
+    backup.kill();
+    wait_for(Duration::from_secs(3), "backup marked down", || async {
+        (d.service("www").await["targets"][1]["healthy"] == false).then_some(())
+    })
+    .await;
+    let err = refused(&d.cli(&["switchover", "www", "backup"]));
+    assert!(err.contains("cannot switch www over to backup: its checks say it is down"), "{err}");
+    assert_eq!(d.active("www").await.as_deref(), Some("primary"));
+
+    // Every operator action is an event, with who did it.
+    let overrides: Vec<String> = d
+        .events()
+        .await
+        .iter()
+        .filter(|e| e["event"]["kind"] == "override")
+        .map(|e| format!("{} {}", e["event"]["action"].as_str().unwrap(), e["event"]["target"].as_str().unwrap_or("-")))
+        .collect();
+    assert_eq!(overrides, ["drain primary", "enable primary", "switchover backup", "clear -"]);
+    let events = ok(&d.cli(&["events"]));
+    assert!(events.contains("www: drain: primary -> backup"), "{events}");
+}

@@ -1,0 +1,282 @@
+//! Shared helpers for integration tests: real nginx instances, the real `understudy` binary,
+//! and waiting on conditions with deadlines (never sleeping and hoping).
+//!
+//! Every process started here is stopped by PID when its guard drops.
+#![allow(dead_code)]
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Poll `cond` every 20 ms until it returns `Some`, or panic after `within` with `what`.
+pub async fn wait_for<T, F, Fut>(within: Duration, what: &str, mut cond: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = cond().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A TCP port that is free on `ip` right now.
+pub fn free_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0)).expect("bind port 0").local_addr().unwrap().port()
+}
+
+/// A port free on every one of `ips`.
+pub fn free_port_on(ips: &[&str]) -> u16 {
+    for _ in 0..100 {
+        let port = free_port(ips[0]);
+        if ips.iter().all(|ip| TcpListener::bind((*ip, port)).is_ok()) {
+            return port;
+        }
+    }
+    panic!("no port free on all of {ips:?}");
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a PID we started.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+/// A real nginx serving `/health` (200 "<name> ok") on one address, started by the test.
+pub struct Nginx {
+    pub addr: SocketAddr,
+    pub name: String,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+pub fn nginx_binary() -> &'static str {
+    let path = "/usr/sbin/nginx";
+    assert!(Path::new(path).exists(), "nginx is not installed: run scripts/install-test-deps.sh (apt-get install nginx-light)");
+    path
+}
+
+impl Nginx {
+    pub fn new(dir: &Path, name: &str, ip: &str, port: u16) -> Nginx {
+        let dir = dir.join(format!("nginx-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let addr = SocketAddr::new(ip.parse::<IpAddr>().unwrap(), port);
+        let d = dir.display();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+               server {{\n    listen {addr};\n    location = /health {{ default_type text/plain; return 200 \"{name} ok\\n\"; }}\n    location / {{ default_type text/plain; return 200 \"{name}\\n\"; }}\n  }}\n}}\n"
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        Nginx { addr, name: name.to_string(), dir, child: None }
+    }
+
+    /// Start and wait until it accepts connections.
+    pub async fn start(&mut self) {
+        assert!(self.child.is_none(), "nginx {} already running", self.name);
+        let child = Command::new(nginx_binary())
+            .arg("-c")
+            .arg(self.dir.join("nginx.conf"))
+            .arg("-p")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("stderr.log")).unwrap())
+            .spawn()
+            .expect("start nginx");
+        self.child = Some(child);
+        let addr = self.addr;
+        let dir = self.dir.clone();
+        wait_for(Duration::from_secs(10), &format!("nginx on {addr} (see {})", dir.display()), || async move {
+            tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
+        })
+        .await;
+    }
+
+    /// Kill -9 (a crash, not a graceful stop) and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), libc::SIGKILL);
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An HTTP client for talking to the daemon (no proxy; installs the TLS crypto provider).
+pub fn http() -> reqwest::Client {
+    understudy::probe::http::install_crypto_provider();
+    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap()
+}
+
+pub fn understudy_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_understudy")
+}
+
+/// The real `understudy run`, with its config in a file and its logs captured.
+pub struct Daemon {
+    pub api: String,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Write `config` to `dir/understudy.toml` and start the daemon; wait for `/healthz`.
+    pub async fn start(dir: &Path, config: &str, api: SocketAddr) -> Daemon {
+        let path = dir.join("understudy.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut d = Daemon { api: format!("http://{api}"), config: path, log: dir.join("daemon.log"), child: None };
+        d.restart().await;
+        d
+    }
+
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none());
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(understudy_bin())
+            .args(["run", "-c"])
+            .arg(&self.config)
+            .env("UNDERSTUDY_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start understudy");
+        self.child = Some(child);
+        let url = format!("{}/healthz", self.api);
+        let logp = self.log.clone();
+        wait_for(Duration::from_secs(15), &format!("understudy API at {url} (log: {})", logp.display()), || {
+            let url = url.clone();
+            async move { http().get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+        })
+        .await;
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        signal(self.pid(), sig);
+    }
+
+    /// kill -9 and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), libc::SIGKILL);
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit status (with a deadline).
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("daemon running");
+        signal(c.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "daemon did not exit after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn get(&self, path: &str) -> serde_json::Value {
+        let url = format!("{}{path}", self.api);
+        let r = http().get(&url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        assert!(r.status().is_success(), "GET {url}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    pub async fn service(&self, name: &str) -> serde_json::Value {
+        self.get(&format!("/api/v1/services/{name}")).await
+    }
+
+    /// The active target of `service`, if decided.
+    pub async fn active(&self, service: &str) -> Option<String> {
+        let s = self.service(service).await;
+        s["active"].as_str().map(str::to_string)
+    }
+
+    pub async fn events(&self) -> Vec<serde_json::Value> {
+        let v = self.get("/api/v1/events?since=0&limit=10000").await;
+        v["events"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Wait until `service`'s active target is `target`.
+    pub async fn wait_active(&self, service: &str, target: &str, within: Duration) {
+        wait_for(within, &format!("{service} active = {target}"), || async {
+            (self.active(service).await.as_deref() == Some(target)).then_some(())
+        })
+        .await;
+    }
+
+    /// Run the CLI against this daemon.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(understudy_bin()).args(args).arg("--api").arg(&self.api).output().expect("run understudy CLI")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The quick-start config with test addresses, port and timings.
+pub fn two_target_config(data_dir: &Path, api: SocketAddr, port: u16, interval_ms: u64, hold: &str, extra: &str) -> String {
+    format!(
+        r#"[daemon]
+data_dir = "{data}"
+api = "{api}"
+
+[[service]]
+name = "www"
+failback = "auto"
+failback_hold = "{hold}"
+all_down = "primary"
+
+[service.check]
+kind = "http"
+port = {port}
+path = "/health"
+expect_status = [200]
+interval = "{interval_ms}ms"
+timeout = "{timeout_ms}ms"
+fall = 3
+rise = 2
+
+[[service.target]]
+name = "primary"
+address = "127.0.0.2"
+
+[[service.target]]
+name = "backup"
+address = "127.0.0.3"
+{extra}"#,
+        data = data_dir.display(),
+        timeout_ms = interval_ms * 3 / 5,
+    )
+}
+
+pub fn api_addr() -> SocketAddr {
+    SocketAddr::new("127.0.0.1".parse().unwrap(), free_port("127.0.0.1"))
+}
