@@ -18,3 +18,10 @@ mod conformance;
 // proptest: arbitrary and mutated requests never panic and every reply parses.
 #[path = "dns/props.rs"]
 mod props;
+// The real `understudy` binary with `[dns]` against real nginx: failover and failback seen
+// through dig, the API and `understudy status`; a DNS bind error is fatal at start-up.
+#[path = "dns/e2e.rs"]
+mod e2e;
+// The integration suite's helpers (nginx, the daemon binary, deadlines), shared.
+#[path = "support/mod.rs"]
+mod common;

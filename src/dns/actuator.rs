@@ -80,9 +80,11 @@ impl DnsActuator {
             }
             seen.push(name.to_string());
         }
-        let first = match self.dns.table().first_failover_answer() {
-            Some(d) => format!("; first answer {} after the swap", Self::fmt_us(d)),
-            None => String::new(),
+        // Only meaningful when this decision swapped the table in.
+        let table = self.dns.table();
+        let first = match table.first_failover_answer() {
+            Some(d) if table.epoch == Some(desired.epoch) => format!("; first answer {} after the swap", Self::fmt_us(d)),
+            _ => String::new(),
         };
         let what = want.map(|w| w.to_string()).unwrap_or_else(|| "NODATA".into());
         Outcome { ok: true, detail: format!("{server} answers {} with {what}{first}", seen.join(", ")) }

@@ -269,7 +269,8 @@ impl Dns {
             }
         }
         let served: HashMap<String, Vec<IpAddr>> = st.served.iter().map(|(k, v)| (k.clone(), v.addrs.clone())).collect();
-        let table = table::compile(&self.inner.cfg, &served, &st.serials);
+        let mut table = table::compile(&self.inner.cfg, &served, &st.serials);
+        table.epoch = Some(epoch);
         self.inner.table.store(Arc::new(table));
         drop(st);
         Ok(Applied { changed: true, addresses: addrs, serials, swap_time: started.elapsed() })

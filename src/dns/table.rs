@@ -89,6 +89,8 @@ pub struct Table {
     /// Nanoseconds from `created` to the first answer served from a failover record (0: none
     /// yet). Written once by whichever worker answers first.
     pub first_failover_answer_ns: AtomicU64,
+    /// The decision epoch whose change produced this table (`None` for the start-up table).
+    pub epoch: Option<u64>,
 }
 
 impl Table {
@@ -133,7 +135,7 @@ pub fn compile(cfg: &DnsConfig, served: &HashMap<String, Vec<IpAddr>>, serials: 
         .enumerate()
         .map(|(i, z)| compile_zone(z, served, serials.get(i).copied().unwrap_or(1)))
         .collect();
-    Table { zones, max_udp_payload: cfg.max_udp_payload, created: Instant::now(), first_failover_answer_ns: AtomicU64::new(0) }
+    Table { zones, max_udp_payload: cfg.max_udp_payload, created: Instant::now(), first_failover_answer_ns: AtomicU64::new(0), epoch: None }
 }
 
 fn zone_data(z: &ZoneConfig, served: &HashMap<String, Vec<IpAddr>>, serial: u32) -> (ZoneData, Vec<Name>) {
