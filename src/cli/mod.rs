@@ -160,7 +160,14 @@ fn check_config(file: &std::path::Path) -> ExitCode {
                 eprintln!("warning: {}: {}", w.key, w.message);
             }
             let targets: usize = cfg.services.iter().map(|s| s.targets.len()).sum();
-            println!("{}: OK ({} services, {} targets)", file.display(), cfg.services.len(), targets);
+            let dns = match &cfg.dns {
+                Some(d) => {
+                    let records: usize = d.zones.iter().map(|z| z.records.len()).sum();
+                    format!(", dns: {} zones, {records} records", d.zones.len())
+                }
+                None => String::new(),
+            };
+            println!("{}: OK ({} services, {} targets{dns})", file.display(), cfg.services.len(), targets);
             ExitCode::SUCCESS
         }
         Err(errors) => {

@@ -54,6 +54,9 @@ fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
         s.set_only_v6(true)?;
     }
     s.set_reuse_port(true)?;
+    // Room for bursts; the kernel caps these at net.core.{r,w}mem_max.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
     s.bind(&addr.into())?;
     s.set_read_timeout(Some(UDP_POLL))?;
     Ok(s.into())

@@ -159,3 +159,35 @@ async fn failover_through_the_actuator_changes_the_answer_and_the_serial() {
     assert!(out.contains("status: NOERROR") && out.contains("ANSWER: 0"), "{out}");
     dns.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_pipelines_queries_and_closes_idle_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cfg = config("127.0.0.26:0", "");
+    let mut dns_cfg = dns_config(&cfg);
+    dns_cfg.tcp_idle_timeout = std::time::Duration::from_millis(300);
+    let dns = understudy::dns::Dns::start(dns_cfg, &services(&cfg), tokio_util::sync::CancellationToken::new()).unwrap();
+    let server = dns.local_addrs()[0];
+    let mut s = tokio::net::TcpStream::connect(server).await.unwrap();
+    // Three queries in one write (RFC 7766 6.2.1.1: pipelining), answered in order.
+    let mut batch = Vec::new();
+    for (id, name) in [(1u16, "www"), (2, "nope"), (3, "alias")] {
+        let q = understudy::dns::client::build_query(id, &understudy::dns::name::Name::parse_absolute(&format!("{name}.example.test")).unwrap(), 1);
+        batch.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        batch.extend_from_slice(&q);
+    }
+    s.write_all(&batch).await.unwrap();
+    for (id, rcode) in [(1u16, 0u8), (2, 3), (3, 0)] {
+        let len = s.read_u16().await.unwrap() as usize;
+        let mut m = vec![0u8; len];
+        s.read_exact(&mut m).await.unwrap();
+        assert_eq!((u16::from_be_bytes([m[0], m[1]]), m[3] & 0x0F), (id, rcode));
+    }
+    // Idle past the timeout: the server closes the connection.
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await.expect("closed within 5 s").unwrap_or(0);
+    assert_eq!(n, 0, "EOF");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250), "{:?}", started.elapsed());
+    dns.stop();
+}
