@@ -2,7 +2,8 @@
 //! runs, without probes, decisions or the API, so the benchmark measures only DNS.
 //!
 //! Usage: `dns_bench_server CONFIG [UDP_WORKERS]`. Prints `ready <addr>` once listening and
-//! serves until SIGTERM or SIGINT.
+//! serves until SIGTERM or SIGINT. With `HANDLER_LOOP=1` in the environment it instead times
+//! the request handler alone (no sockets) on a `www.example.test A` query and prints ns/query.
 
 use std::process::ExitCode;
 
@@ -25,6 +26,19 @@ fn main() -> ExitCode {
     };
     if let Some(n) = args.next().and_then(|n| n.parse().ok()) {
         dns.udp_workers = n;
+    }
+    if std::env::var("HANDLER_LOOP").is_ok() {
+        let d = understudy::dns::Dns::new(dns.clone(), &cfg.services);
+        let t = d.table();
+        let q = understudy::dns::client::build_query(7, &understudy::dns::name::Name::parse_absolute("www.example.test").unwrap(), 1);
+        let mut out = Vec::with_capacity(512);
+        let n = 10_000_000;
+        let st = std::time::Instant::now();
+        for _ in 0..n {
+            let _ = understudy::dns::handler::handle(&t, std::hint::black_box(&q), understudy::dns::handler::Transport::Udp, "127.0.0.1".parse().unwrap(), &mut out);
+        }
+        eprintln!("handler: {:.1} ns/query", st.elapsed().as_nanos() as f64 / n as f64);
+        return ExitCode::SUCCESS;
     }
     // TCP is served by tokio; one thread is plenty for a UDP benchmark.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");

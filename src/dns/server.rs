@@ -3,7 +3,10 @@
 //! **UDP**: for every listen address, `udp_workers` sockets bound with `SO_REUSEPORT` (the
 //! kernel spreads datagrams across them), each served by its own OS thread in a blocking
 //! loop: `recvmmsg` a batch, answer each from the current table (one atomic load per batch),
-//! `sendmmsg` the replies. No async runtime, locks or allocation on this path.
+//! `sendmmsg` the replies, with replies of equal size to the same client joined into one UDP
+//! GSO send (`UDP_SEGMENT`; the kernel splits it, saving a trip through the IP stack per
+//! reply; without kernel support it falls back to one datagram per reply). No async runtime,
+//! locks or allocation on this path.
 //!
 //! **TCP** (RFC 7766): a tokio task per connection, 2-byte length framing, several queries per
 //! connection answered in order, an idle timeout, a cap on open connections (beyond it new
@@ -166,7 +169,7 @@ mod mmsg {
     pub(super) fn run(sock: UdpSocket, table: &ArcSwap<Table>, stop: &AtomicBool) {
         let fd = sock.as_raw_fd();
         let mut bufs = vec![[0u8; MAX_UDP_REQUEST]; BATCH];
-        let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(1232)).collect();
+        let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(GSO_MAX * 512)).collect();
         // SAFETY: all-zero is a valid value for these plain C structs.
         let mut addrs: Vec<libc::sockaddr_storage> = vec![unsafe { std::mem::zeroed() }; BATCH];
         let mut iov_in: Vec<libc::iovec> = vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; BATCH];
@@ -174,6 +177,12 @@ mod mmsg {
         // SAFETY: as above.
         let mut msgs_in: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
         let mut msgs_out: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
+        let mut reply = Vec::with_capacity(4096);
+        let mut groups = [Group::default(); BATCH];
+        // SAFETY: CMSG_SPACE is arithmetic on its argument.
+        let cmsg_space = unsafe { libc::CMSG_SPACE(2) } as usize;
+        let mut cmsgs: Vec<Vec<u64>> = (0..BATCH).map(|_| vec![0u64; cmsg_space.div_ceil(8)]).collect();
+        let mut gso = true;
         while !stop.load(Ordering::Relaxed) {
             for i in 0..BATCH {
                 iov_in[i] = libc::iovec { iov_base: bufs[i].as_mut_ptr().cast(), iov_len: MAX_UDP_REQUEST };
@@ -199,36 +208,119 @@ mod mmsg {
             }
             let n = n as usize;
             let t = table.load();
+            // Answer, grouping replies of equal size to the same client into one UDP GSO
+            // send (one trip through the IP stack for the group; the kernel splits it).
             let mut m = 0;
             for i in 0..n {
                 let len = (msgs_in[i].msg_len as usize).min(MAX_UDP_REQUEST);
                 let Some(peer) = peer_of(&addrs[i]) else { continue };
-                if handle(&t, &bufs[i][..len], Transport::Udp, peer, &mut outs[i]) != Reply::Message {
+                if handle(&t, &bufs[i][..len], Transport::Udp, peer, &mut reply) != Reply::Message {
                     continue;
                 }
-                iov_out[m] = libc::iovec { iov_base: outs[i].as_mut_ptr().cast(), iov_len: outs[i].len() };
-                msgs_out[m].msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
-                msgs_out[m].msg_hdr.msg_namelen = msgs_in[i].msg_hdr.msg_namelen;
-                msgs_out[m].msg_hdr.msg_iov = &mut iov_out[m];
-                msgs_out[m].msg_hdr.msg_iovlen = 1;
-                msgs_out[m].msg_hdr.msg_control = std::ptr::null_mut();
-                msgs_out[m].msg_hdr.msg_controllen = 0;
-                msgs_out[m].msg_hdr.msg_flags = 0;
-                m += 1;
+                let namelen = msgs_in[i].msg_hdr.msg_namelen as usize;
+                let key = addr_bytes(&addrs[i], namelen);
+                let tag = i_addr(&addrs, i);
+                let fits = |g: &Group| g.seg == reply.len() && g.count < GSO_MAX && (g.count + 1) * g.seg <= GSO_BYTES;
+                let joined = if gso {
+                    (0..m).find(|&g| fits(&groups[g]) && groups[g].addr == tag && key == addr_bytes(&addrs[groups[g].addr_of], groups[g].namelen))
+                } else {
+                    None
+                };
+                match joined {
+                    Some(g) => {
+                        outs[g].extend_from_slice(&reply);
+                        groups[g].count += 1;
+                    }
+                    None => {
+                        outs[m].clear();
+                        outs[m].extend_from_slice(&reply);
+                        groups[m] = Group { addr_of: i, namelen, seg: reply.len(), count: 1, addr: tag };
+                        m += 1;
+                    }
+                }
             }
             drop(t);
+            for g in 0..m {
+                let grp = &groups[g];
+                iov_out[g] = libc::iovec { iov_base: outs[g].as_mut_ptr().cast(), iov_len: outs[g].len() };
+                let h = &mut msgs_out[g].msg_hdr;
+                h.msg_name = (&mut addrs[grp.addr_of] as *mut libc::sockaddr_storage).cast();
+                h.msg_namelen = grp.namelen as u32;
+                h.msg_iov = &mut iov_out[g];
+                h.msg_iovlen = 1;
+                h.msg_flags = 0;
+                if grp.count > 1 {
+                    let c = &mut cmsgs[g];
+                    h.msg_control = c.as_mut_ptr().cast();
+                    h.msg_controllen = cmsg_space;
+                    // SAFETY: `c` is an aligned buffer of cmsg_space bytes; CMSG_FIRSTHDR
+                    // returns its start, which has room for one header and a u16.
+                    unsafe {
+                        let hdr = libc::CMSG_FIRSTHDR(h);
+                        (*hdr).cmsg_level = libc::SOL_UDP;
+                        (*hdr).cmsg_type = UDP_SEGMENT;
+                        (*hdr).cmsg_len = libc::CMSG_LEN(2) as _;
+                        std::ptr::write_unaligned(libc::CMSG_DATA(hdr).cast::<u16>(), grp.seg as u16);
+                    }
+                } else {
+                    h.msg_control = std::ptr::null_mut();
+                    h.msg_controllen = 0;
+                }
+            }
             let mut sent = 0;
             while sent < m {
                 // SAFETY: msgs_out[sent..m] point at live buffers filled above.
                 let r = unsafe { libc::sendmmsg(fd, msgs_out[sent..].as_mut_ptr(), (m - sent) as u32, 0) };
-                if r <= 0 {
-                    // A failed datagram (e.g. ICMP unreachable reported late): skip it.
-                    sent += 1;
-                } else {
+                if r > 0 {
                     sent += r as usize;
+                    continue;
                 }
+                if groups[sent].count > 1 {
+                    // No UDP GSO here (old kernel, odd device): send this group's replies one
+                    // by one and stop grouping.
+                    gso = false;
+                    let seg = groups[sent].seg;
+                    let to = groups[sent].addr_of;
+                    for chunk in outs[sent].chunks(seg) {
+                        // SAFETY: a plain sendto with a live buffer and the kernel-filled address.
+                        unsafe {
+                            libc::sendto(fd, chunk.as_ptr().cast(), chunk.len(), 0, (&addrs[to] as *const libc::sockaddr_storage).cast(), groups[sent].namelen as u32);
+                        }
+                    }
+                }
+                // A failed datagram (e.g. ICMP unreachable reported late): skip it.
+                sent += 1;
             }
         }
+    }
+
+    /// Replies per GSO send (the kernel's limit is 64 segments).
+    const GSO_MAX: usize = 64;
+    /// And at most this many bytes (one IP datagram's worth).
+    const GSO_BYTES: usize = 65_000;
+    const UDP_SEGMENT: libc::c_int = 103;
+
+    #[derive(Clone, Copy, Default)]
+    struct Group {
+        /// Index of the request whose address the group answers.
+        addr_of: usize,
+        namelen: usize,
+        seg: usize,
+        count: usize,
+        /// Family and port, to skip most address comparisons.
+        addr: u32,
+    }
+
+    fn i_addr(addrs: &[libc::sockaddr_storage], i: usize) -> u32 {
+        let a = &addrs[i];
+        // SAFETY: reading the family and the port field, present in every sockaddr_in(6).
+        let port = unsafe { (*(a as *const libc::sockaddr_storage as *const libc::sockaddr_in)).sin_port };
+        (a.ss_family as u32) << 16 | port as u32
+    }
+
+    fn addr_bytes(a: &libc::sockaddr_storage, len: usize) -> &[u8] {
+        // SAFETY: sockaddr_storage is plain bytes; len is at most its size (the kernel set it).
+        unsafe { std::slice::from_raw_parts((a as *const libc::sockaddr_storage).cast::<u8>(), len.min(std::mem::size_of::<libc::sockaddr_storage>())) }
     }
 }
 
