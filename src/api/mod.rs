@@ -63,6 +63,8 @@ pub fn router(shared: Shared) -> Router {
         .route("/api/v1/services/{name}/clear", post(clear))
         .route("/api/v1/services/{name}/targets/{target}/drain", post(drain))
         .route("/api/v1/services/{name}/targets/{target}/enable", post(enable))
+        .route("/api/v1/services/{name}/targets/{target}/force-down", post(force_down))
+        .route("/api/v1/services/{name}/targets/{target}/unforce", post(unforce))
         .route("/api/v1/events", get(events))
         .route("/api/v1/incidents", get(incidents))
         .route("/api/v1/incidents/{id}", get(incident))
@@ -136,6 +138,35 @@ async fn drain(State(shared): State<Shared>, Path((name, target)): Path<(String,
 async fn enable(State(shared): State<Shared>, Path((name, target)): Path<(String, String)>, headers: HeaderMap) -> ApiResult<Json<wire::Service>> {
     let by = authorize(&shared, &headers)?;
     shared.operate(&name, Some(&target), OverrideAction::Enable, &by).await?;
+    service(State(shared), Path(name)).await
+}
+
+/// Longest a force-down may last before it lapses by itself.
+const MAX_FORCE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+async fn force_down(
+    State(shared): State<Shared>,
+    Path((name, target)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Option<Json<wire::ForceDownRequest>>,
+) -> ApiResult<Json<wire::Service>> {
+    let by = authorize(&shared, &headers)?;
+    let req = body.map(|Json(b)| b).unwrap_or_default();
+    let lasts = match req.lasts.as_deref() {
+        Some(s) => crate::config::parse_duration(s).map_err(|e| ApiError::BadRequest(format!("for: {e}")))?,
+        None => wire::ForceDownRequest::DEFAULT_LASTS,
+    };
+    if lasts.is_zero() || lasts > MAX_FORCE {
+        return Err(ApiError::BadRequest("for: expected a duration above zero and at most 24h".into()));
+    }
+    let by = req.by.map(|b| format!("{b} via {by}")).unwrap_or(by);
+    shared.force_down(&name, &target, lasts, &by).await?;
+    service(State(shared), Path(name)).await
+}
+
+async fn unforce(State(shared): State<Shared>, Path((name, target)): Path<(String, String)>, headers: HeaderMap) -> ApiResult<Json<wire::Service>> {
+    let by = authorize(&shared, &headers)?;
+    shared.operate(&name, Some(&target), OverrideAction::Unforce, &by).await?;
     service(State(shared), Path(name)).await
 }
 

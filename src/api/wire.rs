@@ -50,6 +50,9 @@ pub struct Target {
     pub health_since: Option<String>,
     /// False when drained by an operator.
     pub enabled: bool,
+    /// When set, the target's checks count as failing until then (drills).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forced_down_until: Option<String>,
     pub eligible: bool,
     pub active: bool,
     /// Consecutive results with the latest verdict.
@@ -148,6 +151,21 @@ impl From<&crate::events::incident::Incident> for Incident {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SwitchoverRequest {
     pub target: String,
+}
+
+/// Body of `POST /api/v1/services/{name}/targets/{target}/force-down` (optional).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ForceDownRequest {
+    /// How long before it lapses by itself, e.g. `"10m"` (default 15m, at most 24h).
+    #[serde(rename = "for", default, skip_serializing_if = "Option::is_none")]
+    pub lasts: Option<String>,
+    /// Who asks (e.g. `drill 4`), recorded in the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+impl ForceDownRequest {
+    pub const DEFAULT_LASTS: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 }
 
 /// Every error body.

@@ -34,7 +34,14 @@ use crate::probe::{now_us, scheduler};
 pub enum Control {
     Services(oneshot::Sender<Vec<wire::Service>>),
     Incidents(oneshot::Sender<Vec<wire::Incident>>),
-    Override { service: String, target: Option<String>, action: OverrideAction, by: String, reply: oneshot::Sender<Result<(), Refusal>> },
+    Override {
+        service: String,
+        target: Option<String>,
+        action: OverrideAction,
+        by: String,
+        expires_us: Option<u64>,
+        reply: oneshot::Sender<Result<(), Refusal>>,
+    },
     CloseIncident { id: u64, by: String, reply: oneshot::Sender<Result<(), Refusal>> },
     Reload { config: Box<Config>, reply: oneshot::Sender<Result<(), Refusal>> },
     ConfigRejected(String),
@@ -136,7 +143,7 @@ impl Core {
                 Some(c) = control.recv() => self.on_control(c),
                 Some(r) = self.probe_rx.recv() => self.on_check(r),
                 _ = sleep => self.evaluate_all(),
-                _ = heartbeat.tick() => {}
+                _ = heartbeat.tick() => self.expire_forces(),
             }
         }
         self.shutdown().await;
@@ -198,6 +205,11 @@ impl Core {
         let outcome = if result.ok { "pass" } else { "fail" };
         m.checks.get_or_create(&ResultLabels { service: svc.cfg.name.clone(), result: outcome.into() }).inc();
         let th = services::thresholds(&svc.cfg.check);
+        let mut result = result;
+        if svc.overrides.is_forced(&svc.targets[ti].cfg.name, now_us()) {
+            result.ok = false;
+            result.reason = format!("forced down (drill); the real check said: {}", result.reason);
+        }
         let target = &mut svc.targets[ti];
         let flip = target.health.observe(result.ok, result.started_us, th);
         let reason = result.reason.clone();
@@ -229,6 +241,27 @@ impl Core {
         let t = now();
         self.services[si].engine.set_health(ti, flip.to, t);
         self.evaluate(si, t);
+    }
+
+    /// Lift force-downs whose time is up (a drill that died cannot leave one behind).
+    fn expire_forces(&mut self) {
+        let now = now_us();
+        let expired: Vec<(String, String)> = self
+            .services
+            .iter()
+            .flat_map(|s| s.overrides.forced.iter().filter(|(_, until)| **until <= now).map(|(t, _)| (s.cfg.name.clone(), t.clone())))
+            .collect();
+        for (service, target) in expired {
+            if let Some(svc) = self.services.iter_mut().find(|s| s.cfg.name == service)
+                && svc.engine.index_of(&target).is_none()
+            {
+                svc.overrides.forced.remove(&target); // the target left the config
+                continue;
+            }
+            if let Err(e) = self.operate(&service, Some(&target), OverrideAction::Unforce, "expiry", None) {
+                tracing::warn!("cannot lift the expired force-down of {service}/{target}: {e}");
+            }
+        }
     }
 
     fn evaluate_all(&mut self) {
@@ -313,8 +346,8 @@ impl Core {
             Control::Incidents(reply) => {
                 let _ = reply.send(self.incidents.all().rev().map(wire::Incident::from).collect());
             }
-            Control::Override { service, target, action, by, reply } => {
-                let _ = reply.send(self.operate(&service, target.as_deref(), action, &by));
+            Control::Override { service, target, action, by, expires_us, reply } => {
+                let _ = reply.send(self.operate(&service, target.as_deref(), action, &by, expires_us));
             }
             Control::CloseIncident { id, by, reply } => {
                 let r = match self.incidents.get(id) {
@@ -337,7 +370,7 @@ impl Core {
         }
     }
 
-    fn operate(&mut self, service: &str, target: Option<&str>, action: OverrideAction, by: &str) -> Result<(), Refusal> {
+    fn operate(&mut self, service: &str, target: Option<&str>, action: OverrideAction, by: &str, expires_us: Option<u64>) -> Result<(), Refusal> {
         let si = self.services.iter().position(|s| s.cfg.name == service).ok_or_else(|| Refusal::NoService(service.into()))?;
         let svc = &self.services[si];
         let ti = match target {
@@ -354,10 +387,13 @@ impl Core {
                 return Err(Refusal::Conflict(format!("cannot switch {service} over to {}: {why}", target.unwrap_or_default())));
             }
         }
-        self.record(Event::Override { service: service.into(), target: target.map(str::to_string), action, by: by.into() });
+        if matches!(action, OverrideAction::ForceDown | OverrideAction::Unforce | OverrideAction::Drain | OverrideAction::Enable) && ti.is_none() {
+            return Err(Refusal::Conflict(format!("{action:?} needs a target").to_lowercase()));
+        }
+        self.record(Event::Override { service: service.into(), target: target.map(str::to_string), action, by: by.into(), expires_us });
         let t = now();
         let svc = &mut self.services[si];
-        svc.overrides.apply(target, action);
+        svc.overrides.apply(target, action, expires_us);
         services::apply_overrides(&mut svc.engine, &svc.overrides, t);
         if let Some(ti) = ti {
             let enabled = svc.engine.is_enabled(ti);
@@ -532,6 +568,7 @@ impl Core {
                     health: e.health(i),
                     health_since: t.health_since_us.map(format_time_us),
                     enabled: e.is_enabled(i),
+                    forced_down_until: s.overrides.forced.get(&t.cfg.name).map(|&u| if u == u64::MAX { "never".into() } else { format_time_us(u) }),
                     eligible: e.is_eligible(i),
                     active: active == Some(i),
                     streak: t.health.streak().1,

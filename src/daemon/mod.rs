@@ -88,7 +88,15 @@ impl Shared {
 
     pub async fn operate(&self, service: &str, target: Option<&str>, action: OverrideAction, by: &str) -> Result<(), Refusal> {
         let (service, target, by) = (service.to_string(), target.map(str::to_string), by.to_string());
-        self.ask(|reply| Control::Override { service, target, action, by, reply }).await?
+        self.ask(|reply| Control::Override { service, target, action, by, expires_us: None, reply }).await?
+    }
+
+    /// Make `target`'s checks count as failing for at most `lasts` (drills).
+    pub async fn force_down(&self, service: &str, target: &str, lasts: std::time::Duration, by: &str) -> Result<(), Refusal> {
+        let (service, target, by) = (service.to_string(), Some(target.to_string()), by.to_string());
+        let expires_us = Some(crate::probe::now_us() + lasts.as_micros() as u64);
+        let action = OverrideAction::ForceDown;
+        self.ask(|reply| Control::Override { service, target, action, by, expires_us, reply }).await?
     }
 
     pub async fn close_incident(&self, id: u64, by: &str) -> Result<(), Refusal> {

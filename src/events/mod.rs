@@ -90,6 +90,10 @@ pub enum Event {
         target: Option<String>,
         action: OverrideAction,
         by: String,
+        /// For `force_down`: when it lapses by itself (wall microseconds), so a drill that dies
+        /// can never leave a target forced down for good.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_us: Option<u64>,
     },
     IncidentOpened {
         id: u64,
@@ -122,6 +126,10 @@ pub enum OverrideAction {
     Switchover,
     /// Remove the pin.
     Clear,
+    /// Make a target's check results count as failures (drills), until `unforce` or expiry.
+    ForceDown,
+    /// Undo `force_down`.
+    Unforce,
 }
 
 impl Event {
@@ -183,9 +191,17 @@ impl Event {
                 };
                 format!("{service}: {actuator} {step} epoch {epoch} {verdict} in {:.1} ms: {detail}", *duration_us as f64 / 1000.0)
             }
-            Event::Override { service, target, action, by } => {
+            Event::Override { service, target, action, by, .. } => {
                 let t = target.as_deref().map(|t| format!(" {t}")).unwrap_or_default();
-                format!("{service}: operator {action:?}{t} (by {by})").replace("Switchover", "switchover to").to_lowercase()
+                let action = match action {
+                    OverrideAction::Drain => "drain",
+                    OverrideAction::Enable => "enable",
+                    OverrideAction::Switchover => "switchover to",
+                    OverrideAction::Clear => "clear pin",
+                    OverrideAction::ForceDown => "force down",
+                    OverrideAction::Unforce => "unforce",
+                };
+                format!("{service}: operator {action}{t} (by {by})")
             }
             Event::IncidentOpened { id, service, failed, to } => format!(
                 "incident #{id} opened: {service} lost {}, traffic on {}",
