@@ -317,6 +317,13 @@ impl Core {
     }
 
     fn on_actuated(&mut self, r: runner::Report) {
+        let r = match r {
+            runner::Report::Step(s) => s,
+            runner::Report::Done { service, epoch, ok, steps, duration_us } => {
+                self.record(Event::Switched { service: service.to_string(), epoch, ok, steps, duration_us });
+                return;
+            }
+        };
         let result = if r.outcome.ok { "ok" } else { "failed" };
         let step = match r.step {
             Step::Applied => "applied",

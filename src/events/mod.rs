@@ -84,6 +84,15 @@ pub enum Event {
         detail: String,
         duration_us: u64,
     },
+    /// Every actuator has handled a decision: the switch is complete (`ok`) or failed.
+    Switched {
+        service: String,
+        epoch: u64,
+        ok: bool,
+        /// Actuator steps taken (applied and verified count separately).
+        steps: u32,
+        duration_us: u64,
+    },
     /// Operator intent changed.
     Override {
         service: String,
@@ -144,6 +153,7 @@ impl Event {
             Event::TargetDown { .. } => "target_down",
             Event::Decision { .. } => "decision",
             Event::Actuated { .. } => "actuated",
+            Event::Switched { .. } => "switched",
             Event::Override { .. } => "override",
             Event::IncidentOpened { .. } => "incident_opened",
             Event::IncidentClosed { .. } => "incident_closed",
@@ -157,6 +167,7 @@ impl Event {
             | Event::TargetDown { service, .. }
             | Event::Decision { service, .. }
             | Event::Actuated { service, .. }
+            | Event::Switched { service, .. }
             | Event::Override { service, .. }
             | Event::IncidentOpened { service, .. }
             | Event::IncidentClosed { service, .. } => Some(service),
@@ -190,6 +201,10 @@ impl Event {
                     Step::Verified => "verified",
                 };
                 format!("{service}: {actuator} {step} epoch {epoch} {verdict} in {:.1} ms: {detail}", *duration_us as f64 / 1000.0)
+            }
+            Event::Switched { service, epoch, ok, steps, duration_us } => {
+                let verdict = if *ok { "complete" } else { "FAILED" };
+                format!("{service}: switch to epoch {epoch} {verdict} ({steps} actuator steps, {:.1} ms)", *duration_us as f64 / 1000.0)
             }
             Event::Override { service, target, action, by, .. } => {
                 let t = target.as_deref().map(|t| format!(" {t}")).unwrap_or_default();
