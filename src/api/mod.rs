@@ -8,6 +8,7 @@
 //! Mutating endpoints need `Authorization: Bearer <token>` when `daemon.api_token_file` is set
 //! (config validation refuses a non-loopback listener without one).
 
+pub mod client;
 pub mod wire;
 
 use axum::extract::{Path, Query, State};

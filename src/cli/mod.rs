@@ -6,7 +6,7 @@
 //! - 1: the command failed (daemon unreachable, request refused, daemon failed to start).
 //! - 2: bad usage or an invalid config file (`check-config`, `run`).
 
-mod client;
+mod commands;
 mod demo;
 mod render;
 
@@ -36,6 +36,12 @@ pub struct Target {
     /// File holding the bearer token for mutating requests.
     #[arg(long, env = "UNDERSTUDY_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
+}
+
+impl Target {
+    pub fn endpoint(&self) -> crate::api::client::Endpoint {
+        crate::api::client::Endpoint { api: self.api.clone(), config: self.config.clone(), token_file: self.token_file.clone(), token: None }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,13 +142,13 @@ pub async fn run(cli: Cli) -> ExitCode {
         Cmd::Run { config, log_json } => return run_daemon(config, log_json).await,
         Cmd::CheckConfig { file } => return check_config(&file),
         Cmd::Demo { interval, hold } => demo::run(&interval, &hold).await,
-        Cmd::Status { service, json, target } => client::status(&target, service.as_deref(), json).await,
-        Cmd::Events { since, follow, json, target } => client::events(&target, since, follow, json).await,
-        Cmd::Incidents { action, json, target } => client::incidents(&target, action, json).await,
-        Cmd::Switchover { service, target_name, target } => client::switchover(&target, &service, &target_name).await,
-        Cmd::Clear { service, target } => client::clear(&target, &service).await,
-        Cmd::Drain { service, target_name, target } => client::drain(&target, &service, &target_name, true).await,
-        Cmd::Enable { service, target_name, target } => client::drain(&target, &service, &target_name, false).await,
+        Cmd::Status { service, json, target } => commands::status(&target, service.as_deref(), json).await,
+        Cmd::Events { since, follow, json, target } => commands::events(&target, since, follow, json).await,
+        Cmd::Incidents { action, json, target } => commands::incidents(&target, action, json).await,
+        Cmd::Switchover { service, target_name, target } => commands::switchover(&target, &service, &target_name).await,
+        Cmd::Clear { service, target } => commands::clear(&target, &service).await,
+        Cmd::Drain { service, target_name, target } => commands::drain(&target, &service, &target_name, true).await,
+        Cmd::Enable { service, target_name, target } => commands::drain(&target, &service, &target_name, false).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
