@@ -10,6 +10,7 @@
 pub mod actuator;
 pub mod config;
 pub mod decision;
+pub mod dns;
 pub mod probe;
 pub mod health;
 pub mod events;

@@ -28,6 +28,26 @@ pub struct Service {
     pub check: CheckSummary,
     pub targets: Vec<Target>,
     pub open_incident: Option<u64>,
+    /// Failover records the built-in DNS server answers for this service (empty without `[dns]`).
+    #[serde(default)]
+    pub dns: Vec<DnsRecord>,
+}
+
+/// One failover record as served now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnsRecord {
+    /// Absolute name, e.g. `www.example.test.`.
+    pub name: String,
+    pub zone: String,
+    /// Addresses answered now (empty: NODATA, failing closed).
+    pub addresses: Vec<IpAddr>,
+    pub types: Vec<String>,
+    pub ttl: u32,
+    /// Decision epoch last applied (null before the first decision: serving the primary).
+    pub epoch: Option<u64>,
+    /// When these addresses started being served (RFC 3339).
+    pub since: String,
+    pub serial: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

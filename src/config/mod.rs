@@ -14,9 +14,9 @@
 //! never touches the data directory or the network.
 
 mod duration;
-mod locate;
+pub(crate) mod locate;
 pub mod raw;
-mod validate;
+pub(crate) mod validate;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -32,6 +32,8 @@ pub struct Config {
     pub source: PathBuf,
     pub daemon: DaemonConfig,
     pub services: Vec<ServiceConfig>,
+    /// The authoritative DNS server (`[dns]`), when configured.
+    pub dns: Option<crate::dns::DnsConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

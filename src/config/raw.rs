@@ -17,6 +17,8 @@ pub struct RawConfig {
     pub daemon: RawDaemon,
     #[serde(default, rename = "service")]
     pub services: Vec<RawService>,
+    /// The authoritative DNS server; its structs live with the server in `dns/config.rs`.
+    pub dns: Option<crate::dns::config::RawDns>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -19,7 +19,7 @@ pub const HOOK_EVENTS: &[&str] =
 /// The shortest interval we accept: below this a check is a load test, not a health check.
 const MIN_INTERVAL: Duration = Duration::from_millis(50);
 
-struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     loc: Locator<'a>,
     file: &'a Path,
     errors: Vec<ConfigError>,
@@ -27,20 +27,24 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err(&mut self, path: &[Seg], msg: impl Into<String>) {
+    pub(crate) fn err(&mut self, path: &[Seg], msg: impl Into<String>) {
         let e = self.loc.error(self.file, path, msg);
         self.errors.push(e);
     }
-    fn warn(&mut self, path: &[Seg], msg: impl Into<String>) {
+    pub(crate) fn warn(&mut self, path: &[Seg], msg: impl Into<String>) {
         self.warnings.push(Warning { key: super::locate::render(path), message: msg.into() });
+    }
+    /// Errors recorded so far (callers compare before and after a section).
+    pub(crate) fn errors_len(&self) -> usize {
+        self.errors.len()
     }
 }
 
-fn k(s: &str) -> Seg {
+pub(crate) fn k(s: &str) -> Seg {
     Seg::Key(s.to_string())
 }
 
-fn with(path: &[Seg], more: &[Seg]) -> Vec<Seg> {
+pub(crate) fn with(path: &[Seg], more: &[Seg]) -> Vec<Seg> {
     let mut p = path.to_vec();
     p.extend_from_slice(more);
     p
@@ -72,9 +76,11 @@ pub fn validate(raw: RawConfig, text: &str, file: &Path) -> Result<(Config, Vec<
         }
     }
 
+    let dns = raw.dns.and_then(|d| crate::dns::config::validate(&mut cx, d, &services));
+
     if cx.errors.is_empty() {
         let daemon = daemon.expect("daemon validated without errors");
-        Ok((Config { source: file.to_owned(), daemon, services }, cx.warnings))
+        Ok((Config { source: file.to_owned(), daemon, services, dns }, cx.warnings))
     } else {
         Err(ConfigErrors(cx.errors))
     }

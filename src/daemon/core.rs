@@ -60,6 +60,8 @@ pub struct Core {
     reports_tx: mpsc::UnboundedSender<runner::Report>,
     reports_rx: mpsc::UnboundedReceiver<runner::Report>,
     incidents: IncidentBook,
+    /// The built-in DNS server, when `[dns]` is configured.
+    dns: Option<crate::dns::Dns>,
 }
 
 fn now() -> Instant {
@@ -74,6 +76,7 @@ impl Core {
         tracker: TaskTracker,
         lag: Arc<LagHistogram>,
         history: &[Record],
+        dns: Option<crate::dns::Dns>,
     ) -> Result<Core, DaemonError> {
         let persisted = Persisted::fold(history);
         let mut incidents = IncidentBook::default();
@@ -95,12 +98,13 @@ impl Core {
             reports_tx,
             reports_rx,
             incidents,
+            dns,
         };
         let t = now();
         for cfg in config.services {
             let restored = persisted.decisions.get(&cfg.name).cloned();
             let overrides = persisted.overrides.get(&cfg.name).cloned().unwrap_or_default();
-            let svc = services::build(cfg, restored, overrides, &mut core.probe_ctx, &core.tracker, &core.reports_tx, t)?;
+            let svc = services::build(cfg, restored, overrides, &mut core.probe_ctx, &core.tracker, &core.reports_tx, core.dns.as_ref(), t)?;
             core.services.push(svc);
         }
         core.index_probes();
@@ -420,6 +424,9 @@ impl Core {
         if config.daemon != self.config.daemon {
             tracing::warn!("[daemon] settings changed; they take effect at the next restart");
         }
+        if config.dns != self.config.dns {
+            tracing::warn!("[dns] settings changed; they take effect at the next restart");
+        }
         let t = now();
         let mut old: HashMap<String, ServiceRt> = std::mem::take(&mut self.services).into_iter().map(|s| (s.cfg.name.clone(), s)).collect();
         let mut new_services = Vec::new();
@@ -433,7 +440,7 @@ impl Core {
                     }
                     svc
                 }
-                None => match services::build(cfg, None, Default::default(), &mut self.probe_ctx, &self.tracker, &self.reports_tx, t) {
+                None => match services::build(cfg, None, Default::default(), &mut self.probe_ctx, &self.tracker, &self.reports_tx, self.dns.as_ref(), t) {
                     Ok(s) => s,
                     Err(e) => {
                         // Put back what we took, so the old config keeps running.
@@ -517,7 +524,7 @@ impl Core {
             prev.engine = prev.engine.reshape(services::policy(&cfg), &names);
             services::apply_overrides(&mut prev.engine, &prev.overrides, t);
         }
-        prev.actuators = services::actuators(&cfg).into();
+        prev.actuators = services::actuators(&cfg, self.dns.as_ref()).into();
         // Actuators must hear about new addresses or new actuators; a new target list is
         // otherwise decided by the normal rules at the next evaluation.
         let same_addresses = prev.engine.active().is_none_or(|a| {
@@ -588,6 +595,24 @@ impl Core {
                 })
                 .collect(),
             open_incident: self.incidents.open_for(&s.cfg.name).map(|i| i.id),
+            dns: self
+                .dns
+                .as_ref()
+                .map(|d| d.status())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| r.service == s.cfg.name)
+                .map(|r| wire::DnsRecord {
+                    name: r.name,
+                    zone: r.zone,
+                    addresses: r.addresses,
+                    types: r.types,
+                    ttl: r.ttl,
+                    epoch: r.epoch,
+                    since: format_time_us(r.since_us),
+                    serial: r.serial,
+                })
+                .collect(),
         }
     }
 }

@@ -42,6 +42,8 @@ pub enum DaemonError {
     Lock { path: PathBuf, source: std::io::Error },
     #[error("cannot start probes: {0}")]
     Probe(#[from] crate::probe::ProbeError),
+    #[error("cannot start the DNS server: {0}")]
+    Dns(#[from] crate::dns::DnsError),
 }
 
 /// A refused operator request (unknown service, target not eligible...).
@@ -158,6 +160,13 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
         .map_err(|source| DaemonError::BindApi { addr: config.daemon.api, source })?;
     let api_addr = listener.local_addr().map_err(|source| DaemonError::BindApi { addr: config.daemon.api, source })?;
 
+    // The DNS server answers from the start (each failover record with its primary until the
+    // first decision); a bind error is fatal here, before anything else runs.
+    let dns = match &config.dns {
+        Some(d) => Some(crate::dns::Dns::start(d.clone(), &config.services, cancel.clone())?),
+        None => None,
+    };
+
     let lag = Arc::new(crate::probe::lag::LagHistogram::default());
     let metrics = Arc::new(Metrics::new(lag.clone()));
     let (control_tx, control_rx) = mpsc::channel(256);
@@ -171,7 +180,7 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
         api_token: config.daemon.api_token.clone(),
     };
 
-    let mut core = core::Core::new(config, shared.clone(), cancel.clone(), tracker.clone(), lag, &records)?;
+    let mut core = core::Core::new(config, shared.clone(), cancel.clone(), tracker.clone(), lag, &records, dns)?;
     drop(records);
     core.started();
 
