@@ -53,6 +53,10 @@ pub struct DnsRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckSummary {
     pub kind: String,
+    /// Port and path of http/https checks, port of tcp checks.
+    pub port: Option<u16>,
+    pub path: Option<String>,
+    pub host: Option<String>,
     pub interval_ms: u64,
     pub timeout_ms: u64,
     pub fall: u32,
@@ -65,6 +69,9 @@ pub struct Target {
     pub address: IpAddr,
     /// What the probe checks, e.g. `http://127.0.0.2:8080/health`.
     pub check: String,
+    /// Where checks go, and the port (none for exec checks).
+    pub check_address: IpAddr,
+    pub check_port: Option<u16>,
     pub healthy: bool,
     pub health: Health,
     pub health_since: Option<String>,

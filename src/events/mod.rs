@@ -104,6 +104,24 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         expires_us: Option<u64>,
     },
+    /// A drill began (its id is this event's sequence number).
+    DrillStarted {
+        service: String,
+        fault: String,
+        target: String,
+        by: String,
+    },
+    /// A drill ended; the full report is in `data_dir/drills/drill-<id>.json`.
+    DrillFinished {
+        id: u64,
+        service: String,
+        ok: bool,
+        detection_ms: Option<f64>,
+        switch_ms: Option<f64>,
+        rto_ms: Option<f64>,
+        missed: Vec<String>,
+        error: Option<String>,
+    },
     IncidentOpened {
         id: u64,
         service: String,
@@ -155,6 +173,8 @@ impl Event {
             Event::Actuated { .. } => "actuated",
             Event::Switched { .. } => "switched",
             Event::Override { .. } => "override",
+            Event::DrillStarted { .. } => "drill_started",
+            Event::DrillFinished { .. } => "drill_finished",
             Event::IncidentOpened { .. } => "incident_opened",
             Event::IncidentClosed { .. } => "incident_closed",
         }
@@ -169,6 +189,8 @@ impl Event {
             | Event::Actuated { service, .. }
             | Event::Switched { service, .. }
             | Event::Override { service, .. }
+            | Event::DrillStarted { service, .. }
+            | Event::DrillFinished { service, .. }
             | Event::IncidentOpened { service, .. }
             | Event::IncidentClosed { service, .. } => Some(service),
             _ => None,
@@ -217,6 +239,15 @@ impl Event {
                     OverrideAction::Unforce => "unforce",
                 };
                 format!("{service}: operator {action}{t} (by {by})")
+            }
+            Event::DrillStarted { service, fault, target, by } => format!("{service}: drill started: {fault} on {target} (by {by})"),
+            Event::DrillFinished { id, service, ok, rto_ms, missed, error, .. } => {
+                let rto = rto_ms.map(|r| format!(", RTO {r:.0} ms")).unwrap_or_default();
+                match (error, ok) {
+                    (Some(e), _) => format!("{service}: drill #{id} FAILED: {e}"),
+                    (None, true) => format!("{service}: drill #{id} passed{rto}"),
+                    (None, false) => format!("{service}: drill #{id} missed targets{rto}: {}", missed.join("; ")),
+                }
             }
             Event::IncidentOpened { id, service, failed, to } => format!(
                 "incident #{id} opened: {service} lost {}, traffic on {}",
