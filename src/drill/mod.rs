@@ -110,6 +110,9 @@ pub struct Report {
     /// Last success on the primary -> first success on the backup, as the client saw it.
     pub client_rto_ms: Option<f64>,
     pub client_failed_requests: Option<usize>,
+    /// Fault -> the client's first success on the backup (includes DNS caching).
+    #[serde(default)]
+    pub client_switch_ms: Option<f64>,
     /// The client's answers came from the backup after the switch.
     pub backup_verified: Option<bool>,
     /// Restore -> primary marked up.

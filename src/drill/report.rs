@@ -39,6 +39,7 @@ fn rows(r: &Report) -> Vec<(String, String, String, String)> {
         ("switch (marked down -> actuators done)".into(), ms(r.switch_ms), ms(Some(t.switch_ms)), verdict(r.switch_ms, t.switch_ms).into()),
         (rto_label.into(), ms(r.rto_ms()), ms(Some(t.rto_ms)), verdict(r.rto_ms(), t.rto_ms).into()),
         ("monitor RTO (fault -> switch complete)".into(), ms(r.monitor_rto_ms), String::new(), String::new()),
+        ("client on the backup (fault -> first answer from it)".into(), ms(r.client_switch_ms), String::new(), String::new()),
         ("client requests failed during the switch".into(), r.client_failed_requests.map(|n| n.to_string()).unwrap_or("-".into()), String::new(), String::new()),
         ("client saw the backup serving".into(), yes(r.backup_verified).into(), String::new(), String::new()),
         ("recovery detection (restore -> marked up)".into(), ms(r.recovery_detection_ms), String::new(), String::new()),

@@ -260,6 +260,7 @@ pub async fn run(client: &Client, opts: &Options, progress: Progress<'_>, cancel
         monitor_rto_ms: None,
         client_rto_ms: None,
         client_failed_requests: None,
+        client_switch_ms: None,
         backup_verified: None,
         recovery_detection_ms: None,
         failback_hold_ms: None,
@@ -368,6 +369,7 @@ async fn measure(
         };
         report.client_rto_ms = sw.rto_us().map(ms);
         report.client_failed_requests = Some(sw.failures);
+        report.client_switch_ms = Some(ms(sw.first_new_us.saturating_sub(fault_us)));
         cx.step(format!(
             "client: first answer from the backup {} ms after its last from the primary ({} failed requests between)",
             sw.rto_us().map(|u| format!("{:.0}", ms(u))).unwrap_or("?".into()),
