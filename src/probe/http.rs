@@ -188,6 +188,10 @@ impl Probe for HttpProbe {
         Box::pin(self.run())
     }
 
+    fn hedge(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         match &self.url {
             Ok(url) if url.domain().is_some() => {
