@@ -19,3 +19,4 @@ pub mod api;
 pub mod daemon;
 pub mod metrics;
 pub mod cli;
+pub mod drill;

@@ -13,7 +13,7 @@
 //! This module does no I/O beyond reading the config file and the secret files it names, and it
 //! never touches the data directory or the network.
 
-mod duration;
+pub(crate) mod duration;
 pub(crate) mod locate;
 pub mod raw;
 pub(crate) mod validate;
@@ -34,6 +34,10 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// The authoritative DNS server (`[dns]`), when configured.
     pub dns: Option<crate::dns::DnsConfig>,
+    /// `[drill]`: targets drills must meet, scheduled drills.
+    pub drill: crate::drill::config::DrillConfig,
+    /// `[heartbeat]`: the dead man's switch.
+    pub heartbeat: Option<crate::drill::config::HeartbeatConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

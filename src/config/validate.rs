@@ -77,10 +77,12 @@ pub fn validate(raw: RawConfig, text: &str, file: &Path) -> Result<(Config, Vec<
     }
 
     let dns = raw.dns.and_then(|d| crate::dns::config::validate(&mut cx, d, &services));
+    let drill = crate::drill::config::validate(&mut cx, raw.drill, &services);
+    let heartbeat = raw.heartbeat.and_then(|h| crate::drill::config::validate_heartbeat(&mut cx, h));
 
     if cx.errors.is_empty() {
         let daemon = daemon.expect("daemon validated without errors");
-        Ok((Config { source: file.to_owned(), daemon, services, dns }, cx.warnings))
+        Ok((Config { source: file.to_owned(), daemon, services, dns, drill, heartbeat }, cx.warnings))
     } else {
         Err(ConfigErrors(cx.errors))
     }

@@ -2,7 +2,9 @@
 //! `DnsActuator::verify`): one UDP query, the addresses in the answer.
 //!
 //! It speaks only what verification needs (a question, A/AAAA answers, the rcode) and is not a
-//! resolver: no retries beyond the caller's, no recursion, no caching.
+//! resolver: no retries beyond the caller's, no caching. [`resolve`] asks a recursive server
+//! (recursion desired), the way a drill's observing client looks a name up through a caching
+//! resolver.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -23,9 +25,13 @@ pub struct Answer {
 
 /// Build a query for `name`/`qtype` with `id`, RD clear.
 pub fn build_query(id: u16, name: &Name, qtype: u16) -> Vec<u8> {
+    build(id, name, qtype, false)
+}
+
+fn build(id: u16, name: &Name, qtype: u16, recursion_desired: bool) -> Vec<u8> {
     let mut q = Vec::with_capacity(12 + name.wire().len() + 4);
     q.extend_from_slice(&id.to_be_bytes());
-    q.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    q.extend_from_slice(&[if recursion_desired { 0x01 } else { 0 }, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
     q.extend_from_slice(name.wire());
     q.extend_from_slice(&qtype.to_be_bytes());
     q.extend_from_slice(&1u16.to_be_bytes());
@@ -85,11 +91,34 @@ pub fn parse_answer(id: u16, resp: &[u8]) -> Option<Answer> {
 
 /// Ask `server` over UDP, waiting at most `timeout`.
 pub async fn query(server: SocketAddr, name: &Name, qtype: u16, timeout: Duration) -> io::Result<Answer> {
+    ask(server, name, qtype, timeout, false).await
+}
+
+/// Look `host` up through the recursive server `server`: its first IPv4 address, else its first
+/// IPv6 address.
+pub async fn resolve(server: SocketAddr, host: &str, timeout: Duration) -> Result<IpAddr, String> {
+    let name = Name::parse_absolute(host.trim_end_matches('.')).map_err(|e| format!("bad host name {host}: {e}"))?;
+    for qtype in [rtype::A, rtype::AAAA] {
+        let a = ask(server, &name, qtype, timeout, true).await.map_err(|e| format!("resolving {host} via {server}: {e}"))?;
+        match a.rcode {
+            0 => {
+                if let Some(ip) = a.addresses.first() {
+                    return Ok(*ip);
+                }
+            }
+            3 => return Err(format!("{host}: NXDOMAIN from {server}")),
+            r => return Err(format!("{host}: rcode {r} from {server}")),
+        }
+    }
+    Err(format!("{host} has no address (asked {server})"))
+}
+
+async fn ask(server: SocketAddr, name: &Name, qtype: u16, timeout: Duration, recursion_desired: bool) -> io::Result<Answer> {
     let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0".parse().expect("literal") } else { "[::]:0".parse().expect("literal") };
     let sock = tokio::net::UdpSocket::bind(bind).await?;
     sock.connect(server).await?;
     let id: u16 = rand::random();
-    sock.send(&build_query(id, name, qtype)).await?;
+    sock.send(&build(id, name, qtype, recursion_desired)).await?;
     let mut buf = vec![0u8; 4096];
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
