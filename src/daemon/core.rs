@@ -524,7 +524,14 @@ impl Core {
             tracing::warn!("[daemon] settings changed; they take effect at the next restart");
         }
         if config.dns != self.config.dns {
-            tracing::warn!("[dns] settings changed; they take effect at the next restart");
+            match (&self.dns, &config.dns) {
+                (Some(dns), Some(new)) => {
+                    for setting in dns.reload(new.clone(), &config.services) {
+                        tracing::warn!("{setting} changed; it takes effect at the next restart");
+                    }
+                }
+                _ => tracing::warn!("[dns] was added or removed; that takes effect at the next restart"),
+            }
         }
         let t = now();
         let mut old: HashMap<String, ServiceRt> = std::mem::take(&mut self.services).into_iter().map(|s| (s.cfg.name.clone(), s)).collect();

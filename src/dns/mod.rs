@@ -31,6 +31,11 @@
 //! within seconds of a burst of changes may serve a lower serial than before (we have no
 //! secondaries that would care; a hidden-primary mode would persist it).
 //!
+//! # Reload
+//! [`Dns::reload`] (SIGHUP) swaps in new zone data the same way: failover records keep what they
+//! serve, zones whose data changed get a new serial. Listen addresses and socket settings take
+//! effect at the next restart.
+//!
 //! This module does not decide which target is active (that is `decision/`); it serves what it
 //! is told, refusing commands older than the newest epoch it has applied.
 
@@ -93,12 +98,16 @@ struct Served {
 }
 
 struct State {
+    /// The zones being served (replaced by [`Dns::reload`]); sockets use the start-up config.
+    cfg: Arc<DnsConfig>,
     served: HashMap<String, Served>,
+    /// SOA serial per zone, in `cfg.zones` order.
     serials: Vec<u32>,
 }
 
 struct Inner {
-    cfg: DnsConfig,
+    /// Listen addresses and socket settings as started.
+    listen: DnsConfig,
     table: Arc<ArcSwap<Table>>,
     state: Mutex<State>,
     local: Mutex<Vec<SocketAddr>>,
@@ -143,24 +152,15 @@ impl Dns {
     /// Build the server state without sockets: each failover record serves its service's
     /// first target. `services` must contain every service named in `cfg`.
     pub fn new(cfg: DnsConfig, services: &[ServiceConfig]) -> Dns {
-        let mut served = HashMap::new();
-        let since_us = now_us();
-        for z in &cfg.zones {
-            for r in &z.records {
-                if let RecordKind::Failover { service } = &r.kind {
-                    let addrs = services.iter().find(|s| &s.name == service).and_then(|s| s.targets.first()).map(|t| vec![t.address]).unwrap_or_default();
-                    served.entry(service.clone()).or_insert(Served { addrs, epoch: None, since_us });
-                }
-            }
-        }
+        let served = served_for(&cfg, services, HashMap::new());
         let serials = vec![unix_secs(); cfg.zones.len()];
         let addrs: HashMap<String, Vec<IpAddr>> = served.iter().map(|(k, v)| (k.clone(), v.addrs.clone())).collect();
         let table = table::compile(&cfg, &addrs, &serials);
         Dns {
             inner: Arc::new(Inner {
-                cfg,
+                listen: cfg.clone(),
                 table: Arc::new(ArcSwap::from_pointee(table)),
-                state: Mutex::new(State { served, serials }),
+                state: Mutex::new(State { cfg: Arc::new(cfg), served, serials }),
                 local: Mutex::new(Vec::new()),
                 stop: Arc::new(AtomicBool::new(false)),
                 threads: Mutex::new(Vec::new()),
@@ -180,7 +180,7 @@ impl Dns {
 
     fn serve(&self, shutdown: CancellationToken) -> Result<(), DnsError> {
         let rt = tokio::runtime::Handle::try_current().map_err(|_| DnsError::NoRuntime)?;
-        let cfg = &self.inner.cfg;
+        let cfg = &self.inner.listen;
         let bound = server::bind(&cfg.listen, cfg.udp_workers)?;
         *self.inner.local.lock().unwrap_or_else(|e| e.into_inner()) = bound.local.clone();
         let mut threads = Vec::new();
@@ -224,8 +224,42 @@ impl Dns {
         self.inner.local.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    pub fn config(&self) -> &DnsConfig {
-        &self.inner.cfg
+    /// The zones served now.
+    pub fn config(&self) -> Arc<DnsConfig> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner()).cfg.clone()
+    }
+
+    /// Serve new zone data (SIGHUP). Failover records keep what they serve for services that
+    /// still have them; new ones start with their primary. Zones whose data changed get a new
+    /// serial. Returns the settings that only take effect at the next restart.
+    pub fn reload(&self, cfg: DnsConfig, services: &[ServiceConfig]) -> Vec<String> {
+        let mut later = Vec::new();
+        let old_listen = &self.inner.listen;
+        if cfg.listen != old_listen.listen {
+            later.push(format!("dns.listen ({:?})", cfg.listen));
+        }
+        if cfg.udp_workers != old_listen.udp_workers || cfg.tcp_idle_timeout != old_listen.tcp_idle_timeout || cfg.tcp_max_connections != old_listen.tcp_max_connections {
+            later.push("dns.udp_workers / tcp_idle_timeout / tcp_max_connections".into());
+        }
+        let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = unix_secs();
+        let serials: Vec<u32> = cfg
+            .zones
+            .iter()
+            .map(|z| match st.cfg.zones.iter().position(|o| o.apex == z.apex) {
+                Some(i) if st.cfg.zones[i] == *z => st.serials[i],
+                Some(i) => next_serial(st.serials[i], now),
+                None => now,
+            })
+            .collect();
+        st.served = served_for(&cfg, services, std::mem::take(&mut st.served));
+        // Services whose records changed only in data keep their epoch and addresses.
+        let addrs: HashMap<String, Vec<IpAddr>> = st.served.iter().map(|(k, v)| (k.clone(), v.addrs.clone())).collect();
+        let table = table::compile(&cfg, &addrs, &serials);
+        st.serials = serials;
+        st.cfg = Arc::new(cfg);
+        self.inner.table.store(Arc::new(table));
+        later
     }
 
     /// The table being served now.
@@ -261,7 +295,8 @@ impl Dns {
         cur.since_us = now_us();
         let now = unix_secs();
         let mut serials = Vec::new();
-        for (i, z) in self.inner.cfg.zones.iter().enumerate() {
+        let cfg = st.cfg.clone();
+        for (i, z) in cfg.zones.iter().enumerate() {
             let uses = z.records.iter().any(|r| matches!(&r.kind, RecordKind::Failover { service: s } if s == service));
             if uses {
                 st.serials[i] = next_serial(st.serials[i], now);
@@ -269,7 +304,7 @@ impl Dns {
             }
         }
         let served: HashMap<String, Vec<IpAddr>> = st.served.iter().map(|(k, v)| (k.clone(), v.addrs.clone())).collect();
-        let mut table = table::compile(&self.inner.cfg, &served, &st.serials);
+        let mut table = table::compile(&cfg, &served, &st.serials);
         table.epoch = Some(epoch);
         self.inner.table.store(Arc::new(table));
         drop(st);
@@ -297,6 +332,28 @@ impl Dns {
         }
         Some(a)
     }
+}
+
+/// What each service with failover records in `cfg` serves: carried over from `old` where the
+/// service had records before, else its first target (the primary).
+fn served_for(cfg: &DnsConfig, services: &[ServiceConfig], mut old: HashMap<String, Served>) -> HashMap<String, Served> {
+    let mut served = HashMap::new();
+    let since_us = now_us();
+    for z in &cfg.zones {
+        for r in &z.records {
+            if let RecordKind::Failover { service } = &r.kind {
+                if served.contains_key(service) {
+                    continue;
+                }
+                let s = old.remove(service).unwrap_or_else(|| {
+                    let addrs = services.iter().find(|s| &s.name == service).and_then(|s| s.targets.first()).map(|t| vec![t.address]).unwrap_or_default();
+                    Served { addrs, epoch: None, since_us }
+                });
+                served.insert(service.clone(), s);
+            }
+        }
+    }
+    served
 }
 
 impl Drop for Inner {

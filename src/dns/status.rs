@@ -34,7 +34,7 @@ pub struct RecordStatus {
 pub fn collect(dns: &Dns) -> Vec<RecordStatus> {
     let st = dns.inner.state.lock().unwrap_or_else(|e| e.into_inner());
     let mut out = Vec::new();
-    for (i, z) in dns.inner.cfg.zones.iter().enumerate() {
+    for (i, z) in st.cfg.zones.iter().enumerate() {
         for r in &z.records {
             let RecordKind::Failover { service } = &r.kind else { continue };
             let Some(s) = st.served.get(service) else { continue };

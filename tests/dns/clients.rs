@@ -191,3 +191,35 @@ async fn tcp_pipelines_queries_and_closes_idle_connections() {
     assert!(started.elapsed() >= std::time::Duration::from_millis(250), "{:?}", started.elapsed());
     dns.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_swaps_zone_data_and_keeps_what_failover_records_serve() {
+    require(DIG, "bind9-dnsutils");
+    let cfg = config("127.0.0.27:0", "");
+    let dns = understudy::dns::Dns::start(dns_config(&cfg), &services(&cfg), tokio_util::sync::CancellationToken::new()).unwrap();
+    let server = dns.local_addrs()[0];
+    assert!(dns.apply("www", 3, Some("127.0.0.3".parse().unwrap())).unwrap().changed);
+    let serial = dns.status()[0].serial;
+
+    // The same file plus one record: served at once, failover state kept, serial bumped.
+    let text = format!(
+        "{SERVICES}{}\n[[dns.zone.record]]\nname = \"new\"\ntype = \"TXT\"\nvalue = \"hello\"\n",
+        dns_block("127.0.0.27:0", "")
+    );
+    let (new_cfg, _) = understudy::config::from_str(&text, std::path::Path::new("test.toml")).unwrap();
+    let later = dns.reload(dns_config(&new_cfg), &services(&new_cfg));
+    assert!(later.is_empty(), "{later:?}");
+    let out = run(DIG, &args(server, &["+short", "new.example.test", "TXT"])).await;
+    assert_eq!(out.trim(), "\"hello\"");
+    let out = run(DIG, &args(server, &["+short", "www.example.test", "A"])).await;
+    assert_eq!(out.trim(), "127.0.0.3");
+    let st = &dns.status()[0];
+    assert_eq!(st.epoch, Some(3));
+    assert!(st.serial != serial && st.serial.wrapping_sub(serial) < 1 << 31);
+
+    // Listen addresses need a restart, and the caller is told so.
+    let moved = config("127.0.0.28:5399", "");
+    let later = dns.reload(dns_config(&moved), &services(&moved));
+    assert!(later.iter().any(|l| l.contains("dns.listen")), "{later:?}");
+    dns.stop();
+}
