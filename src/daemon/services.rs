@@ -107,6 +107,7 @@ pub fn actuators(cfg: &ServiceConfig, dns: Option<&crate::dns::Dns>) -> Vec<Arc<
 }
 
 /// Build a service from scratch (start-up, or a service added by reload).
+#[allow(clippy::too_many_arguments)] // each is a distinct piece of the daemon's runtime
 pub fn build(
     cfg: ServiceConfig,
     restored: Option<Restored>,
