@@ -11,7 +11,8 @@
 //! What it answers (RFC 1034/1035/2181/2308/6891/7766/8482):
 //! - responses (QR=1) and messages shorter than a header: no answer at all;
 //! - malformed messages: FORMERR; opcodes other than QUERY: NOTIMP; EDNS version > 0: BADVERS;
-//! - classes other than IN and names outside our zones: REFUSED (AA clear);
+//! - classes other than IN (and ANY, answered as IN) and names outside our zones: REFUSED
+//!   (AA clear);
 //! - existing names: AA, the RRset or NODATA (SOA in authority), CNAME chains in the zone;
 //!   names that do not exist: NXDOMAIN with the SOA (TTL = min(SOA TTL, minimum));
 //! - ANY: one RRset (RFC 8482); AXFR/IXFR: refused unless the client is allowed, AXFR over
@@ -26,6 +27,9 @@ use std::net::IpAddr;
 use super::name::MAX_NAME;
 use super::table::{Answer, Table, ZoneTable};
 use super::wire::{CLASS_IN, Writer, rcode, rtype};
+
+/// QCLASS ANY.
+const CLASS_ANY: u16 = 255;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -284,7 +288,8 @@ pub fn handle(table: &Table, req: &[u8], transport: Transport, client: IpAddr, o
         // We hold no TSIG keys, so no signature can be verified (RFC 8945 5.2).
         return simple(out, 0, rcode::NOTAUTH);
     }
-    if r.qclass != CLASS_IN {
+    // QCLASS ANY (255) matches our IN data (RFC 1035 3.2.5), as Knot and BIND answer it.
+    if r.qclass != CLASS_IN && r.qclass != CLASS_ANY {
         return simple(out, 0, rcode::REFUSED);
     }
     let qname = &r.qname_lower[..r.qname_len];

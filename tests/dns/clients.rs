@@ -223,3 +223,29 @@ async fn reload_swaps_zone_data_and_keeps_what_failover_records_serve() {
     assert!(later.iter().any(|l| l.contains("dns.listen")), "{later:?}");
     dns.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_on_ipv6_loopback() {
+    require(DIG, "bind9-dnsutils");
+    let dns = start("[::1]", "");
+    let server = dns.local_addrs()[0];
+    assert!(server.is_ipv6());
+    for transport in ["+notcp", "+tcp"] {
+        let out = run(DIG, &args(server, &[transport, "+short", "v6.example.test", "AAAA"])).await;
+        assert_eq!(out.trim(), "2001:db8::2", "{out}");
+    }
+    // verify() queries the server on its own address, over IPv6 here.
+    let act = dns.actuator("v6").unwrap();
+    let d = Desired {
+        service: Arc::from("v6"),
+        epoch: 1,
+        active: Some(TargetRef { name: "backup".into(), address: "2001:db8::3".parse().unwrap() }),
+        previous: None,
+        reason: Reason::Failover,
+        all_down: false,
+    };
+    assert!(act.apply(&d).await.ok);
+    let v = act.verify(&d).unwrap().await;
+    assert!(v.ok, "{v:?}");
+    dns.stop();
+}

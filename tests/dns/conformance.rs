@@ -264,6 +264,20 @@ fn cases() -> Vec<Case> {
             }),
         },
         same("class CH in our zone", Udp, Req::Q { name: "www.example.test", t: A, edns: None, opcode: 0, class: 3 }),
+        same("class ANY in our zone", Udp, Req::Q { name: "www.example.test", t: A, edns: None, opcode: 0, class: 255 }),
+        same("NXDOMAIN over TCP", Tcp, q("nope.example.test", A)),
+        same("NODATA over TCP", Tcp, q("www.example.test", AAAA)),
+        same("out of zone over TCP", Tcp, q("www.example.org", A)),
+        same("CNAME chain over TCP", Tcp, q("chain1.example.test", A)),
+        same("EDNS over TCP", Tcp, qe("big.example.test", TXT, 512, 0)),
+        same("EDNS version 1 over TCP", Tcp, qe("www.example.test", A, 1232, 1)),
+        same("NXDOMAIN with EDNS", Udp, qe("nope.example.test", A, 1232, 0)),
+        same("MX with EDNS 512", Udp, qe("mail.example.test", MX, 512, 0)),
+        same("apex NS with EDNS", Udp, qe("example.test", NS, 4096, 0)),
+        same("SOA of a name below the apex: NODATA", Udp, q("www.example.test", SOA)),
+        same("NS below the apex: NODATA", Udp, q("mail.example.test", NS)),
+        same("CNAME of a non-CNAME name: NODATA", Udp, q("www.example.test", CNAME)),
+        same("SRV wrong case", Udp, q("_SIP._TCP.EXAMPLE.TEST", SRV)),
     ];
     // Malformed and odd packets.
     let good = query_bytes("www.example.test", RecordType::A, None, 0, DNSClass::IN);
@@ -296,6 +310,14 @@ fn cases() -> Vec<Case> {
         req: Req::Raw(req),
         differs: Some(Differs { why: FORMERR_NOT_SILENCE, ours: |s| rcode_is(s, "FormErr") }),
     };
+    // EDNS with the DO bit and an unknown option (code 65001): ignored by both.
+    let mut edns_opt = query_bytes("www.example.test", RecordType::A, None, 0, DNSClass::IN);
+    edns_opt[11] = 1;
+    edns_opt.extend_from_slice(&[0, 0, 41, 4, 0xD0, 0, 0, 0x80, 0, 0, 8, 0xFD, 0xE9, 0, 4, 1, 2, 3, 4]);
+    let mut edns_bad_opt = edns_opt.clone();
+    let n = edns_bad_opt.len();
+    edns_bad_opt[n - 5] = 9; // option length runs past the RDATA
+    v.extend([same("EDNS DO bit and an unknown option", Udp, Req::Raw(edns_opt)), same("EDNS option overrunning its RDATA", Udp, Req::Raw(edns_bad_opt))]);
     v.extend([
         same("header only, 5 bytes", Udp, Req::Raw(good[..5].to_vec())),
         formerr("truncated question", truncated_question),
