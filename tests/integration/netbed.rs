@@ -74,3 +74,28 @@ async fn a_flapping_primary_moves_traffic_at_most_once_each_way_per_hold() {
     wait_for(Duration::from_secs(10), "failback after the flapping stops", || async { (b.active().await.as_deref() == Some("primary")).then_some(()) }).await;
     assert_eq!(b.decisions().await, ["initial", "failover", "failback"]);
 }
+
+/// `--fault block` drops the monitor's traffic to the primary's check port with nftables, on
+/// the monitor host, and removes the rule afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_drill_on_the_monitor_host_leaves_no_rule_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = bed(dir.path(), "200ms", "150ms", "1s", 1).await;
+    let out = b
+        .tb
+        .tokio_command(Host::Monitor, crate::support::understudy_bin())
+        .args(["drill", "www", "--fault", "block", "--no-client", "--timeout", "60s", "--json"])
+        .args(["--api", API, "--token-file", b.token.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(r["fault"], "block");
+    assert_eq!(r["to"], "backup");
+    assert!(r["steps"].to_string().contains("removed nftables table understudy_drill_"), "{r:#}");
+    let tables = b.tb.sh(Host::Monitor, "nft list tables");
+    assert!(!tables.contains("understudy_drill"), "rule left behind: {tables}");
+    wait_for(Duration::from_secs(5), "primary active again", || async { (b.active().await.as_deref() == Some("primary")).then_some(()) }).await;
+}
