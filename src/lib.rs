@@ -17,4 +17,5 @@ pub mod process;
 pub mod api;
 pub mod daemon;
 pub mod metrics;
+pub mod notify;
 pub mod cli;

@@ -15,6 +15,7 @@
 
 mod duration;
 mod locate;
+pub mod notify;
 pub mod raw;
 mod validate;
 
@@ -32,6 +33,8 @@ pub struct Config {
     pub source: PathBuf,
     pub daemon: DaemonConfig,
     pub services: Vec<ServiceConfig>,
+    /// `[[notify]]` channels.
+    pub notify: Vec<notify::NotifyConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -17,6 +17,8 @@ pub struct RawConfig {
     pub daemon: RawDaemon,
     #[serde(default, rename = "service")]
     pub services: Vec<RawService>,
+    #[serde(default)]
+    pub notify: Vec<super::notify::RawNotify>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -19,15 +19,15 @@ pub const HOOK_EVENTS: &[&str] =
 /// The shortest interval we accept: below this a check is a load test, not a health check.
 const MIN_INTERVAL: Duration = Duration::from_millis(50);
 
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     loc: Locator<'a>,
     file: &'a Path,
-    errors: Vec<ConfigError>,
+    pub(super) errors: Vec<ConfigError>,
     warnings: Vec<Warning>,
 }
 
 impl Ctx<'_> {
-    fn err(&mut self, path: &[Seg], msg: impl Into<String>) {
+    pub(super) fn err(&mut self, path: &[Seg], msg: impl Into<String>) {
         let e = self.loc.error(self.file, path, msg);
         self.errors.push(e);
     }
@@ -36,18 +36,18 @@ impl Ctx<'_> {
     }
 }
 
-fn k(s: &str) -> Seg {
+pub(super) fn k(s: &str) -> Seg {
     Seg::Key(s.to_string())
 }
 
-fn with(path: &[Seg], more: &[Seg]) -> Vec<Seg> {
+pub(super) fn with(path: &[Seg], more: &[Seg]) -> Vec<Seg> {
     let mut p = path.to_vec();
     p.extend_from_slice(more);
     p
 }
 
 /// Names end up in URLs, metric labels, DNS records and environment variables.
-fn valid_name(s: &str) -> bool {
+pub(super) fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
@@ -72,9 +72,11 @@ pub fn validate(raw: RawConfig, text: &str, file: &Path) -> Result<(Config, Vec<
         }
     }
 
+    let notify = super::notify::validate_all(&mut cx, raw.notify, &base_dir, &names);
+
     if cx.errors.is_empty() {
         let daemon = daemon.expect("daemon validated without errors");
-        Ok((Config { source: file.to_owned(), daemon, services }, cx.warnings))
+        Ok((Config { source: file.to_owned(), daemon, services, notify }, cx.warnings))
     } else {
         Err(ConfigErrors(cx.errors))
     }
@@ -123,7 +125,7 @@ fn validate_daemon(cx: &mut Ctx<'_>, d: RawDaemon, base_dir: &Path) -> Option<Da
     Some(DaemonConfig { data_dir: PathBuf::from(d.data_dir), api: api?, api_token, api_token_file, log_format })
 }
 
-fn resolve(base: &Path, f: &str) -> PathBuf {
+pub(super) fn resolve(base: &Path, f: &str) -> PathBuf {
     let p = PathBuf::from(f);
     if p.is_absolute() { p } else { base.join(p) }
 }

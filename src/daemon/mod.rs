@@ -42,6 +42,8 @@ pub enum DaemonError {
     Lock { path: PathBuf, source: std::io::Error },
     #[error("cannot start probes: {0}")]
     Probe(#[from] crate::probe::ProbeError),
+    #[error(transparent)]
+    Outbox(#[from] crate::notify::outbox::OutboxError),
 }
 
 /// A refused operator request (unknown service, target not eligible...).
@@ -69,6 +71,8 @@ pub struct Shared {
     /// Wall microseconds of the core loop's last turn (for `/healthz`).
     pub heartbeat_us: Arc<AtomicU64>,
     pub api_token: Option<String>,
+    /// Notifications: every recorded event is fed here (never blocks).
+    pub notify: crate::notify::NotifyHandle,
 }
 
 impl Shared {
@@ -154,6 +158,7 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
     let metrics = Arc::new(Metrics::new(lag.clone()));
     let (control_tx, control_rx) = mpsc::channel(256);
     let (events, _) = broadcast::channel(4096);
+    let notify = crate::notify::start(&config.notify, &data_dir, &records, metrics.clone(), &tracker, cancel.clone())?;
     let shared = Shared {
         control: control_tx,
         log: Arc::new(std::sync::Mutex::new(log)),
@@ -161,6 +166,7 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
         events,
         heartbeat_us: Arc::new(AtomicU64::new(crate::probe::now_us())),
         api_token: config.daemon.api_token.clone(),
+        notify,
     };
 
     let mut core = core::Core::new(config, shared.clone(), cancel.clone(), tracker.clone(), lag, &records)?;

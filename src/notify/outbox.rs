@@ -1,0 +1,422 @@
+//! The durable outbox: `outbox.log` in the data directory.
+//!
+//! Same format and crash rules as the event log (`events/log.rs`): one JSON line per record
+//! with a CRC-32, a torn final line is cut at open, a damaged middle line is skipped and
+//! reported. Two kinds of line:
+//!
+//! - `plan`: the entries (one per channel per notice) planned from the events up to `cursor`,
+//!   written with one `write` and made durable (fdatasync) **before** any of them is sent.
+//!   Because the entries and the cursor share one line, a crash leaves either both or neither:
+//!   at start-up the dispatcher re-plans exactly the events after the last durable cursor.
+//! - `done`: entries that were delivered, superseded by a newer notice about the same
+//!   condition, or rejected for good by the receiver. Not fsync'd: losing one only means the
+//!   entry is sent again after a crash (at least once), with the same idempotency key.
+//!
+//! Every notice key planned for a channel is remembered, so re-planning an event can never
+//! queue a second copy with another key.
+//!
+//! [`Outbox::next`] chooses what a channel sends next: per condition in order; plain updates
+//! wait for the channel's group window and then go out as one message (the newest, which
+//! carries the whole incident); updates followed by the condition's close are superseded.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::notice::{Notice, Phase};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("cannot open notification outbox {path}: {source}")]
+    Open { path: PathBuf, source: std::io::Error },
+    #[error("cannot write notification outbox {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// One notice for one channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Local to this outbox, grows by one.
+    pub id: u64,
+    pub channel: String,
+    /// When it was planned (wall microseconds); the group window counts from here.
+    pub created_us: u64,
+    pub notice: Notice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Delivered,
+    /// A newer notice about the same condition went out instead.
+    Superseded,
+    /// The receiver refused it for good (an HTTP 4xx other than 408/429, an SMTP 5xx).
+    Rejected,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Line {
+    Plan { cursor: u64, entries: Vec<Entry> },
+    Done { ids: Vec<u64>, outcome: Outcome, at_us: u64, #[serde(default)] detail: String },
+}
+
+/// Totals per channel over the life of the data directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub delivered: u64,
+    pub superseded: u64,
+    pub rejected: u64,
+    pub last_delivered_us: Option<u64>,
+    pub last_rejected: Option<(u64, String)>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct OpenReport {
+    pub truncated_bytes: u64,
+    pub skipped_lines: Vec<u64>,
+}
+
+/// What a channel should do next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pick {
+    /// Send `entry`; on success the `superseded` ones are done too.
+    Send { entry: Entry, superseded: Vec<u64> },
+    /// Mark these done without sending (a close follows them).
+    Supersede(Vec<u64>),
+    /// Nothing is ready before this wall time.
+    Wait(u64),
+    Idle,
+}
+
+pub struct Outbox {
+    path: PathBuf,
+    file: File,
+    cursor: Option<u64>,
+    next_id: u64,
+    pending: BTreeMap<u64, Entry>,
+    keys: HashSet<(String, String)>,
+    totals: BTreeMap<String, Totals>,
+}
+
+fn encode(line: &Line) -> String {
+    let json = serde_json::to_string(line).expect("outbox lines always serialize");
+    let crc = crc32fast::hash(json.as_bytes());
+    format!("{json}\t{crc:08x}\n")
+}
+
+fn decode(text: &str) -> Option<Line> {
+    let (json, crc) = text.rsplit_once('\t')?;
+    let crc = u32::from_str_radix(crc.trim_end(), 16).ok()?;
+    if crc32fast::hash(json.as_bytes()) != crc {
+        return None;
+    }
+    serde_json::from_str(json).ok()
+}
+
+impl Outbox {
+    /// Open (or create) `dir/outbox.log` and rebuild the pending entries.
+    pub fn open(dir: &Path) -> Result<(Outbox, OpenReport), OutboxError> {
+        let path = dir.join("outbox.log");
+        let open_err = |source| OutboxError::Open { path: path.clone(), source };
+        std::fs::create_dir_all(dir).map_err(open_err)?;
+        let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(open_err)?;
+        let mut ob = Outbox {
+            path: path.clone(),
+            file: file.try_clone().map_err(open_err)?,
+            cursor: None,
+            next_id: 1,
+            pending: BTreeMap::new(),
+            keys: HashSet::new(),
+            totals: BTreeMap::new(),
+        };
+        let mut report = OpenReport::default();
+        let mut good_end = 0u64;
+        {
+            let mut reader = BufReader::new(&file);
+            let (mut offset, mut line_no) = (0u64, 0u64);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                let n = reader.read_until(b'\n', &mut buf).map_err(open_err)?;
+                if n == 0 {
+                    break;
+                }
+                line_no += 1;
+                offset += n as u64;
+                let complete = buf.last() == Some(&b'\n');
+                match std::str::from_utf8(&buf).ok().and_then(decode) {
+                    Some(line) if complete => {
+                        ob.apply(line);
+                        good_end = offset;
+                    }
+                    _ => {
+                        let at_end = reader.fill_buf().map(|b| b.is_empty()).unwrap_or(true);
+                        if at_end {
+                            report.truncated_bytes = offset - good_end;
+                        } else {
+                            report.skipped_lines.push(line_no);
+                            good_end = offset;
+                        }
+                    }
+                }
+            }
+        }
+        if report.truncated_bytes > 0 {
+            file.set_len(good_end).map_err(open_err)?;
+            file.sync_data().map_err(open_err)?;
+        }
+        file.seek(SeekFrom::End(0)).map_err(open_err)?;
+        Ok((ob, report))
+    }
+
+    fn apply(&mut self, line: Line) {
+        match line {
+            Line::Plan { cursor, entries } => {
+                self.cursor = Some(self.cursor.map_or(cursor, |c| c.max(cursor)));
+                for e in entries {
+                    self.next_id = self.next_id.max(e.id + 1);
+                    self.keys.insert((e.channel.clone(), e.notice.key.clone()));
+                    self.pending.insert(e.id, e);
+                }
+            }
+            Line::Done { ids, outcome, at_us, detail } => {
+                for id in ids {
+                    if let Some(e) = self.pending.remove(&id) {
+                        let t = self.totals.entry(e.channel).or_default();
+                        match outcome {
+                            Outcome::Delivered => {
+                                t.delivered += 1;
+                                t.last_delivered_us = Some(at_us);
+                            }
+                            Outcome::Superseded => t.superseded += 1,
+                            Outcome::Rejected => {
+                                t.rejected += 1;
+                                t.last_rejected = Some((at_us, detail.clone()));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, line: &Line, sync: bool) -> Result<(), OutboxError> {
+        let text = encode(line);
+        let err = |source| OutboxError::Write { path: self.path.clone(), source };
+        self.file.write_all(text.as_bytes()).map_err(err)?;
+        if sync {
+            self.file.sync_data().map_err(err)?;
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The last event sequence number whose notices are in the outbox; `None` for a new outbox.
+    pub fn cursor(&self) -> Option<u64> {
+        self.cursor
+    }
+
+    /// Durably add the notices planned from the events up to `cursor`: `(channel, notice)`
+    /// pairs already planned (same channel and key) are dropped. Returns the channels that got
+    /// new entries. Even when the write fails the entries stay queued in memory, so they are
+    /// still delivered while the daemon runs.
+    pub fn plan(&mut self, cursor: u64, items: Vec<(String, Notice)>, now_us: u64) -> (Vec<String>, Result<(), OutboxError>) {
+        let mut entries = Vec::new();
+        for (channel, notice) in items {
+            if !self.keys.insert((channel.clone(), notice.key.clone())) {
+                continue;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            entries.push(Entry { id, channel, created_us: now_us, notice });
+        }
+        if entries.is_empty() && self.cursor.is_some_and(|c| c >= cursor) {
+            return (Vec::new(), Ok(()));
+        }
+        let line = Line::Plan { cursor, entries };
+        // A cursor-only line need not be synced: losing it only re-plans events that planned
+        // nothing.
+        let sync = matches!(&line, Line::Plan { entries, .. } if !entries.is_empty());
+        let result = self.write(&line, sync);
+        let Line::Plan { entries, .. } = line else { unreachable!() };
+        self.cursor = Some(self.cursor.map_or(cursor, |c| c.max(cursor)));
+        let mut channels: Vec<String> = entries.iter().map(|e| e.channel.clone()).collect();
+        channels.dedup();
+        for e in entries {
+            self.pending.insert(e.id, e);
+        }
+        (channels, result)
+    }
+
+    /// Mark entries done.
+    pub fn done(&mut self, ids: Vec<u64>, outcome: Outcome, detail: &str, now_us: u64) -> Result<(), OutboxError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let line = Line::Done { ids, outcome, at_us: now_us, detail: detail.to_string() };
+        let result = self.write(&line, false);
+        self.apply(line);
+        result
+    }
+
+    pub fn pending(&self, channel: &str) -> impl Iterator<Item = &Entry> {
+        self.pending.values().filter(move |e| e.channel == channel)
+    }
+
+    pub fn totals(&self, channel: &str) -> Totals {
+        self.totals.get(channel).cloned().unwrap_or_default()
+    }
+
+    /// Channels with pending entries (including ones no longer configured).
+    pub fn channels(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.pending.values().map(|e| e.channel.clone()).chain(self.totals.keys().cloned()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// What `channel` should do next at wall time `now_us`.
+    pub fn next(&self, channel: &str, now_us: u64, group_window_us: u64) -> Pick {
+        // Pending entries per condition, oldest first (BTreeMap iteration is by id).
+        let mut by_condition: BTreeMap<&str, Vec<&Entry>> = BTreeMap::new();
+        for e in self.pending(channel) {
+            by_condition.entry(e.notice.condition.as_str()).or_default().push(e);
+        }
+        let mut best: Option<(u64, Pick)> = None;
+        let mut wait: Option<u64> = None;
+        for list in by_condition.values() {
+            let head = list[0];
+            let run = list.iter().take_while(|e| e.notice.phase == Phase::Update).count();
+            let pick = if run == 0 {
+                Pick::Send { entry: head.clone(), superseded: Vec::new() }
+            } else if run < list.len() {
+                // The condition closed (or reopened) after these updates: the later notice
+                // carries everything they would say.
+                Pick::Supersede(list[..run].iter().map(|e| e.id).collect())
+            } else {
+                let ready_at = head.created_us.saturating_add(group_window_us);
+                if list.iter().any(|e| e.notice.urgent) || ready_at <= now_us {
+                    let newest = list[run - 1];
+                    Pick::Send { entry: newest.clone(), superseded: list[..run - 1].iter().map(|e| e.id).collect() }
+                } else {
+                    wait = Some(wait.map_or(ready_at, |w| w.min(ready_at)));
+                    continue;
+                }
+            };
+            if best.as_ref().is_none_or(|(id, _)| head.id < *id) {
+                best = Some((head.id, pick));
+            }
+        }
+        match (best, wait) {
+            (Some((_, p)), _) => p,
+            (None, Some(w)) => Pick::Wait(w),
+            (None, None) => Pick::Idle,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::notice::{NoticeEvent, Phase};
+
+    fn notice(condition: &str, phase: Phase, seq: u64, urgent: bool) -> Notice {
+        let mut n = Notice::test(seq);
+        n.condition = condition.into();
+        n.phase = phase;
+        n.urgent = urgent;
+        n.event = NoticeEvent::IncidentUpdated;
+        n.key = Notice::key_for(condition, n.event, seq, 0);
+        n
+    }
+
+    #[test]
+    fn plans_survive_reopen_and_done_entries_stay_done() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut ob, _) = Outbox::open(dir.path()).unwrap();
+            assert_eq!(ob.cursor(), None);
+            let items = vec![("a".to_string(), notice("c1", Phase::Open, 1, true)), ("b".to_string(), notice("c1", Phase::Open, 1, true))];
+            let (chs, r) = ob.plan(5, items, 10);
+            r.unwrap();
+            assert_eq!(chs, vec!["a".to_string(), "b".to_string()]);
+            ob.done(vec![1], Outcome::Delivered, "", 11).unwrap();
+        }
+        let (mut ob, report) = Outbox::open(dir.path()).unwrap();
+        assert_eq!(report, OpenReport::default());
+        assert_eq!(ob.cursor(), Some(5));
+        assert_eq!(ob.pending("a").count(), 0);
+        assert_eq!(ob.pending("b").count(), 1);
+        assert_eq!(ob.totals("a").delivered, 1);
+        // Re-planning the same notice (a replay) queues nothing new.
+        let (chs, _) = ob.plan(5, vec![("a".to_string(), notice("c1", Phase::Open, 1, true))], 12);
+        assert!(chs.is_empty());
+        assert_eq!(ob.pending("a").count(), 0);
+        // Ids keep growing across reopen.
+        let (_, r) = ob.plan(6, vec![("a".to_string(), notice("c1", Phase::Update, 6, false))], 13);
+        r.unwrap();
+        assert_eq!(ob.pending("a").next().unwrap().id, 3);
+    }
+
+    #[test]
+    fn a_torn_plan_line_is_cut_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut ob, _) = Outbox::open(dir.path()).unwrap();
+            ob.plan(1, vec![("a".to_string(), notice("c1", Phase::Open, 1, true))], 1).1.unwrap();
+        }
+        let path = dir.path().join("outbox.log");
+        let full = std::fs::read(&path).unwrap();
+        let second = encode(&Line::Plan {
+            cursor: 2,
+            entries: vec![Entry { id: 2, channel: "a".into(), created_us: 2, notice: notice("c1", Phase::Close, 2, true) }],
+        });
+        for cut in [1, second.len() / 2, second.len() - 1] {
+            let mut bytes = full.clone();
+            bytes.extend_from_slice(&second.as_bytes()[..cut]);
+            std::fs::write(&path, &bytes).unwrap();
+            let (ob, report) = Outbox::open(dir.path()).unwrap();
+            assert_eq!(report.truncated_bytes, cut as u64);
+            assert_eq!(ob.cursor(), Some(1), "the cursor and the entries of a torn line are lost together");
+            assert_eq!(ob.pending("a").count(), 1);
+        }
+    }
+
+    #[test]
+    fn updates_are_grouped_per_window_and_superseded_by_a_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ob, _) = Outbox::open(dir.path()).unwrap();
+        let ch = || "a".to_string();
+        ob.plan(1, vec![(ch(), notice("inc1", Phase::Open, 1, true))], 1_000).1.unwrap();
+        assert!(matches!(ob.next("a", 1_000, 10_000), Pick::Send { ref entry, .. } if entry.id == 1));
+        ob.done(vec![1], Outcome::Delivered, "", 1_000).unwrap();
+        // Three plain updates in quick succession: nothing before the window ends...
+        for (i, t) in [(2u64, 2_000u64), (3, 3_000), (4, 4_000)] {
+            ob.plan(i, vec![(ch(), notice("inc1", Phase::Update, i, false))], t).1.unwrap();
+        }
+        assert_eq!(ob.next("a", 5_000, 10_000), Pick::Wait(12_000));
+        // ...then one message: the newest, the others superseded with it.
+        assert_eq!(ob.next("a", 12_000, 10_000), Pick::Send { entry: ob.pending[&4].clone(), superseded: vec![2, 3] });
+        // Another condition is not held up by the first one's window.
+        ob.plan(5, vec![(ch(), notice("inc2", Phase::Open, 5, true))], 5_000).1.unwrap();
+        assert!(matches!(ob.next("a", 5_000, 10_000), Pick::Send { ref entry, .. } if entry.id == 5));
+        ob.done(vec![5], Outcome::Delivered, "", 5_000).unwrap();
+        // A close after pending updates supersedes them at once.
+        ob.plan(6, vec![(ch(), notice("inc1", Phase::Close, 6, true))], 6_000).1.unwrap();
+        assert_eq!(ob.next("a", 6_000, 10_000), Pick::Supersede(vec![2, 3, 4]));
+        ob.done(vec![2, 3, 4], Outcome::Superseded, "", 6_000).unwrap();
+        assert!(matches!(ob.next("a", 6_000, 10_000), Pick::Send { ref entry, .. } if entry.id == 6));
+        // An urgent update (an escalation) does not wait.
+        ob.done(vec![6], Outcome::Delivered, "", 6_000).unwrap();
+        ob.plan(7, vec![(ch(), notice("inc3", Phase::Update, 7, true))], 7_000).1.unwrap();
+        assert!(matches!(ob.next("a", 7_000, 10_000), Pick::Send { ref entry, .. } if entry.id == 7));
+        assert_eq!(ob.totals("a").superseded, 3);
+    }
+}
