@@ -510,6 +510,110 @@ fn validate_one(cx: &mut Ctx<'_>, rn: RawNotify, path: &[Seg], base: &Path, serv
 mod tests {
     use super::*;
 
+    const BASE: &str = "[[service]]\nname = \"www\"\n[service.check]\nkind = \"tcp\"\nport = 80\n[[service.target]]\nname = \"a\"\naddress = \"127.0.0.2\"\n\n";
+
+    fn load(extra: &str) -> Result<Vec<NotifyConfig>, Vec<String>> {
+        let text = format!("{BASE}{extra}");
+        crate::config::from_str(&text, Path::new("/etc/understudy/u.toml"))
+            .map(|(c, _)| c.notify)
+            .map_err(|e| e.0.iter().map(|e| e.to_string()).collect())
+    }
+
+    #[test]
+    fn the_documented_minimal_channel_works_as_written() {
+        let n = load("[[notify]]\nname = \"am\"\nkind = \"alertmanager\"\nurl = \"http://127.0.0.1:9093\"\n").unwrap();
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].name, "am");
+        assert_eq!(n[0].min_severity, Severity::Info);
+        assert_eq!(n[0].group_window, Duration::from_secs(10));
+        assert_eq!(n[0].rate_limit, RateLimit { count: 30, per: Duration::from_secs(60) });
+        match &n[0].kind {
+            NotifyKind::Alertmanager { url, resend, .. } => {
+                assert_eq!(url, "http://127.0.0.1:9093");
+                assert_eq!(*resend, Duration::from_secs(60));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(n[0].accepts(NoticeEvent::IncidentOpened, Some("www"), Severity::Warning));
+    }
+
+    #[test]
+    fn every_kind_with_its_keys() {
+        // SAFETY: this test is the only one reading this variable.
+        unsafe { std::env::set_var("UNDERSTUDY_TEST_PD_KEY", "R0UTING") };
+        let n = load(
+            r#"[[notify]]
+name = "pd"
+kind = "pagerduty"
+routing_key_env = "UNDERSTUDY_TEST_PD_KEY"
+events = ["incident_opened", "incident_closed"]
+services = ["www"]
+min_severity = "warning"
+
+[[notify]]
+name = "chat"
+kind = "slack"
+url = "https://hooks.slack.example/T/B/x"
+
+[[notify]]
+name = "jira"
+kind = "webhook"
+url = "https://jira.example/rest/api/2/issue"
+secret = "s3cret"
+body_template = '{"fields": {"summary": {{summary}}, "description": {{text}}}}'
+headers = { Authorization = "Basic dXNlcjpwYXNz" }
+
+[[notify]]
+name = "mail"
+kind = "email"
+host = "smtp.example"
+tls = "tls"
+from = "understudy@example.com"
+to = ["oncall@example.com", "Ops <ops@example.com>"]
+user = "understudy"
+password = "pw"
+"#,
+        )
+        .unwrap();
+        match &n[0].kind {
+            NotifyKind::Pagerduty { url, routing_key } => {
+                assert_eq!(url, PAGERDUTY_URL);
+                assert_eq!(routing_key.expose(), "R0UTING");
+                assert_eq!(format!("{routing_key:?}"), "Secret(***)");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(n[0].accepts(NoticeEvent::IncidentOpened, Some("www"), Severity::Critical));
+        assert!(!n[0].accepts(NoticeEvent::IncidentUpdated, Some("www"), Severity::Critical));
+        assert!(!n[0].accepts(NoticeEvent::IncidentOpened, Some("www"), Severity::Info));
+        assert!(!n[0].accepts(NoticeEvent::ConfigRejected, None, Severity::Warning), "a services filter excludes service-less notices");
+        assert!(matches!(&n[3].kind, NotifyKind::Email(e) if e.port == 465 && e.to.len() == 2 && e.tls == SmtpTls::Tls));
+    }
+
+    #[test]
+    fn mistakes_are_located_and_explained() {
+        let cases: &[(&str, &str)] = &[
+            ("[[notify]]\nname = \"am\"\nkind = \"alertmanager\"\nurl = \"http://x\"\nresnd = \"1m\"\n", "notify[0].resnd: unknown field `resnd`"),
+            ("[[notify]]\nname = \"am\"\nkind = \"alertmanager\"\n", "notify[0]: alertmanager channels need `url`"),
+            ("[[notify]]\nname = \"s\"\nkind = \"slack\"\nurl = \"ftp://x\"\n", ":13:1: notify[0].url: expected an http:// or https:// URL"),
+            ("[[notify]]\nname = \"s\"\nkind = \"slack\"\nurl = \"http://x\"\nrouting_key = \"k\"\n", "notify[0].routing_key: `routing_key` applies to pagerduty channels, not to slack channels"),
+            ("[[notify]]\nname = \"p\"\nkind = \"pagerduty\"\nrouting_key_env = \"UNDERSTUDY_SURELY_UNSET\"\n", "notify[0].routing_key_env: environment variable UNDERSTUDY_SURELY_UNSET is not set"),
+            ("[[notify]]\nname = \"p\"\nkind = \"pagerduty\"\nrouting_key_file = \"nope\"\n", "cannot read /etc/understudy/nope"),
+            ("[[notify]]\nname = \"p\"\nkind = \"pagerduty\"\nrouting_key = \"a\"\nrouting_key_env = \"B\"\n", "give only one of `routing_key`, `routing_key_file` and `routing_key_env`"),
+            ("[[notify]]\nname = \"w\"\nkind = \"webhook\"\nurl = \"http://x\"\nbody_template = '{\"a\": \"{{summary}}\"}'\n", "notify[0].body_template: the template does not render valid JSON"),
+            ("[[notify]]\nname = \"w\"\nkind = \"webhook\"\nurl = \"http://x\"\nevents = [\"failover\"]\n", "notify[0].events[0]: expected one of incident_opened, incident_updated"),
+            ("[[notify]]\nname = \"w\"\nkind = \"webhook\"\nurl = \"http://x\"\nservices = [\"wwww\"]\n", "notify[0].services[0]: no [[service]] is named \"wwww\""),
+            ("[[notify]]\nname = \"w\"\nkind = \"webhook\"\nurl = \"http://x\"\nrate_limit = \"lots\"\n", "notify[0].rate_limit: expected a count per duration"),
+            ("[[notify]]\nname = \"m\"\nkind = \"email\"\nhost = \"h\"\nfrom = \"a@b.c\"\nto = [\"x@y.z\"]\ntls = \"none\"\nuser = \"u\"\npassword = \"p\"\n", "refusing to send an SMTP password without TLS"),
+            ("[[notify]]\nname = \"m\"\nkind = \"email\"\nurl = \"http://x\"\n", "email channels have no URL"),
+            ("[[notify]]\nname = \"a\"\nkind = \"slack\"\nurl = \"http://x\"\n[[notify]]\nname = \"a\"\nkind = \"slack\"\nurl = \"http://x\"\n", "notify[1].name: duplicate notify name \"a\""),
+        ];
+        for (extra, want) in cases {
+            let errors = load(extra).expect_err(extra);
+            assert!(errors.iter().any(|e| e.contains(want)), "want {want:?} in {errors:#?}");
+        }
+    }
+
     #[test]
     fn rate_limits_parse() {
         assert_eq!(parse_rate_limit("30/1m").unwrap(), RateLimit { count: 30, per: Duration::from_secs(60) });
