@@ -12,5 +12,6 @@ mod api; // the router through `oneshot`: status codes, auth, error bodies, metr
 mod config_errors; // check-config and run with bad files: file, line, key, expectation; exit 2
 mod crash; // kill -9 and restart: events, overrides, incidents intact; decision reconciled
 mod failover; // kill the primary: failover within budget; failback only after the hold; hooks
+mod notify; // real Alertmanager, aiosmtpd and a stand-in HTTP receiver: alerts, formats, kill -9 with the receiver down
 mod operator; // drain / enable / switchover / clear through the CLI
 mod reload; // SIGHUP: a bad file keeps the old config; a good one keeps unchanged health
