@@ -15,13 +15,26 @@ PACKAGES=(
   dnsperf          # DNS load generator for bench/dns
   iproute2         # ip netns for namespace test beds
   procps           # ps, for process accounting in benchmarks
+  prometheus-alertmanager  # a real Alertmanager for the notification tests
 )
+
+# Python packages from PyPI (not in Debian 12): aiosmtpd is the SMTP server the e-mail
+# notification tests talk to. Installed only when missing, so running this twice is a no-op.
+install_pip_packages() {
+  if python3 -c 'import aiosmtpd' 2>/dev/null; then
+    return
+  fi
+  echo "test dependencies: pip install aiosmtpd"
+  python3 -m pip install --quiet --disable-pip-version-check aiosmtpd \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages aiosmtpd
+}
 
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]} == 0)); then
+  install_pip_packages
   echo "test dependencies: all installed"
   exit 0
 fi
@@ -43,3 +56,4 @@ trap cleanup EXIT
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+install_pip_packages
