@@ -506,6 +506,77 @@ async fn deliver_loop(inner: Arc<Inner>, ch: Arc<Channel>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decision::Reason;
+    use crate::events::Event;
+    use crate::health::Health;
+
+    fn history() -> Vec<Record> {
+        let decision = |epoch, to: &str, to_rank, reason| Event::Decision {
+            service: "www".into(),
+            epoch,
+            from: Some("primary".into()),
+            to: Some(to.to_string()),
+            from_rank: Some(0),
+            to_rank: Some(to_rank),
+            address: None,
+            reason,
+            all_down: false,
+        };
+        let events = vec![
+            decision(1, "primary", 0, Reason::Initial),
+            Event::TargetDown {
+                service: "www".into(),
+                target: "primary".into(),
+                from: Health::Up,
+                streak: 3,
+                first_failure_us: 1,
+                last_ok_us: None,
+                reason: "refused".into(),
+                checks: Vec::new(),
+            },
+            decision(2, "backup", 1, Reason::Failover),
+            Event::IncidentOpened { id: 1, service: "www".into(), failed: Some("primary".into()), to: Some("backup".into()) },
+        ];
+        events.into_iter().enumerate().map(|(i, event)| Record { seq: i as u64 + 1, time_us: 1_000 + i as u64, event }).collect()
+    }
+
+    fn channel() -> Vec<NotifyConfig> {
+        let text = "[[service]]\nname = \"www\"\n[service.check]\nkind = \"tcp\"\nport = 80\n[[service.target]]\nname = \"primary\"\n\
+                    address = \"127.0.0.2\"\n[[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n";
+        crate::config::from_str(text, Path::new("t.toml")).unwrap().0.notify
+    }
+
+    async fn run_once(dir: &Path, history: &[Record]) -> wire::NotifyStatus {
+        let metrics = Arc::new(Metrics::new(Arc::new(crate::probe::lag::LagHistogram::default())));
+        let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
+        let h = start(&channel(), dir, history, metrics, &tracker, cancel.clone()).unwrap();
+        let status = h.status();
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+        status
+    }
+
+    #[tokio::test]
+    async fn events_after_the_cursor_are_planned_at_start_up_once() {
+        let dir = tempfile::tempdir().unwrap();
+        // The daemon died after planning event 2: events 3 and 4 (the failover) are not lost.
+        Outbox::open(dir.path()).unwrap().0.plan(2, Vec::new(), 0).1.unwrap();
+        let s = run_once(dir.path(), &history()).await;
+        assert_eq!(s.cursor, 4);
+        assert_eq!(s.channels.len(), 1);
+        assert_eq!(s.channels[0].pending, 1, "the incident_opened notice: {s:?}");
+        // Starting again plans nothing new.
+        let s = run_once(dir.path(), &history()).await;
+        assert_eq!((s.cursor, s.channels[0].pending), (4, 1));
+    }
+
+    #[tokio::test]
+    async fn a_new_outbox_starts_at_the_end_of_the_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = run_once(dir.path(), &history()).await;
+        assert_eq!((s.cursor, s.channels[0].pending), (4, 0), "turning notifications on does not page about the past");
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {
