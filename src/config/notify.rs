@@ -69,6 +69,7 @@ pub struct RawNotify {
     pub password: Option<String>,
     pub password_file: Option<String>,
     pub password_env: Option<String>,
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -179,6 +180,8 @@ pub struct EmailConfig {
     pub to: Vec<String>,
     pub user: Option<String>,
     pub password: Option<Secret>,
+    /// Extra trusted CA certificates (PEM) for the server's certificate, besides the system's.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl NotifyConfig {
@@ -357,6 +360,7 @@ fn validate_one(cx: &mut Ctx<'_>, rn: RawNotify, path: &[Seg], base: &Path, serv
         ("password", rn.password.is_some()),
         ("password_file", rn.password_file.is_some()),
         ("password_env", rn.password_env.is_some()),
+        ("ca_file", rn.ca_file.is_some()),
     ] {
         only(cx, !em && present, key, "email");
     }
@@ -487,7 +491,20 @@ fn validate_one(cx: &mut Ctx<'_>, rn: RawNotify, path: &[Seg], base: &Path, serv
             if password.is_some() && tls == SmtpTls::None {
                 cx.err(&with(path, &[k("tls")]), "refusing to send an SMTP password without TLS: use tls = \"starttls\" or \"tls\"");
             }
-            NotifyKind::Email(EmailConfig { host, port, tls, from, to, user: rn.user, password })
+            let mut ca_pem = None;
+            if let Some(f) = &rn.ca_file {
+                let p = resolve(base, f);
+                let at = with(path, &[k("ca_file")]);
+                match std::fs::read(&p) {
+                    Ok(pem) if lettre::transport::smtp::client::Certificate::from_pem(&pem).is_ok() => ca_pem = Some(pem),
+                    Ok(_) => cx.err(&at, format!("{} holds no PEM certificate", p.display())),
+                    Err(e) => cx.err(&at, format!("cannot read {}: {e}", p.display())),
+                }
+                if tls == SmtpTls::None {
+                    cx.err(&at, "`ca_file` needs tls = \"starttls\" or \"tls\"");
+                }
+            }
+            NotifyKind::Email(EmailConfig { host, port, tls, from, to, user: rn.user, password, ca_pem })
         }
     };
     if cx.errors.len() > before {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use lettre::message::{Mailbox, header::ContentType};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::notice::Notice;
@@ -25,11 +26,20 @@ pub struct Email {
 impl Email {
     pub fn new(cfg: &EmailConfig, timeout: Duration) -> Result<Self, String> {
         crate::probe::http::install_crypto_provider();
-        let builder = match cfg.tls {
-            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&cfg.host),
-            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&cfg.host).map_err(|e| format!("SMTP {}: {e}", cfg.host))?,
-            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&cfg.host).map_err(|e| format!("SMTP {}: {e}", cfg.host))?,
+        let params = || -> Result<TlsParameters, String> {
+            let mut b = TlsParameters::builder(cfg.host.clone());
+            if let Some(pem) = &cfg.ca_pem {
+                b = b.add_root_certificate(Certificate::from_pem(pem).map_err(|e| format!("ca_file: {e}"))?);
+            }
+            b.build_rustls().map_err(|e| format!("TLS for {}: {e}", cfg.host))
         };
+        let tls = match cfg.tls {
+            SmtpTls::None => Tls::None,
+            // Required, not opportunistic: no silent downgrade to plain text.
+            SmtpTls::Starttls => Tls::Required(params()?),
+            SmtpTls::Tls => Tls::Wrapper(params()?),
+        };
+        let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&cfg.host).tls(tls);
         let mut builder = builder.port(cfg.port).timeout(Some(timeout));
         if let (Some(user), Some(pass)) = (&cfg.user, &cfg.password) {
             builder = builder.credentials(Credentials::new(user.clone(), pass.expose().to_string()));

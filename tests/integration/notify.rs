@@ -470,3 +470,96 @@ async fn a_real_smtp_server_receives_the_incident_email() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && said.contains("the receiver answered: 250"), "{said}{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// An aiosmtpd server that requires STARTTLS and AUTH (the CLI cannot configure either).
+const SMTP_TLS_AUTH_SERVER: &str = r#"
+import sys, ssl, threading
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+
+port, cert, key, user, password, out = sys.argv[1:7]
+
+class Sink:
+    async def handle_DATA(self, server, session, envelope):
+        with open(out, "a") as f:
+            f.write("TLS %s AUTH %s\n" % (bool(session.ssl), session.auth_data.login.decode()))
+            f.write(envelope.content.decode("utf-8", "replace") + "\n-- END --\n")
+        return "250 2.0.0 accepted by the test sink"
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    ok = auth_data.login.decode() == user and auth_data.password.decode() == password
+    # handled=False: let aiosmtpd answer 535 itself on failure.
+    return AuthResult(success=ok, handled=False, auth_data=auth_data)
+
+ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+ctx.load_cert_chain(cert, key)
+c = Controller(Sink(), hostname="127.0.0.1", port=int(port), tls_context=ctx, require_starttls=True,
+               authenticator=authenticator, auth_required=True)
+c.start()
+print("ready", flush=True)
+threading.Event().wait()
+"#;
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with the openssl CLI.
+fn ca_and_server_cert(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).stdin(Stdio::null()).output().expect("run openssl (apt-get install openssl)");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=understudy test CA", "-keyout", "ca.key", "-out", "ca.pem"]);
+    run(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "smtp.key", "-out", "smtp.csr"]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
+    run(&["x509", "-req", "-in", "smtp.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1", "-extfile", "ext.cnf", "-out", "smtp.pem"]);
+    (dir.join("ca.pem"), dir.join("smtp.pem"), dir.join("smtp.key"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_uses_starttls_and_auth_and_refuses_a_wrong_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = ca_and_server_cert(dir.path());
+    let script = dir.path().join("smtp_tls_auth.py");
+    std::fs::write(&script, SMTP_TLS_AUTH_SERVER).unwrap();
+    let port = free_port("127.0.0.1");
+    let out = dir.path().join("mail.out");
+    let child = Command::new("python3")
+        .arg(&script)
+        .args([&port.to_string(), cert.to_str().unwrap(), key.to_str().unwrap(), "understudy", "s3cret", out.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("smtp.err")).unwrap())
+        .spawn()
+        .expect("start python3");
+    let guard = SmtpSink { port, out: out.clone(), child }; // killed by PID on drop
+    wait_for(Duration::from_secs(15), "the STARTTLS SMTP server", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
+    })
+    .await;
+
+    std::fs::write(dir.path().join("smtp-password"), "s3cret\n").unwrap();
+    let channel = |name: &str, password_file: &str| {
+        format!(
+            "\n[[notify]]\nname = \"{name}\"\nkind = \"email\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"starttls\"\nca_file = \"{}\"\n\
+             from = \"understudy@example.com\"\nto = [\"oncall@example.com\"]\nuser = \"understudy\"\npassword_file = \"{password_file}\"\n",
+            ca.display()
+        )
+    };
+    std::fs::write(dir.path().join("wrong-password"), "nope\n").unwrap();
+    let extra = channel("mail", "smtp-password") + &channel("badmail", "wrong-password");
+    let api = api_addr();
+    // No nginx needed: `notify test` goes through the running daemon's channel.
+    let cfg = two_target_config(&dir.path().join("data"), api, free_port("127.0.0.2"), 200, "1s", &extra);
+    let d = Daemon::start(dir.path(), &cfg, api).await;
+
+    let res = d.cli(&["notify", "test", "mail"]);
+    let said = String::from_utf8_lossy(&res.stdout);
+    assert!(res.status.success(), "{said}{}", String::from_utf8_lossy(&res.stderr));
+    assert!(said.contains("the receiver answered: 250 2.0.0 accepted by the test sink"), "{said}");
+    let got = guard.received();
+    assert!(got.contains("TLS True AUTH understudy"), "{got}");
+    assert!(got.contains("Subject: [understudy] [INFO] understudy test notification"), "{got}");
+
+    let res = d.cli(&["notify", "test", "badmail"]);
+    assert_eq!(res.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(err.contains("badmail: not delivered") && err.contains("535"), "{err}");
+}
