@@ -360,8 +360,11 @@ async fn a_real_alertmanager_sees_the_failover_fire_and_resolve() {
     let dir = tempfile::tempdir().unwrap();
     let am = Alertmanager::start(dir.path()).await;
     let (mut primary, _backup, port) = two_nginx(dir.path()).await;
-    // Exactly as the issue writes it.
-    let extra = format!("\n[[notify]]\nname = \"am\"\nkind = \"alertmanager\"\nurl = \"{}\"\n", am.url);
+    // Exactly as the issue writes it, and a second channel that re-sends every second.
+    let extra = format!(
+        "\n[[notify]]\nname = \"am\"\nkind = \"alertmanager\"\nurl = \"{url}\"\n\n[[notify]]\nname = \"am-fast\"\nkind = \"alertmanager\"\nurl = \"{url}\"\nresend = \"1s\"\nlabels = {{ team = \"web\" }}\n",
+        url = am.url
+    );
     let api = api_addr();
     let cfg = two_target_config(&dir.path().join("data"), api, port, 200, "3s", &extra);
     let d = Daemon::start(dir.path(), &cfg, api).await;
@@ -381,6 +384,17 @@ async fn a_real_alertmanager_sees_the_failover_fire_and_resolve() {
     for k in ["detection", "switch", "rto", "opened"] {
         assert!(ann[k].is_string(), "annotation {k} missing: {alert}");
     }
+    wait_for(Duration::from_secs(10), "the static label of the second channel", || async {
+        am.alerts().await.into_iter().find(|a| a["labels"]["team"] == "web")
+    })
+    .await;
+    // While the incident is open the alert is re-sent (Alertmanager expires what is not).
+    let metrics_url = format!("{}/metrics", d.api);
+    wait_for(Duration::from_secs(10), "a re-send of the open alert", || async {
+        let m = http().get(&metrics_url).send().await.ok()?.text().await.ok()?;
+        m.lines().any(|l| l.starts_with(r#"understudy_notifications_total{channel="am-fast",result="resent"}"#)).then_some(())
+    })
+    .await;
 
     primary.start().await;
     d.wait_active("www", "primary", Duration::from_secs(15)).await;
@@ -390,8 +404,10 @@ async fn a_real_alertmanager_sees_the_failover_fire_and_resolve() {
     })
     .await;
     let s: wire::NotifyStatus = serde_json::from_value(d.get("/api/v1/notify").await).unwrap();
-    assert_eq!(s.channels[0].rejected, 0, "{s:?}");
-    assert!(s.channels[0].delivered >= 2, "{s:?}");
+    for c in &s.channels {
+        assert_eq!(c.rejected, 0, "{s:?}");
+        assert!(c.delivered >= 2, "{s:?}");
+    }
 }
 
 /// Python's aiosmtpd, printing every message it receives to a file.
@@ -562,4 +578,85 @@ async fn email_uses_starttls_and_auth_and_refuses_a_wrong_password() {
     assert_eq!(res.status.code(), Some(1));
     let err = String::from_utf8_lossy(&res.stderr);
     assert!(err.contains("badmail: not delivered") && err.contains("535"), "{err}");
+}
+
+/// A target flapping during an incident: dozens of health flips, a handful of messages (one
+/// per group window), and the newest state always arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_target_sends_one_update_per_group_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rx = Receiver::new(free_port("127.0.0.1"));
+    rx.start().await;
+    let flag = |t: &str| dir.path().join(format!("up-{t}"));
+    std::fs::write(flag("a"), b"").unwrap();
+    std::fs::write(flag("b"), b"").unwrap();
+    let api = api_addr();
+    let cfg = format!(
+        r#"[daemon]
+data_dir = "{data}"
+api = "{api}"
+
+[[service]]
+name = "flappy"
+failback = "manual"
+[service.check]
+kind = "exec"
+command = "test -e {dir}/up-$UNDERSTUDY_TARGET_NAME"
+interval = "50ms"
+timeout = "40ms"
+fall = 1
+rise = 1
+[[service.target]]
+name = "a"
+address = "127.0.0.2"
+[[service.target]]
+name = "b"
+address = "127.0.0.3"
+
+[[notify]]
+name = "hook"
+kind = "webhook"
+url = "{url}"
+group_window = "1s"
+"#,
+        data = dir.path().join("data").display(),
+        dir = dir.path().display(),
+        url = rx.url("/hook"),
+    );
+    let d = Daemon::start(dir.path(), &cfg, api).await;
+    d.wait_active("flappy", "a", Duration::from_secs(5)).await;
+    std::fs::remove_file(flag("a")).unwrap();
+    d.wait_active("flappy", "b", Duration::from_secs(5)).await;
+    rx.wait("/hook", "the incident to open", |v| v["event"] == "incident_opened").await;
+
+    // Flap the failed target for about 3 s; manual failback keeps the incident open.
+    let started = std::time::Instant::now();
+    for i in 0..24 {
+        if i % 2 == 0 {
+            std::fs::write(flag("a"), b"").unwrap();
+        } else {
+            std::fs::remove_file(flag("a")).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(125)).await;
+    }
+    let flapped_for = started.elapsed();
+    let events: Vec<wire::EventRecord> = serde_json::from_value(d.get("/api/v1/events?since=0&limit=10000").await["events"].clone()).unwrap();
+    let flips = events.iter().filter(|e| matches!(e.event.kind(), "target_up" | "target_down") && e.event.service() == Some("flappy")).count();
+    assert!(flips >= 12, "the target flapped ({flips} flips)");
+    let mut planner = Planner::default();
+    let updates: Vec<_> = events
+        .iter()
+        .flat_map(|e| planner.observe(&Record { seq: e.seq, time_us: e.time_us, event: e.event.clone() }))
+        .filter(|n| n.phase == Phase::Update)
+        .collect();
+    let newest = updates.last().expect("updates were planned").key.clone();
+    // The newest update goes out once its window closes.
+    rx.wait("/hook", "the newest update", |v| v["key"] == newest.as_str()).await;
+    let sent = rx.got("/hook").iter().filter(|g| g.json()["event"] == "incident_updated").count();
+    eprintln!("flapping: {flips} health flips, {} planned updates, {sent} update messages in {flapped_for:?}", updates.len());
+    let windows = flapped_for.as_secs_f64().ceil() as usize + 2;
+    assert!(sent <= windows, "{sent} update messages for {} planned updates in {flapped_for:?} (group window 1s)", updates.len());
+    assert!(updates.len() >= 3 * sent, "grouping folded {} updates into {sent} messages", updates.len());
+    let s: wire::NotifyStatus = serde_json::from_value(d.get("/api/v1/notify").await).unwrap();
+    assert!(s.channels[0].superseded as usize >= updates.len() - sent, "{s:?}");
 }
