@@ -415,7 +415,11 @@ async fn deliver_loop(inner: Arc<Inner>, ch: Arc<Channel>) {
         }
 
         let pick = lock(&inner.outbox).next(&name, now_us(), window_us);
-        let mut wake_at = next_resend;
+        // A re-send that is due waits for the backoff like everything else.
+        let mut wake_at = match (next_resend, retry_at) {
+            (Some(t), Some(r)) if backing_off => Some(t.max(r)),
+            (t, _) => t,
+        };
         match pick {
             Pick::Supersede(ids) => {
                 let n = ids.len() as u64;

@@ -112,7 +112,8 @@ pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, String> 
 /// Send a request and classify the answer: 2xx is delivered; 408, 429 and 5xx (and any
 /// network error) are worth retrying; any other status is a rejection.
 pub(crate) async fn send_http(req: reqwest::RequestBuilder) -> Result<Receipt, DeliveryError> {
-    let resp = req.send().await.map_err(|e| DeliveryError::Retry(error_chain(&e)))?;
+    // Without the URL: webhook URLs are secrets, and this text ends up in logs and the API.
+    let resp = req.send().await.map_err(|e| DeliveryError::Retry(error_chain(&e.without_url())))?;
     let status = resp.status();
     let body = resp.text().await.unwrap_or_default();
     let body: String = body.trim().chars().take(500).collect();

@@ -15,6 +15,9 @@
 //! Every notice key planned for a channel is remembered, so re-planning an event can never
 //! queue a second copy with another key.
 //!
+//! Once the file is over 4 MiB it is rewritten at open (to a temporary file, fsync'd, renamed):
+//! the cursor, the pending entries and each channel's totals; finished entries are dropped.
+//!
 //! [`Outbox::next`] chooses what a channel sends next: per condition in order; plain updates
 //! wait for the channel's group window and then go out as one message (the newest, which
 //! carries the whole incident); updates followed by the condition's close are superseded.
@@ -60,12 +63,23 @@ pub enum Outcome {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Line {
-    Plan { cursor: u64, entries: Vec<Entry> },
+    Plan {
+        cursor: u64,
+        entries: Vec<Entry>,
+        /// Written by compaction, so ids are never reused.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next_id: Option<u64>,
+    },
     Done { ids: Vec<u64>, outcome: Outcome, at_us: u64, #[serde(default)] detail: String },
+    /// Written by compaction: a channel's totals so far.
+    Totals { channel: String, totals: Totals },
 }
 
+/// The file is rewritten at open once it is larger than this.
+const COMPACT_OVER_BYTES: u64 = 4 << 20;
+
 /// Totals per channel over the life of the data directory.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
     pub delivered: u64,
     pub superseded: u64,
@@ -120,6 +134,45 @@ fn decode(text: &str) -> Option<Line> {
 impl Outbox {
     /// Open (or create) `dir/outbox.log` and rebuild the pending entries.
     pub fn open(dir: &Path) -> Result<(Outbox, OpenReport), OutboxError> {
+        Outbox::open_compacting(dir, COMPACT_OVER_BYTES)
+    }
+
+    /// [`Outbox::open`], rewriting the file when it is over `compact_over` bytes: the new file
+    /// holds the cursor, the pending entries and the totals, nothing else. Keys of finished
+    /// entries are not kept: only events after the cursor are ever planned again.
+    fn open_compacting(dir: &Path, compact_over: u64) -> Result<(Outbox, OpenReport), OutboxError> {
+        let (mut ob, report, size) = Outbox::read(dir)?;
+        if size > compact_over {
+            ob.compact()?;
+        }
+        Ok((ob, report))
+    }
+
+    fn compact(&mut self) -> Result<(), OutboxError> {
+        let tmp = self.path.with_extension("log.tmp");
+        let err = |source| OutboxError::Write { path: tmp.clone(), source };
+        let mut text = String::new();
+        for (channel, totals) in &self.totals {
+            text.push_str(&encode(&Line::Totals { channel: channel.clone(), totals: totals.clone() }));
+        }
+        let entries: Vec<Entry> = self.pending.values().cloned().collect();
+        text.push_str(&encode(&Line::Plan { cursor: self.cursor.unwrap_or(0), entries, next_id: Some(self.next_id) }));
+        {
+            let mut f = File::create(&tmp).map_err(err)?;
+            f.write_all(text.as_bytes()).map_err(err)?;
+            f.sync_all().map_err(err)?;
+        }
+        std::fs::rename(&tmp, &self.path).map_err(err)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+        }
+        self.file = OpenOptions::new().append(true).open(&self.path).map_err(|source| OutboxError::Open { path: self.path.clone(), source })?;
+        self.keys = self.pending.values().map(|e| (e.channel.clone(), e.notice.key.clone())).collect();
+        tracing::info!(path = %self.path.display(), pending = self.pending.len(), "compacted the notification outbox");
+        Ok(())
+    }
+
+    fn read(dir: &Path) -> Result<(Outbox, OpenReport, u64), OutboxError> {
         let path = dir.join("outbox.log");
         let open_err = |source| OutboxError::Open { path: path.clone(), source };
         std::fs::create_dir_all(dir).map_err(open_err)?;
@@ -169,19 +222,23 @@ impl Outbox {
             file.set_len(good_end).map_err(open_err)?;
             file.sync_data().map_err(open_err)?;
         }
-        file.seek(SeekFrom::End(0)).map_err(open_err)?;
-        Ok((ob, report))
+        let size = file.seek(SeekFrom::End(0)).map_err(open_err)?;
+        Ok((ob, report, size))
     }
 
     fn apply(&mut self, line: Line) {
         match line {
-            Line::Plan { cursor, entries } => {
+            Line::Plan { cursor, entries, next_id } => {
                 self.cursor = Some(self.cursor.map_or(cursor, |c| c.max(cursor)));
+                self.next_id = self.next_id.max(next_id.unwrap_or(0));
                 for e in entries {
                     self.next_id = self.next_id.max(e.id + 1);
                     self.keys.insert((e.channel.clone(), e.notice.key.clone()));
                     self.pending.insert(e.id, e);
                 }
+            }
+            Line::Totals { channel, totals } => {
+                self.totals.insert(channel, totals);
             }
             Line::Done { ids, outcome, at_us, detail } => {
                 for id in ids {
@@ -240,7 +297,7 @@ impl Outbox {
         if entries.is_empty() && self.cursor.is_some_and(|c| c >= cursor) {
             return (Vec::new(), Ok(()));
         }
-        let line = Line::Plan { cursor, entries };
+        let line = Line::Plan { cursor, entries, next_id: None };
         // A cursor-only line need not be synced: losing it only re-plans events that planned
         // nothing.
         let sync = matches!(&line, Line::Plan { entries, .. } if !entries.is_empty());
@@ -366,6 +423,39 @@ mod tests {
     }
 
     #[test]
+    fn compaction_keeps_the_cursor_pending_entries_and_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut ob, _) = Outbox::open(dir.path()).unwrap();
+            for i in 1..=50u64 {
+                ob.plan(i, vec![("a".to_string(), notice(&format!("c{i}"), Phase::Open, i, true))], i).1.unwrap();
+                if i != 7 {
+                    ob.done(vec![i], Outcome::Delivered, "", i).unwrap();
+                }
+            }
+        }
+        let path = dir.path().join("outbox.log");
+        let before = std::fs::metadata(&path).unwrap().len();
+        let (ob, _) = Outbox::open_compacting(dir.path(), 1).unwrap();
+        let after = std::fs::metadata(&path).unwrap().len();
+        assert!(after * 10 < before, "{before} -> {after} bytes");
+        let check = |ob: &Outbox| {
+            assert_eq!(ob.cursor(), Some(50));
+            assert_eq!(ob.pending("a").map(|e| e.id).collect::<Vec<_>>(), vec![7]);
+            assert_eq!(ob.totals("a").delivered, 49);
+        };
+        check(&ob);
+        drop(ob);
+        let (mut ob, _) = Outbox::open(dir.path()).unwrap();
+        check(&ob);
+        // And it keeps working after compaction.
+        ob.plan(51, vec![("a".to_string(), notice("c51", Phase::Open, 51, true))], 51).1.unwrap();
+        drop(ob);
+        let (ob, _) = Outbox::open(dir.path()).unwrap();
+        assert_eq!(ob.pending("a").map(|e| e.id).collect::<Vec<_>>(), vec![7, 51]);
+    }
+
+    #[test]
     fn a_torn_plan_line_is_cut_whole() {
         let dir = tempfile::tempdir().unwrap();
         {
@@ -375,6 +465,7 @@ mod tests {
         let path = dir.path().join("outbox.log");
         let full = std::fs::read(&path).unwrap();
         let second = encode(&Line::Plan {
+            next_id: None,
             cursor: 2,
             entries: vec![Entry { id: 2, channel: "a".into(), created_us: 2, notice: notice("c1", Phase::Close, 2, true) }],
         });

@@ -260,7 +260,9 @@ async fn kill_9_while_the_receiver_is_down_loses_no_alert() {
         (c.pending >= 1 && c.failed_attempts >= 2 && c.last_error.is_some()).then_some(c)
     })
     .await;
-    assert!(status.last_error.as_deref().unwrap().contains("error sending request"), "{status:?}");
+    let err = status.last_error.as_deref().unwrap();
+    assert!(err.contains("error sending request") && err.contains("refused"), "{status:?}");
+    assert!(!err.contains(&rx.addr.to_string()), "webhook URLs are secrets and stay out of errors: {err}");
     assert_eq!(status.delivered, 0);
 
     d.kill9();
@@ -659,4 +661,44 @@ group_window = "1s"
     assert!(updates.len() >= 3 * sent, "grouping folded {} updates into {sent} messages", updates.len());
     let s: wire::NotifyStatus = serde_json::from_value(d.get("/api/v1/notify").await).unwrap();
     assert!(s.channels[0].superseded as usize >= updates.len() - sent, "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_adds_a_channel_and_notify_test_goes_through_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rx = Receiver::new(free_port("127.0.0.1"));
+    rx.start().await;
+    let api = api_addr();
+    let base = format!(
+        "[daemon]\ndata_dir = \"{}\"\napi = \"{api}\"\n\n[[service]]\nname = \"s\"\n[service.check]\nkind = \"exec\"\ncommand = \"true\"\n\
+         interval = \"100ms\"\ntimeout = \"50ms\"\n[[service.target]]\nname = \"a\"\naddress = \"127.0.0.2\"\n",
+        dir.path().join("data").display()
+    );
+    let d = Daemon::start(dir.path(), &base, api).await;
+    let out = d.cli(&["notify", "status"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no notification channels configured"));
+
+    let with_hook = format!("{base}\n[[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\nsecret_env = \"UNDERSTUDY_TEST_UNSET_SECRET\"\n", rx.url("/hook"));
+    // A channel whose secret cannot be read is refused like any other config error.
+    std::fs::write(&d.config, &with_hook).unwrap();
+    d.signal(libc::SIGHUP);
+    wait_for(Duration::from_secs(5), "the refused reload to be recorded", || async {
+        d.events().await.iter().any(|e| e["event"]["kind"] == "config_rejected").then_some(())
+    })
+    .await;
+    std::fs::write(&d.config, with_hook.replace("secret_env = \"UNDERSTUDY_TEST_UNSET_SECRET\"", "secret = \"k\"")).unwrap();
+    d.signal(libc::SIGHUP);
+    wait_for(Duration::from_secs(5), "the new channel", || async {
+        let s: wire::NotifyStatus = serde_json::from_value(d.get("/api/v1/notify").await).unwrap();
+        s.channels.iter().any(|c| c.name == "hook" && c.configured).then_some(())
+    })
+    .await;
+    let out = d.cli(&["notify", "test", "hook"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let test = rx.wait("/hook", "the test message", |v| v["event"] == "test").await;
+    assert_eq!(test.headers["x-understudy-signature"], expected_signature("k", &test.body));
+    // Channels get the events that happen while they exist: the refusal happened before this
+    // one did; the accepted reload that resolves it came after.
+    let about_config: Vec<Value> = rx.got("/hook").iter().map(Got::json).filter(|v| v["event"] == "config_rejected").collect();
+    assert!(about_config.iter().all(|v| v["status"] == "resolved"), "{about_config:?}");
 }
