@@ -2,7 +2,7 @@
 //! checks start (schedule lag) while it does.
 //!
 //! For each N in `--targets` (default `1000,10000`) the benchmark re-runs its own binary as a
-//! listener subprocess (`UNDERSTUDY_BENCH_LISTENER=N`) that binds N TCP listeners on 127.0.0.1
+//! listener subprocess (`UNDERSTUDY_BENCH_LISTENER=N`) that binds N TCP listeners on 127.0.0.4
 //! (ephemeral ports, printed one per line) and accepts and drops connections on a multi-threaded
 //! runtime. This process then runs N scheduler tasks with real `TcpProbe`s (1 s interval, 500 ms
 //! timeout) on a **current-thread** tokio runtime, i.e. one core, consumes the reports, warms up
@@ -30,6 +30,8 @@ use understudy::probe::scheduler::{self, Scheduled};
 use understudy::probe::tcp::TcpProbe;
 
 const LISTENER_ENV: &str = "UNDERSTUDY_BENCH_LISTENER";
+/// Where the listener subprocess listens (see `bind_reusable` for why not 127.0.0.1).
+const LISTEN_IP: [u8; 4] = [127, 0, 0, 4];
 const INTERVAL: Duration = Duration::from_secs(1);
 const TIMEOUT: Duration = Duration::from_millis(500);
 /// The goal from DESIGN.md: 10,000 TCP targets at 1 s on one core, p99 lag under 20 ms.
@@ -194,7 +196,7 @@ fn start_listener(n: usize) -> Result<(Listener, Vec<SocketAddr>), String> {
             break;
         }
         let port: u16 = line.trim().parse().map_err(|e| format!("listener printed {line:?}: {e}"))?;
-        addrs.push(SocketAddr::from(([127, 0, 0, 1], port)));
+        addrs.push(SocketAddr::from((LISTEN_IP, port)));
     }
     if addrs.len() != n {
         return Err(format!("listener bound {} of {n} ports", addrs.len()));
@@ -203,12 +205,14 @@ fn start_listener(n: usize) -> Result<(Listener, Vec<SocketAddr>), String> {
 }
 
 fn run_one(n: usize, seconds: u64) -> Result<Row, String> {
+    let began = Instant::now();
     let (listener, addrs) = start_listener(n)?;
+    let listening = began.elapsed();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot build runtime: {e}"))?;
-    let row = runtime.block_on(async move {
+    let (row, wall, stopped) = runtime.block_on(async move {
         let tracker = TaskTracker::new();
         let cancel = CancellationToken::new();
         let lag = Arc::new(LagHistogram::new());
@@ -264,14 +268,22 @@ fn run_one(n: usize, seconds: u64) -> Result<Row, String> {
             lag_max: lag.max(),
             failures: failures.lock().map(|f| f.clone()).unwrap_or_default(),
         };
+        let stopping = Instant::now();
         cancel.cancel();
         tracker.close();
         tracker.wait().await;
         let _ = consumer.await;
-        row
+        (row, wall, stopping.elapsed())
     });
     drop(runtime);
     drop(listener);
+    eprintln!(
+        "  (N = {n}: listener ready in {:.2}s, measured {:.2}s of wall time, tasks stopped in {:.3}s, {:.1}s in all)",
+        listening.as_secs_f64(),
+        wall.as_secs_f64(),
+        stopped.as_secs_f64(),
+        began.elapsed().as_secs_f64()
+    );
     Ok(row)
 }
 
@@ -333,10 +345,10 @@ fn listener_main(n: &str) -> ExitCode {
     runtime.block_on(async move {
         let mut out = std::io::stdout().lock();
         for _ in 0..n {
-            let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            let listener = match bind_reusable() {
                 Ok(l) => l,
                 Err(e) => {
-                    eprintln!("listener: bind: {e}");
+                    eprintln!("listener: bind {}:0: {e}", std::net::Ipv4Addr::from(LISTEN_IP));
                     return ExitCode::FAILURE;
                 }
             };
@@ -366,4 +378,18 @@ fn listener_main(n: &str) -> ExitCode {
         .await;
         ExitCode::SUCCESS
     })
+}
+
+/// Bind `LISTEN_IP:0` with SO_REUSEADDR.
+///
+/// A run leaves tens of thousands of TIME_WAIT sockets on loopback. The probes' own ones sit on
+/// ephemeral ports of 127.0.0.1 (the source address for any loopback destination) without
+/// SO_REUSEADDR, so listeners on 127.0.0.1 would soon find no free ephemeral port; listeners on
+/// another loopback address do not conflict with them, and SO_REUSEADDR lets them reuse ports
+/// whose previous run's accepted sockets are still in TIME_WAIT.
+fn bind_reusable() -> std::io::Result<tokio::net::TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::from((LISTEN_IP, 0)))?;
+    socket.listen(1024)
 }

@@ -10,6 +10,7 @@
 pub mod actuator;
 pub mod config;
 pub mod decision;
+pub mod dns;
 pub mod probe;
 pub mod health;
 pub mod events;
@@ -19,3 +20,4 @@ pub mod daemon;
 pub mod metrics;
 pub mod notify;
 pub mod cli;
+pub mod drill;

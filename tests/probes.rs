@@ -91,7 +91,12 @@ mod http {
         // health.example.test does not resolve anywhere: the probe must connect to the address.
         check.host = Some(HOST.into());
         assert_eq!(http(&check, nginx.vhost).await, Verdict::pass("HTTP 200"));
+        // A port written in `host` does not redirect the connection.
+        check.host = Some(format!("{HOST}:9"));
+        assert_eq!(http(&check, nginx.vhost).await, Verdict::pass("HTTP 200"));
         check.host = None;
+        assert_eq!(http(&check, nginx.vhost).await, Verdict::fail("HTTP 404 (expected 200-399)"));
+        check.host = Some("192.0.2.1".into());
         assert_eq!(http(&check, nginx.vhost).await, Verdict::fail("HTTP 404 (expected 200-399)"));
     }
 

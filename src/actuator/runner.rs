@@ -23,9 +23,18 @@ pub struct Command {
     pub actuators: Arc<[Arc<dyn Actuator>]>,
 }
 
-/// One finished actuator step, sent back to the core to become an event.
+/// What a runner sends back to the core; each becomes an event.
 #[derive(Debug, Clone)]
-pub struct Report {
+pub enum Report {
+    /// One actuator step finished.
+    Step(StepReport),
+    /// Every actuator has handled `epoch` (the switch is complete, or failed).
+    Done { service: Arc<str>, epoch: u64, ok: bool, steps: u32, duration_us: u64 },
+}
+
+/// One finished actuator step.
+#[derive(Debug, Clone)]
+pub struct StepReport {
     pub service: Arc<str>,
     pub epoch: u64,
     pub actuator: String,
@@ -54,15 +63,20 @@ pub async fn run(mut rx: watch::Receiver<Option<Command>>, reports: mpsc::Unboun
 
 async fn apply(cmd: &Command, reports: &mpsc::UnboundedSender<Report>) {
     let d = &cmd.desired;
-    let send = |actuator: &str, step: Step, outcome: Outcome, started: Instant| {
-        let _ = reports.send(Report {
+    let begun = Instant::now();
+    let mut all_ok = true;
+    let mut steps = 0u32;
+    let mut send = |actuator: &str, step: Step, outcome: Outcome, started: Instant| {
+        all_ok &= outcome.ok;
+        steps += 1;
+        let _ = reports.send(Report::Step(StepReport {
             service: d.service.clone(),
             epoch: d.epoch,
             actuator: actuator.to_string(),
             step,
             outcome,
             duration_us: started.elapsed().as_micros() as u64,
-        });
+        }));
     };
     for a in cmd.actuators.iter().filter(|a| a.wants(d)) {
         let started = Instant::now();
@@ -75,4 +89,11 @@ async fn apply(cmd: &Command, reports: &mpsc::UnboundedSender<Report>) {
             send(a.name(), Step::Verified, outcome, started);
         }
     }
+    let _ = reports.send(Report::Done {
+        service: d.service.clone(),
+        epoch: d.epoch,
+        ok: all_ok,
+        steps,
+        duration_us: begun.elapsed().as_micros() as u64,
+    });
 }

@@ -8,6 +8,7 @@
 //! Mutating endpoints need `Authorization: Bearer <token>` when `daemon.api_token_file` is set
 //! (config validation refuses a non-loopback listener without one).
 
+pub mod client;
 pub mod wire;
 
 use axum::extract::{Path, Query, State};
@@ -36,7 +37,7 @@ pub enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
-            ApiError::Refused(Refusal::NoService(_) | Refusal::NoTarget { .. } | Refusal::NoIncident(_)) => StatusCode::NOT_FOUND,
+            ApiError::Refused(Refusal::NoService(_) | Refusal::NoTarget { .. } | Refusal::NoIncident(_) | Refusal::NoDrill(_)) => StatusCode::NOT_FOUND,
             ApiError::Refused(Refusal::Conflict(_)) => StatusCode::CONFLICT,
             ApiError::Refused(Refusal::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -63,7 +64,12 @@ pub fn router(shared: Shared) -> Router {
         .route("/api/v1/services/{name}/clear", post(clear))
         .route("/api/v1/services/{name}/targets/{target}/drain", post(drain))
         .route("/api/v1/services/{name}/targets/{target}/enable", post(enable))
+        .route("/api/v1/services/{name}/targets/{target}/force-down", post(force_down))
+        .route("/api/v1/services/{name}/targets/{target}/unforce", post(unforce))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/drills", get(drills).post(drill_start))
+        .route("/api/v1/drills/{id}", get(drill))
+        .route("/api/v1/drills/{id}/finish", post(drill_finish))
         .route("/api/v1/incidents", get(incidents))
         .route("/api/v1/incidents/{id}", get(incident))
         .route("/api/v1/incidents/{id}/close", post(close_incident))
@@ -87,13 +93,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// 200 while the core loop turns (it beats at least once a second); 503 when it is stalled.
+/// 200 while the core loop turns and check results arrive; 503 (with the reason) otherwise.
 async fn healthz(State(shared): State<Shared>) -> Response {
-    let last = shared.heartbeat_us.load(std::sync::atomic::Ordering::Relaxed);
-    let age_ms = crate::probe::now_us().saturating_sub(last) / 1000;
-    if age_ms < 5_000 {
-        (StatusCode::OK, format!("ok: core loop ran {age_ms} ms ago\n")).into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("stalled: core loop last ran {age_ms} ms ago\n")).into_response()
+    match shared.self_health() {
+        Ok(msg) => (StatusCode::OK, format!("{msg}\n")).into_response(),
+        Err(msg) => (StatusCode::SERVICE_UNAVAILABLE, format!("{msg}\n")).into_response(),
     }
 }
 
@@ -139,6 +143,72 @@ async fn enable(State(shared): State<Shared>, Path((name, target)): Path<(String
     let by = authorize(&shared, &headers)?;
     shared.operate(&name, Some(&target), OverrideAction::Enable, &by).await?;
     service(State(shared), Path(name)).await
+}
+
+/// Longest a force-down may last before it lapses by itself.
+const MAX_FORCE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+async fn force_down(
+    State(shared): State<Shared>,
+    Path((name, target)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Option<Json<wire::ForceDownRequest>>,
+) -> ApiResult<Json<wire::Service>> {
+    let by = authorize(&shared, &headers)?;
+    let req = body.map(|Json(b)| b).unwrap_or_default();
+    let lasts = match req.lasts.as_deref() {
+        Some(s) => crate::config::parse_duration(s).map_err(|e| ApiError::BadRequest(format!("for: {e}")))?,
+        None => wire::ForceDownRequest::DEFAULT_LASTS,
+    };
+    if lasts.is_zero() || lasts > MAX_FORCE {
+        return Err(ApiError::BadRequest("for: expected a duration above zero and at most 24h".into()));
+    }
+    let by = req.by.map(|b| format!("{b} via {by}")).unwrap_or(by);
+    shared.force_down(&name, &target, lasts, &by).await?;
+    service(State(shared), Path(name)).await
+}
+
+async fn unforce(State(shared): State<Shared>, Path((name, target)): Path<(String, String)>, headers: HeaderMap) -> ApiResult<Json<wire::Service>> {
+    let by = authorize(&shared, &headers)?;
+    shared.operate(&name, Some(&target), OverrideAction::Unforce, &by).await?;
+    service(State(shared), Path(name)).await
+}
+
+async fn drills(State(shared): State<Shared>) -> ApiResult<Json<Vec<crate::drill::Summary>>> {
+    Ok(Json(shared.drills().await?))
+}
+
+async fn drill_start(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Json<crate::drill::StartRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<crate::drill::StartResponse>> {
+    authorize(&shared, &headers)?;
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    Ok(Json(shared.drill_start(req).await?))
+}
+
+async fn drill_finish(
+    State(shared): State<Shared>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+    body: Result<Json<crate::drill::Report>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<crate::drill::Summary>> {
+    authorize(&shared, &headers)?;
+    let Json(report) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if report.id != id {
+        return Err(ApiError::BadRequest(format!("report is for drill #{}, not #{id}", report.id)));
+    }
+    let summary = crate::drill::Summary::from(&report);
+    shared.drill_finish(report).await?;
+    Ok(Json(summary))
+}
+
+/// The full report, as stored in the data directory.
+async fn drill(State(shared): State<Shared>, Path(id): Path<u64>) -> ApiResult<Json<crate::drill::Report>> {
+    let dir = shared.data_dir.join("drills");
+    let text = std::fs::read_to_string(dir.join(format!("drill-{id}.json"))).map_err(|_| ApiError::Refused(Refusal::NoDrill(id)))?;
+    serde_json::from_str(&text).map(Json).map_err(|e| ApiError::Internal(format!("report of drill #{id} is unreadable: {e}")))
 }
 
 #[derive(Debug, Deserialize)]

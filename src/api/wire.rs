@@ -28,11 +28,35 @@ pub struct Service {
     pub check: CheckSummary,
     pub targets: Vec<Target>,
     pub open_incident: Option<u64>,
+    /// Failover records the built-in DNS server answers for this service (empty without `[dns]`).
+    #[serde(default)]
+    pub dns: Vec<DnsRecord>,
+}
+
+/// One failover record as served now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnsRecord {
+    /// Absolute name, e.g. `www.example.test.`.
+    pub name: String,
+    pub zone: String,
+    /// Addresses answered now (empty: NODATA, failing closed).
+    pub addresses: Vec<IpAddr>,
+    pub types: Vec<String>,
+    pub ttl: u32,
+    /// Decision epoch last applied (null before the first decision: serving the primary).
+    pub epoch: Option<u64>,
+    /// When these addresses started being served (RFC 3339).
+    pub since: String,
+    pub serial: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckSummary {
     pub kind: String,
+    /// Port and path of http/https checks, port of tcp checks.
+    pub port: Option<u16>,
+    pub path: Option<String>,
+    pub host: Option<String>,
     pub interval_ms: u64,
     pub timeout_ms: u64,
     pub fall: u32,
@@ -45,11 +69,17 @@ pub struct Target {
     pub address: IpAddr,
     /// What the probe checks, e.g. `http://127.0.0.2:8080/health`.
     pub check: String,
+    /// Where checks go, and the port (none for exec checks).
+    pub check_address: IpAddr,
+    pub check_port: Option<u16>,
     pub healthy: bool,
     pub health: Health,
     pub health_since: Option<String>,
     /// False when drained by an operator.
     pub enabled: bool,
+    /// When set, the target's checks count as failing until then (drills).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forced_down_until: Option<String>,
     pub eligible: bool,
     pub active: bool,
     /// Consecutive results with the latest verdict.
@@ -182,6 +212,21 @@ impl From<&crate::events::incident::Incident> for Incident {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SwitchoverRequest {
     pub target: String,
+}
+
+/// Body of `POST /api/v1/services/{name}/targets/{target}/force-down` (optional).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ForceDownRequest {
+    /// How long before it lapses by itself, e.g. `"10m"` (default 15m, at most 24h).
+    #[serde(rename = "for", default, skip_serializing_if = "Option::is_none")]
+    pub lasts: Option<String>,
+    /// Who asks (e.g. `drill 4`), recorded in the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+impl ForceDownRequest {
+    pub const DEFAULT_LASTS: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 }
 
 /// Every error body.

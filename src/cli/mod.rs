@@ -6,8 +6,9 @@
 //! - 1: the command failed (daemon unreachable, request refused, daemon failed to start).
 //! - 2: bad usage or an invalid config file (`check-config`, `run`).
 
-mod client;
+mod commands;
 mod demo;
+mod drill;
 mod render;
 
 use std::path::PathBuf;
@@ -36,6 +37,12 @@ pub struct Target {
     /// File holding the bearer token for mutating requests.
     #[arg(long, env = "UNDERSTUDY_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
+}
+
+impl Target {
+    pub fn endpoint(&self) -> crate::api::client::Endpoint {
+        crate::api::client::Endpoint { api: self.api.clone(), config: self.config.clone(), token_file: self.token_file.clone(), token: None }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,6 +127,20 @@ pub enum Cmd {
         #[command(flatten)]
         target: Target,
     },
+    /// Rehearse a failure of SERVICE's primary and measure detection, switch and client RTO.
+    Drill(DrillArgs),
+    /// List past drills.
+    Drills {
+        /// Show one drill's full report.
+        id: Option<u64>,
+        #[arg(long)]
+        json: bool,
+        /// With an id: print the report as Markdown.
+        #[arg(long)]
+        markdown: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// A self-contained demonstration: two local web servers, a failover and a failback.
     Demo {
         /// Check interval used by the demo.
@@ -129,6 +150,44 @@ pub enum Cmd {
         #[arg(long, default_value = "3s")]
         hold: String,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    pub service: String,
+    /// How to break the primary: force-down (safe: its checks count as failing), exec (your
+    /// command, with --cmd), or block (nftables drop of its check port; needs root here).
+    #[arg(long, default_value = "force-down", value_parser = ["force-down", "exec", "block"])]
+    pub fault: String,
+    /// With --fault exec: the command that causes the failure.
+    #[arg(long)]
+    pub cmd: Option<String>,
+    /// With --fault exec: the command that undoes it.
+    #[arg(long)]
+    pub restore_cmd: Option<String>,
+    /// URL the observing client requests (default: the service's DNS name, check port and path).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// DNS server the client resolves through (e.g. a caching resolver, 127.0.0.1:53);
+    /// default: the system resolver.
+    #[arg(long)]
+    pub resolver: Option<std::net::SocketAddr>,
+    /// Do not run an observing client; measure from the daemon's events only.
+    #[arg(long)]
+    pub no_client: bool,
+    /// Accept any TLS certificate in the observing client.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Budget for the whole drill; the fault is undone when it runs out.
+    #[arg(long, default_value = "10m")]
+    pub timeout: String,
+    /// Print the plan and touch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: Target,
 }
 
 #[derive(Debug, Subcommand)]
@@ -167,14 +226,16 @@ pub async fn run(cli: Cli) -> ExitCode {
         Cmd::Run { config, log_json } => return run_daemon(config, log_json).await,
         Cmd::CheckConfig { file } => return check_config(&file),
         Cmd::Demo { interval, hold } => demo::run(&interval, &hold).await,
-        Cmd::Status { service, json, target } => client::status(&target, service.as_deref(), json).await,
-        Cmd::Events { since, follow, json, target } => client::events(&target, since, follow, json).await,
-        Cmd::Incidents { action, json, target } => client::incidents(&target, action, json).await,
-        Cmd::Notify { action, json, target } => client::notify(&target, action, json).await,
-        Cmd::Switchover { service, target_name, target } => client::switchover(&target, &service, &target_name).await,
-        Cmd::Clear { service, target } => client::clear(&target, &service).await,
-        Cmd::Drain { service, target_name, target } => client::drain(&target, &service, &target_name, true).await,
-        Cmd::Enable { service, target_name, target } => client::drain(&target, &service, &target_name, false).await,
+        Cmd::Drill(args) => return drill::run(args).await,
+        Cmd::Drills { id, json, markdown, target } => drill::list(&target, id, json, markdown).await,
+        Cmd::Status { service, json, target } => commands::status(&target, service.as_deref(), json).await,
+        Cmd::Events { since, follow, json, target } => commands::events(&target, since, follow, json).await,
+        Cmd::Incidents { action, json, target } => commands::incidents(&target, action, json).await,
+        Cmd::Notify { action, json, target } => commands::notify(&target, action, json).await,
+        Cmd::Switchover { service, target_name, target } => commands::switchover(&target, &service, &target_name).await,
+        Cmd::Clear { service, target } => commands::clear(&target, &service).await,
+        Cmd::Drain { service, target_name, target } => commands::drain(&target, &service, &target_name, true).await,
+        Cmd::Enable { service, target_name, target } => commands::drain(&target, &service, &target_name, false).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

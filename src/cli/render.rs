@@ -54,6 +54,23 @@ pub fn services(list: &[wire::Service]) -> String {
             let addr = format!("{} {}", t.address, t.check);
             let _ = writeln!(out, "  {mark:<2} {:<16} {addr:<40} {health:<8} {rotation:<8} {lat:>9}  {last}", t.name);
         }
+        for r in &s.dns {
+            let served = if r.addresses.is_empty() {
+                "NODATA (no active target)".to_string()
+            } else {
+                r.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+            };
+            let epoch = r.epoch.map(|e| format!("epoch {e}")).unwrap_or_else(|| "before the first decision".into());
+            let _ = writeln!(
+                out,
+                "  dns {} {} -> {served}, TTL {}, {epoch}, serial {}, since {}",
+                r.name,
+                r.types.join("/"),
+                r.ttl,
+                r.serial,
+                clock(&r.since)
+            );
+        }
         out.push('\n');
     }
     out

@@ -13,11 +13,11 @@
 //! This module does no I/O beyond reading the config file and the secret files it names, and it
 //! never touches the data directory or the network.
 
-mod duration;
-mod locate;
+pub(crate) mod duration;
+pub(crate) mod locate;
 pub mod notify;
 pub mod raw;
-mod validate;
+pub(crate) mod validate;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -35,6 +35,12 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// `[[notify]]` channels.
     pub notify: Vec<notify::NotifyConfig>,
+    /// The authoritative DNS server (`[dns]`), when configured.
+    pub dns: Option<crate::dns::DnsConfig>,
+    /// `[drill]`: targets drills must meet, scheduled drills.
+    pub drill: crate::drill::config::DrillConfig,
+    /// `[heartbeat]`: the dead man's switch.
+    pub heartbeat: Option<crate::drill::config::HeartbeatConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

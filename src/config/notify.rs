@@ -286,7 +286,7 @@ pub(super) fn validate_all(cx: &mut Ctx<'_>, raw: Vec<RawNotify>, base: &Path, s
 }
 
 fn validate_one(cx: &mut Ctx<'_>, rn: RawNotify, path: &[Seg], base: &Path, services: &HashSet<String>) -> Option<NotifyConfig> {
-    let before = cx.errors.len();
+    let before = cx.errors_len();
     if !valid_name(&rn.name) {
         cx.err(&with(path, &[k("name")]), format!("expected 1-63 letters, digits, '-', '_' or '.', got \"{}\"", rn.name));
     }
@@ -408,7 +408,7 @@ fn validate_one(cx: &mut Ctx<'_>, rn: RawNotify, path: &[Seg], base: &Path, serv
                 base,
                 SecretSource { key: "routing_key", inline: rn.routing_key, file: rn.routing_key_file, env: rn.routing_key_env },
             );
-            if routing_key.is_none() && cx.errors.len() == before {
+            if routing_key.is_none() && cx.errors_len() == before {
                 cx.err(path, "pagerduty channels need `routing_key` (or `routing_key_file` / `routing_key_env`)");
             }
             let url = url.map(|u| u.0).unwrap_or_else(|| PAGERDUTY_URL.to_string());
@@ -507,7 +507,7 @@ fn validate_one(cx: &mut Ctx<'_>, rn: RawNotify, path: &[Seg], base: &Path, serv
             NotifyKind::Email(EmailConfig { host, port, tls, from, to, user: rn.user, password, ca_pem })
         }
     };
-    if cx.errors.len() > before {
+    if cx.errors_len() > before {
         return None;
     }
     Some(NotifyConfig {

@@ -19,6 +19,12 @@ pub struct RawConfig {
     pub services: Vec<RawService>,
     #[serde(default)]
     pub notify: Vec<super::notify::RawNotify>,
+    /// The authoritative DNS server; its structs live with the server in `dns/config.rs`.
+    pub dns: Option<crate::dns::config::RawDns>,
+    /// Drill targets and schedules; the structs live with drills in `drill/config.rs`.
+    #[serde(default)]
+    pub drill: crate::drill::config::RawDrill,
+    pub heartbeat: Option<crate::drill::config::RawHeartbeat>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -19,28 +19,32 @@ pub const HOOK_EVENTS: &[&str] =
 /// The shortest interval we accept: below this a check is a load test, not a health check.
 const MIN_INTERVAL: Duration = Duration::from_millis(50);
 
-pub(super) struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     loc: Locator<'a>,
     file: &'a Path,
-    pub(super) errors: Vec<ConfigError>,
+    errors: Vec<ConfigError>,
     warnings: Vec<Warning>,
 }
 
 impl Ctx<'_> {
-    pub(super) fn err(&mut self, path: &[Seg], msg: impl Into<String>) {
+    pub(crate) fn err(&mut self, path: &[Seg], msg: impl Into<String>) {
         let e = self.loc.error(self.file, path, msg);
         self.errors.push(e);
     }
-    fn warn(&mut self, path: &[Seg], msg: impl Into<String>) {
+    pub(crate) fn warn(&mut self, path: &[Seg], msg: impl Into<String>) {
         self.warnings.push(Warning { key: super::locate::render(path), message: msg.into() });
+    }
+    /// Errors recorded so far (callers compare before and after a section).
+    pub(crate) fn errors_len(&self) -> usize {
+        self.errors.len()
     }
 }
 
-pub(super) fn k(s: &str) -> Seg {
+pub(crate) fn k(s: &str) -> Seg {
     Seg::Key(s.to_string())
 }
 
-pub(super) fn with(path: &[Seg], more: &[Seg]) -> Vec<Seg> {
+pub(crate) fn with(path: &[Seg], more: &[Seg]) -> Vec<Seg> {
     let mut p = path.to_vec();
     p.extend_from_slice(more);
     p
@@ -72,11 +76,14 @@ pub fn validate(raw: RawConfig, text: &str, file: &Path) -> Result<(Config, Vec<
         }
     }
 
+    let dns = raw.dns.and_then(|d| crate::dns::config::validate(&mut cx, d, &services));
+    let drill = crate::drill::config::validate(&mut cx, raw.drill, &services);
+    let heartbeat = raw.heartbeat.and_then(|h| crate::drill::config::validate_heartbeat(&mut cx, h));
     let notify = super::notify::validate_all(&mut cx, raw.notify, &base_dir, &names);
 
     if cx.errors.is_empty() {
         let daemon = daemon.expect("daemon validated without errors");
-        Ok((Config { source: file.to_owned(), daemon, services, notify }, cx.warnings))
+        Ok((Config { source: file.to_owned(), daemon, services, dns, drill, heartbeat, notify }, cx.warnings))
     } else {
         Err(ConfigErrors(cx.errors))
     }

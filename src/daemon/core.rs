@@ -20,7 +20,7 @@ use super::{DaemonError, Refusal, Shared};
 use crate::actuator::runner::{self, Command};
 use crate::actuator::{Desired, TargetRef};
 use crate::api::wire;
-use crate::config::Config;
+use crate::config::{CheckKind, Config};
 use crate::decision::{Decision, Reason};
 use crate::events::incident::IncidentBook;
 use crate::events::state::Persisted;
@@ -34,10 +34,20 @@ use crate::probe::{now_us, scheduler};
 pub enum Control {
     Services(oneshot::Sender<Vec<wire::Service>>),
     Incidents(oneshot::Sender<Vec<wire::Incident>>),
-    Override { service: String, target: Option<String>, action: OverrideAction, by: String, reply: oneshot::Sender<Result<(), Refusal>> },
+    Override {
+        service: String,
+        target: Option<String>,
+        action: OverrideAction,
+        by: String,
+        expires_us: Option<u64>,
+        reply: oneshot::Sender<Result<(), Refusal>>,
+    },
     CloseIncident { id: u64, by: String, reply: oneshot::Sender<Result<(), Refusal>> },
     Reload { config: Box<Config>, reply: oneshot::Sender<Result<(), Refusal>> },
     ConfigRejected(String),
+    DrillStart { req: crate::drill::StartRequest, reply: oneshot::Sender<Result<crate::drill::StartResponse, Refusal>> },
+    DrillFinish { report: Box<crate::drill::Report>, reply: oneshot::Sender<Result<(), Refusal>> },
+    Drills(oneshot::Sender<Vec<crate::drill::Summary>>),
 }
 
 pub struct Core {
@@ -55,6 +65,12 @@ pub struct Core {
     incidents: IncidentBook,
     /// The last few check results per probe id, carried by health flips into incident reports.
     recent_checks: HashMap<u64, std::collections::VecDeque<CheckSample>>,
+    /// The built-in DNS server, when `[dns]` is configured.
+    dns: Option<crate::dns::Dns>,
+    /// Finished drills, oldest first (from `drill_finished` events).
+    drills: Vec<crate::drill::Summary>,
+    /// Drills started and not finished: id -> (service, fault, started).
+    running_drills: HashMap<u64, (String, String, u64)>,
 }
 
 fn now() -> Instant {
@@ -69,6 +85,7 @@ impl Core {
         tracker: TaskTracker,
         lag: Arc<LagHistogram>,
         history: &[Record],
+        dns: Option<crate::dns::Dns>,
     ) -> Result<Core, DaemonError> {
         let persisted = Persisted::fold(history);
         let mut incidents = IncidentBook::default();
@@ -91,12 +108,19 @@ impl Core {
             reports_rx,
             incidents,
             recent_checks: HashMap::new(),
+            dns,
+            drills: Vec::new(),
+            running_drills: HashMap::new(),
         };
+        for r in history {
+            core.fold_drill(r);
+        }
+        core.set_stall_threshold();
         let t = now();
         for cfg in config.services {
             let restored = persisted.decisions.get(&cfg.name).cloned();
             let overrides = persisted.overrides.get(&cfg.name).cloned().unwrap_or_default();
-            let svc = services::build(cfg, restored, overrides, &mut core.probe_ctx, &core.tracker, &core.reports_tx, t)?;
+            let svc = services::build(cfg, restored, overrides, &mut core.probe_ctx, &core.tracker, &core.reports_tx, core.dns.as_ref(), t)?;
             core.services.push(svc);
         }
         core.index_probes();
@@ -104,6 +128,82 @@ impl Core {
             core.publish_static_metrics(svc);
         }
         Ok(core)
+    }
+
+    fn fold_drill(&mut self, r: &Record) {
+        match &r.event {
+            Event::DrillStarted { service, fault, .. } => {
+                self.running_drills.insert(r.seq, (service.clone(), fault.clone(), r.time_us));
+            }
+            Event::DrillFinished { id, service, ok, detection_ms, switch_ms, rto_ms, missed, error } => {
+                let (_, fault, started) = self.running_drills.remove(id).unwrap_or_default();
+                self.drills.push(crate::drill::Summary {
+                    id: *id,
+                    service: service.clone(),
+                    fault,
+                    started: format_time_us(started),
+                    ok: *ok,
+                    detection_ms: *detection_ms,
+                    switch_ms: *switch_ms,
+                    rto_ms: *rto_ms,
+                    missed: missed.clone(),
+                    error: error.clone(),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Checks count as stalled when none arrived for 3 intervals + timeout of the slowest
+    /// check (at least 5 s).
+    fn set_stall_threshold(&self) {
+        let worst = self.services.iter().map(|s| s.cfg.check.interval * 3 + s.cfg.check.timeout).max();
+        let us = worst.map(|w| w.max(std::time::Duration::from_secs(5)).as_micros() as u64).unwrap_or(0);
+        self.shared.stall_after_us.store(us, Ordering::Relaxed);
+    }
+
+    fn drill_start(&mut self, req: crate::drill::StartRequest) -> Result<crate::drill::StartResponse, Refusal> {
+        if !self.services.iter().any(|s| s.cfg.name == req.service) {
+            return Err(Refusal::NoService(req.service));
+        }
+        // A drill that never reported back (its client died) stops blocking after an hour.
+        let recent = now_us().saturating_sub(3600 * 1_000_000);
+        if let Some((id, _)) = self.running_drills.iter().find(|(_, (s, _, t))| *s == req.service && *t > recent) {
+            return Err(Refusal::Conflict(format!("drill #{id} of {} is still running", req.service)));
+        }
+        let fault = req.fault.clone();
+        let r = self.record(Event::DrillStarted { service: req.service.clone(), fault: req.fault, target: req.target, by: req.by });
+        self.running_drills.insert(r.seq, (req.service, fault, r.time_us));
+        Ok(crate::drill::StartResponse { id: r.seq, targets: self.config.drill.targets, since: r.seq })
+    }
+
+    fn drill_finish(&mut self, report: crate::drill::Report) -> Result<(), Refusal> {
+        if !self.running_drills.contains_key(&report.id) {
+            return Err(Refusal::Conflict(format!("drill #{} is not running", report.id)));
+        }
+        let dir = self.config.daemon.data_dir.join("drills");
+        let stem = dir.join(format!("drill-{}", report.id));
+        let json = serde_json::to_string_pretty(&report).expect("reports serialize");
+        let written = std::fs::create_dir_all(&dir)
+            .and_then(|_| write_durably(&stem.with_extension("json"), json.as_bytes()))
+            .and_then(|_| write_durably(&stem.with_extension("md"), crate::drill::report::markdown(&report).as_bytes()));
+        if let Err(e) = written {
+            tracing::error!("cannot store the report of drill #{} in {}: {e}", report.id, dir.display());
+        }
+        let summary = crate::drill::Summary::from(&report);
+        self.record(Event::DrillFinished {
+            id: report.id,
+            service: report.service.clone(),
+            ok: report.ok,
+            detection_ms: report.detection_ms,
+            switch_ms: report.switch_ms,
+            rto_ms: report.rto_ms(),
+            missed: report.missed.clone(),
+            error: report.error.clone(),
+        });
+        self.running_drills.remove(&report.id);
+        self.drills.push(summary);
+        Ok(())
     }
 
     /// Record the start (after construction, so a failed start leaves no event).
@@ -140,7 +240,7 @@ impl Core {
                 Some(c) = control.recv() => self.on_control(c),
                 Some(r) = self.probe_rx.recv() => self.on_check(r),
                 _ = sleep => self.evaluate_all(),
-                _ = heartbeat.tick() => {}
+                _ = heartbeat.tick() => self.expire_forces(),
             }
         }
         self.shutdown().await;
@@ -196,6 +296,7 @@ impl Core {
             return; // a probe stopped by a reload
         };
         let result = report.result;
+        self.shared.last_check_us.store(now_us(), Ordering::Relaxed);
         let svc = &mut self.services[si];
         let m = &self.shared.metrics;
         let labels = ServiceLabels { service: svc.cfg.name.clone() };
@@ -203,6 +304,11 @@ impl Core {
         let outcome = if result.ok { "pass" } else { "fail" };
         m.checks.get_or_create(&ResultLabels { service: svc.cfg.name.clone(), result: outcome.into() }).inc();
         let th = services::thresholds(&svc.cfg.check);
+        let mut result = result;
+        if svc.overrides.is_forced(&svc.targets[ti].cfg.name, now_us()) {
+            result.ok = false;
+            result.reason = format!("forced down (drill); the real check said: {}", result.reason);
+        }
         let target = &mut svc.targets[ti];
         let flip = target.health.observe(result.ok, result.started_us, th);
         let reason = result.reason.clone();
@@ -243,6 +349,27 @@ impl Core {
         let t = now();
         self.services[si].engine.set_health(ti, flip.to, t);
         self.evaluate(si, t);
+    }
+
+    /// Lift force-downs whose time is up (a drill that died cannot leave one behind).
+    fn expire_forces(&mut self) {
+        let now = now_us();
+        let expired: Vec<(String, String)> = self
+            .services
+            .iter()
+            .flat_map(|s| s.overrides.forced.iter().filter(|(_, until)| **until <= now).map(|(t, _)| (s.cfg.name.clone(), t.clone())))
+            .collect();
+        for (service, target) in expired {
+            if let Some(svc) = self.services.iter_mut().find(|s| s.cfg.name == service)
+                && svc.engine.index_of(&target).is_none()
+            {
+                svc.overrides.forced.remove(&target); // the target left the config
+                continue;
+            }
+            if let Err(e) = self.operate(&service, Some(&target), OverrideAction::Unforce, "expiry", None) {
+                tracing::warn!("cannot lift the expired force-down of {service}/{target}: {e}");
+            }
+        }
     }
 
     fn evaluate_all(&mut self) {
@@ -298,6 +425,13 @@ impl Core {
     }
 
     fn on_actuated(&mut self, r: runner::Report) {
+        let r = match r {
+            runner::Report::Step(s) => s,
+            runner::Report::Done { service, epoch, ok, steps, duration_us } => {
+                self.record(Event::Switched { service: service.to_string(), epoch, ok, steps, duration_us });
+                return;
+            }
+        };
         let result = if r.outcome.ok { "ok" } else { "failed" };
         let step = match r.step {
             Step::Applied => "applied",
@@ -327,8 +461,8 @@ impl Core {
             Control::Incidents(reply) => {
                 let _ = reply.send(self.incidents.all().rev().map(wire::Incident::from).collect());
             }
-            Control::Override { service, target, action, by, reply } => {
-                let _ = reply.send(self.operate(&service, target.as_deref(), action, &by));
+            Control::Override { service, target, action, by, expires_us, reply } => {
+                let _ = reply.send(self.operate(&service, target.as_deref(), action, &by, expires_us));
             }
             Control::CloseIncident { id, by, reply } => {
                 let r = match self.incidents.get(id) {
@@ -348,10 +482,19 @@ impl Core {
             Control::ConfigRejected(errors) => {
                 self.record(Event::ConfigRejected { errors });
             }
+            Control::DrillStart { req, reply } => {
+                let _ = reply.send(self.drill_start(req));
+            }
+            Control::DrillFinish { report, reply } => {
+                let _ = reply.send(self.drill_finish(*report));
+            }
+            Control::Drills(reply) => {
+                let _ = reply.send(self.drills.clone());
+            }
         }
     }
 
-    fn operate(&mut self, service: &str, target: Option<&str>, action: OverrideAction, by: &str) -> Result<(), Refusal> {
+    fn operate(&mut self, service: &str, target: Option<&str>, action: OverrideAction, by: &str, expires_us: Option<u64>) -> Result<(), Refusal> {
         let si = self.services.iter().position(|s| s.cfg.name == service).ok_or_else(|| Refusal::NoService(service.into()))?;
         let svc = &self.services[si];
         let ti = match target {
@@ -368,10 +511,13 @@ impl Core {
                 return Err(Refusal::Conflict(format!("cannot switch {service} over to {}: {why}", target.unwrap_or_default())));
             }
         }
-        self.record(Event::Override { service: service.into(), target: target.map(str::to_string), action, by: by.into() });
+        if matches!(action, OverrideAction::ForceDown | OverrideAction::Unforce | OverrideAction::Drain | OverrideAction::Enable) && ti.is_none() {
+            return Err(Refusal::Conflict(format!("{action:?} needs a target").to_lowercase()));
+        }
+        self.record(Event::Override { service: service.into(), target: target.map(str::to_string), action, by: by.into(), expires_us });
         let t = now();
         let svc = &mut self.services[si];
-        svc.overrides.apply(target, action);
+        svc.overrides.apply(target, action, expires_us);
         services::apply_overrides(&mut svc.engine, &svc.overrides, t);
         if let Some(ti) = ti {
             let enabled = svc.engine.is_enabled(ti);
@@ -391,6 +537,9 @@ impl Core {
         if config.daemon != self.config.daemon {
             tracing::warn!("[daemon] settings changed; they take effect at the next restart");
         }
+        if config.dns != self.config.dns {
+            tracing::warn!("[dns] settings changed; they take effect at the next restart");
+        }
         let t = now();
         let mut old: HashMap<String, ServiceRt> = std::mem::take(&mut self.services).into_iter().map(|s| (s.cfg.name.clone(), s)).collect();
         let mut new_services = Vec::new();
@@ -404,7 +553,7 @@ impl Core {
                     }
                     svc
                 }
-                None => match services::build(cfg, None, Default::default(), &mut self.probe_ctx, &self.tracker, &self.reports_tx, t) {
+                None => match services::build(cfg, None, Default::default(), &mut self.probe_ctx, &self.tracker, &self.reports_tx, self.dns.as_ref(), t) {
                     Ok(s) => s,
                     Err(e) => {
                         // Put back what we took, so the old config keeps running.
@@ -425,6 +574,7 @@ impl Core {
         self.config = config;
         let names = self.services.iter().map(|s| s.cfg.name.clone()).collect();
         self.record(Event::ConfigReloaded { services: names });
+        self.set_stall_threshold();
         for i in 0..self.services.len() {
             self.publish_static_metrics(&self.services[i]);
         }
@@ -489,7 +639,7 @@ impl Core {
             prev.engine = prev.engine.reshape(services::policy(&cfg), &names);
             services::apply_overrides(&mut prev.engine, &prev.overrides, t);
         }
-        prev.actuators = services::actuators(&cfg).into();
+        prev.actuators = services::actuators(&cfg, self.dns.as_ref()).into();
         // Actuators must hear about new addresses or new actuators; a new target list is
         // otherwise decided by the normal rules at the next evaluation.
         let same_addresses = prev.engine.active().is_none_or(|a| {
@@ -530,6 +680,19 @@ impl Core {
             all_down_policy: s.cfg.all_down,
             check: wire::CheckSummary {
                 kind: s.cfg.check.kind.name().into(),
+                port: match &s.cfg.check.kind {
+                    CheckKind::Http(h) => Some(h.port),
+                    CheckKind::Tcp(c) => Some(c.port),
+                    CheckKind::Exec(_) => None,
+                },
+                path: match &s.cfg.check.kind {
+                    CheckKind::Http(h) => Some(h.path.clone()),
+                    _ => None,
+                },
+                host: match &s.cfg.check.kind {
+                    CheckKind::Http(h) => h.host.clone(),
+                    _ => None,
+                },
                 interval_ms: s.cfg.check.interval.as_millis() as u64,
                 timeout_ms: s.cfg.check.timeout.as_millis() as u64,
                 fall: s.cfg.check.fall,
@@ -543,10 +706,17 @@ impl Core {
                     name: t.cfg.name.clone(),
                     address: t.cfg.address,
                     check: t.probe_describe.clone(),
+                    check_address: t.cfg.check_ip(),
+                    check_port: match &s.cfg.check.kind {
+                        CheckKind::Http(h) => Some(t.cfg.check_port.unwrap_or(h.port)),
+                        CheckKind::Tcp(c) => Some(t.cfg.check_port.unwrap_or(c.port)),
+                        CheckKind::Exec(_) => None,
+                    },
                     healthy: e.health(i) == Health::Up,
                     health: e.health(i),
                     health_since: t.health_since_us.map(format_time_us),
                     enabled: e.is_enabled(i),
+                    forced_down_until: s.overrides.forced.get(&t.cfg.name).map(|&u| if u == u64::MAX { "never".into() } else { format_time_us(u) }),
                     eligible: e.is_eligible(i),
                     active: active == Some(i),
                     streak: t.health.streak().1,
@@ -559,6 +729,34 @@ impl Core {
                 })
                 .collect(),
             open_incident: self.incidents.open_for(&s.cfg.name).map(|i| i.id),
+            dns: self
+                .dns
+                .as_ref()
+                .map(|d| d.status())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| r.service == s.cfg.name)
+                .map(|r| wire::DnsRecord {
+                    name: r.name,
+                    zone: r.zone,
+                    addresses: r.addresses,
+                    types: r.types,
+                    ttl: r.ttl,
+                    epoch: r.epoch,
+                    since: format_time_us(r.since_us),
+                    serial: r.serial,
+                })
+                .collect(),
         }
     }
+}
+
+/// Write a file so that it is either absent or complete after a crash: temp file, fsync, rename.
+fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }

@@ -44,6 +44,8 @@ pub enum DaemonError {
     Probe(#[from] crate::probe::ProbeError),
     #[error(transparent)]
     Outbox(#[from] crate::notify::outbox::OutboxError),
+    #[error("cannot start the DNS server: {0}")]
+    Dns(#[from] crate::dns::DnsError),
 }
 
 /// A refused operator request (unknown service, target not eligible...).
@@ -55,6 +57,8 @@ pub enum Refusal {
     NoTarget { service: String, target: String },
     #[error("no incident #{0}")]
     NoIncident(u64),
+    #[error("no report for drill #{0}")]
+    NoDrill(u64),
     #[error("{0}")]
     Conflict(String),
     #[error("the daemon is shutting down")]
@@ -70,12 +74,46 @@ pub struct Shared {
     pub events: broadcast::Sender<Record>,
     /// Wall microseconds of the core loop's last turn (for `/healthz`).
     pub heartbeat_us: Arc<AtomicU64>,
+    /// Wall microseconds of the last check result the core received.
+    pub last_check_us: Arc<AtomicU64>,
+    /// Checks are stalled when none arrived for this long (0: no checks configured).
+    pub stall_after_us: Arc<AtomicU64>,
     pub api_token: Option<String>,
     /// Notifications: every recorded event is fed here (never blocks).
     pub notify: crate::notify::NotifyHandle,
+    /// Where drill reports are stored (`<data_dir>/drills`).
+    pub data_dir: PathBuf,
 }
 
 impl Shared {
+    /// Is the daemon itself working? `Err` says why not. Used by `/healthz` and the heartbeat.
+    pub fn self_health(&self) -> Result<String, String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = crate::probe::now_us();
+        let core_age = now.saturating_sub(self.heartbeat_us.load(Relaxed)) / 1000;
+        if core_age >= 5_000 {
+            return Err(format!("stalled: the core loop last ran {core_age} ms ago"));
+        }
+        let stall = self.stall_after_us.load(Relaxed);
+        let check_age = now.saturating_sub(self.last_check_us.load(Relaxed));
+        if stall > 0 && check_age > stall {
+            return Err(format!("stalled: no check result for {} ms", check_age / 1000));
+        }
+        Ok(format!("ok: core loop ran {core_age} ms ago, last check result {} ms ago", check_age / 1000))
+    }
+
+    pub async fn drill_start(&self, req: crate::drill::StartRequest) -> Result<crate::drill::StartResponse, Refusal> {
+        self.ask(|reply| Control::DrillStart { req, reply }).await?
+    }
+
+    pub async fn drill_finish(&self, report: crate::drill::Report) -> Result<(), Refusal> {
+        self.ask(|reply| Control::DrillFinish { report: Box::new(report), reply }).await?
+    }
+
+    pub async fn drills(&self) -> Result<Vec<crate::drill::Summary>, Refusal> {
+        self.ask(Control::Drills).await
+    }
+
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Control) -> Result<T, Refusal> {
         let (tx, rx) = oneshot::channel();
         self.control.send(make(tx)).await.map_err(|_| Refusal::ShuttingDown)?;
@@ -92,7 +130,15 @@ impl Shared {
 
     pub async fn operate(&self, service: &str, target: Option<&str>, action: OverrideAction, by: &str) -> Result<(), Refusal> {
         let (service, target, by) = (service.to_string(), target.map(str::to_string), by.to_string());
-        self.ask(|reply| Control::Override { service, target, action, by, reply }).await?
+        self.ask(|reply| Control::Override { service, target, action, by, expires_us: None, reply }).await?
+    }
+
+    /// Make `target`'s checks count as failing for at most `lasts` (drills).
+    pub async fn force_down(&self, service: &str, target: &str, lasts: std::time::Duration, by: &str) -> Result<(), Refusal> {
+        let (service, target, by) = (service.to_string(), Some(target.to_string()), by.to_string());
+        let expires_us = Some(crate::probe::now_us() + lasts.as_micros() as u64);
+        let action = OverrideAction::ForceDown;
+        self.ask(|reply| Control::Override { service, target, action, by, expires_us, reply }).await?
     }
 
     pub async fn close_incident(&self, id: u64, by: &str) -> Result<(), Refusal> {
@@ -154,6 +200,13 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
         .map_err(|source| DaemonError::BindApi { addr: config.daemon.api, source })?;
     let api_addr = listener.local_addr().map_err(|source| DaemonError::BindApi { addr: config.daemon.api, source })?;
 
+    // The DNS server answers from the start (each failover record with its primary until the
+    // first decision); a bind error is fatal here, before anything else runs.
+    let dns = match &config.dns {
+        Some(d) => Some(crate::dns::Dns::start(d.clone(), &config.services, cancel.clone())?),
+        None => None,
+    };
+
     let lag = Arc::new(crate::probe::lag::LagHistogram::default());
     let metrics = Arc::new(Metrics::new(lag.clone()));
     let (control_tx, control_rx) = mpsc::channel(256);
@@ -165,11 +218,16 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
         metrics,
         events,
         heartbeat_us: Arc::new(AtomicU64::new(crate::probe::now_us())),
+        last_check_us: Arc::new(AtomicU64::new(crate::probe::now_us())),
+        stall_after_us: Arc::new(AtomicU64::new(0)),
         api_token: config.daemon.api_token.clone(),
         notify,
+        data_dir: data_dir.clone(),
     };
 
-    let mut core = core::Core::new(config, shared.clone(), cancel.clone(), tracker.clone(), lag, &records)?;
+    let schedules = config.drill.schedules.clone();
+    let heartbeat = config.heartbeat.clone();
+    let mut core = core::Core::new(config, shared.clone(), cancel.clone(), tracker.clone(), lag, &records, dns)?;
     drop(records);
     core.started();
 
@@ -182,6 +240,7 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
             tracing::error!("API server failed: {e}");
         }
     });
+    crate::drill::schedule::spawn(&tracker, &cancel, &schedules, heartbeat.as_ref(), api_addr, &shared);
     let core = tokio::spawn(async move {
         core.run(control_rx).await;
         drop(lock);

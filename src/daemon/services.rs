@@ -94,9 +94,16 @@ pub fn thresholds(check: &CheckConfig) -> Thresholds {
     Thresholds { fall: check.fall, rise: check.rise }
 }
 
-/// The actuators of a service, in the order the runner applies them.
-pub fn actuators(cfg: &ServiceConfig) -> Vec<Arc<dyn Actuator>> {
-    cfg.hooks.iter().map(|h| Arc::new(Hook::new(h)) as Arc<dyn Actuator>).collect()
+/// The actuators of a service, in the order the runner applies them: the built-in DNS server
+/// first (it switches in microseconds, so hooks that take seconds never delay the answer),
+/// then the hooks.
+pub fn actuators(cfg: &ServiceConfig, dns: Option<&crate::dns::Dns>) -> Vec<Arc<dyn Actuator>> {
+    let mut v: Vec<Arc<dyn Actuator>> = Vec::new();
+    if let Some(a) = dns.and_then(|d| d.actuator(&cfg.name)) {
+        v.push(Arc::new(a));
+    }
+    v.extend(cfg.hooks.iter().map(|h| Arc::new(Hook::new(h)) as Arc<dyn Actuator>));
+    v
 }
 
 /// Build a service from scratch (start-up, or a service added by reload).
@@ -107,6 +114,7 @@ pub fn build(
     probes: &mut ProbeCtx,
     tracker: &TaskTracker,
     reports: &mpsc::UnboundedSender<runner::Report>,
+    dns: Option<&crate::dns::Dns>,
     now: Instant,
 ) -> Result<ServiceRt, ProbeError> {
     let names: Vec<String> = cfg.targets.iter().map(|t| t.name.clone()).collect();
@@ -130,7 +138,7 @@ pub fn build(
     tracker.spawn(runner::run(runner_rx, reports));
     Ok(ServiceRt {
         name: Arc::from(cfg.name.as_str()),
-        actuators: actuators(&cfg).into(),
+        actuators: actuators(&cfg, dns).into(),
         cfg,
         engine,
         targets,

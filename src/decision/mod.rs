@@ -5,8 +5,10 @@
 //! the clock (every call takes `now`) and spawns nothing; `daemon/` carries its decisions out.
 //!
 //! # Rules (in this order)
-//! 1. A target is **eligible** when it is healthy (`Up`), enabled (not drained) and not forced
-//!    down. Observed health and operator intent are kept apart.
+//! 1. A target is **eligible** when it is healthy (`Up`) and enabled (not drained). Observed
+//!    health and operator intent are kept apart. (A drill's "force down" is not intent: it makes
+//!    the target's check results count as failures before they reach `health/`, so detection is
+//!    measured exactly as for a real failure.)
 //! 2. **Pinned** (after a switchover): the pinned target is active while it is eligible. The pin
 //!    stays until cleared; while the pinned target is ineligible, the normal rules apply.
 //! 3. The current active target stays active while it is eligible, except that with
@@ -105,13 +107,12 @@ struct Slot {
     name: String,
     health: Health,
     enabled: bool,
-    forced_down: bool,
     eligible_since: Option<Instant>,
 }
 
 impl Slot {
     fn eligible(&self) -> bool {
-        self.health == Health::Up && self.enabled && !self.forced_down
+        self.health == Health::Up && self.enabled
     }
 }
 
@@ -134,7 +135,7 @@ impl Engine {
     pub fn new(policy: Policy, names: &[String], restored: Option<Restored>, now: Instant) -> Self {
         let slots = names
             .iter()
-            .map(|n| Slot { name: n.clone(), health: Health::Unknown, enabled: true, forced_down: false, eligible_since: None })
+            .map(|n| Slot { name: n.clone(), health: Health::Unknown, enabled: true, eligible_since: None })
             .collect::<Vec<_>>();
         let (epoch, active, restored) = match restored {
             Some(r) => (r.epoch, r.active.and_then(|a| names.iter().position(|n| *n == a)), true),
@@ -151,7 +152,7 @@ impl Engine {
             .iter()
             .map(|n| match self.slots.iter().find(|s| s.name == *n) {
                 Some(s) => s.clone(),
-                None => Slot { name: n.clone(), health: Health::Unknown, enabled: true, forced_down: false, eligible_since: None },
+                None => Slot { name: n.clone(), health: Health::Unknown, enabled: true, eligible_since: None },
             })
             .collect::<Vec<_>>();
         let by_name = |i: Option<usize>| i.and_then(|i| names.iter().position(|n| *n == self.slots[i].name));
@@ -229,11 +230,6 @@ impl Engine {
         self.update(i, now, |s| s.enabled = enabled);
     }
 
-    /// Forced down (drills): ineligible whatever its checks say.
-    pub fn set_forced_down(&mut self, i: usize, forced: bool, now: Instant) {
-        self.update(i, now, |s| s.forced_down = forced);
-    }
-
     /// Pin a target (switchover) or clear the pin.
     pub fn set_pin(&mut self, pin: Option<usize>) {
         self.pinned = pin;
@@ -300,7 +296,6 @@ impl Engine {
             let reason = match self.active {
                 _ if self.all_down => Reason::Recovered,
                 Some(a) if !self.slots[a].enabled => Reason::Drain,
-                Some(a) if self.slots[a].health == Health::Up && self.slots[a].forced_down => Reason::Failover,
                 Some(_) => Reason::Failover,
                 None => Reason::Recovered,
             };

@@ -15,7 +15,8 @@
 //! # Measured times (all from the monitor's own records)
 //! - detection = marked down - start of the first failed check. The fault began between the
 //!   last good check and the first failed one, so this undercounts by at most one interval.
-//! - switch = last actuator verified (or applied, for actuators that cannot verify) - marked down.
+//! - switch = every actuator done with the failover decision (applied, and verified where the
+//!   actuator can verify) - marked down.
 //! - RTO = the same end point - start of the first failed check.
 
 use std::collections::BTreeMap;
@@ -63,6 +64,8 @@ pub struct Incident {
     pub decided_us: u64,
     pub applied_us: Option<u64>,
     pub verified_us: Option<u64>,
+    /// Every actuator finished with the failover decision.
+    pub switched_us: Option<u64>,
     pub actuator_failures: u32,
     pub recovered_us: Option<u64>,
     pub failed_back_us: Option<u64>,
@@ -73,8 +76,8 @@ pub struct Incident {
 }
 
 impl Incident {
-    fn switched_us(&self) -> Option<u64> {
-        self.verified_us.or(self.applied_us)
+    fn switch_done_us(&self) -> Option<u64> {
+        self.switched_us.or(self.verified_us).or(self.applied_us)
     }
     /// Marked down minus the first failed check.
     pub fn detection_us(&self) -> Option<u64> {
@@ -82,11 +85,11 @@ impl Incident {
     }
     /// Switched (verified, or applied) minus marked down.
     pub fn switch_us(&self) -> Option<u64> {
-        Some(self.switched_us()?.saturating_sub(self.marked_down_us?))
+        Some(self.switch_done_us()?.saturating_sub(self.marked_down_us?))
     }
     /// Switched minus the first failed check.
     pub fn rto_us(&self) -> Option<u64> {
-        Some(self.switched_us()?.saturating_sub(self.first_failure_us?))
+        Some(self.switch_done_us()?.saturating_sub(self.first_failure_us?))
     }
 }
 
@@ -197,6 +200,14 @@ impl IncidentBook {
                     }
                 }
             }
+            Event::Switched { epoch, .. } => {
+                if let Some(inc) = open
+                    && *epoch == inc.epoch
+                {
+                    inc.timeline.push(TimelineEntry { time_us: t, what: record.event.summary() });
+                    inc.switched_us = Some(t);
+                }
+            }
             Event::Override { .. } => {
                 if let Some(inc) = open {
                     inc.timeline.push(TimelineEntry { time_us: t, what: record.event.summary() });
@@ -225,6 +236,7 @@ impl IncidentBook {
                     decided_us,
                     applied_us: None,
                     verified_us: None,
+                    switched_us: None,
                     actuator_failures: 0,
                     recovered_us: None,
                     failed_back_us: None,

@@ -91,12 +91,43 @@ pub enum Event {
         detail: String,
         duration_us: u64,
     },
+    /// Every actuator has handled a decision: the switch is complete (`ok`) or failed.
+    Switched {
+        service: String,
+        epoch: u64,
+        ok: bool,
+        /// Actuator steps taken (applied and verified count separately).
+        steps: u32,
+        duration_us: u64,
+    },
     /// Operator intent changed.
     Override {
         service: String,
         target: Option<String>,
         action: OverrideAction,
         by: String,
+        /// For `force_down`: when it lapses by itself (wall microseconds), so a drill that dies
+        /// can never leave a target forced down for good.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_us: Option<u64>,
+    },
+    /// A drill began (its id is this event's sequence number).
+    DrillStarted {
+        service: String,
+        fault: String,
+        target: String,
+        by: String,
+    },
+    /// A drill ended; the full report is in `data_dir/drills/drill-<id>.json`.
+    DrillFinished {
+        id: u64,
+        service: String,
+        ok: bool,
+        detection_ms: Option<f64>,
+        switch_ms: Option<f64>,
+        rto_ms: Option<f64>,
+        missed: Vec<String>,
+        error: Option<String>,
     },
     IncidentOpened {
         id: u64,
@@ -142,6 +173,10 @@ pub enum OverrideAction {
     Switchover,
     /// Remove the pin.
     Clear,
+    /// Make a target's check results count as failures (drills), until `unforce` or expiry.
+    ForceDown,
+    /// Undo `force_down`.
+    Unforce,
 }
 
 impl Event {
@@ -156,7 +191,10 @@ impl Event {
             Event::TargetDown { .. } => "target_down",
             Event::Decision { .. } => "decision",
             Event::Actuated { .. } => "actuated",
+            Event::Switched { .. } => "switched",
             Event::Override { .. } => "override",
+            Event::DrillStarted { .. } => "drill_started",
+            Event::DrillFinished { .. } => "drill_finished",
             Event::IncidentOpened { .. } => "incident_opened",
             Event::IncidentClosed { .. } => "incident_closed",
         }
@@ -169,7 +207,10 @@ impl Event {
             | Event::TargetDown { service, .. }
             | Event::Decision { service, .. }
             | Event::Actuated { service, .. }
+            | Event::Switched { service, .. }
             | Event::Override { service, .. }
+            | Event::DrillStarted { service, .. }
+            | Event::DrillFinished { service, .. }
             | Event::IncidentOpened { service, .. }
             | Event::IncidentClosed { service, .. } => Some(service),
             _ => None,
@@ -203,9 +244,30 @@ impl Event {
                 };
                 format!("{service}: {actuator} {step} epoch {epoch} {verdict} in {:.1} ms: {detail}", *duration_us as f64 / 1000.0)
             }
-            Event::Override { service, target, action, by } => {
+            Event::Switched { service, epoch, ok, steps, duration_us } => {
+                let verdict = if *ok { "complete" } else { "FAILED" };
+                format!("{service}: switch to epoch {epoch} {verdict} ({steps} actuator steps, {:.1} ms)", *duration_us as f64 / 1000.0)
+            }
+            Event::Override { service, target, action, by, .. } => {
                 let t = target.as_deref().map(|t| format!(" {t}")).unwrap_or_default();
-                format!("{service}: operator {action:?}{t} (by {by})").replace("Switchover", "switchover to").to_lowercase()
+                let action = match action {
+                    OverrideAction::Drain => "drain",
+                    OverrideAction::Enable => "enable",
+                    OverrideAction::Switchover => "switchover to",
+                    OverrideAction::Clear => "clear pin",
+                    OverrideAction::ForceDown => "force down",
+                    OverrideAction::Unforce => "unforce",
+                };
+                format!("{service}: operator {action}{t} (by {by})")
+            }
+            Event::DrillStarted { service, fault, target, by } => format!("{service}: drill started: {fault} on {target} (by {by})"),
+            Event::DrillFinished { id, service, ok, rto_ms, missed, error, .. } => {
+                let rto = rto_ms.map(|r| format!(", RTO {r:.0} ms")).unwrap_or_default();
+                match (error, ok) {
+                    (Some(e), _) => format!("{service}: drill #{id} FAILED: {e}"),
+                    (None, true) => format!("{service}: drill #{id} passed{rto}"),
+                    (None, false) => format!("{service}: drill #{id} missed targets{rto}: {}", missed.join("; ")),
+                }
             }
             Event::IncidentOpened { id, service, failed, to } => format!(
                 "incident #{id} opened: {service} lost {}, traffic on {}",

@@ -13,11 +13,24 @@ use crate::decision::Restored;
 pub struct Overrides {
     pub drained: BTreeSet<String>,
     pub pinned: Option<String>,
+    /// Targets forced down (drills), with when that lapses (wall microseconds).
+    pub forced: BTreeMap<String, u64>,
 }
 
 impl Overrides {
-    pub fn apply(&mut self, target: Option<&str>, action: OverrideAction) {
+    /// Whether `target`'s check results count as failures at `now_us`.
+    pub fn is_forced(&self, target: &str, now_us: u64) -> bool {
+        self.forced.get(target).is_some_and(|&until| until > now_us)
+    }
+
+    pub fn apply(&mut self, target: Option<&str>, action: OverrideAction, expires_us: Option<u64>) {
         match (action, target) {
+            (OverrideAction::ForceDown, Some(t)) => {
+                self.forced.insert(t.to_string(), expires_us.unwrap_or(u64::MAX));
+            }
+            (OverrideAction::Unforce, Some(t)) => {
+                self.forced.remove(t);
+            }
             (OverrideAction::Drain, Some(t)) => {
                 self.drained.insert(t.to_string());
             }
@@ -41,8 +54,8 @@ pub struct Persisted {
 impl Persisted {
     pub fn apply(&mut self, record: &Record) {
         match &record.event {
-            Event::Override { service, target, action, .. } => {
-                self.overrides.entry(service.clone()).or_default().apply(target.as_deref(), *action);
+            Event::Override { service, target, action, expires_us, .. } => {
+                self.overrides.entry(service.clone()).or_default().apply(target.as_deref(), *action, *expires_us);
             }
             Event::Decision { service, epoch, to, .. } => {
                 self.decisions.insert(service.clone(), Restored { epoch: *epoch, active: to.clone() });

@@ -305,6 +305,7 @@ impl Outbox {
         let Line::Plan { entries, .. } = line else { unreachable!() };
         self.cursor = Some(self.cursor.map_or(cursor, |c| c.max(cursor)));
         let mut channels: Vec<String> = entries.iter().map(|e| e.channel.clone()).collect();
+        channels.sort();
         channels.dedup();
         for e in entries {
             self.pending.insert(e.id, e);

@@ -9,8 +9,8 @@
 //! # Rules
 //! | event | notice | severity |
 //! | --- | --- | --- |
-//! | incident opened | `incident_opened` (open) | warning; critical when nothing is eligible |
-//! | decision, target up/down, actuator ok, override, while open | `incident_updated` | the incident's |
+//! | incident opened | `incident_opened` (open) | warning; critical when nothing is eligible; info during a drill |
+//! | decision, switch done, target up/down, override, while open | `incident_updated` | the incident's |
 //! | actuator failed while an incident is open | `actuator_failed` (update, escalates) | critical |
 //! | all targets down while an incident is open | `all_down` (update, escalates) | critical |
 //! | daemon started while an incident is open | `daemon_restarted` (update) | the incident's |
@@ -19,6 +19,10 @@
 //! | all targets down, no incident | `all_down` condition, closed by a decision with a target | critical |
 //! | config reload refused | `config_rejected` condition, closed by an accepted config | warning |
 //!
+//! An incident that opens while a drill runs on its service is a drill: `info`, and its summaries
+//! say so, so a channel with `min_severity = "warning"` does not page anyone for a rehearsal
+//! (a failing actuator still escalates it to `critical`: that failure is real).
+//!
 //! An incident's severity only rises. Notices that open, close or escalate are `urgent`; plain
 //! updates may be grouped by a channel's `group_window` (see `outbox`).
 
@@ -26,7 +30,7 @@ use std::collections::BTreeMap;
 
 use crate::api::wire;
 use crate::events::incident::{Incident, IncidentBook};
-use crate::events::{Event, Record, Step};
+use crate::events::{Event, Record};
 
 use super::notice::{Notice, NoticeEvent, Phase, Severity, Status, human_ms};
 
@@ -40,6 +44,9 @@ pub struct Planner {
     last_all_down: BTreeMap<String, bool>,
     /// Open conditions and the last notice about each (Alertmanager re-sends these).
     open: BTreeMap<String, Notice>,
+    /// Services with a drill running (drill id), and incidents a drill opened.
+    drills: BTreeMap<String, u64>,
+    drill_incidents: std::collections::BTreeSet<u64>,
 }
 
 fn incident_condition(service: &str, id: u64) -> String {
@@ -142,14 +149,25 @@ impl Planner {
             Event::IncidentOpened { id, service, failed, to } => {
                 if let Some(inc) = self.book.get(*id).cloned() {
                     let critical = to.is_none() || self.last_all_down.get(service).copied().unwrap_or(false);
-                    let severity = if critical { Severity::Critical } else { Severity::Warning };
+                    let drill = self.drills.contains_key(service);
+                    let severity = match (drill, critical) {
+                        (true, _) => Severity::Info,
+                        (false, true) => Severity::Critical,
+                        (false, false) => Severity::Warning,
+                    };
+                    if drill {
+                        self.drill_incidents.insert(*id);
+                    }
                     self.severity.insert(*id, severity);
                     self.opened_severity.insert(*id, severity);
                     let f = failed.as_deref().unwrap_or("(none)");
-                    let summary = match to {
+                    let mut summary = match to {
                         Some(t) => format!("{service}: {f} failed, traffic moved to {t} (incident #{id})"),
                         None => format!("{service}: {f} failed and no target is eligible (incident #{id})"),
                     };
+                    if drill {
+                        summary = format!("drill: {summary}");
+                    }
                     drafts.push(Draft {
                         condition: incident_condition(service, *id),
                         alertname: "UnderstudyFailover",
@@ -172,10 +190,13 @@ impl Planner {
                     // Alertmanager resolves the alert it opened with the first severity too.
                     let escalated_from = self.opened_severity.remove(id).filter(|s| *s != severity);
                     let lasted = inc.closed_us.map(|c| human_ms(Some(c.saturating_sub(inc.opened_us) as f64 / 1000.0))).unwrap_or_default();
-                    let summary = match (by.as_str(), &inc.failed) {
+                    let mut summary = match (by.as_str(), &inc.failed) {
                         ("auto", Some(f)) => format!("{service}: traffic is back on {f}, incident #{id} closed after {lasted}"),
                         _ => format!("{service}: incident #{id} closed by {by} after {lasted}"),
                     };
+                    if self.drill_incidents.remove(id) {
+                        summary = format!("drill: {summary}");
+                    }
                     drafts.push(Draft {
                         condition: incident_condition(service, *id),
                         alertname: "UnderstudyFailover",
@@ -197,17 +218,28 @@ impl Planner {
                     drafts.push(self.update(&inc, NoticeEvent::IncidentUpdated, format!("{service}: incident #{}: {}", inc.id, r.event.summary())));
                 }
             }
-            Event::Actuated { service, actuator, ok, step, epoch, .. } => {
+            Event::DrillStarted { service, .. } => {
+                self.drills.insert(service.clone(), r.seq);
+            }
+            Event::DrillFinished { service, .. } => {
+                self.drills.remove(service);
+            }
+            Event::Switched { service, epoch, .. } => {
+                // The switch is complete (or failed: the failing actuator already escalated).
+                if let Some(inc) = self.book.open_for(service).cloned()
+                    && *epoch == inc.epoch
+                {
+                    drafts.push(self.update(&inc, NoticeEvent::IncidentUpdated, format!("{service}: incident #{}: {}", inc.id, r.event.summary())));
+                }
+            }
+            Event::Actuated { service, actuator, ok, .. } => {
+                // A successful step is in the timeline; the `switched` event announces the switch.
                 let open = self.book.open_for(service).cloned();
                 let cond = format!("understudy-{service}-actuator-{actuator}");
-                match open {
-                    Some(inc) if !*ok => {
-                        drafts.push(self.escalate(&inc, NoticeEvent::ActuatorFailed, format!("{service}: incident #{}: {}", inc.id, r.event.summary())));
-                    }
-                    Some(inc) if *epoch == inc.epoch && matches!(step, Step::Applied | Step::Verified) => {
-                        drafts.push(self.update(&inc, NoticeEvent::IncidentUpdated, format!("{service}: incident #{}: {}", inc.id, r.event.summary())));
-                    }
-                    _ => {}
+                if let Some(inc) = open
+                    && !*ok
+                {
+                    drafts.push(self.escalate(&inc, NoticeEvent::ActuatorFailed, format!("{service}: incident #{}: {}", inc.id, r.event.summary())));
                 }
                 let is_open = self.open.contains_key(&cond);
                 if !*ok && !is_open && self.book.open_for(service).is_none() {
@@ -260,13 +292,14 @@ impl Planner {
                     }
                 }
             }
-            Event::DaemonStopped { .. } => {}
+            _ => {}
         }
         drafts.into_iter().map(|d| self.finish(d, r)).collect()
     }
 
     fn update(&self, inc: &Incident, event: NoticeEvent, summary: String) -> Draft {
         let severity = self.severity.get(&inc.id).copied().unwrap_or(Severity::Warning);
+        let summary = if self.drill_incidents.contains(&inc.id) { format!("drill: {summary}") } else { summary };
         Draft {
             condition: incident_condition(&inc.service, inc.id),
             alertname: "UnderstudyFailover",
@@ -354,6 +387,7 @@ impl Planner {
 mod tests {
     use super::*;
     use crate::decision::Reason;
+    use crate::events::Step;
     use crate::health::Health;
 
     struct Feed {
@@ -423,7 +457,8 @@ mod tests {
         assert_eq!(n[0].target.as_deref(), Some("primary"));
         assert!(n[0].summary.contains("traffic moved to backup"), "{}", n[0].summary);
 
-        let n = f.push(4, actuated(2, true));
+        assert!(f.push(4, actuated(2, true)).is_empty(), "a successful step is only in the timeline");
+        let n = f.push(4, Event::Switched { service: "www".into(), epoch: 2, ok: true, steps: 1, duration_us: 5 });
         assert_eq!((n[0].event, n[0].urgent), (NoticeEvent::IncidentUpdated, false));
         let n = f.push(5, actuated(2, false));
         assert_eq!((n[0].event, n[0].severity, n[0].escalated_from, n[0].urgent), (NoticeEvent::ActuatorFailed, Severity::Critical, Some(Severity::Warning), true));
@@ -435,7 +470,34 @@ mod tests {
         assert_eq!(n[0].started_us, 3);
         assert_eq!(f.planner.open_conditions().count(), 0);
         // Keys are unique per notice and derived from the record.
-        assert_eq!(n[0].key, "understudy-www-incident-1:incident_closed:8");
+        assert_eq!(n[0].key, "understudy-www-incident-1:incident_closed:9");
+    }
+
+    #[test]
+    fn an_incident_during_a_drill_is_info_and_says_drill() {
+        let mut f = Feed::new();
+        f.push(1, decision(1, ("primary", 0), Some(("primary", 0)), Reason::Initial, false));
+        f.push(2, Event::DrillStarted { service: "www".into(), fault: "force_down".into(), target: "primary".into(), by: "cli".into() });
+        let n = f.push(3, decision(2, ("primary", 0), Some(("backup", 1)), Reason::Failover, false));
+        assert_eq!(n[0].severity, Severity::Info);
+        assert!(n[0].summary.starts_with("drill: www: primary failed"), "{}", n[0].summary);
+        let n = f.push(4, actuated(2, false));
+        assert_eq!(n[0].severity, Severity::Critical, "a failing actuator during a drill is real");
+        f.push(5, Event::DrillFinished {
+            id: 2,
+            service: "www".into(),
+            ok: true,
+            detection_ms: None,
+            switch_ms: None,
+            rto_ms: None,
+            missed: vec![],
+            error: None,
+        });
+        let n = f.push(6, decision(3, ("backup", 1), Some(("primary", 0)), Reason::Failback, false));
+        assert!(n[0].summary.starts_with("drill: www: traffic is back on primary"), "{}", n[0].summary);
+        // The next real failure is not a drill.
+        let n = f.push(7, decision(4, ("primary", 0), Some(("backup", 1)), Reason::Failover, false));
+        assert_eq!((n[0].severity, n[0].summary.starts_with("drill")), (Severity::Warning, false));
     }
 
     #[test]

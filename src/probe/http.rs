@@ -8,7 +8,7 @@
 //! It must not follow redirects (a 301 is a status to compare), use a proxy from the
 //! environment, read more than 64 KiB of body, panic on bad input, or decide health.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -59,32 +59,28 @@ impl HttpProbe {
             .tls_danger_accept_invalid_certs(!check.tls_verify);
         let mut extra_host: Option<String> = None;
 
-        // The URL names the host, so `Host` and SNI carry it; `resolve` pins the connection to
-        // `addr`. Without a port in the URL the pinned address' port is used and `Host` is the
-        // configured name exactly.
-        let url_text = match host {
-            Some(name) if name.parse::<IpAddr>().is_err() && !name.starts_with('[') => {
-                builder = builder.resolve(name, addr);
-                format!("{scheme}://{name}{path}")
+        // With a host name, the URL names it, so `Host` and SNI carry it, and `resolve` pins the
+        // connection to `addr` (no DNS lookup ever happens). The URL has no port, so the pinned
+        // address' port is used; a port written in `host` is dropped for the same reason.
+        // Without a host name (none, an IP literal, or something the URL parser refuses) the URL
+        // names `addr` and a configured host goes out as the Host header only.
+        let named = host.and_then(|h| Url::parse(&format!("{scheme}://{h}{path}")).ok()).and_then(|mut url| {
+            let domain = url.domain()?.to_string();
+            url.set_port(None).ok()?;
+            Some((url, domain))
+        });
+        let url = match named {
+            Some((url, domain)) => {
+                builder = builder.resolve(&domain, addr);
+                Ok(url)
             }
-            Some(literal) => {
-                // An IP literal cannot be resolved differently: connect to `addr` and send the
-                // literal as the Host header.
-                extra_host = Some(literal.to_string());
-                format!("{scheme}://{}{path}", display_addr(addr))
+            None => {
+                extra_host = host.map(str::to_string);
+                let by_addr = format!("{scheme}://{addr}{path}");
+                Url::parse(&by_addr).map_err(|e| format!("invalid URL {by_addr:?}: {e}"))
             }
-            None => format!("{scheme}://{}{path}", display_addr(addr)),
         };
         let client = builder.build().map_err(|source| ProbeError::HttpClient { what: what(), source })?;
-        let url = match Url::parse(&url_text) {
-            Ok(url) => Ok(url),
-            // Config validation checks host names; fall back to the address rather than panic.
-            Err(_) => {
-                extra_host = host.map(str::to_string);
-                let fallback = format!("{scheme}://{}{path}", display_addr(addr));
-                Url::parse(&fallback).map_err(|e| format!("invalid URL {fallback:?}: {e}"))
-            }
-        };
         let method = Method::from_bytes(check.method.to_ascii_uppercase().as_bytes()).unwrap_or(Method::GET);
         let mut headers = build_headers(&check.headers);
         if let (Some(h), Ok(map)) = (extra_host, headers.as_mut()) {
@@ -194,7 +190,7 @@ impl Probe for HttpProbe {
 
     fn describe(&self) -> String {
         match &self.url {
-            Ok(url) if url.host_str().is_some_and(|h| h.parse::<IpAddr>().is_err() && !h.starts_with('[')) => {
+            Ok(url) if url.domain().is_some() => {
                 format!("{url} via {}", self.addr)
             }
             Ok(url) => url.to_string(),
@@ -215,11 +211,6 @@ fn is_tls_error(mut err: &(dyn std::error::Error + 'static)) -> bool {
             None => return false,
         }
     }
-}
-
-fn display_addr(addr: SocketAddr) -> String {
-    // SocketAddr's Display already brackets IPv6 (`[::1]:80`).
-    addr.to_string()
 }
 
 fn build_headers(pairs: &[(String, String)]) -> Result<HeaderMap, String> {
@@ -287,6 +278,23 @@ mod tests {
         c.host = Some("health.example.test".into());
         let p = HttpProbe::new(&c, addr(), Duration::from_millis(500)).expect("probe");
         assert_eq!(p.describe(), "https://health.example.test/health via 127.0.0.2:8080");
+    }
+
+    #[test]
+    fn a_port_in_host_is_not_used_for_connecting() {
+        let mut c = check();
+        c.host = Some("Health.Example.Test:9999".into());
+        let p = HttpProbe::new(&c, addr(), Duration::from_millis(500)).expect("probe");
+        assert_eq!(p.describe(), "http://health.example.test/health via 127.0.0.2:8080");
+    }
+
+    #[test]
+    fn an_ip_literal_host_connects_by_address() {
+        let mut c = check();
+        c.host = Some("192.0.2.1".into());
+        let p = HttpProbe::new(&c, addr(), Duration::from_millis(500)).expect("probe");
+        assert_eq!(p.describe(), "http://127.0.0.2:8080/health");
+        assert_eq!(p.headers.as_ref().ok().and_then(|h| h.get("host")).map(|v| v.as_bytes()), Some(&b"192.0.2.1"[..]));
     }
 
     #[test]

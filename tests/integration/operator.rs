@@ -78,3 +78,39 @@ async fn drain_enable_switchover_and_clear_through_the_cli() {
     let events = ok(&d.cli(&["events"]));
     assert!(events.contains("www: drain: primary -> backup"), "{events}");
 }
+
+/// A drill's force-down goes through the checks (so detection is measured like a real failure)
+/// and lapses by itself, so a drill that dies cannot leave a target down for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_down_fails_checks_and_lapses_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port_on(&["127.0.0.2", "127.0.0.3"]);
+    let mut primary = Nginx::new(dir.path(), "primary", "127.0.0.2", port);
+    let mut backup = Nginx::new(dir.path(), "backup", "127.0.0.3", port);
+    primary.start().await;
+    backup.start().await;
+    let api = api_addr();
+    let cfg = two_target_config(&dir.path().join("data"), api, port, 200, "1s", "");
+    let d = Daemon::start(dir.path(), &cfg, api).await;
+    d.wait_active("www", "primary", Duration::from_secs(5)).await;
+
+    let url = format!("{}/api/v1/services/www/targets/primary/force-down", d.api);
+    let r = http().post(&url).json(&serde_json::json!({"for": "2s", "by": "test drill"})).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    d.wait_active("www", "backup", Duration::from_secs(2)).await;
+    let svc = d.service("www").await;
+    assert!(svc["targets"][0]["forced_down_until"].is_string(), "{svc}");
+    let reason = svc["targets"][0]["last_check"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("forced down (drill); the real check said: HTTP 200"), "{reason}");
+    let events = d.events().await;
+    let down = events.iter().find(|e| e["event"]["kind"] == "target_down").unwrap();
+    assert_eq!(down["event"]["streak"], 3, "force-down needs `fall` failed checks like a real fault");
+
+    // After 2 s the force lapses; after the 1 s hold traffic returns.
+    d.wait_active("www", "primary", Duration::from_secs(6)).await;
+    let events = d.events().await;
+    let lapsed = events.iter().find(|e| e["event"]["action"] == "unforce").expect("an unforce event");
+    assert_eq!(lapsed["event"]["by"], "expiry");
+    let bad = http().post(&url).json(&serde_json::json!({"for": "48h"})).send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+}

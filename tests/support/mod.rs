@@ -280,3 +280,5 @@ address = "127.0.0.3"
 pub fn api_addr() -> SocketAddr {
     SocketAddr::new("127.0.0.1".parse().unwrap(), free_port("127.0.0.1"))
 }
+
+pub mod netns;

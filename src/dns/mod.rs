@@ -1,0 +1,321 @@
+//! The authoritative DNS server: understudy answers for the domain with the active target.
+//!
+//! # Layout
+//! - `config.rs`: the `[dns]` section (raw structs and validation).
+//! - `name.rs`, `wire.rs`: names in lowercase wire format, typed RDATA, a compressing writer.
+//! - `table.rs`: the answer table, every answer precomputed as wire bytes, compiled from the
+//!   zones plus what each failover record serves now.
+//! - `handler.rs`: request bytes -> response bytes from a table. Pure, panic-free.
+//! - `server.rs`: UDP workers (blocking threads, `recvmmsg`/`sendmmsg`) and TCP (tokio).
+//! - `client.rs`: one UDP query, for verifying our own answers.
+//! - `actuator.rs`: [`DnsActuator`], the `Actuator` that moves a service's failover records.
+//! - `status.rs`: what each failover record serves now and since when.
+//!
+//! # How a failover reaches clients
+//! [`Dns::apply`] updates the served state, bumps the SOA serial of every zone with a record
+//! for that service, compiles a new [`table::Table`] and swaps it in with one atomic pointer
+//! store (`ArcSwap`). The UDP workers load the pointer once per batch, so the next datagram
+//! after the swap is answered with the new address; nothing polls. The handler notes how long
+//! after the swap the first failover answer went out, and the actuator reports it.
+//!
+//! # What is served before the first decision
+//! Each failover record starts with the service's first target (the primary), as
+//! `all_down = "primary"` would: answering something beats SERVFAIL while checks warm up, and
+//! the daemon's first decision replaces it within seconds. With no active target (fail
+//! closed), a failover record answers NODATA.
+//!
+//! # Serials
+//! A zone's serial starts at the current Unix time and, on every change of its data, becomes
+//! `max(serial + 1, now)` in serial-number arithmetic (RFC 1982), so it increases on every
+//! change even when changes come faster than once a second. It is not persisted: a restart
+//! within seconds of a burst of changes may serve a lower serial than before (we have no
+//! secondaries that would care; a hidden-primary mode would persist it).
+//!
+//! This module does not decide which target is active (that is `decision/`); it serves what it
+//! is told, refusing commands older than the newest epoch it has applied.
+
+pub mod actuator;
+pub mod client;
+pub mod config;
+pub mod handler;
+pub mod name;
+pub mod server;
+pub mod status;
+pub mod table;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+
+pub use actuator::DnsActuator;
+pub use config::DnsConfig;
+pub use status::RecordStatus;
+
+use crate::config::ServiceConfig;
+use config::RecordKind;
+use table::Table;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error(transparent)]
+    Bind(#[from] server::BindError),
+    #[error("the DNS server must be started inside a tokio runtime (for TCP)")]
+    NoRuntime,
+    #[error("cannot start DNS worker threads: {0}")]
+    Threads(std::io::Error),
+    #[error("service \"{0}\" has no failover records in [dns]")]
+    UnknownService(String),
+    #[error("stale command for service \"{service}\": epoch {epoch} is older than the applied epoch {applied}")]
+    Stale { service: String, epoch: u64, applied: u64 },
+}
+
+impl DnsError {
+    /// True when the command was refused rather than failed (a newer decision already won).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, DnsError::Stale { .. })
+    }
+}
+
+/// What one service's failover records serve now.
+#[derive(Debug, Clone)]
+struct Served {
+    addrs: Vec<IpAddr>,
+    epoch: Option<u64>,
+    /// Wall time of the last change, microseconds since the Unix epoch.
+    since_us: u64,
+}
+
+struct State {
+    served: HashMap<String, Served>,
+    serials: Vec<u32>,
+}
+
+struct Inner {
+    cfg: DnsConfig,
+    table: Arc<ArcSwap<Table>>,
+    state: Mutex<State>,
+    local: Mutex<Vec<SocketAddr>>,
+    stop: Arc<AtomicBool>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    cancel: CancellationToken,
+}
+
+/// A handle on the DNS server (cheap to clone).
+#[derive(Clone)]
+pub struct Dns {
+    inner: Arc<Inner>,
+}
+
+/// The result of [`Dns::apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// False when the records already served these addresses (nothing was swapped).
+    pub changed: bool,
+    pub addresses: Vec<IpAddr>,
+    /// Serials of the zones that changed.
+    pub serials: Vec<u32>,
+    /// Time from the call to the new table being live.
+    pub swap_time: Duration,
+}
+
+pub fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+fn unix_secs() -> u32 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(1)
+}
+
+/// The next serial after `old`: `now` if that is newer (RFC 1982), else `old + 1`.
+pub fn next_serial(old: u32, now: u32) -> u32 {
+    let ahead = now.wrapping_sub(old);
+    if ahead != 0 && ahead < (1 << 31) { now } else { old.wrapping_add(1) }
+}
+
+impl Dns {
+    /// Build the server state without sockets: each failover record serves its service's
+    /// first target. `services` must contain every service named in `cfg`.
+    pub fn new(cfg: DnsConfig, services: &[ServiceConfig]) -> Dns {
+        let mut served = HashMap::new();
+        let since_us = now_us();
+        for z in &cfg.zones {
+            for r in &z.records {
+                if let RecordKind::Failover { service } = &r.kind {
+                    let addrs = services.iter().find(|s| &s.name == service).and_then(|s| s.targets.first()).map(|t| vec![t.address]).unwrap_or_default();
+                    served.entry(service.clone()).or_insert(Served { addrs, epoch: None, since_us });
+                }
+            }
+        }
+        let serials = vec![unix_secs(); cfg.zones.len()];
+        let addrs: HashMap<String, Vec<IpAddr>> = served.iter().map(|(k, v)| (k.clone(), v.addrs.clone())).collect();
+        let table = table::compile(&cfg, &addrs, &serials);
+        Dns {
+            inner: Arc::new(Inner {
+                cfg,
+                table: Arc::new(ArcSwap::from_pointee(table)),
+                state: Mutex::new(State { served, serials }),
+                local: Mutex::new(Vec::new()),
+                stop: Arc::new(AtomicBool::new(false)),
+                threads: Mutex::new(Vec::new()),
+                cancel: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// Build and start serving on the configured addresses. Bind errors are returned (the
+    /// daemon treats them as fatal). Stops when `shutdown` fires or [`Dns::stop`] is called.
+    /// Must be called inside a tokio runtime.
+    pub fn start(cfg: DnsConfig, services: &[ServiceConfig], shutdown: CancellationToken) -> Result<Dns, DnsError> {
+        let dns = Dns::new(cfg, services);
+        dns.serve(shutdown)?;
+        Ok(dns)
+    }
+
+    fn serve(&self, shutdown: CancellationToken) -> Result<(), DnsError> {
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| DnsError::NoRuntime)?;
+        let cfg = &self.inner.cfg;
+        let bound = server::bind(&cfg.listen, cfg.udp_workers)?;
+        *self.inner.local.lock().unwrap_or_else(|e| e.into_inner()) = bound.local.clone();
+        let mut threads = Vec::new();
+        for (_, socks) in bound.udp {
+            threads.extend(server::spawn_udp(socks, self.inner.table.clone(), self.inner.stop.clone()).map_err(DnsError::Threads)?);
+        }
+        self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()).extend(threads);
+        let opts = server::TcpOptions { idle_timeout: cfg.tcp_idle_timeout, max_connections: cfg.tcp_max_connections };
+        for l in bound.tcp {
+            rt.spawn(server::serve_tcp(l, self.inner.table.clone(), opts, self.inner.cancel.clone()));
+        }
+        // Either token stops everything.
+        let me = self.clone();
+        rt.spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = me.inner.cancel.cancelled() => {}
+            }
+            me.signal_stop();
+        });
+        tracing::info!(addresses = ?bound.local, zones = cfg.zones.len(), "dns: serving");
+        Ok(())
+    }
+
+    fn signal_stop(&self) {
+        self.inner.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.inner.cancel.cancel();
+    }
+
+    /// Stop serving and wait for the UDP workers (at most about 200 ms).
+    pub fn stop(&self) {
+        self.signal_stop();
+        let threads: Vec<_> = std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    /// The bound addresses (port 0 resolved), one per listen address.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.local.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn config(&self) -> &DnsConfig {
+        &self.inner.cfg
+    }
+
+    /// The table being served now.
+    pub fn table(&self) -> Arc<Table> {
+        self.inner.table.load_full()
+    }
+
+    /// Services that have failover records.
+    pub fn services(&self) -> Vec<String> {
+        let st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<String> = st.served.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Serve `active` (or nothing) for `service`'s failover records, as of `epoch`.
+    /// Idempotent; refuses an epoch older than one already applied.
+    pub fn apply(&self, service: &str, epoch: u64, active: Option<IpAddr>) -> Result<Applied, DnsError> {
+        let started = Instant::now();
+        let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        let cur = st.served.get_mut(service).ok_or_else(|| DnsError::UnknownService(service.to_string()))?;
+        if let Some(applied) = cur.epoch
+            && epoch < applied
+        {
+            return Err(DnsError::Stale { service: service.to_string(), epoch, applied });
+        }
+        let addrs: Vec<IpAddr> = active.into_iter().collect();
+        cur.epoch = Some(epoch);
+        if cur.addrs == addrs {
+            return Ok(Applied { changed: false, addresses: addrs, serials: Vec::new(), swap_time: started.elapsed() });
+        }
+        cur.addrs = addrs.clone();
+        cur.since_us = now_us();
+        let now = unix_secs();
+        let mut serials = Vec::new();
+        for (i, z) in self.inner.cfg.zones.iter().enumerate() {
+            let uses = z.records.iter().any(|r| matches!(&r.kind, RecordKind::Failover { service: s } if s == service));
+            if uses {
+                st.serials[i] = next_serial(st.serials[i], now);
+                serials.push(st.serials[i]);
+            }
+        }
+        let served: HashMap<String, Vec<IpAddr>> = st.served.iter().map(|(k, v)| (k.clone(), v.addrs.clone())).collect();
+        let mut table = table::compile(&self.inner.cfg, &served, &st.serials);
+        table.epoch = Some(epoch);
+        self.inner.table.store(Arc::new(table));
+        drop(st);
+        Ok(Applied { changed: true, addresses: addrs, serials, swap_time: started.elapsed() })
+    }
+
+    /// What every failover record serves now (see [`status::RecordStatus`]).
+    pub fn status(&self) -> Vec<RecordStatus> {
+        status::collect(self)
+    }
+
+    /// An actuator for `service`, or `None` when no failover record names it.
+    pub fn actuator(&self, service: &str) -> Option<DnsActuator> {
+        let st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.served.contains_key(service).then(|| DnsActuator::new(self.clone(), service))
+    }
+
+    /// An address to query ourselves on: the first listen address, with a wildcard IP
+    /// replaced by loopback.
+    pub fn self_query_addr(&self) -> Option<SocketAddr> {
+        let local = self.local_addrs();
+        let mut a = *local.first()?;
+        if a.ip().is_unspecified() {
+            a.set_ip(if a.is_ipv4() { IpAddr::from([127, 0, 0, 1]) } else { IpAddr::from(std::net::Ipv6Addr::LOCALHOST) });
+        }
+        Some(a)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.cancel.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serials_always_increase() {
+        assert_eq!(next_serial(100, 200), 200);
+        assert_eq!(next_serial(200, 200), 201);
+        assert_eq!(next_serial(205, 200), 206);
+        assert_eq!(next_serial(u32::MAX, 5), 5);
+        assert_eq!(next_serial(u32::MAX, u32::MAX), 0);
+    }
+}

@@ -1,0 +1,109 @@
+//! Drills on loopback: the real CLI drives a real daemon (with its DNS server) and real nginx;
+//! the observing client resolves the name through understudy's DNS server.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+fn dns_block(listen: &str, ttl: u32) -> String {
+    format!(
+        "\n[dns]\nlisten = [\"{listen}\"]\n\n[[dns.zone]]\nname = \"example.test\"\nnameservers = {{ \"ns1.example.test\" = \"127.0.0.1\" }}\n\n\
+         [[dns.zone.record]]\nname = \"www\"\nservice = \"www\"\nttl = {ttl}\n\n[drill.targets]\ndetection = \"3s\"\nswitch = \"1s\"\nrto = \"5s\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_force_down_drill_measures_and_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port_on(&["127.0.0.2", "127.0.0.3"]);
+    let mut primary = Nginx::new(dir.path(), "primary", "127.0.0.2", port);
+    let mut backup = Nginx::new(dir.path(), "backup", "127.0.0.3", port);
+    primary.start().await;
+    backup.start().await;
+    let dns = format!("127.0.0.25:{}", free_port("127.0.0.25"));
+    let api = api_addr();
+    let cfg = two_target_config(&dir.path().join("data"), api, port, 200, "1s", &dns_block(&dns, 1));
+    let d = Daemon::start(dir.path(), &cfg, api).await;
+    d.wait_active("www", "primary", Duration::from_secs(5)).await;
+
+    // The plan touches nothing.
+    let plan = d.cli(&["drill", "www", "--dry-run", "--resolver", &dns]);
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(plan.status.success(), "{text}{}", String::from_utf8_lossy(&plan.stderr));
+    assert!(text.contains("observing client: GET http://www.example.test:"), "{text}");
+    assert!(text.contains("(dry run: nothing was changed)"));
+    assert_eq!(d.events().await.iter().filter(|e| e["event"]["kind"] == "override").count(), 0);
+
+    let out = tokio::process::Command::new(understudy_bin())
+        .args(["drill", "www", "--json", "--resolver", &dns, "--timeout", "60s", "--api", &d.api])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "drill failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(r["ok"], true, "{r:#}");
+    assert_eq!(r["to"], "backup");
+    let detection = r["detection_ms"].as_f64().unwrap();
+    // Force-down takes effect on the next check: between 2 and 3 intervals plus scheduling.
+    assert!((300.0..1500.0).contains(&detection), "detection {detection} ms");
+    assert!(r["switch_ms"].as_f64().unwrap() < 500.0, "{r:#}");
+    // Force-down is no real outage: the primary keeps answering until the name moves, so the
+    // client's gap is about one sample interval and no request fails.
+    let rto = r["client_rto_ms"].as_f64().unwrap();
+    assert!(rto < 300.0, "client RTO {rto} ms");
+    assert_eq!(r["client_failed_requests"], 0, "force-down is not a real outage");
+    // The client resolves through understudy's DNS (no cache in between): it reaches the
+    // backup right after the switch, not a TTL later.
+    let on_backup = r["client_switch_ms"].as_f64().unwrap();
+    assert!(on_backup >= detection && on_backup < detection + 500.0, "client on backup after {on_backup} ms, detection {detection} ms");
+    assert_eq!(r["backup_verified"], true);
+    assert_eq!(r["traffic_returned"], true);
+    assert!(r["failback_hold_ms"].as_f64().unwrap() >= 1000.0, "failback waited for the 1 s hold");
+
+    // Nothing left behind; the report is stored and listed.
+    let svc = d.service("www").await;
+    assert_eq!(svc["active"], "primary");
+    assert!(svc["targets"][0]["forced_down_until"].is_null(), "{svc}");
+    let id = r["id"].as_u64().unwrap();
+    let md = std::fs::read_to_string(dir.path().join(format!("data/drills/drill-{id}.md"))).unwrap();
+    assert!(md.contains(&format!("# Drill #{id}: www (PASSED)")), "{md}");
+    let list = d.cli(&["drills"]);
+    assert!(String::from_utf8_lossy(&list.stdout).lines().any(|l| l.starts_with(&id.to_string()) && l.contains("passed")));
+    let events = d.events().await;
+    assert!(events.iter().any(|e| e["event"]["kind"] == "drill_finished" && e["event"]["ok"] == true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_refuses_to_start_without_a_healthy_baseline_and_misses_are_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port_on(&["127.0.0.2", "127.0.0.3"]);
+    let mut primary = Nginx::new(dir.path(), "primary", "127.0.0.2", port);
+    let mut backup = Nginx::new(dir.path(), "backup", "127.0.0.3", port);
+    primary.start().await;
+    backup.start().await;
+    let api = api_addr();
+    // Impossible targets: a 1 ms detection cannot be met with 200 ms checks.
+    let extra = "\n[drill.targets]\ndetection = \"1ms\"\n";
+    let cfg = two_target_config(&dir.path().join("data"), api, port, 200, "1s", extra);
+    let d = Daemon::start(dir.path(), &cfg, api).await;
+    d.wait_active("www", "primary", Duration::from_secs(5)).await;
+
+    backup.kill();
+    wait_for(Duration::from_secs(3), "backup marked down", || async { (d.service("www").await["targets"][1]["healthy"] == false).then_some(()) }).await;
+    let out = d.cli(&["drill", "www", "--no-client"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("baseline not met, nothing was changed: backup is not healthy"), "{err}");
+    assert_eq!(d.events().await.iter().filter(|e| e["event"]["kind"] == "drill_started").count(), 0);
+
+    backup.start().await;
+    wait_for(Duration::from_secs(3), "backup up", || async { (d.service("www").await["targets"][1]["healthy"] == true).then_some(()) }).await;
+    let out = d.cli(&["drill", "www", "--no-client", "--timeout", "30s"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("MISSED TARGETS: detection"), "{stdout}");
+    assert!(stdout.contains("RTO (monitor: fault -> switch complete)"), "{stdout}");
+    // Missed or not, the fault was undone and traffic is back.
+    d.wait_active("www", "primary", Duration::from_secs(5)).await;
+}
