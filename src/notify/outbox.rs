@@ -15,8 +15,9 @@
 //! Every notice key planned for a channel is remembered, so re-planning an event can never
 //! queue a second copy with another key.
 //!
-//! Once the file is over 4 MiB it is rewritten at open (to a temporary file, fsync'd, renamed):
-//! the cursor, the pending entries and each channel's totals; finished entries are dropped.
+//! Once the file is over 4 MiB it is rewritten at open, and over 8 MiB while running (to a
+//! temporary file, fsync'd, renamed): the cursor, the pending entries and each channel's
+//! totals; finished entries are dropped.
 //!
 //! [`Outbox::next`] chooses what a channel sends next: per condition in order; plain updates
 //! wait for the channel's group window and then go out as one message (the newest, which
@@ -114,6 +115,9 @@ pub struct Outbox {
     pending: BTreeMap<u64, Entry>,
     keys: HashSet<(String, String)>,
     totals: BTreeMap<String, Totals>,
+    /// Current file size, and the size above which the file is compacted.
+    size: u64,
+    compact_over: u64,
 }
 
 fn encode(line: &Line) -> String {
@@ -142,6 +146,8 @@ impl Outbox {
     /// entries are not kept: only events after the cursor are ever planned again.
     fn open_compacting(dir: &Path, compact_over: u64) -> Result<(Outbox, OpenReport), OutboxError> {
         let (mut ob, report, size) = Outbox::read(dir)?;
+        ob.size = size;
+        ob.compact_over = compact_over;
         if size > compact_over {
             ob.compact()?;
         }
@@ -168,6 +174,7 @@ impl Outbox {
         }
         self.file = OpenOptions::new().append(true).open(&self.path).map_err(|source| OutboxError::Open { path: self.path.clone(), source })?;
         self.keys = self.pending.values().map(|e| (e.channel.clone(), e.notice.key.clone())).collect();
+        self.size = text.len() as u64;
         tracing::info!(path = %self.path.display(), pending = self.pending.len(), "compacted the notification outbox");
         Ok(())
     }
@@ -185,6 +192,8 @@ impl Outbox {
             pending: BTreeMap::new(),
             keys: HashSet::new(),
             totals: BTreeMap::new(),
+            size: 0,
+            compact_over: COMPACT_OVER_BYTES,
         };
         let mut report = OpenReport::default();
         let mut good_end = 0u64;
@@ -268,6 +277,7 @@ impl Outbox {
         if sync {
             self.file.sync_data().map_err(err)?;
         }
+        self.size += text.len() as u64;
         Ok(())
     }
 
@@ -321,6 +331,11 @@ impl Outbox {
         let line = Line::Done { ids, outcome, at_us: now_us, detail: detail.to_string() };
         let result = self.write(&line, false);
         self.apply(line);
+        // A daemon that runs for months compacts as it goes (twice the start-up threshold, so a
+        // file that is mostly pending entries is not rewritten over and over).
+        if result.is_ok() && self.size > 2 * self.compact_over {
+            return self.compact();
+        }
         result
     }
 
@@ -454,6 +469,23 @@ mod tests {
         drop(ob);
         let (ob, _) = Outbox::open(dir.path()).unwrap();
         assert_eq!(ob.pending("a").map(|e| e.id).collect::<Vec<_>>(), vec![7, 51]);
+    }
+
+    #[test]
+    fn a_long_running_outbox_compacts_as_it_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ob, _) = Outbox::open_compacting(dir.path(), 4096).unwrap();
+        let path = dir.path().join("outbox.log");
+        let mut largest = 0;
+        for i in 1..=200u64 {
+            ob.plan(i, vec![("a".to_string(), notice(&format!("c{i}"), Phase::Open, i, true))], i).1.unwrap();
+            ob.done(vec![i], Outcome::Delivered, "", i).unwrap();
+            largest = largest.max(std::fs::metadata(&path).unwrap().len());
+        }
+        assert!(largest <= 2 * 4096 + 2048, "the file stays bounded: {largest} bytes");
+        drop(ob);
+        let (ob, _) = Outbox::open(dir.path()).unwrap();
+        assert_eq!((ob.cursor(), ob.totals("a").delivered, ob.pending("a").count()), (Some(200), 200, 0));
     }
 
     #[test]
