@@ -99,7 +99,7 @@ pub struct OpenReport {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Pick {
     /// Send `entry`; on success the `superseded` ones are done too.
-    Send { entry: Entry, superseded: Vec<u64> },
+    Send { entry: Box<Entry>, superseded: Vec<u64> },
     /// Mark these done without sending (a close follows them).
     Supersede(Vec<u64>),
     /// Nothing is ready before this wall time.
@@ -368,7 +368,7 @@ impl Outbox {
             let head = list[0];
             let run = list.iter().take_while(|e| e.notice.phase == Phase::Update).count();
             let pick = if run == 0 {
-                Pick::Send { entry: head.clone(), superseded: Vec::new() }
+                Pick::Send { entry: Box::new(head.clone()), superseded: Vec::new() }
             } else if run < list.len() {
                 // The condition closed (or reopened) after these updates: the later notice
                 // carries everything they would say.
@@ -377,7 +377,7 @@ impl Outbox {
                 let ready_at = head.created_us.saturating_add(group_window_us);
                 if list.iter().any(|e| e.notice.urgent) || ready_at <= now_us {
                     let newest = list[run - 1];
-                    Pick::Send { entry: newest.clone(), superseded: list[..run - 1].iter().map(|e| e.id).collect() }
+                    Pick::Send { entry: Box::new(newest.clone()), superseded: list[..run - 1].iter().map(|e| e.id).collect() }
                 } else {
                     wait = Some(wait.map_or(ready_at, |w| w.min(ready_at)));
                     continue;
@@ -527,7 +527,7 @@ mod tests {
         }
         assert_eq!(ob.next("a", 5_000, 10_000), Pick::Wait(12_000));
         // ...then one message: the newest, the others superseded with it.
-        assert_eq!(ob.next("a", 12_000, 10_000), Pick::Send { entry: ob.pending[&4].clone(), superseded: vec![2, 3] });
+        assert_eq!(ob.next("a", 12_000, 10_000), Pick::Send { entry: Box::new(ob.pending[&4].clone()), superseded: vec![2, 3] });
         // Another condition is not held up by the first one's window.
         ob.plan(5, vec![(ch(), notice("inc2", Phase::Open, 5, true))], 5_000).1.unwrap();
         assert!(matches!(ob.next("a", 5_000, 10_000), Pick::Send { ref entry, .. } if entry.id == 5));
