@@ -14,6 +14,9 @@ PACKAGES=(
   bind9            # BIND 9: DNS benchmark anchor
   dnsperf          # DNS load generator for bench/dns
   iproute2         # ip netns for namespace test beds
+  nftables         # packet loss and drill "block" faults inside test namespaces
+  unbound          # caching resolver on the test bed's client host
+  curl             # reading /metrics from inside test namespaces
   procps           # ps, for process accounting in benchmarks
   prometheus-alertmanager  # a real Alertmanager for the notification tests
 )

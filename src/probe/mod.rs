@@ -62,6 +62,14 @@ pub trait Probe: Send + Sync + 'static {
 
     /// What the probe checks, for logs and the API: `http://127.0.0.2:8080/health`.
     fn describe(&self) -> String;
+
+    /// Whether the scheduler may start a second attempt when the first is slow (see
+    /// `scheduler::hedged`). Network probes say yes: a lost SYN is retransmitted by the kernel
+    /// only after a second, longer than most timeouts. Commands say no: running someone's
+    /// script twice at once is not ours to decide.
+    fn hedge(&self) -> bool {
+        false
+    }
 }
 
 /// Errors building a probe (bad TLS setup and the like); config validation catches the rest.
@@ -69,6 +77,8 @@ pub trait Probe: Send + Sync + 'static {
 pub enum ProbeError {
     #[error("cannot build HTTP client for {what}: {source}")]
     HttpClient { what: String, source: reqwest::Error },
+    #[error("cannot set up TLS for {what}: {reason}")]
+    Tls { what: String, reason: String },
 }
 
 /// Build the probe for `check` against `target`.

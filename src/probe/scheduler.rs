@@ -74,7 +74,7 @@ async fn run(job: Scheduled, tx: UnboundedSender<Report>, cancel: CancellationTo
             biased;
             _ = cancel.cancelled() => return,
             _ = tx.closed() => return,
-            outcome = tokio::time::timeout(job.timeout, job.probe.check()) => outcome,
+            outcome = hedged(job.probe.as_ref(), job.timeout) => outcome,
         };
         let (verdict, latency) = match outcome {
             Ok(verdict) => (verdict, woke.elapsed()),
@@ -86,6 +86,46 @@ async fn run(job: Scheduled, tx: UnboundedSender<Report>, cancel: CancellationTo
         }
         next = next_slot(next, Instant::now(), interval);
     }
+}
+
+/// Run one check within `timeout`. When the probe allows it and the first attempt has not
+/// answered after half the timeout, a second attempt starts, and the first to pass wins (the
+/// check fails only when both fail or the timeout expires). Under random packet loss a dropped
+/// SYN or request then costs a hedge, not a failed check, so loss does not add up to `fall`
+/// false failures; a dead target still fails at the same moment, and one that refuses
+/// connections fails at once without any hedge.
+async fn hedged(probe: &dyn Probe, timeout: Duration) -> Result<Verdict, tokio::time::error::Elapsed> {
+    let deadline = Instant::now() + timeout;
+    let first = probe.check();
+    tokio::pin!(first);
+    if !probe.hedge() {
+        return tokio::time::timeout_at(deadline, first).await;
+    }
+    tokio::select! {
+        v = &mut first => return Ok(v),
+        _ = tokio::time::sleep_until(Instant::now() + timeout / 2) => {}
+    }
+    let second = probe.check();
+    tokio::pin!(second);
+    let (mut a, mut b): (Option<Verdict>, Option<Verdict>) = (None, None);
+    let run = async {
+        loop {
+            tokio::select! {
+                v = &mut first, if a.is_none() => {
+                    if v.ok { return v; }
+                    a = Some(v);
+                }
+                v = &mut second, if b.is_none() => {
+                    if v.ok { return v; }
+                    b = Some(v);
+                }
+            }
+            if let (Some(first_failure), Some(_)) = (&a, &b) {
+                return first_failure.clone();
+            }
+        }
+    };
+    tokio::time::timeout_at(deadline, run).await
 }
 
 /// A uniformly random offset in `[0, interval)`.
@@ -140,5 +180,60 @@ mod tests {
             assert!(random_offset(s) < s);
         }
         assert_eq!(random_offset(Duration::ZERO), Duration::ZERO);
+    }
+
+    /// A network-like probe: attempts listed in `plan` either answer after a delay or hang
+    /// (a lost SYN); it allows hedging.
+    struct Lossy {
+        plan: std::sync::Mutex<Vec<Option<Duration>>>,
+        started: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Probe for Lossy {
+        fn check(&self) -> crate::probe::CheckFuture<'_> {
+            self.started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let step = self.plan.lock().unwrap().remove(0);
+            Box::pin(async move {
+                match step {
+                    Some(d) => {
+                        tokio::time::sleep(d).await;
+                        Verdict::pass("ok")
+                    }
+                    None => std::future::pending().await,
+                }
+            })
+        }
+        fn describe(&self) -> String {
+            "lossy".into()
+        }
+        fn hedge(&self) -> bool {
+            true
+        }
+    }
+
+    fn lossy(plan: Vec<Option<Duration>>) -> Lossy {
+        Lossy { plan: std::sync::Mutex::new(plan), started: Default::default() }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_first_attempt_is_rescued_by_the_hedge() {
+        let p = lossy(vec![None, Some(Duration::from_millis(5))]);
+        let t0 = Instant::now();
+        let v = hedged(&p, Duration::from_millis(500)).await.expect("passes before the timeout");
+        assert!(v.ok);
+        assert_eq!(t0.elapsed(), Duration::from_millis(255), "hedge at half the timeout, answer 5 ms later");
+        assert_eq!(p.started.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fast_answer_is_never_hedged_and_a_dead_target_fails_at_the_timeout() {
+        let p = lossy(vec![Some(Duration::from_millis(3))]);
+        assert!(hedged(&p, Duration::from_millis(500)).await.unwrap().ok);
+        assert_eq!(p.started.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        let dead = lossy(vec![None, None]);
+        let t0 = Instant::now();
+        assert!(hedged(&dead, Duration::from_millis(500)).await.is_err());
+        assert_eq!(t0.elapsed(), Duration::from_millis(500), "the hedge does not extend the timeout");
     }
 }

@@ -33,6 +33,10 @@ impl Probe for TcpProbe {
         })
     }
 
+    fn hedge(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         format!("tcp://{}", self.addr)
     }

@@ -14,12 +14,7 @@ fn dns_block(listen: &str, ttl: u32) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_force_down_drill_measures_and_restores() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port_on(&["127.0.0.2", "127.0.0.3"]);
-    let mut primary = Nginx::new(dir.path(), "primary", "127.0.0.2", port);
-    let mut backup = Nginx::new(dir.path(), "backup", "127.0.0.3", port);
-    primary.start().await;
-    backup.start().await;
+    let (dir, port, _primary, _backup) = two_nginx().await;
     let dns = format!("127.0.0.25:{}", free_port("127.0.0.25"));
     let api = api_addr();
     let cfg = two_target_config(&dir.path().join("data"), api, port, 200, "1s", &dns_block(&dns, 1));
@@ -76,12 +71,7 @@ async fn a_force_down_drill_measures_and_restores() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drill_refuses_to_start_without_a_healthy_baseline_and_misses_are_exit_1() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port_on(&["127.0.0.2", "127.0.0.3"]);
-    let mut primary = Nginx::new(dir.path(), "primary", "127.0.0.2", port);
-    let mut backup = Nginx::new(dir.path(), "backup", "127.0.0.3", port);
-    primary.start().await;
-    backup.start().await;
+    let (dir, port, _primary, mut backup) = two_nginx().await;
     let api = api_addr();
     // Impossible targets: a 1 ms detection cannot be met with 200 ms checks.
     let extra = "\n[drill.targets]\ndetection = \"1ms\"\n";

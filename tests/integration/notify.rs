@@ -95,15 +95,6 @@ fn expected_signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
-async fn two_nginx(dir: &Path) -> (Nginx, Nginx, u16) {
-    let port = free_port_on(&["127.0.0.2", "127.0.0.3"]);
-    let mut primary = Nginx::new(dir, "primary", "127.0.0.2", port);
-    let mut backup = Nginx::new(dir, "backup", "127.0.0.3", port);
-    primary.start().await;
-    backup.start().await;
-    (primary, backup, port)
-}
-
 async fn failover_and_back(d: &Daemon, primary: &mut Nginx) {
     d.wait_active("www", "primary", Duration::from_secs(5)).await;
     primary.kill();
@@ -114,8 +105,7 @@ async fn failover_and_back(d: &Daemon, primary: &mut Nginx) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_slack_and_pagerduty_get_the_documented_requests() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut primary, _backup, port) = two_nginx(dir.path()).await;
+    let (dir, port, mut primary, _backup) = two_nginx().await;
     let mut rx = Receiver::new(free_port("127.0.0.1"));
     rx.start().await;
     let extra = format!(
@@ -244,8 +234,7 @@ body_template = '{{"fields": {{"summary": {{{{title}}}}, "service": {{{{service}
 /// and nothing arrives twice under different keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_the_receiver_is_down_loses_no_alert() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut primary, _backup, port) = two_nginx(dir.path()).await;
+    let (dir, port, mut primary, _backup) = two_nginx().await;
     let mut rx = Receiver::new(free_port("127.0.0.1"));
     let extra = format!(
         "\n[[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\ngroup_window = \"100ms\"\nbackoff_max = \"500ms\"\ntimeout = \"2s\"\n",
@@ -364,9 +353,8 @@ impl Drop for Alertmanager {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_alertmanager_sees_the_failover_fire_and_resolve() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, port, mut primary, _backup) = two_nginx().await;
     let am = Alertmanager::start(dir.path()).await;
-    let (mut primary, _backup, port) = two_nginx(dir.path()).await;
     // Exactly as the issue writes it, and a second channel that re-sends every second.
     let extra = format!(
         "\n[[notify]]\nname = \"am\"\nkind = \"alertmanager\"\nurl = \"{url}\"\n\n[[notify]]\nname = \"am-fast\"\nkind = \"alertmanager\"\nurl = \"{url}\"\nresend = \"1s\"\nlabels = {{ team = \"web\" }}\n",
@@ -466,9 +454,8 @@ impl Drop for SmtpSink {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_smtp_server_receives_the_incident_email() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, port, mut primary, _backup) = two_nginx().await;
     let smtp = SmtpSink::start(dir.path(), &[]).await;
-    let (mut primary, _backup, port) = two_nginx(dir.path()).await;
     let extra = format!(
         "\n[[notify]]\nname = \"mail\"\nkind = \"email\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"understudy@example.com\"\nto = [\"oncall@example.com\"]\nevents = [\"incident_opened\", \"incident_closed\"]\n",
         smtp.port
