@@ -21,8 +21,9 @@ PACKAGES=(
   prometheus-alertmanager  # a real Alertmanager for the notification tests
 )
 
-# Python packages from PyPI (not in Debian 12): aiosmtpd is the SMTP server the e-mail
-# notification tests talk to. Installed only when missing, so running this twice is a no-op.
+# Python packages from PyPI: aiosmtpd is the SMTP server the e-mail notification tests talk to.
+# Debian's python3-aiosmtpd would serve only Debian's python3; the tests run whichever python3
+# is first on PATH, so install for that one. Only when missing: running this twice is a no-op.
 install_pip_packages() {
   if python3 -c 'import aiosmtpd' 2>/dev/null; then
     return
