@@ -18,13 +18,27 @@ PACKAGES=(
   unbound          # caching resolver on the test bed's client host
   curl             # reading /metrics from inside test namespaces
   procps           # ps, for process accounting in benchmarks
+  prometheus-alertmanager  # a real Alertmanager for the notification tests
 )
+
+# Python packages from PyPI: aiosmtpd is the SMTP server the e-mail notification tests talk to.
+# Debian's python3-aiosmtpd would serve only Debian's python3; the tests run whichever python3
+# is first on PATH, so install for that one. Only when missing: running this twice is a no-op.
+install_pip_packages() {
+  if python3 -c 'import aiosmtpd' 2>/dev/null; then
+    return
+  fi
+  echo "test dependencies: pip install aiosmtpd"
+  python3 -m pip install --quiet --disable-pip-version-check aiosmtpd \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages aiosmtpd
+}
 
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]} == 0)); then
+  install_pip_packages
   echo "test dependencies: all installed"
   exit 0
 fi
@@ -46,3 +60,4 @@ trap cleanup EXIT
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+install_pip_packages

@@ -18,5 +18,6 @@ pub mod process;
 pub mod api;
 pub mod daemon;
 pub mod metrics;
+pub mod notify;
 pub mod cli;
 pub mod drill;

@@ -46,6 +46,19 @@ pub struct ActuatorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabels {
+    pub channel: String,
+}
+
+/// `result`: delivered, failed (retried), rejected, superseded, resent, resend_failed,
+/// test_ok, test_failed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelResultLabels {
+    pub channel: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QuantileLabels {
     pub quantile: String,
 }
@@ -64,6 +77,8 @@ pub struct Metrics {
     pub actuations: Family<ActuatorLabels, Counter>,
     pub event_log_errors: Counter,
     pub open_incidents: Family<ServiceLabels, Gauge>,
+    pub notifications: Family<ChannelResultLabels, Counter>,
+    pub notifications_pending: Family<ChannelLabels, Gauge>,
     schedule_lag: Family<QuantileLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub lag: Arc<LagHistogram>,
 }
@@ -89,6 +104,8 @@ impl Metrics {
             actuations: Family::default(),
             event_log_errors: Counter::default(),
             open_incidents: Family::default(),
+            notifications: Family::default(),
+            notifications_pending: Family::default(),
             schedule_lag: Family::default(),
             lag,
             registry: Registry::default(),
@@ -105,6 +122,8 @@ impl Metrics {
         registry.register("understudy_actuations", "Actuator steps, by result", m.actuations.clone());
         registry.register("understudy_event_log_errors", "Events that could not be written to the durable log", m.event_log_errors.clone());
         registry.register("understudy_open_incidents", "Open incidents", m.open_incidents.clone());
+        registry.register("understudy_notifications", "Notification delivery attempts and outcomes, by channel", m.notifications.clone());
+        registry.register("understudy_notifications_pending", "Notifications waiting in the outbox, by channel", m.notifications_pending.clone());
         registry.register("understudy_probe_schedule_lag_seconds", "Check start lateness vs schedule, since start", m.schedule_lag.clone());
         Metrics { registry, ..m }
     }

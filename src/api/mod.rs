@@ -73,6 +73,8 @@ pub fn router(shared: Shared) -> Router {
         .route("/api/v1/incidents", get(incidents))
         .route("/api/v1/incidents/{id}", get(incident))
         .route("/api/v1/incidents/{id}/close", post(close_incident))
+        .route("/api/v1/notify", get(notify_status))
+        .route("/api/v1/notify/{channel}/test", post(notify_test))
         .with_state(shared)
 }
 
@@ -242,4 +244,23 @@ async fn close_incident(State(shared): State<Shared>, Path(id): Path<u64>, heade
     let by = authorize(&shared, &headers)?;
     shared.close_incident(id, &by).await?;
     incident(State(shared), Path(id)).await
+}
+
+async fn notify_status(State(shared): State<Shared>) -> Json<wire::NotifyStatus> {
+    Json(shared.notify.status())
+}
+
+/// Sends a test message now; the receiver's refusal is a 200 with `ok: false` (the daemon did
+/// its part), an unknown channel a 404.
+async fn notify_test(State(shared): State<Shared>, Path(channel): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(e) = authorize(&shared, &headers) {
+        return e.into_response();
+    }
+    match shared.notify.test(&channel).await {
+        Ok(r) => Json(wire::NotifyTestResult { channel, ok: true, answer: r.answer }).into_response(),
+        Err(crate::notify::dispatch::TestError::NoChannel(c)) => {
+            (StatusCode::NOT_FOUND, Json(wire::ErrorBody { error: format!("no notification channel named \"{c}\"") })).into_response()
+        }
+        Err(e) => Json(wire::NotifyTestResult { channel, ok: false, answer: e.to_string() }).into_response(),
+    }
 }

@@ -138,6 +138,26 @@ pub struct Incident {
     pub recovered: Option<String>,
     pub failed_back: Option<String>,
     pub timeline: Vec<TimelineEntry>,
+    /// Check results around the fault (see `events::incident::CheckWindow`).
+    #[serde(default)]
+    pub checks: Vec<CheckWindow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckWindow {
+    pub target: String,
+    /// `down` or `up`: the flip these results caused.
+    pub flip: String,
+    pub at: String,
+    pub results: Vec<CheckResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub at: String,
+    pub ok: bool,
+    pub latency_ms: f64,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -170,6 +190,20 @@ impl From<&crate::events::incident::Incident> for Incident {
             recovered: i.recovered_us.map(format_time_us),
             failed_back: i.failed_back_us.map(format_time_us),
             timeline,
+            checks: i
+                .checks
+                .iter()
+                .map(|w| CheckWindow {
+                    target: w.target.clone(),
+                    flip: w.flip.clone(),
+                    at: format_time_us(w.at_us),
+                    results: w
+                        .samples
+                        .iter()
+                        .map(|c| CheckResult { at: format_time_us(c.at_us), ok: c.ok, latency_ms: c.latency_us as f64 / 1000.0, reason: c.reason.clone() })
+                        .collect(),
+                })
+                .collect(),
         }
     }
 }
@@ -199,4 +233,46 @@ impl ForceDownRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+}
+
+/// `GET /api/v1/notify`: each notification channel's delivery state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotifyStatus {
+    /// The last event sequence number turned into outbox entries.
+    pub cursor: u64,
+    pub channels: Vec<NotifyChannel>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotifyChannel {
+    pub name: String,
+    /// `alertmanager`, `pagerduty`, `slack`, `webhook`, `email`; null when the channel is no
+    /// longer configured but still has entries in the outbox.
+    pub kind: Option<String>,
+    pub configured: bool,
+    /// Entries waiting in the outbox.
+    pub pending: u64,
+    pub oldest_pending: Option<String>,
+    /// Totals over the life of the data directory.
+    pub delivered: u64,
+    pub superseded: u64,
+    pub rejected: u64,
+    /// Failed attempts since the daemon started (each is retried).
+    pub failed_attempts: u64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    pub last_delivered: Option<String>,
+    /// The receiver's last answer to a delivery.
+    pub last_answer: Option<String>,
+    /// When the next retry is due, while backing off.
+    pub next_attempt: Option<String>,
+}
+
+/// `POST /api/v1/notify/{channel}/test`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotifyTestResult {
+    pub channel: String,
+    pub ok: bool,
+    /// The receiver's answer (`HTTP 200 OK: ...`, `250 ...`) or why there was none.
+    pub answer: String,
 }

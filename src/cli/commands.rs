@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
-use super::{IncidentCmd, Target, render};
+use super::{IncidentCmd, NotifyCmd, ReportFormat, Target, render};
 use crate::api::client::Client;
 use crate::api::wire;
 
@@ -55,12 +55,12 @@ pub async fn incidents(t: &Target, action: Option<IncidentCmd>, json: bool) -> R
                 print!("{}", render::incidents(&list));
             }
         }
-        Some(IncidentCmd::Show { id }) => {
+        Some(IncidentCmd::Show { id, format }) => {
             let i: wire::Incident = c.get(&format!("/api/v1/incidents/{id}")).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&i)?);
-            } else {
-                print!("{}", render::incident(&i));
+            match (json, format) {
+                (true, _) | (_, ReportFormat::Json) => println!("{}", serde_json::to_string_pretty(&i)?),
+                (_, ReportFormat::Markdown) => print!("{}", render::incident_markdown(&i)),
+                (_, ReportFormat::Text) => print!("{}", render::incident(&i)),
             }
         }
         Some(IncidentCmd::Close { id }) => {
@@ -91,5 +91,31 @@ pub async fn drain(t: &Target, service: &str, target: &str, drain: bool) -> Resu
     let s: wire::Service = c.post(&format!("/api/v1/services/{service}/targets/{target}/{verb}"), None).await?;
     let done = if drain { "drained" } else { "enabled" };
     println!("{service}/{target} {done}; active is {} (epoch {})", s.active.as_deref().unwrap_or("(none)"), s.epoch);
+    Ok(())
+}
+
+pub async fn notify(t: &Target, action: NotifyCmd, json: bool) -> Result<()> {
+    let c = Client::new(&t.endpoint())?;
+    match action {
+        NotifyCmd::Status => {
+            let s: wire::NotifyStatus = c.get("/api/v1/notify").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", render::notify_status(&s));
+            }
+        }
+        NotifyCmd::Test { channel } => {
+            let r: wire::NotifyTestResult = c.post(&format!("/api/v1/notify/{channel}/test"), None).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else if r.ok {
+                println!("{channel}: delivered; the receiver answered: {}", r.answer);
+            }
+            if !r.ok {
+                bail!("{channel}: not delivered: {}", r.answer);
+            }
+        }
+    }
     Ok(())
 }

@@ -118,6 +118,15 @@ pub enum Cmd {
         #[command(flatten)]
         target: Target,
     },
+    /// Notification channels: delivery status, or a test message through one of them.
+    Notify {
+        #[command(subcommand)]
+        action: NotifyCmd,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Rehearse a failure of SERVICE's primary and measure detection, switch and client RTO.
     Drill(DrillArgs),
     /// List past drills.
@@ -183,10 +192,32 @@ pub struct DrillArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum IncidentCmd {
-    /// Show one incident with its timeline.
-    Show { id: u64 },
+    /// Show one incident: a post-incident report with its timeline, measured times and the
+    /// check results around the fault.
+    Show {
+        id: u64,
+        /// text (for the terminal), markdown (a report to paste and complete), json.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+    },
     /// Close an open incident by hand.
     Close { id: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Markdown,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCmd {
+    /// Per channel: pending, delivered, failed attempts, last error.
+    Status,
+    /// Send a test message through CHANNEL now and print the receiver's answer (exit 1 when
+    /// the receiver did not accept it).
+    Test { channel: String },
 }
 
 /// Run a parsed command line. Logging is already set up by `main` for `run`.
@@ -200,6 +231,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Cmd::Status { service, json, target } => commands::status(&target, service.as_deref(), json).await,
         Cmd::Events { since, follow, json, target } => commands::events(&target, since, follow, json).await,
         Cmd::Incidents { action, json, target } => commands::incidents(&target, action, json).await,
+        Cmd::Notify { action, json, target } => commands::notify(&target, action, json).await,
         Cmd::Switchover { service, target_name, target } => commands::switchover(&target, &service, &target_name).await,
         Cmd::Clear { service, target } => commands::clear(&target, &service).await,
         Cmd::Drain { service, target_name, target } => commands::drain(&target, &service, &target_name, true).await,

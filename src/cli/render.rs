@@ -119,5 +119,109 @@ pub fn incident(i: &wire::Incident) -> String {
     for e in &i.timeline {
         let _ = writeln!(out, "    {}  {}", clock(&e.time), e.what);
     }
+    for w in &i.checks {
+        let _ = writeln!(out, "  checks of {} that marked it {} ({}):", w.target, w.flip, clock(&w.at));
+        for c in &w.results {
+            let verdict = if c.ok { "pass" } else { "FAIL" };
+            let _ = writeln!(out, "    {}  {verdict}  {:>9}  {}", clock(&c.at), format!("{:.1} ms", c.latency_ms), c.reason);
+        }
+    }
+    out
+}
+
+/// A table cell: no pipes or newlines.
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+/// The post-incident report in Markdown, with an empty root-cause section for people.
+pub fn incident_markdown(i: &wire::Incident) -> String {
+    let mut out = String::new();
+    let failed = i.failed.as_deref().unwrap_or("-");
+    let to = i.to.as_deref().unwrap_or("(none: failing closed)");
+    let _ = writeln!(out, "# Incident #{}: {} — {failed} failed, traffic moved to {to}\n", i.id, i.service);
+    let state = if i.open { "open".to_string() } else { format!("closed by {}", i.closed_by.as_deref().unwrap_or("?")) };
+    let _ = writeln!(out, "| | |\n| --- | --- |");
+    let _ = writeln!(out, "| Service | {} |", cell(&i.service));
+    let _ = writeln!(out, "| State | {state} |");
+    let _ = writeln!(out, "| Opened | {} |", i.opened);
+    let _ = writeln!(out, "| Closed | {} |", i.closed.as_deref().unwrap_or("-"));
+    let _ = writeln!(out, "| Failed target | {} |", cell(failed));
+    let _ = writeln!(out, "| Traffic moved to | {} |", cell(to));
+    let _ = writeln!(out, "| Decision epoch | {} |", i.epoch);
+    let _ = writeln!(out, "| Primary recovered | {} |", i.recovered.as_deref().unwrap_or("-"));
+    let _ = writeln!(out, "| Failed back | {} |", i.failed_back.as_deref().unwrap_or("-"));
+    let _ = writeln!(out, "| Actuator failures | {} |\n", i.actuator_failures);
+
+    let _ = writeln!(out, "## Measured times\n");
+    let _ = writeln!(out, "| measure | value | from → to |\n| --- | ---: | --- |");
+    let _ = writeln!(out, "| Detection | {} | first failed check → marked down |", ms(i.detection_ms));
+    let _ = writeln!(out, "| Switch | {} | marked down → actuators verified (or applied) |", ms(i.switch_ms));
+    let _ = writeln!(out, "| RTO | {} | first failed check → traffic moved |", ms(i.rto_ms));
+    let _ = writeln!(
+        out,
+        "\nThe fault began between the last passing check and the first failed one, so detection and RTO \
+         undercount by at most one check interval.\n"
+    );
+
+    let _ = writeln!(out, "## Timeline\n");
+    let _ = writeln!(out, "| time (UTC) | what |\n| --- | --- |");
+    for e in &i.timeline {
+        let _ = writeln!(out, "| {} | {} |", e.time, cell(&e.what));
+    }
+    out.push('\n');
+
+    let _ = writeln!(out, "## Check results around the fault\n");
+    if i.checks.is_empty() {
+        let _ = writeln!(out, "_No check results were recorded with this incident._\n");
+    }
+    for w in &i.checks {
+        let _ = writeln!(out, "### {}: the checks that marked it {} ({})\n", cell(&w.target), w.flip, w.at);
+        let _ = writeln!(out, "| started (UTC) | result | latency | reason |\n| --- | --- | ---: | --- |");
+        for c in &w.results {
+            let verdict = if c.ok { "pass" } else { "**FAIL**" };
+            let _ = writeln!(out, "| {} | {verdict} | {:.1} ms | {} |", c.at, c.latency_ms, cell(&c.reason));
+        }
+        out.push('\n');
+    }
+
+    let _ = writeln!(out, "## Root cause\n");
+    let _ = writeln!(out, "_To be written by the people who investigated: what failed, why, and why it was not caught earlier._\n");
+    let _ = writeln!(out, "## Impact\n");
+    let _ = writeln!(out, "_Who noticed what, for how long._\n");
+    let _ = writeln!(out, "## Follow-up actions\n");
+    let _ = writeln!(out, "- [ ] ");
+    out
+}
+
+pub fn notify_status(s: &wire::NotifyStatus) -> String {
+    if s.channels.is_empty() {
+        return "no notification channels configured ([[notify]] in the config file)\n".into();
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<16} {:<13} {:>7} {:>9} {:>10} {:>8} {:>6}  LAST ERROR",
+        "CHANNEL", "KIND", "PENDING", "DELIVERED", "SUPERSEDED", "REJECTED", "FAILED"
+    );
+    for c in &s.channels {
+        let kind = c.kind.clone().unwrap_or_else(|| "(removed)".into());
+        let err = match (&c.last_error, &c.last_error_at) {
+            (Some(e), Some(at)) => format!("{} {e}", clock(at)),
+            (Some(e), None) => e.clone(),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<16} {kind:<13} {:>7} {:>9} {:>10} {:>8} {:>6}  {err}",
+            c.name, c.pending, c.delivered, c.superseded, c.rejected, c.failed_attempts
+        );
+        if let Some(next) = &c.next_attempt
+            && c.pending > 0
+        {
+            let _ = writeln!(out, "{:<16} next attempt at {}", "", clock(next));
+        }
+    }
+    let _ = writeln!(out, "(planned up to event #{})", s.cursor);
     out
 }

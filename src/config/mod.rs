@@ -15,6 +15,7 @@
 
 pub(crate) mod duration;
 pub(crate) mod locate;
+pub mod notify;
 pub mod raw;
 pub(crate) mod validate;
 
@@ -32,6 +33,8 @@ pub struct Config {
     pub source: PathBuf,
     pub daemon: DaemonConfig,
     pub services: Vec<ServiceConfig>,
+    /// `[[notify]]` channels.
+    pub notify: Vec<notify::NotifyConfig>,
     /// The authoritative DNS server (`[dns]`), when configured.
     pub dns: Option<crate::dns::DnsConfig>,
     /// `[drill]`: targets drills must meet, scheduled drills.

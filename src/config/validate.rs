@@ -51,7 +51,7 @@ pub(crate) fn with(path: &[Seg], more: &[Seg]) -> Vec<Seg> {
 }
 
 /// Names end up in URLs, metric labels, DNS records and environment variables.
-fn valid_name(s: &str) -> bool {
+pub(super) fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
@@ -79,10 +79,11 @@ pub fn validate(raw: RawConfig, text: &str, file: &Path) -> Result<(Config, Vec<
     let dns = raw.dns.and_then(|d| crate::dns::config::validate(&mut cx, d, &services));
     let drill = crate::drill::config::validate(&mut cx, raw.drill, &services);
     let heartbeat = raw.heartbeat.and_then(|h| crate::drill::config::validate_heartbeat(&mut cx, h));
+    let notify = super::notify::validate_all(&mut cx, raw.notify, &base_dir, &names);
 
     if cx.errors.is_empty() {
         let daemon = daemon.expect("daemon validated without errors");
-        Ok((Config { source: file.to_owned(), daemon, services, dns, drill, heartbeat }, cx.warnings))
+        Ok((Config { source: file.to_owned(), daemon, services, dns, drill, heartbeat, notify }, cx.warnings))
     } else {
         Err(ConfigErrors(cx.errors))
     }
@@ -131,7 +132,7 @@ fn validate_daemon(cx: &mut Ctx<'_>, d: RawDaemon, base_dir: &Path) -> Option<Da
     Some(DaemonConfig { data_dir: PathBuf::from(d.data_dir), api: api?, api_token, api_token_file, log_format })
 }
 
-fn resolve(base: &Path, f: &str) -> PathBuf {
+pub(super) fn resolve(base: &Path, f: &str) -> PathBuf {
     let p = PathBuf::from(f);
     if p.is_absolute() { p } else { base.join(p) }
 }

@@ -24,7 +24,7 @@ use crate::config::{CheckKind, Config};
 use crate::decision::{Decision, Reason};
 use crate::events::incident::IncidentBook;
 use crate::events::state::Persisted;
-use crate::events::{Event, OverrideAction, Record, Step, format_time_us};
+use crate::events::{CHECK_SAMPLES, CheckSample, Event, OverrideAction, Record, Step, format_time_us};
 use crate::health::{Health, HealthState};
 use crate::metrics::{ActuatorLabels, ReasonLabels, ResultLabels, ServiceLabels, TargetLabels};
 use crate::probe::lag::LagHistogram;
@@ -63,6 +63,8 @@ pub struct Core {
     reports_tx: mpsc::UnboundedSender<runner::Report>,
     reports_rx: mpsc::UnboundedReceiver<runner::Report>,
     incidents: IncidentBook,
+    /// The last few check results per probe id, carried by health flips into incident reports.
+    recent_checks: HashMap<u64, std::collections::VecDeque<CheckSample>>,
     /// The built-in DNS server, when `[dns]` is configured.
     dns: Option<crate::dns::Dns>,
     /// Finished drills, oldest first (from `drill_finished` events).
@@ -105,6 +107,7 @@ impl Core {
             reports_tx,
             reports_rx,
             incidents,
+            recent_checks: HashMap::new(),
             dns,
             drills: Vec::new(),
             running_drills: HashMap::new(),
@@ -216,6 +219,7 @@ impl Core {
                 self.probes.insert(t.probe_id, (si, ti));
             }
         }
+        self.recent_checks.retain(|id, _| self.probes.contains_key(id));
     }
 
     pub async fn run(mut self, mut control: mpsc::Receiver<Control>) {
@@ -276,6 +280,7 @@ impl Core {
         let follow = self.incidents.react(&record);
         self.incidents.apply(&record);
         let _ = self.shared.events.send(record.clone());
+        self.shared.notify.feed(&record);
         for e in follow {
             self.record(e);
         }
@@ -307,8 +312,15 @@ impl Core {
         let target = &mut svc.targets[ti];
         let flip = target.health.observe(result.ok, result.started_us, th);
         let reason = result.reason.clone();
+        let recent = self.recent_checks.entry(report.id).or_default();
+        if recent.len() == CHECK_SAMPLES {
+            recent.pop_front();
+        }
+        let latency_us = result.latency.as_micros() as u64;
+        recent.push_back(CheckSample { at_us: result.started_us, ok: result.ok, latency_us, reason: reason.clone() });
         target.last = Some(result);
         let Some(flip) = flip else { return };
+        let checks: Vec<CheckSample> = recent.iter().cloned().collect();
         target.health_since_us = Some(now_us());
         let (service, tname) = (svc.cfg.name.clone(), target.cfg.name.clone());
         m.set_target_up(&service, &tname, flip.to == Health::Up);
@@ -320,6 +332,7 @@ impl Core {
                 streak: flip.streak,
                 first_ok_us: flip.streak_started_us,
                 reason,
+                checks,
             },
             _ => Event::TargetDown {
                 service,
@@ -329,6 +342,7 @@ impl Core {
                 first_failure_us: flip.streak_started_us,
                 last_ok_us: flip.last_other_us,
                 reason,
+                checks,
             },
         };
         self.record(event);
@@ -563,6 +577,7 @@ impl Core {
         drop(old); // removed services: their probes stop, their runners end
         self.services = new_services;
         self.index_probes();
+        self.shared.notify.reload(config.notify.clone());
         self.config = config;
         let names = self.services.iter().map(|s| s.cfg.name.clone()).collect();
         self.record(Event::ConfigReloaded { services: names });

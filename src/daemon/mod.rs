@@ -42,6 +42,8 @@ pub enum DaemonError {
     Lock { path: PathBuf, source: std::io::Error },
     #[error("cannot start probes: {0}")]
     Probe(#[from] crate::probe::ProbeError),
+    #[error(transparent)]
+    Outbox(#[from] crate::notify::outbox::OutboxError),
     #[error("cannot start the DNS server: {0}")]
     Dns(#[from] crate::dns::DnsError),
 }
@@ -77,6 +79,8 @@ pub struct Shared {
     /// Checks are stalled when none arrived for this long (0: no checks configured).
     pub stall_after_us: Arc<AtomicU64>,
     pub api_token: Option<String>,
+    /// Notifications: every recorded event is fed here (never blocks).
+    pub notify: crate::notify::NotifyHandle,
     /// Where drill reports are stored (`<data_dir>/drills`).
     pub data_dir: PathBuf,
 }
@@ -207,6 +211,7 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
     let metrics = Arc::new(Metrics::new(lag.clone()));
     let (control_tx, control_rx) = mpsc::channel(256);
     let (events, _) = broadcast::channel(4096);
+    let notify = crate::notify::start(&config.notify, &data_dir, &records, metrics.clone(), &tracker, cancel.clone())?;
     let shared = Shared {
         control: control_tx,
         log: Arc::new(std::sync::Mutex::new(log)),
@@ -216,6 +221,7 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
         last_check_us: Arc::new(AtomicU64::new(crate::probe::now_us())),
         stall_after_us: Arc::new(AtomicU64::new(0)),
         api_token: config.daemon.api_token.clone(),
+        notify,
         data_dir: data_dir.clone(),
     };
 

@@ -145,8 +145,8 @@ pub(crate) fn validate(cx: &mut Ctx<'_>, raw: RawDrill, services: &[ServiceConfi
         if s.fault != "force-down" {
             cx.err(&with(&sp, &[k("fault")]), format!("scheduled drills use \"force-down\" (no real outage), got \"{}\"", s.fault));
         }
-        if s.every < Duration::from_secs(60) {
-            cx.err(&with(&sp, &[k("every")]), "expected at least 1m between scheduled drills");
+        if s.every < Duration::from_secs(10) {
+            cx.err(&with(&sp, &[k("every")]), "expected at least 10s between scheduled drills");
         }
         let url = s.url.as_deref().and_then(|u| match reqwest::Url::parse(u) {
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => Some(url),

@@ -23,13 +23,24 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{Event, Record, Step};
+use super::{CheckSample, Event, Record, Step};
 use crate::decision::Reason;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TimelineEntry {
     pub time_us: u64,
     pub what: String,
+}
+
+/// The check results that made a target flip, kept for the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckWindow {
+    pub target: String,
+    /// `down` or `up`.
+    pub flip: String,
+    /// When the flip was recorded.
+    pub at_us: u64,
+    pub samples: Vec<CheckSample>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -59,6 +70,9 @@ pub struct Incident {
     pub recovered_us: Option<u64>,
     pub failed_back_us: Option<u64>,
     pub timeline: Vec<TimelineEntry>,
+    /// Check results around the fault: those that marked the failed target down (with the
+    /// passing ones before, when they fit), and every flip while the incident is open.
+    pub checks: Vec<CheckWindow>,
 }
 
 impl Incident {
@@ -83,6 +97,8 @@ impl Incident {
 struct ServiceTrack {
     /// The last `TargetDown` per target: (time marked down, first failure, last ok).
     last_down: BTreeMap<String, (u64, u64, Option<u64>)>,
+    /// The check results of that `TargetDown`.
+    last_down_checks: BTreeMap<String, Vec<CheckSample>>,
     /// The decision that will open an incident, seen before its `IncidentOpened`.
     pending: Option<(u64, Event)>,
     open: Option<u64>,
@@ -137,15 +153,22 @@ impl IncidentBook {
         let track = self.services.entry(service.to_string()).or_default();
         let open = track.open.and_then(|id| self.incidents.get_mut(&id));
         match &record.event {
-            Event::TargetDown { target, first_failure_us, last_ok_us, reason, .. } => {
+            Event::TargetDown { target, first_failure_us, last_ok_us, reason, checks, .. } => {
                 track.last_down.insert(target.clone(), (t, *first_failure_us, *last_ok_us));
+                track.last_down_checks.insert(target.clone(), checks.clone());
                 if let Some(inc) = open {
+                    if !checks.is_empty() {
+                        inc.checks.push(CheckWindow { target: target.clone(), flip: "down".into(), at_us: t, samples: checks.clone() });
+                    }
                     inc.timeline.push(TimelineEntry { time_us: *first_failure_us, what: format!("first failed check of {target}") });
                     inc.timeline.push(TimelineEntry { time_us: t, what: format!("{target} marked down: {reason}") });
                 }
             }
-            Event::TargetUp { target, reason, .. } => {
+            Event::TargetUp { target, reason, checks, .. } => {
                 if let Some(inc) = open {
+                    if !checks.is_empty() {
+                        inc.checks.push(CheckWindow { target: target.clone(), flip: "up".into(), at_us: t, samples: checks.clone() });
+                    }
                     if inc.failed.as_deref() == Some(target.as_str()) && inc.recovered_us.is_none() {
                         inc.recovered_us = Some(t);
                     }
@@ -218,7 +241,14 @@ impl IncidentBook {
                     recovered_us: None,
                     failed_back_us: None,
                     timeline: Vec::new(),
+                    checks: Vec::new(),
                 };
+                if let Some(f) = failed
+                    && let (Some((marked, ..)), Some(samples)) = (down, track.last_down_checks.get(f))
+                    && !samples.is_empty()
+                {
+                    inc.checks.push(CheckWindow { target: f.clone(), flip: "down".into(), at_us: marked, samples: samples.clone() });
+                }
                 if let Some((marked, first, last_ok)) = down {
                     let f = failed.as_deref().unwrap_or("?");
                     if let Some(ok) = last_ok {
@@ -304,6 +334,7 @@ mod tests {
                 first_failure_us: 1_000_000,
                 last_ok_us: Some(0),
                 reason: "connection refused".into(),
+                checks: Vec::new(),
             },
         );
         feed(&mut book, &mut log, 3_100_100, decision(2, ("primary", 0), ("backup", 1), Reason::Failover));

@@ -48,6 +48,9 @@ pub enum Event {
         /// Start of the first passing check of the streak (wall microseconds).
         first_ok_us: u64,
         reason: String,
+        /// The last check results, oldest first, ending with the streak that made the flip.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        checks: Vec<CheckSample>,
     },
     /// A target's checks flipped it down.
     TargetDown {
@@ -60,6 +63,10 @@ pub enum Event {
         /// Start of the last passing check before that, if any.
         last_ok_us: Option<u64>,
         reason: String,
+        /// The last check results, oldest first, ending with the streak that made the flip
+        /// (so the passing checks before the fault are there too, when they fit).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        checks: Vec<CheckSample>,
     },
     /// The active target of a service changed (or the first decision was made).
     Decision {
@@ -134,6 +141,19 @@ pub enum Event {
         by: String,
     },
 }
+
+/// One check result, as kept with a health flip for the incident report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckSample {
+    /// Start of the check, wall microseconds.
+    pub at_us: u64,
+    pub ok: bool,
+    pub latency_us: u64,
+    pub reason: String,
+}
+
+/// How many recent check results a health flip carries.
+pub const CHECK_SAMPLES: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -28,6 +28,26 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// The TLS settings every verifying https probe shares: the platform's trust store behind one
+/// verifier, loaded once per process instead of once per probe.
+fn shared_verifying_tls() -> Result<rustls::ClientConfig, String> {
+    static CONFIG: std::sync::OnceLock<Result<rustls::ClientConfig, String>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let verifier = rustls_platform_verifier::Verifier::new(provider.clone()).map_err(|e| format!("cannot load the system trust store: {e}"))?;
+            let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .dangerous()
+                .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+                .with_no_client_auth();
+            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Ok(cfg)
+        })
+        .clone()
+}
+
 /// One HTTP(S) check bound to one address.
 #[derive(Debug)]
 pub struct HttpProbe {
@@ -57,6 +77,12 @@ impl HttpProbe {
             .no_proxy()
             .timeout(timeout)
             .tls_danger_accept_invalid_certs(!check.tls_verify);
+        if check.tls && check.tls_verify {
+            match shared_verifying_tls() {
+                Ok(tls) => builder = builder.tls_backend_preconfigured(tls),
+                Err(e) => return Err(ProbeError::Tls { what: format!("{scheme}://{addr}{path}"), reason: e }),
+            }
+        }
         let mut extra_host: Option<String> = None;
 
         // With a host name, the URL names it, so `Host` and SNI carry it, and `resolve` pins the

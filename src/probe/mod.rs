@@ -77,6 +77,8 @@ pub trait Probe: Send + Sync + 'static {
 pub enum ProbeError {
     #[error("cannot build HTTP client for {what}: {source}")]
     HttpClient { what: String, source: reqwest::Error },
+    #[error("cannot set up TLS for {what}: {reason}")]
+    Tls { what: String, reason: String },
 }
 
 /// Build the probe for `check` against `target`.

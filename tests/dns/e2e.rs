@@ -41,12 +41,7 @@ async fn dig_www(server: &str, port: u16) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dig_follows_a_failover_and_the_failback() {
     require(DIG, "bind9-dnsutils");
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port_on(&["127.0.0.2", "127.0.0.3"]);
-    let mut primary = Nginx::new(dir.path(), "primary", "127.0.0.2", port);
-    let mut backup = Nginx::new(dir.path(), "backup", "127.0.0.3", port);
-    primary.start().await;
-    backup.start().await;
+    let (dir, port, mut primary, _backup) = two_nginx().await;
 
     let dns_ip = "127.0.0.24";
     let dns_port = super::support::free_port(dns_ip);

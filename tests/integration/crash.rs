@@ -6,12 +6,7 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_keeps_events_overrides_and_incidents_and_reconciles() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port_on(&["127.0.0.2", "127.0.0.3"]);
-    let mut primary = Nginx::new(dir.path(), "primary", "127.0.0.2", port);
-    let mut backup = Nginx::new(dir.path(), "backup", "127.0.0.3", port);
-    primary.start().await;
-    backup.start().await;
+    let (dir, port, mut primary, _backup) = two_nginx().await;
     let api = api_addr();
     let extra = "\n[[service.hook]]\ncommand = \"true\"\n";
     let cfg = two_target_config(&dir.path().join("data"), api, port, 200, "2s", extra);

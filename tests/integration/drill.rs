@@ -14,12 +14,7 @@ fn dns_block(listen: &str, ttl: u32) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_force_down_drill_measures_and_restores() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port_on(&["127.0.0.2", "127.0.0.3"]);
-    let mut primary = Nginx::new(dir.path(), "primary", "127.0.0.2", port);
-    let mut backup = Nginx::new(dir.path(), "backup", "127.0.0.3", port);
-    primary.start().await;
-    backup.start().await;
+    let (dir, port, _primary, _backup) = two_nginx().await;
     let dns = format!("127.0.0.25:{}", free_port("127.0.0.25"));
     let api = api_addr();
     let cfg = two_target_config(&dir.path().join("data"), api, port, 200, "1s", &dns_block(&dns, 1));
@@ -76,12 +71,7 @@ async fn a_force_down_drill_measures_and_restores() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drill_refuses_to_start_without_a_healthy_baseline_and_misses_are_exit_1() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port_on(&["127.0.0.2", "127.0.0.3"]);
-    let mut primary = Nginx::new(dir.path(), "primary", "127.0.0.2", port);
-    let mut backup = Nginx::new(dir.path(), "backup", "127.0.0.3", port);
-    primary.start().await;
-    backup.start().await;
+    let (dir, port, _primary, mut backup) = two_nginx().await;
     let api = api_addr();
     // Impossible targets: a 1 ms detection cannot be met with 200 ms checks.
     let extra = "\n[drill.targets]\ndetection = \"1ms\"\n";
@@ -106,4 +96,46 @@ async fn a_drill_refuses_to_start_without_a_healthy_baseline_and_misses_are_exit
     assert!(stdout.contains("RTO (monitor: fault -> switch complete)"), "{stdout}");
     // Missed or not, the fault was undone and traffic is back.
     d.wait_active("www", "primary", Duration::from_secs(5)).await;
+}
+
+/// A schedule runs force-down drills by itself through the daemon's own API, and the
+/// heartbeat pings its URL while the daemon is healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_drills_run_by_themselves_and_the_heartbeat_pings() {
+    let (dir, port, _primary, _backup) = two_nginx().await;
+    // A stand-in for a healthchecks-style receiver: counts pings.
+    let pings = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hb_addr = listener.local_addr().unwrap();
+    let counter = pings.clone();
+    let app = axum::Router::new().route(
+        "/ping",
+        axum::routing::get(move || {
+            let c = counter.clone();
+            async move {
+                c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                "ok"
+            }
+        }),
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let api = api_addr();
+    let extra = format!(
+        "\n[[drill.schedule]]\nservice = \"www\"\nevery = \"10s\"\ntimeout = \"30s\"\n\n[heartbeat]\nurl = \"http://{hb_addr}/ping\"\nevery = \"1s\"\ntimeout = \"500ms\"\n"
+    );
+    let cfg = two_target_config(&dir.path().join("data"), api, port, 200, "1s", &extra);
+    let d = Daemon::start(dir.path(), &cfg, api).await;
+    wait_for(Duration::from_secs(5), "two heartbeats", || async { (pings.load(std::sync::atomic::Ordering::SeqCst) >= 2).then_some(()) }).await;
+
+    let finished = wait_for(Duration::from_secs(30), "a scheduled drill to finish", || async {
+        d.events().await.into_iter().find(|e| e["event"]["kind"] == "drill_finished")
+    })
+    .await;
+    assert_eq!(finished["event"]["ok"], true, "{finished}");
+    let started = d.events().await.into_iter().find(|e| e["event"]["kind"] == "drill_started").unwrap();
+    assert_eq!(started["event"]["by"], "schedule");
+    assert_eq!(started["event"]["fault"], "force-down");
+    d.wait_active("www", "primary", Duration::from_secs(5)).await;
+    server.abort();
 }

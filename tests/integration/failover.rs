@@ -4,12 +4,7 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_primary_fails_over_within_budget_and_fails_back_after_the_hold() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port_on(&["127.0.0.2", "127.0.0.3"]);
-    let mut primary = Nginx::new(dir.path(), "primary", "127.0.0.2", port);
-    let mut backup = Nginx::new(dir.path(), "backup", "127.0.0.3", port);
-    primary.start().await;
-    backup.start().await;
+    let (dir, port, mut primary, _backup) = two_nginx().await;
     let hooks = dir.path().join("hooks");
     std::fs::create_dir_all(&hooks).unwrap();
     let extra = format!(
@@ -91,12 +86,7 @@ async fn killing_the_primary_fails_over_within_budget_and_fails_back_after_the_h
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_targets_down_serves_the_primary_and_recovers_to_the_first_healthy() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port_on(&["127.0.0.2", "127.0.0.3"]);
-    let mut primary = Nginx::new(dir.path(), "primary", "127.0.0.2", port);
-    let mut backup = Nginx::new(dir.path(), "backup", "127.0.0.3", port);
-    primary.start().await;
-    backup.start().await;
+    let (dir, port, mut primary, mut backup) = two_nginx().await;
     let api = api_addr();
     let cfg = two_target_config(&dir.path().join("data"), api, port, 200, "30s", "");
     let d = Daemon::start(dir.path(), &cfg, api).await;

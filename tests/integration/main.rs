@@ -14,5 +14,6 @@ mod crash; // kill -9 and restart: events, overrides, incidents intact; decision
 mod drill; // drills from the CLI: force-down measured and restored, baseline refusal, missed targets
 mod failover; // kill the primary: failover within budget; failback only after the hold; hooks
 mod netbed; // namespaces: DNS-mode drill through unbound, 5% / 100% loss, a flapping primary (root)
+mod notify; // real Alertmanager, aiosmtpd and a stand-in HTTP receiver: alerts, formats, kill -9 with the receiver down
 mod operator; // drain / enable / switchover / clear through the CLI
 mod reload; // SIGHUP: a bad file keeps the old config; a good one keeps unchanged health

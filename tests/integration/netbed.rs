@@ -2,127 +2,10 @@
 //! resolver (unbound), understudy on a monitor host serving DNS, nginx on a primary and a
 //! backup host. Addresses from 198.18.0.0/24 only; no route out. Needs root.
 
-use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
-use crate::support::netns::{BACKUP, Host, MONITOR, PRIMARY, Testbed};
-use crate::support::{understudy_bin, wait_for};
-
-struct Bed {
-    tb: Testbed,
-    token: std::path::PathBuf,
-    primary_pidfile: std::path::PathBuf,
-    primary_start: String,
-    resolver: std::net::SocketAddr,
-}
-
-const API: &str = "http://198.18.0.2:9190";
-
-/// The quick-start service with `[dns]`, checks on port 80, on the monitor host.
-fn config(dir: &Path, interval: &str, timeout: &str, hold: &str, ttl: u32) -> String {
-    format!(
-        r#"[daemon]
-data_dir = "{data}"
-api = "{MONITOR}:9190"
-api_token_file = "token"
-
-[[service]]
-name = "www"
-failback = "auto"
-failback_hold = "{hold}"
-all_down = "primary"
-
-[service.check]
-kind = "http"
-port = 80
-path = "/"
-expect_status = [200]
-interval = "{interval}"
-timeout = "{timeout}"
-fall = 3
-rise = 2
-
-[[service.target]]
-name = "primary"
-address = "{PRIMARY}"
-
-[[service.target]]
-name = "backup"
-address = "{BACKUP}"
-
-[dns]
-listen = ["{MONITOR}:53"]
-
-[[dns.zone]]
-name = "example.test"
-nameservers = {{ "ns1.example.test" = "{MONITOR}" }}
-
-[[dns.zone.record]]
-name = "www"
-service = "www"
-ttl = {ttl}
-
-[drill.targets]
-detection = "30s"
-switch = "1s"
-rto = "10s"
-"#,
-        data = dir.join("data").display()
-    )
-}
-
-async fn bed(dir: &Path, interval: &str, timeout: &str, hold: &str, ttl: u32) -> Bed {
-    let mut tb = Testbed::new(dir);
-    let (primary_pidfile, primary_start) = tb.nginx(Host::Primary, "primary");
-    tb.nginx(Host::Backup, "backup");
-    let token = dir.join("token");
-    std::fs::write(&token, "drill-token\n").unwrap();
-    let cfg = dir.join("understudy.toml");
-    std::fs::write(&cfg, config(dir, interval, timeout, hold, ttl)).unwrap();
-    tb.spawn(Host::Monitor, understudy_bin(), &["run", "-c", cfg.to_str().unwrap()], &dir.join("daemon.log"));
-    let resolver = tb.unbound();
-    tb.wait_port(Host::Client, MONITOR, 9190, Duration::from_secs(15)).await;
-    let b = Bed { tb, token, primary_pidfile, primary_start, resolver };
-    wait_for(Duration::from_secs(15), "primary active", || async { (b.active().await.as_deref() == Some("primary")).then_some(()) }).await;
-    b
-}
-
-impl Bed {
-    /// The CLI on the client host, talking to the monitor's API.
-    async fn cli(&self, args: &[&str]) -> Output {
-        self.tb
-            .tokio_command(Host::Client, understudy_bin())
-            .args(args)
-            .args(["--api", API, "--token-file", self.token.to_str().unwrap()])
-            .output()
-            .await
-            .unwrap()
-    }
-
-    async fn json(&self, args: &[&str]) -> serde_json::Value {
-        let out = self.cli(args).await;
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
-    }
-
-    async fn active(&self) -> Option<String> {
-        let out = self.cli(&["status", "www", "--json"]).await;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        v[0]["active"].as_str().map(str::to_string)
-    }
-
-    /// Decision reasons recorded so far.
-    async fn decisions(&self) -> Vec<String> {
-        let out = self.cli(&["events", "--json"]).await;
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|e| e["event"]["kind"] == "decision")
-            .map(|e| e["event"]["reason"].as_str().unwrap_or("").to_string())
-            .collect()
-    }
-}
+use crate::support::netns::{API, Host, PRIMARY, bed};
+use crate::support::wait_for;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_mode_drill_with_a_real_outage_through_a_caching_resolver() {
@@ -190,4 +73,29 @@ async fn a_flapping_primary_moves_traffic_at_most_once_each_way_per_hold() {
     // Stable again: one failback after the hold.
     wait_for(Duration::from_secs(10), "failback after the flapping stops", || async { (b.active().await.as_deref() == Some("primary")).then_some(()) }).await;
     assert_eq!(b.decisions().await, ["initial", "failover", "failback"]);
+}
+
+/// `--fault block` drops the monitor's traffic to the primary's check port with nftables, on
+/// the monitor host, and removes the rule afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_drill_on_the_monitor_host_leaves_no_rule_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = bed(dir.path(), "200ms", "150ms", "1s", 1).await;
+    let out = b
+        .tb
+        .tokio_command(Host::Monitor, crate::support::understudy_bin())
+        .args(["drill", "www", "--fault", "block", "--no-client", "--timeout", "60s", "--json"])
+        .args(["--api", API, "--token-file", b.token.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(r["fault"], "block");
+    assert_eq!(r["to"], "backup");
+    assert!(r["steps"].to_string().contains("removed nftables table understudy_drill_"), "{r:#}");
+    let tables = b.tb.sh(Host::Monitor, "nft list tables");
+    assert!(!tables.contains("understudy_drill"), "rule left behind: {tables}");
+    wait_for(Duration::from_secs(5), "primary active again", || async { (b.active().await.as_deref() == Some("primary")).then_some(()) }).await;
 }

@@ -15,12 +15,7 @@ fn refused(out: &std::process::Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_enable_switchover_and_clear_through_the_cli() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port_on(&["127.0.0.2", "127.0.0.3"]);
-    let mut primary = Nginx::new(dir.path(), "primary", "127.0.0.2", port);
-    let mut backup = Nginx::new(dir.path(), "backup", "127.0.0.3", port);
-    primary.start().await;
-    backup.start().await;
+    let (dir, port, _primary, mut backup) = two_nginx().await;
     let api = api_addr();
     let cfg = two_target_config(&dir.path().join("data"), api, port, 200, "1s", "");
     let d = Daemon::start(dir.path(), &cfg, api).await;
@@ -83,12 +78,7 @@ async fn drain_enable_switchover_and_clear_through_the_cli() {
 /// and lapses by itself, so a drill that dies cannot leave a target down for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn force_down_fails_checks_and_lapses_by_itself() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port_on(&["127.0.0.2", "127.0.0.3"]);
-    let mut primary = Nginx::new(dir.path(), "primary", "127.0.0.2", port);
-    let mut backup = Nginx::new(dir.path(), "backup", "127.0.0.3", port);
-    primary.start().await;
-    backup.start().await;
+    let (dir, port, _primary, _backup) = two_nginx().await;
     let api = api_addr();
     let cfg = two_target_config(&dir.path().join("data"), api, port, 200, "1s", "");
     let d = Daemon::start(dir.path(), &cfg, api).await;

@@ -4,12 +4,7 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_refuses_a_bad_file_and_keeps_health_across_a_good_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port_on(&["127.0.0.2", "127.0.0.3"]);
-    let mut primary = Nginx::new(dir.path(), "primary", "127.0.0.2", port);
-    let mut backup = Nginx::new(dir.path(), "backup", "127.0.0.3", port);
-    primary.start().await;
-    backup.start().await;
+    let (dir, port, _primary, _backup) = two_nginx().await;
     let api = api_addr();
     let data = dir.path().join("data");
     let cfg = two_target_config(&data, api, port, 200, "3s", "");

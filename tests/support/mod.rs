@@ -277,6 +277,18 @@ address = "127.0.0.3"
     )
 }
 
+/// A temporary directory and two running nginx on one free port: the primary on 127.0.0.2 and
+/// the backup on 127.0.0.3.
+pub async fn two_nginx() -> (tempfile::TempDir, u16, Nginx, Nginx) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port_on(&["127.0.0.2", "127.0.0.3"]);
+    let mut primary = Nginx::new(dir.path(), "primary", "127.0.0.2", port);
+    let mut backup = Nginx::new(dir.path(), "backup", "127.0.0.3", port);
+    primary.start().await;
+    backup.start().await;
+    (dir, port, primary, backup)
+}
+
 pub fn api_addr() -> SocketAddr {
     SocketAddr::new("127.0.0.1".parse().unwrap(), free_port("127.0.0.1"))
 }

@@ -16,8 +16,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 pub const CLIENT: &str = "198.18.0.10";
 pub const MONITOR: &str = "198.18.0.2";
@@ -246,3 +246,121 @@ impl Drop for Testbed {
         }
     }
 }
+
+/// The test bed with understudy (DNS mode) on the monitor, nginx on primary and backup, and
+/// unbound on the client.
+pub struct Bed {
+    pub tb: Testbed,
+    pub token: std::path::PathBuf,
+    pub primary_pidfile: std::path::PathBuf,
+    pub primary_start: String,
+    pub resolver: std::net::SocketAddr,
+}
+
+pub const API: &str = "http://198.18.0.2:9190";
+
+/// The quick-start service with `[dns]`, checks on port 80, on the monitor host.
+pub fn config(dir: &Path, interval: &str, timeout: &str, hold: &str, ttl: u32) -> String {
+    format!(
+        r#"[daemon]
+data_dir = "{data}"
+api = "{MONITOR}:9190"
+api_token_file = "token"
+
+[[service]]
+name = "www"
+failback = "auto"
+failback_hold = "{hold}"
+all_down = "primary"
+
+[service.check]
+kind = "http"
+port = 80
+path = "/"
+expect_status = [200]
+interval = "{interval}"
+timeout = "{timeout}"
+fall = 3
+rise = 2
+
+[[service.target]]
+name = "primary"
+address = "{PRIMARY}"
+
+[[service.target]]
+name = "backup"
+address = "{BACKUP}"
+
+[dns]
+listen = ["{MONITOR}:53"]
+
+[[dns.zone]]
+name = "example.test"
+nameservers = {{ "ns1.example.test" = "{MONITOR}" }}
+
+[[dns.zone.record]]
+name = "www"
+service = "www"
+ttl = {ttl}
+
+[drill.targets]
+detection = "30s"
+switch = "1s"
+rto = "10s"
+"#,
+        data = dir.join("data").display()
+    )
+}
+
+pub async fn bed(dir: &Path, interval: &str, timeout: &str, hold: &str, ttl: u32) -> Bed {
+    let mut tb = Testbed::new(dir);
+    let (primary_pidfile, primary_start) = tb.nginx(Host::Primary, "primary");
+    tb.nginx(Host::Backup, "backup");
+    let token = dir.join("token");
+    std::fs::write(&token, "drill-token\n").unwrap();
+    let cfg = dir.join("understudy.toml");
+    std::fs::write(&cfg, config(dir, interval, timeout, hold, ttl)).unwrap();
+    tb.spawn(Host::Monitor, super::understudy_bin(), &["run", "-c", cfg.to_str().unwrap()], &dir.join("daemon.log"));
+    let resolver = tb.unbound();
+    tb.wait_port(Host::Client, MONITOR, 9190, Duration::from_secs(15)).await;
+    let b = Bed { tb, token, primary_pidfile, primary_start, resolver };
+    super::wait_for(Duration::from_secs(15), "primary active", || async { (b.active().await.as_deref() == Some("primary")).then_some(()) }).await;
+    b
+}
+
+impl Bed {
+    /// The CLI on the client host, talking to the monitor's API.
+    pub async fn cli(&self, args: &[&str]) -> Output {
+        self.tb
+            .tokio_command(Host::Client, super::understudy_bin())
+            .args(args)
+            .args(["--api", API, "--token-file", self.token.to_str().unwrap()])
+            .output()
+            .await
+            .unwrap()
+    }
+
+    pub async fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.cli(args).await;
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    pub async fn active(&self) -> Option<String> {
+        let out = self.cli(&["status", "www", "--json"]).await;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v[0]["active"].as_str().map(str::to_string)
+    }
+
+    /// Decision reasons recorded so far.
+    pub async fn decisions(&self) -> Vec<String> {
+        let out = self.cli(&["events", "--json"]).await;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["event"]["kind"] == "decision")
+            .map(|e| e["event"]["reason"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+}
+

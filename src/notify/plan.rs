@@ -1,0 +1,562 @@
+//! Which events become notifications, and what they say. Pure: a fold over event records.
+//!
+//! The [`Planner`] sees every record in log order (live, and again at start-up when the
+//! history is replayed) and returns the [`Notice`]s that follow from it. It keeps its own
+//! [`IncidentBook`] so notices carry the incident's facts (timeline, detection, switch, RTO)
+//! as they stand after the event. Because it is a pure fold, replaying the log rebuilds its
+//! state exactly; the dispatcher only keeps the notices of records it has not planned before.
+//!
+//! # Rules
+//! | event | notice | severity |
+//! | --- | --- | --- |
+//! | incident opened | `incident_opened` (open) | warning; critical when nothing is eligible; info during a drill |
+//! | decision, switch done, target up/down, override, while open | `incident_updated` | the incident's |
+//! | actuator failed while an incident is open | `actuator_failed` (update, escalates) | critical |
+//! | all targets down while an incident is open | `all_down` (update, escalates) | critical |
+//! | daemon started while an incident is open | `daemon_restarted` (update) | the incident's |
+//! | incident closed | `incident_closed` (close) | the incident's |
+//! | actuator failed, no incident | `actuator_failed` condition, closed by its next success | critical |
+//! | all targets down, no incident | `all_down` condition, closed by a decision with a target | critical |
+//! | config reload refused | `config_rejected` condition, closed by an accepted config | warning |
+//!
+//! An incident that opens while a drill runs on its service is a drill: `info`, and its summaries
+//! say so, so a channel with `min_severity = "warning"` does not page anyone for a rehearsal
+//! (a failing actuator still escalates it to `critical`: that failure is real).
+//!
+//! An incident's severity only rises. Notices that open, close or escalate are `urgent`; plain
+//! updates may be grouped by a channel's `group_window` (see `outbox`).
+
+use std::collections::BTreeMap;
+
+use crate::api::wire;
+use crate::events::incident::{Incident, IncidentBook};
+use crate::events::{Event, Record};
+
+use super::notice::{Notice, NoticeEvent, Phase, Severity, Status, human_ms};
+
+#[derive(Debug, Clone, Default)]
+pub struct Planner {
+    book: IncidentBook,
+    /// Severity announced for each open incident, and the one it opened with.
+    severity: BTreeMap<u64, Severity>,
+    opened_severity: BTreeMap<u64, Severity>,
+    /// Whether each service's last decision had no eligible target.
+    last_all_down: BTreeMap<String, bool>,
+    /// Open conditions and the last notice about each (Alertmanager re-sends these).
+    open: BTreeMap<String, Notice>,
+    /// Services with a drill running (drill id), and incidents a drill opened.
+    drills: BTreeMap<String, u64>,
+    drill_incidents: std::collections::BTreeSet<u64>,
+}
+
+fn incident_condition(service: &str, id: u64) -> String {
+    format!("understudy-{service}-incident-{id}")
+}
+
+/// What one notice is about, before the common fields are filled in.
+struct Draft {
+    condition: String,
+    alertname: &'static str,
+    event: NoticeEvent,
+    phase: Phase,
+    severity: Severity,
+    escalated_from: Option<Severity>,
+    urgent: bool,
+    service: Option<String>,
+    target: Option<String>,
+    summary: String,
+    details: Vec<String>,
+    incident: Option<wire::Incident>,
+}
+
+fn incident_details(i: &Incident) -> Vec<String> {
+    let w = wire::Incident::from(i);
+    let mut d = vec![format!(
+        "failed target: {}; traffic on: {}",
+        i.failed.as_deref().unwrap_or("-"),
+        i.to.as_deref().unwrap_or("(none: failing closed)")
+    )];
+    d.push(format!(
+        "detection {} (first failed check -> marked down), switch {} (marked down -> switched), RTO {}",
+        human_ms(w.detection_ms),
+        human_ms(w.switch_ms),
+        human_ms(w.rto_ms)
+    ));
+    if i.actuator_failures > 0 {
+        d.push(format!("actuator failures: {}", i.actuator_failures));
+    }
+    if let Some(r) = &w.recovered {
+        d.push(format!("{} recovered at {r}", i.failed.as_deref().unwrap_or("the failed target")));
+    }
+    d
+}
+
+impl Planner {
+    /// The incidents as this planner has folded them.
+    pub fn incidents(&self) -> &IncidentBook {
+        &self.book
+    }
+
+    /// Open conditions with the latest notice about each.
+    pub fn open_conditions(&self) -> impl Iterator<Item = &Notice> {
+        self.open.values()
+    }
+
+    /// Fold `r` in and return the notices it causes.
+    pub fn observe(&mut self, r: &Record) -> Vec<Notice> {
+        let follow = self.book.react(r);
+        self.book.apply(r);
+        let opens = follow.iter().any(|e| matches!(e, Event::IncidentOpened { .. }));
+        let closes = follow.iter().any(|e| matches!(e, Event::IncidentClosed { .. }));
+        let mut drafts = Vec::new();
+        match &r.event {
+            Event::Decision { service, all_down, .. } => {
+                self.last_all_down.insert(service.clone(), *all_down);
+                let open = self.book.open_for(service).cloned();
+                match open {
+                    Some(inc) if !closes => {
+                        if *all_down {
+                            drafts.push(self.escalate(&inc, NoticeEvent::AllDown, format!("{service}: no target is eligible (all down), incident #{} open", inc.id)));
+                        } else {
+                            drafts.push(self.update(&inc, NoticeEvent::IncidentUpdated, format!("{service}: incident #{}: {}", inc.id, r.event.summary())));
+                        }
+                    }
+                    _ if opens || closes => {}
+                    _ => {
+                        let cond = format!("understudy-{service}-all-down");
+                        let is_open = self.open.contains_key(&cond);
+                        if *all_down && !is_open {
+                            drafts.push(Draft {
+                                condition: cond,
+                                alertname: "UnderstudyAllDown",
+                                event: NoticeEvent::AllDown,
+                                phase: Phase::Open,
+                                severity: Severity::Critical,
+                                escalated_from: None,
+                                urgent: true,
+                                service: Some(service.clone()),
+                                target: None,
+                                summary: format!("{service}: no target is eligible (all down)"),
+                                details: vec![r.event.summary()],
+                                incident: None,
+                            });
+                        } else if !*all_down && is_open {
+                            drafts.push(self.close_condition(&cond, format!("{service}: a target is eligible again: {}", r.event.summary())));
+                        }
+                    }
+                }
+            }
+            Event::IncidentOpened { id, service, failed, to } => {
+                if let Some(inc) = self.book.get(*id).cloned() {
+                    let critical = to.is_none() || self.last_all_down.get(service).copied().unwrap_or(false);
+                    let drill = self.drills.contains_key(service);
+                    let severity = match (drill, critical) {
+                        (true, _) => Severity::Info,
+                        (false, true) => Severity::Critical,
+                        (false, false) => Severity::Warning,
+                    };
+                    if drill {
+                        self.drill_incidents.insert(*id);
+                    }
+                    self.severity.insert(*id, severity);
+                    self.opened_severity.insert(*id, severity);
+                    let f = failed.as_deref().unwrap_or("(none)");
+                    let mut summary = match to {
+                        Some(t) => format!("{service}: {f} failed, traffic moved to {t} (incident #{id})"),
+                        None => format!("{service}: {f} failed and no target is eligible (incident #{id})"),
+                    };
+                    if drill {
+                        summary = format!("drill: {summary}");
+                    }
+                    drafts.push(Draft {
+                        condition: incident_condition(service, *id),
+                        alertname: "UnderstudyFailover",
+                        event: NoticeEvent::IncidentOpened,
+                        phase: Phase::Open,
+                        severity,
+                        escalated_from: None,
+                        urgent: true,
+                        service: Some(service.clone()),
+                        target: failed.clone(),
+                        summary,
+                        details: incident_details(&inc),
+                        incident: Some(wire::Incident::from(&inc)),
+                    });
+                }
+            }
+            Event::IncidentClosed { id, service, by } => {
+                if let Some(inc) = self.book.get(*id).cloned() {
+                    let severity = self.severity.remove(id).unwrap_or(Severity::Warning);
+                    // Alertmanager resolves the alert it opened with the first severity too.
+                    let escalated_from = self.opened_severity.remove(id).filter(|s| *s != severity);
+                    let lasted = inc.closed_us.map(|c| human_ms(Some(c.saturating_sub(inc.opened_us) as f64 / 1000.0))).unwrap_or_default();
+                    let mut summary = match (by.as_str(), &inc.failed) {
+                        ("auto", Some(f)) => format!("{service}: traffic is back on {f}, incident #{id} closed after {lasted}"),
+                        _ => format!("{service}: incident #{id} closed by {by} after {lasted}"),
+                    };
+                    if self.drill_incidents.remove(id) {
+                        summary = format!("drill: {summary}");
+                    }
+                    drafts.push(Draft {
+                        condition: incident_condition(service, *id),
+                        alertname: "UnderstudyFailover",
+                        event: NoticeEvent::IncidentClosed,
+                        phase: Phase::Close,
+                        severity,
+                        escalated_from,
+                        urgent: true,
+                        service: Some(service.clone()),
+                        target: inc.failed.clone(),
+                        summary,
+                        details: incident_details(&inc),
+                        incident: Some(wire::Incident::from(&inc)),
+                    });
+                }
+            }
+            Event::TargetDown { service, .. } | Event::TargetUp { service, .. } | Event::Override { service, .. } => {
+                if let Some(inc) = self.book.open_for(service).cloned() {
+                    drafts.push(self.update(&inc, NoticeEvent::IncidentUpdated, format!("{service}: incident #{}: {}", inc.id, r.event.summary())));
+                }
+            }
+            Event::DrillStarted { service, .. } => {
+                self.drills.insert(service.clone(), r.seq);
+            }
+            Event::DrillFinished { service, .. } => {
+                self.drills.remove(service);
+            }
+            Event::Switched { service, epoch, .. } => {
+                // The switch is complete (or failed: the failing actuator already escalated).
+                if let Some(inc) = self.book.open_for(service).cloned()
+                    && *epoch == inc.epoch
+                {
+                    drafts.push(self.update(&inc, NoticeEvent::IncidentUpdated, format!("{service}: incident #{}: {}", inc.id, r.event.summary())));
+                }
+            }
+            Event::Actuated { service, actuator, ok, .. } => {
+                // A successful step is in the timeline; the `switched` event announces the switch.
+                let open = self.book.open_for(service).cloned();
+                let cond = format!("understudy-{service}-actuator-{actuator}");
+                if let Some(inc) = open
+                    && !*ok
+                {
+                    drafts.push(self.escalate(&inc, NoticeEvent::ActuatorFailed, format!("{service}: incident #{}: {}", inc.id, r.event.summary())));
+                }
+                let is_open = self.open.contains_key(&cond);
+                if !*ok && !is_open && self.book.open_for(service).is_none() {
+                    drafts.push(Draft {
+                        condition: cond,
+                        alertname: "UnderstudyActuatorFailed",
+                        event: NoticeEvent::ActuatorFailed,
+                        phase: Phase::Open,
+                        severity: Severity::Critical,
+                        escalated_from: None,
+                        urgent: true,
+                        service: Some(service.clone()),
+                        target: None,
+                        summary: r.event.summary(),
+                        details: vec![format!("actuator {actuator} failed; traffic may not be where understudy decided it should be")],
+                        incident: None,
+                    });
+                } else if *ok && is_open {
+                    drafts.push(self.close_condition(&cond, format!("{service}: actuator {actuator} works again: {}", r.event.summary())));
+                }
+            }
+            Event::ConfigRejected { errors } => {
+                let cond = "understudy-config-rejected".to_string();
+                let phase = if self.open.contains_key(&cond) { Phase::Update } else { Phase::Open };
+                drafts.push(Draft {
+                    condition: cond,
+                    alertname: "UnderstudyConfigRejected",
+                    event: NoticeEvent::ConfigRejected,
+                    phase,
+                    severity: Severity::Warning,
+                    escalated_from: None,
+                    urgent: true,
+                    service: None,
+                    target: None,
+                    summary: "config reload refused; the previous config keeps running".into(),
+                    details: errors.lines().map(str::to_string).collect(),
+                    incident: None,
+                });
+            }
+            Event::ConfigReloaded { .. } | Event::DaemonStarted { .. } => {
+                let cond = "understudy-config-rejected";
+                if self.open.contains_key(cond) {
+                    drafts.push(self.close_condition(cond, "a config was accepted; the refused reload no longer matters".into()));
+                }
+                if let Event::DaemonStarted { pid, .. } = &r.event {
+                    let open: Vec<Incident> = self.book.all().filter(|i| i.open).cloned().collect();
+                    for inc in open {
+                        let s = format!("{}: understudy restarted (pid {pid}) while incident #{} is open; it is still being tracked", inc.service, inc.id);
+                        drafts.push(self.update(&inc, NoticeEvent::DaemonRestarted, s));
+                    }
+                }
+            }
+            _ => {}
+        }
+        drafts.into_iter().map(|d| self.finish(d, r)).collect()
+    }
+
+    fn update(&self, inc: &Incident, event: NoticeEvent, summary: String) -> Draft {
+        let severity = self.severity.get(&inc.id).copied().unwrap_or(Severity::Warning);
+        let summary = if self.drill_incidents.contains(&inc.id) { format!("drill: {summary}") } else { summary };
+        Draft {
+            condition: incident_condition(&inc.service, inc.id),
+            alertname: "UnderstudyFailover",
+            event,
+            phase: Phase::Update,
+            severity,
+            escalated_from: None,
+            urgent: false,
+            service: Some(inc.service.clone()),
+            target: inc.failed.clone(),
+            summary,
+            details: incident_details(inc),
+            incident: Some(wire::Incident::from(inc)),
+        }
+    }
+
+    fn escalate(&mut self, inc: &Incident, event: NoticeEvent, summary: String) -> Draft {
+        let before = self.severity.get(&inc.id).copied().unwrap_or(Severity::Warning);
+        self.severity.insert(inc.id, Severity::Critical);
+        let mut d = self.update(inc, event, summary);
+        d.severity = Severity::Critical;
+        d.escalated_from = (before != Severity::Critical).then_some(before);
+        d.urgent = true;
+        d
+    }
+
+    fn close_condition(&self, cond: &str, summary: String) -> Draft {
+        let last = &self.open[cond];
+        Draft {
+            condition: cond.to_string(),
+            alertname: match last.alertname.as_str() {
+                "UnderstudyAllDown" => "UnderstudyAllDown",
+                "UnderstudyActuatorFailed" => "UnderstudyActuatorFailed",
+                _ => "UnderstudyConfigRejected",
+            },
+            event: last.event,
+            phase: Phase::Close,
+            severity: last.severity,
+            escalated_from: None,
+            urgent: true,
+            service: last.service.clone(),
+            target: last.target.clone(),
+            summary,
+            details: last.details.clone(),
+            incident: None,
+        }
+    }
+
+    fn finish(&mut self, d: Draft, r: &Record) -> Notice {
+        let started_us = match d.phase {
+            Phase::Open => r.time_us,
+            _ => self.open.get(&d.condition).map(|n| n.started_us).unwrap_or(r.time_us),
+        };
+        let closed = d.phase == Phase::Close;
+        let n = Notice {
+            key: Notice::key_for(&d.condition, d.event, r.seq, r.time_us),
+            condition: d.condition,
+            alertname: d.alertname.to_string(),
+            event: d.event,
+            phase: d.phase,
+            status: if closed { Status::Resolved } else { Status::Firing },
+            severity: d.severity,
+            escalated_from: d.escalated_from,
+            urgent: d.urgent,
+            service: d.service,
+            target: d.target,
+            summary: d.summary,
+            details: d.details,
+            incident: d.incident,
+            started_us,
+            ended_us: closed.then_some(r.time_us),
+            cause: Some(wire::EventRecord::from(r)),
+            time_us: r.time_us,
+        };
+        if closed {
+            self.open.remove(&n.condition);
+        } else {
+            self.open.insert(n.condition.clone(), n.clone());
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::Reason;
+    use crate::events::Step;
+    use crate::health::Health;
+
+    struct Feed {
+        planner: Planner,
+        book: IncidentBook,
+        records: Vec<Record>,
+    }
+
+    impl Feed {
+        fn new() -> Feed {
+            Feed { planner: Planner::default(), book: IncidentBook::default(), records: Vec::new() }
+        }
+        /// As the daemon does: append, react, append what follows; the planner sees each.
+        fn push(&mut self, t: u64, e: Event) -> Vec<Notice> {
+            let r = Record { seq: self.records.len() as u64 + 1, time_us: t, event: e };
+            let follow = self.book.react(&r);
+            self.book.apply(&r);
+            let mut out = self.planner.observe(&r);
+            self.records.push(r);
+            for e in follow {
+                out.extend(self.push(t, e));
+            }
+            out
+        }
+    }
+
+    fn decision(epoch: u64, from: (&str, usize), to: Option<(&str, usize)>, reason: Reason, all_down: bool) -> Event {
+        Event::Decision {
+            service: "www".into(),
+            epoch,
+            from: Some(from.0.into()),
+            to: to.map(|t| t.0.into()),
+            from_rank: Some(from.1),
+            to_rank: to.map(|t| t.1),
+            address: None,
+            reason,
+            all_down,
+        }
+    }
+
+    fn down(target: &str) -> Event {
+        Event::TargetDown {
+            service: "www".into(),
+            target: target.into(),
+            from: Health::Up,
+            streak: 3,
+            first_failure_us: 1,
+            last_ok_us: None,
+            reason: "refused".into(),
+            checks: Vec::new(),
+        }
+    }
+
+    fn actuated(epoch: u64, ok: bool) -> Event {
+        Event::Actuated { service: "www".into(), epoch, actuator: "hooks".into(), step: Step::Applied, ok, detail: String::new(), duration_us: 1 }
+    }
+
+    #[test]
+    fn failover_update_escalation_and_failback() {
+        let mut f = Feed::new();
+        assert!(f.push(1, decision(1, ("primary", 0), Some(("primary", 0)), Reason::Initial, false)).is_empty());
+        assert!(f.push(2, down("primary")).is_empty(), "a flip alone is not an incident");
+        let n = f.push(3, decision(2, ("primary", 0), Some(("backup", 1)), Reason::Failover, false));
+        assert_eq!(n.len(), 1);
+        assert_eq!((n[0].event, n[0].phase, n[0].severity), (NoticeEvent::IncidentOpened, Phase::Open, Severity::Warning));
+        assert_eq!(n[0].condition, "understudy-www-incident-1");
+        assert_eq!(n[0].target.as_deref(), Some("primary"));
+        assert!(n[0].summary.contains("traffic moved to backup"), "{}", n[0].summary);
+
+        assert!(f.push(4, actuated(2, true)).is_empty(), "a successful step is only in the timeline");
+        let n = f.push(4, Event::Switched { service: "www".into(), epoch: 2, ok: true, steps: 1, duration_us: 5 });
+        assert_eq!((n[0].event, n[0].urgent), (NoticeEvent::IncidentUpdated, false));
+        let n = f.push(5, actuated(2, false));
+        assert_eq!((n[0].event, n[0].severity, n[0].escalated_from, n[0].urgent), (NoticeEvent::ActuatorFailed, Severity::Critical, Some(Severity::Warning), true));
+        assert_eq!(n.len(), 1, "inside an incident a failed actuator is an update, not a second condition");
+
+        let n = f.push(6, decision(3, ("backup", 1), Some(("primary", 0)), Reason::Failback, false));
+        assert_eq!(n.len(), 1, "{n:?}");
+        assert_eq!((n[0].event, n[0].status, n[0].severity), (NoticeEvent::IncidentClosed, Status::Resolved, Severity::Critical));
+        assert_eq!(n[0].started_us, 3);
+        assert_eq!(f.planner.open_conditions().count(), 0);
+        // Keys are unique per notice and derived from the record.
+        assert_eq!(n[0].key, "understudy-www-incident-1:incident_closed:9");
+    }
+
+    #[test]
+    fn an_incident_during_a_drill_is_info_and_says_drill() {
+        let mut f = Feed::new();
+        f.push(1, decision(1, ("primary", 0), Some(("primary", 0)), Reason::Initial, false));
+        f.push(2, Event::DrillStarted { service: "www".into(), fault: "force_down".into(), target: "primary".into(), by: "cli".into() });
+        let n = f.push(3, decision(2, ("primary", 0), Some(("backup", 1)), Reason::Failover, false));
+        assert_eq!(n[0].severity, Severity::Info);
+        assert!(n[0].summary.starts_with("drill: www: primary failed"), "{}", n[0].summary);
+        let n = f.push(4, actuated(2, false));
+        assert_eq!(n[0].severity, Severity::Critical, "a failing actuator during a drill is real");
+        f.push(5, Event::DrillFinished {
+            id: 2,
+            service: "www".into(),
+            ok: true,
+            detection_ms: None,
+            switch_ms: None,
+            rto_ms: None,
+            missed: vec![],
+            error: None,
+        });
+        let n = f.push(6, decision(3, ("backup", 1), Some(("primary", 0)), Reason::Failback, false));
+        assert!(n[0].summary.starts_with("drill: www: traffic is back on primary"), "{}", n[0].summary);
+        // The next real failure is not a drill.
+        let n = f.push(7, decision(4, ("primary", 0), Some(("backup", 1)), Reason::Failover, false));
+        assert_eq!((n[0].severity, n[0].summary.starts_with("drill")), (Severity::Warning, false));
+    }
+
+    #[test]
+    fn replay_gives_the_same_notices() {
+        let mut f = Feed::new();
+        let mut live = Vec::new();
+        live.extend(f.push(1, decision(1, ("primary", 0), Some(("primary", 0)), Reason::Initial, false)));
+        live.extend(f.push(2, down("primary")));
+        live.extend(f.push(3, decision(2, ("primary", 0), Some(("backup", 1)), Reason::Failover, false)));
+        live.extend(f.push(4, Event::DaemonStarted { version: "x".into(), pid: 9, config: "c".into() }));
+        assert_eq!(live.last().unwrap().event, NoticeEvent::DaemonRestarted);
+        let records = f.records.clone();
+        let mut p = Planner::default();
+        let replayed: Vec<Notice> = records.iter().flat_map(|r| p.observe(r)).collect();
+        assert_eq!(replayed, live);
+    }
+
+    #[test]
+    fn all_down_without_traffic_and_config_rejections_are_conditions() {
+        let mut f = Feed::new();
+        let n = f.push(
+            1,
+            Event::Decision {
+                service: "www".into(),
+                epoch: 1,
+                from: None,
+                to: None,
+                from_rank: None,
+                to_rank: None,
+                address: None,
+                reason: Reason::AllDown,
+                all_down: true,
+            },
+        );
+        assert_eq!((n[0].event, n[0].phase, n[0].severity), (NoticeEvent::AllDown, Phase::Open, Severity::Critical));
+        let n = f.push(2, Event::Decision {
+            service: "www".into(),
+            epoch: 2,
+            from: None,
+            to: Some("backup".into()),
+            from_rank: None,
+            to_rank: Some(1),
+            address: None,
+            reason: Reason::Recovered,
+            all_down: false,
+        });
+        assert_eq!((n[0].event, n[0].phase), (NoticeEvent::AllDown, Phase::Close));
+
+        let n = f.push(3, Event::ConfigRejected { errors: "a\nb".into() });
+        assert_eq!((n[0].event, n[0].phase, &n[0].details), (NoticeEvent::ConfigRejected, Phase::Open, &vec!["a".to_string(), "b".to_string()]));
+        let n = f.push(4, Event::ConfigRejected { errors: "c".into() });
+        assert_eq!(n[0].phase, Phase::Update);
+        let n = f.push(5, Event::ConfigReloaded { services: vec![] });
+        assert_eq!((n[0].phase, n[0].status), (Phase::Close, Status::Resolved));
+
+        let n = f.push(6, actuated(2, false));
+        assert_eq!((n[0].event, n[0].phase), (NoticeEvent::ActuatorFailed, Phase::Open));
+        assert!(f.push(7, actuated(2, false)).is_empty(), "a failing actuator does not repeat itself");
+        let n = f.push(8, actuated(3, true));
+        assert_eq!((n[0].event, n[0].phase), (NoticeEvent::ActuatorFailed, Phase::Close));
+    }
+}
