@@ -40,6 +40,9 @@ pub struct Desired {
     pub reason: Reason,
     /// True when no target is eligible and the `all_down` policy chose `active`.
     pub all_down: bool,
+    /// When the decision was made (recorded durably), so actuators can report how long after
+    /// it their change took effect.
+    pub decided_at: std::time::Instant,
 }
 
 /// The result of one step of one actuator.

@@ -391,7 +391,7 @@ impl Core {
         let target_ref = |i: Option<usize>| i.map(|i| TargetRef { name: svc.targets[i].cfg.name.clone(), address: svc.targets[i].cfg.address });
         let (from, to) = (target_ref(d.from), target_ref(d.to));
         let desired =
-            Desired { service: svc.name.clone(), epoch: d.epoch, active: to.clone(), previous: from.clone(), reason: d.reason, all_down: d.all_down };
+            Desired { service: svc.name.clone(), epoch: d.epoch, active: to.clone(), previous: from.clone(), reason: d.reason, all_down: d.all_down, decided_at: now() };
         let event = Event::Decision {
             service: svc.cfg.name.clone(),
             epoch: d.epoch,
@@ -414,8 +414,9 @@ impl Core {
         for (i, t) in svc.targets.iter().enumerate() {
             m.active_target.get_or_create(&TargetLabels { service: service.clone(), target: t.cfg.name.clone() }).set((d.to == Some(i)) as i64);
         }
-        // Durable first, then act.
+        // Durable first, then act: the decision counts as made once it is on disk.
         self.record(event);
+        let desired = Desired { decided_at: now(), ..desired };
         let svc = &mut self.services[si];
         if d.to != d.from || svc.active_since_us.is_none() {
             svc.active_since_us = Some(now_us());

@@ -83,7 +83,10 @@ impl DnsActuator {
         // Only meaningful when this decision swapped the table in.
         let table = self.dns.table();
         let first = match table.first_failover_answer() {
-            Some(d) if table.epoch == Some(desired.epoch) => format!("; first answer {} after the swap", Self::fmt_us(d)),
+            Some(d) if table.epoch == Some(desired.epoch) => {
+                let since_decision = table.created.saturating_duration_since(desired.decided_at) + d;
+                format!("; first answer with it {} after the decision ({} after the swap)", Self::fmt_us(since_decision), Self::fmt_us(d))
+            }
             _ => String::new(),
         };
         let what = want.map(|w| w.to_string()).unwrap_or_else(|| "NODATA".into());

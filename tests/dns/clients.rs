@@ -127,6 +127,7 @@ async fn failover_through_the_actuator_changes_the_answer_and_the_serial() {
         previous: None,
         reason: Reason::Failover,
         all_down: false,
+        decided_at: std::time::Instant::now(),
     };
     let d = desired(7, "127.0.0.3", "backup");
     let applied = act.apply(&d).await;
@@ -243,6 +244,7 @@ async fn serves_on_ipv6_loopback() {
         previous: None,
         reason: Reason::Failover,
         all_down: false,
+        decided_at: std::time::Instant::now(),
     };
     assert!(act.apply(&d).await.ok);
     let v = act.verify(&d).unwrap().await;

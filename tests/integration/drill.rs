@@ -67,6 +67,14 @@ async fn a_force_down_drill_measures_and_restores() {
     assert!(String::from_utf8_lossy(&list.stdout).lines().any(|l| l.starts_with(&id.to_string()) && l.contains("passed")));
     let events = d.events().await;
     assert!(events.iter().any(|e| e["event"]["kind"] == "drill_finished" && e["event"]["ok"] == true));
+    // The DNS actuator says when the new answer was first served, counted from the decision.
+    let verified = events
+        .iter()
+        .find(|e| e["event"]["kind"] == "actuated" && e["event"]["actuator"] == "dns" && e["event"]["step"] == "verified" && e["event"]["epoch"].as_u64() > Some(1))
+        .expect("dns verified the failover");
+    let detail = verified["event"]["detail"].as_str().unwrap();
+    assert!(detail.contains("after the decision"), "{detail}");
+    eprintln!("dns verify: {detail}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
