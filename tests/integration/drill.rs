@@ -147,3 +147,37 @@ async fn scheduled_drills_run_by_themselves_and_the_heartbeat_pings() {
     d.wait_active("www", "primary", Duration::from_secs(5)).await;
     server.abort();
 }
+
+/// Ctrl-C in the middle of a drill undoes the fault first, then reports the drill as failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_mid_drill_restores_before_reporting() {
+    let (dir, port, _primary, _backup) = two_nginx().await;
+    let api = api_addr();
+    // A long hold keeps the drill waiting for the failback, so there is time to interrupt it.
+    let cfg = two_target_config(&dir.path().join("data"), api, port, 200, "60s", "");
+    let d = Daemon::start(dir.path(), &cfg, api).await;
+    d.wait_active("www", "primary", Duration::from_secs(5)).await;
+    let mut child = tokio::process::Command::new(understudy_bin())
+        .args(["drill", "www", "--no-client", "--timeout", "120s", "--api", &d.api])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the failover happened (the drill is now waiting for the way back).
+    d.wait_active("www", "backup", Duration::from_secs(10)).await;
+    // SAFETY: kill(2) on the child we started.
+    unsafe {
+        libc::kill(child.id().unwrap() as i32, libc::SIGINT);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output()).await.expect("drill exits after Ctrl-C").unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("FAILED: interrupted"), "{stdout}");
+    let svc = d.service("www").await;
+    assert!(svc["targets"][0]["forced_down_until"].is_null(), "the force-down was lifted: {svc}");
+    let events = d.events().await;
+    let unforce = events.iter().find(|e| e["event"]["action"] == "unforce").expect("unforce event");
+    assert_ne!(unforce["event"]["by"], "expiry", "undone by the drill, not by expiry");
+    let finished = events.iter().find(|e| e["event"]["kind"] == "drill_finished").expect("the report was recorded");
+    assert_eq!(finished["event"]["ok"], false);
+}
