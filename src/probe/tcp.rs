@@ -74,7 +74,10 @@ mod tests {
 
     #[tokio::test]
     async fn connects_to_a_listener_and_fails_on_a_closed_port() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        // Not 127.0.0.1: a connect from 127.0.0.1 to a free ephemeral port of 127.0.0.1 can pick
+        // that same port as its source and "connect" to itself (TCP simultaneous open). For
+        // 127.0.0.9 the kernel picks source 127.0.0.1, so a closed port is really refused.
+        let listener = tokio::net::TcpListener::bind("127.0.0.9:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let probe = TcpProbe::new(addr);
         assert_eq!(probe.check().await, Verdict::pass("connected"));
