@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use super::{Event, Record};
@@ -29,15 +29,7 @@ pub enum LogError {
     Read { path: PathBuf, source: std::io::Error },
 }
 
-/// What opening the log found, besides the records.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct OpenReport {
-    pub records: u64,
-    /// Bytes cut off the end (a torn final write).
-    pub truncated_bytes: u64,
-    /// 1-based line numbers of damaged lines that were skipped.
-    pub skipped_lines: Vec<u64>,
-}
+pub use crate::crclog::OpenReport;
 
 pub struct EventLog {
     path: PathBuf,
@@ -49,18 +41,7 @@ pub struct EventLog {
 }
 
 fn encode(record: &Record) -> String {
-    let json = serde_json::to_string(record).expect("events always serialize");
-    let crc = crc32fast::hash(json.as_bytes());
-    format!("{json}\t{crc:08x}\n")
-}
-
-fn decode(line: &str) -> Option<Record> {
-    let (json, crc) = line.rsplit_once('\t')?;
-    let crc = u32::from_str_radix(crc.trim_end(), 16).ok()?;
-    if crc32fast::hash(json.as_bytes()) != crc {
-        return None;
-    }
-    serde_json::from_str(json).ok()
+    crate::crclog::encode(record)
 }
 
 impl EventLog {
@@ -71,49 +52,8 @@ impl EventLog {
         let open_err = |source| LogError::Open { path: path.clone(), source };
         let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(open_err)?;
 
-        let mut report = OpenReport::default();
         let mut records = Vec::new();
-        let mut good_end: u64 = 0;
-        {
-            let mut reader = BufReader::new(&file);
-            let mut offset: u64 = 0;
-            let mut line_no: u64 = 0;
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                let n = reader.read_until(b'\n', &mut buf).map_err(|source| LogError::Read { path: path.clone(), source })?;
-                if n == 0 {
-                    break;
-                }
-                line_no += 1;
-                offset += n as u64;
-                let complete = buf.last() == Some(&b'\n');
-                let parsed = std::str::from_utf8(&buf).ok().and_then(decode);
-                match parsed {
-                    Some(r) if complete => {
-                        records.push(r);
-                        good_end = offset;
-                    }
-                    _ => {
-                        // A damaged line followed by nothing is a torn final write: cut it.
-                        // One followed by more lines is damage we report and step over.
-                        let at_end = reader.fill_buf().map(|b| b.is_empty()).unwrap_or(true);
-                        if at_end {
-                            report.truncated_bytes = offset - good_end;
-                        } else {
-                            report.skipped_lines.push(line_no);
-                            good_end = offset;
-                        }
-                    }
-                }
-            }
-        }
-        if report.truncated_bytes > 0 {
-            file.set_len(good_end).map_err(open_err)?;
-            file.sync_data().map_err(open_err)?;
-        }
-        file.seek(SeekFrom::End(0)).map_err(open_err)?;
-        report.records = records.len() as u64;
+        let (report, _) = crate::crclog::recover(&mut file, |r: Record| records.push(r)).map_err(open_err)?;
         let next_seq = records.last().map(|r| r.seq + 1).unwrap_or(1);
         let recent = records.iter().rev().take(MEMORY_WINDOW).rev().cloned().collect();
         Ok((EventLog { path, file, next_seq, recent, sync: true }, records, report))
@@ -155,7 +95,7 @@ impl EventLog {
         let mut out = Vec::new();
         for line in BufReader::new(f).lines() {
             let line = line.map_err(|source| LogError::Read { path: self.path.clone(), source })?;
-            if let Some(r) = decode(&line)
+            if let Some(r) = crate::crclog::decode::<Record>(&line)
                 && r.seq > since
             {
                 out.push(r);

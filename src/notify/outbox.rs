@@ -25,7 +25,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -89,11 +89,7 @@ pub struct Totals {
     pub last_rejected: Option<(u64, String)>,
 }
 
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct OpenReport {
-    pub truncated_bytes: u64,
-    pub skipped_lines: Vec<u64>,
-}
+pub use crate::crclog::OpenReport;
 
 /// What a channel should do next.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,18 +117,7 @@ pub struct Outbox {
 }
 
 fn encode(line: &Line) -> String {
-    let json = serde_json::to_string(line).expect("outbox lines always serialize");
-    let crc = crc32fast::hash(json.as_bytes());
-    format!("{json}\t{crc:08x}\n")
-}
-
-fn decode(text: &str) -> Option<Line> {
-    let (json, crc) = text.rsplit_once('\t')?;
-    let crc = u32::from_str_radix(crc.trim_end(), 16).ok()?;
-    if crc32fast::hash(json.as_bytes()) != crc {
-        return None;
-    }
-    serde_json::from_str(json).ok()
+    crate::crclog::encode(line)
 }
 
 impl Outbox {
@@ -195,43 +180,11 @@ impl Outbox {
             size: 0,
             compact_over: COMPACT_OVER_BYTES,
         };
-        let mut report = OpenReport::default();
-        let mut good_end = 0u64;
-        {
-            let mut reader = BufReader::new(&file);
-            let (mut offset, mut line_no) = (0u64, 0u64);
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                let n = reader.read_until(b'\n', &mut buf).map_err(open_err)?;
-                if n == 0 {
-                    break;
-                }
-                line_no += 1;
-                offset += n as u64;
-                let complete = buf.last() == Some(&b'\n');
-                match std::str::from_utf8(&buf).ok().and_then(decode) {
-                    Some(line) if complete => {
-                        ob.apply(line);
-                        good_end = offset;
-                    }
-                    _ => {
-                        let at_end = reader.fill_buf().map(|b| b.is_empty()).unwrap_or(true);
-                        if at_end {
-                            report.truncated_bytes = offset - good_end;
-                        } else {
-                            report.skipped_lines.push(line_no);
-                            good_end = offset;
-                        }
-                    }
-                }
-            }
+        let mut lines = Vec::new();
+        let (report, size) = crate::crclog::recover(&mut file, |l: Line| lines.push(l)).map_err(open_err)?;
+        for l in lines {
+            ob.apply(l);
         }
-        if report.truncated_bytes > 0 {
-            file.set_len(good_end).map_err(open_err)?;
-            file.sync_data().map_err(open_err)?;
-        }
-        let size = file.seek(SeekFrom::End(0)).map_err(open_err)?;
         Ok((ob, report, size))
     }
 
@@ -423,7 +376,7 @@ mod tests {
             ob.done(vec![1], Outcome::Delivered, "", 11).unwrap();
         }
         let (mut ob, report) = Outbox::open(dir.path()).unwrap();
-        assert_eq!(report, OpenReport::default());
+        assert_eq!((report.truncated_bytes, report.skipped_lines.len()), (0, 0), "{report:?}");
         assert_eq!(ob.cursor(), Some(5));
         assert_eq!(ob.pending("a").count(), 0);
         assert_eq!(ob.pending("b").count(), 1);

@@ -157,7 +157,7 @@ async fn ctrl_c_mid_drill_restores_before_reporting() {
     let cfg = two_target_config(&dir.path().join("data"), api, port, 200, "60s", "");
     let d = Daemon::start(dir.path(), &cfg, api).await;
     d.wait_active("www", "primary", Duration::from_secs(5)).await;
-    let mut child = tokio::process::Command::new(understudy_bin())
+    let child = tokio::process::Command::new(understudy_bin())
         .args(["drill", "www", "--no-client", "--timeout", "120s", "--api", &d.api])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
