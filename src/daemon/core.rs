@@ -538,6 +538,9 @@ impl Core {
         if config.daemon != self.config.daemon {
             tracing::warn!("[daemon] settings changed; they take effect at the next restart");
         }
+        if config.drill.schedules != self.config.drill.schedules || config.heartbeat != self.config.heartbeat {
+            tracing::warn!("[[drill.schedule]] or [heartbeat] changed; they take effect at the next restart");
+        }
         if config.dns != self.config.dns {
             match (&self.dns, &config.dns) {
                 (Some(dns), Some(new)) => {
