@@ -108,4 +108,18 @@ async fn all_targets_down_serves_the_primary_and_recovers_to_the_first_healthy()
     let reasons: Vec<String> =
         d.events().await.iter().filter(|e| e["event"]["kind"] == "decision").map(|e| e["event"]["reason"].as_str().unwrap().to_string()).collect();
     assert_eq!(reasons, ["initial", "failover", "all_down", "recovered"]);
+
+    // Traffic is on the backup, not back on the primary: the incident stays open until an
+    // operator closes it (or traffic returns).
+    let incidents = d.get("/api/v1/incidents").await;
+    assert_eq!(incidents.as_array().unwrap().len(), 1, "the second failure joined the open incident: {incidents}");
+    let id = incidents[0]["id"].as_u64().unwrap().to_string();
+    assert_eq!(incidents[0]["open"], true);
+    let out = d.cli(&["incidents", "close", &id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let inc = d.get(&format!("/api/v1/incidents/{id}")).await;
+    assert_eq!((inc["open"].clone(), inc["closed_by"].clone()), (serde_json::json!(false), serde_json::json!("api")));
+    let again = d.cli(&["incidents", "close", &id]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is already closed"));
 }
