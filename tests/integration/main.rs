@@ -11,6 +11,7 @@ mod support;
 mod api; // the router through `oneshot`: status codes, auth, error bodies, metrics names
 mod config_errors; // check-config and run with bad files: file, line, key, expectation; exit 2
 mod crash; // kill -9 and restart: events, overrides, incidents intact; decision reconciled
+mod demo; // README's first command: `understudy demo` end to end
 mod drill; // drills from the CLI: force-down measured and restored, baseline refusal, missed targets
 mod failover; // kill the primary: failover within budget; failback only after the hold; hooks
 mod netbed; // namespaces: DNS-mode drill through unbound, 5% / 100% loss, a flapping primary (root)
