@@ -222,9 +222,14 @@ struct EventsQuery {
 async fn events(State(shared): State<Shared>, q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult<Json<wire::Events>> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(format!("expected ?since=N&limit=N&service=NAME: {}", e.body_text())))?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
-    let (records, next_seq) = {
+    // Scan the file (for an old `since`) without holding the lock the core appends under.
+    let (in_memory, next_seq, path) = {
         let log = shared.log.lock().map_err(|_| ApiError::Internal("event log lock poisoned".into()))?;
-        (log.since(q.since, limit).map_err(|e| ApiError::Internal(e.to_string()))?, log.next_seq())
+        (log.since_in_memory(q.since, limit), log.next_seq(), log.path().to_owned())
+    };
+    let records = match in_memory {
+        Some(r) => r,
+        None => crate::events::log::read_since(&path, q.since, limit).map_err(|e| ApiError::Internal(e.to_string()))?,
     };
     let next = records.last().map(|r| r.seq).unwrap_or_else(|| q.since.min(next_seq.saturating_sub(1)));
     let events = records.iter().filter(|r| q.service.as_deref().is_none_or(|s| r.event.service() == Some(s))).map(wire::EventRecord::from).collect();

@@ -87,24 +87,17 @@ impl EventLog {
 
     /// Records with `seq > since`, at most `limit` of them, oldest first.
     pub fn since(&self, since: u64, limit: usize) -> Result<Vec<Record>, LogError> {
-        let in_memory = self.recent.front().is_some_and(|r| r.seq <= since + 1) || self.recent.len() as u64 + 1 >= self.next_seq;
-        if in_memory {
-            return Ok(self.recent.iter().filter(|r| r.seq > since).take(limit).cloned().collect());
+        match self.since_in_memory(since, limit) {
+            Some(records) => Ok(records),
+            None => read_since(&self.path, since, limit),
         }
-        let f = File::open(&self.path).map_err(|source| LogError::Read { path: self.path.clone(), source })?;
-        let mut out = Vec::new();
-        for line in BufReader::new(f).lines() {
-            let line = line.map_err(|source| LogError::Read { path: self.path.clone(), source })?;
-            if let Some(r) = crate::crclog::decode::<Record>(&line)
-                && r.seq > since
-            {
-                out.push(r);
-                if out.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
+    }
+
+    /// The same, when the in-memory window covers it; `None` means read the file
+    /// ([`read_since`]), which callers holding a lock on the log should do after releasing it.
+    pub fn since_in_memory(&self, since: u64, limit: usize) -> Option<Vec<Record>> {
+        let covered = self.recent.front().is_some_and(|r| r.seq <= since + 1) || self.recent.len() as u64 + 1 >= self.next_seq;
+        covered.then(|| self.recent.iter().filter(|r| r.seq > since).take(limit).cloned().collect())
     }
 
     /// The newest `n` records, oldest first.
@@ -112,6 +105,25 @@ impl EventLog {
         let skip = self.recent.len().saturating_sub(n);
         self.recent.iter().skip(skip).cloned().collect()
     }
+}
+
+/// Records with `seq > since` from the log file at `path`, at most `limit`, oldest first.
+pub fn read_since(path: &Path, since: u64, limit: usize) -> Result<Vec<Record>, LogError> {
+    let err = |source| LogError::Read { path: path.to_owned(), source };
+    let f = File::open(path).map_err(err)?;
+    let mut out = Vec::new();
+    for line in BufReader::new(f).lines() {
+        let line = line.map_err(err)?;
+        if let Some(r) = crate::crclog::decode::<Record>(&line)
+            && r.seq > since
+        {
+            out.push(r);
+            if out.len() >= limit {
+                break;
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -138,6 +150,22 @@ mod tests {
         assert_eq!(log.next_seq(), 6);
         assert_eq!(report.truncated_bytes, 0);
         assert_eq!(log.since(3, 10).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>(), vec![4, 5]);
+    }
+
+    #[test]
+    fn old_records_come_from_the_file_once_they_leave_the_memory_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _, _) = EventLog::open(dir.path()).unwrap();
+        log.sync = false; // 50,000 fsyncs would only make this slow
+        for i in 0..(MEMORY_WINDOW as u32 + 10) {
+            log.append(ev(i), i as u64).unwrap();
+        }
+        assert!(log.since_in_memory(5, 3).is_none(), "seq 6 left the window");
+        let old = log.since(5, 3).unwrap();
+        assert_eq!(old.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![6, 7, 8]);
+        assert_eq!(old[0].event, ev(5));
+        let recent = log.since_in_memory(MEMORY_WINDOW as u64 + 5, 100).unwrap();
+        assert_eq!(recent.first().map(|r| r.seq), Some(MEMORY_WINDOW as u64 + 6));
     }
 
     #[test]
