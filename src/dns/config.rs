@@ -690,35 +690,8 @@ mod tests {
         assert!(parse_rdata("MX", "mail", &apex()).is_err());
     }
 
-    const QUICK_START: &str = r#"
-[daemon]
-data_dir = "./understudy-data"
-api = "127.0.0.1:9190"
-
-[[service]]
-name = "www"
-failback = "auto"
-failback_hold = "10s"
-all_down = "primary"
-
-[service.check]
-kind = "http"
-port = 8080
-path = "/health"
-expect_status = [200]
-interval = "1s"
-timeout = "500ms"
-fall = 3
-rise = 2
-
-[[service.target]]
-name = "primary"
-address = "127.0.0.2"
-
-[[service.target]]
-name = "backup"
-address = "127.0.0.3"
-"#;
+    /// The quick-start config, exactly as users see it.
+    const QUICK_START: &str = include_str!("../../examples/quickstart.toml");
 
     const DNS_BLOCK: &str = r#"
 [dns]
