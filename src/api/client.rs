@@ -66,10 +66,6 @@ impl Client {
         serde_json::from_slice(&body).with_context(|| format!("unexpected API response from {}", self.base))
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.send(self.http.get(format!("{}{path}", self.base))).await
     }

@@ -181,9 +181,6 @@ impl Engine {
     pub fn pinned(&self) -> Option<usize> {
         self.pinned
     }
-    pub fn policy(&self) -> Policy {
-        self.policy
-    }
     /// Whether the engine has made its first decision since start.
     pub fn has_decided(&self) -> bool {
         self.decided

@@ -144,14 +144,11 @@ async fn inject(client: &Client, opts: &Options, id: u64, primary: &wire::Target
                  nft add rule inet {table} out {family} daddr {} tcp dport {port} drop",
                 primary.check_address
             );
-            shell(&script, "installing the nftables block (needs root and the nftables package, on the host understudy runs on)")
-                .await
-                .map_err(|e| {
-                    // Leave nothing half-installed.
-                    let table = table.clone();
-                    tokio::spawn(async move { let _ = shell(&format!("nft delete table inet {table}"), "cleanup").await; });
-                    e
-                })?;
+            if let Err(e) = shell(&script, "installing the nftables block (needs root and the nftables package, on the host understudy runs on)").await {
+                // Leave nothing half-installed (the table may exist without its rule).
+                let _ = shell(&format!("nft delete table inet {table}"), "cleanup").await;
+                return Err(e);
+            }
             Ok(Installed::Block { table })
         }
     }

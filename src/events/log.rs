@@ -99,12 +99,6 @@ impl EventLog {
         let covered = self.recent.front().is_some_and(|r| r.seq <= since + 1) || self.recent.len() as u64 + 1 >= self.next_seq;
         covered.then(|| self.recent.iter().filter(|r| r.seq > since).take(limit).cloned().collect())
     }
-
-    /// The newest `n` records, oldest first.
-    pub fn tail(&self, n: usize) -> Vec<Record> {
-        let skip = self.recent.len().saturating_sub(n);
-        self.recent.iter().skip(skip).cloned().collect()
-    }
 }
 
 /// Records with `seq > since` from the log file at `path`, at most `limit`, oldest first.
