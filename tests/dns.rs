@@ -22,6 +22,10 @@ mod props;
 // through dig, the API and `understudy status`; a DNS bind error is fatal at start-up.
 #[path = "dns/e2e.rs"]
 mod e2e;
+// The real binary: a restart after a failover and a record added by SIGHUP serve the current
+// decision from their first answer, never the dead primary.
+#[path = "dns/restart.rs"]
+mod restart;
 // The integration suite's helpers (nginx, the daemon binary, deadlines), shared.
 #[path = "support/mod.rs"]
 mod common;

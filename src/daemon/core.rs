@@ -78,6 +78,7 @@ fn now() -> Instant {
 }
 
 impl Core {
+    #[allow(clippy::too_many_arguments)] // each is a distinct piece of the daemon's runtime
     pub fn new(
         config: Config,
         shared: Shared,
@@ -85,9 +86,9 @@ impl Core {
         tracker: TaskTracker,
         lag: Arc<LagHistogram>,
         history: &[Record],
+        persisted: Persisted,
         dns: Option<crate::dns::Dns>,
     ) -> Result<Core, DaemonError> {
-        let persisted = Persisted::fold(history);
         let mut incidents = IncidentBook::default();
         for r in history {
             incidents.apply(r);
@@ -120,7 +121,8 @@ impl Core {
         for cfg in config.services {
             let restored = persisted.decisions.get(&cfg.name).cloned();
             let overrides = persisted.overrides.get(&cfg.name).cloned().unwrap_or_default();
-            let svc = services::build(cfg, restored, overrides, &mut core.probe_ctx, &core.tracker, &core.reports_tx, core.dns.as_ref(), t)?;
+            let health = persisted.health.get(&cfg.name).cloned().unwrap_or_default();
+            let svc = services::build(cfg, restored, overrides, &health, &mut core.probe_ctx, &core.tracker, &core.reports_tx, core.dns.as_ref(), t)?;
             core.services.push(svc);
         }
         core.index_probes();
@@ -222,8 +224,19 @@ impl Core {
         self.recent_checks.retain(|id, _| self.probes.contains_key(id));
     }
 
+    /// What each decided service serves now, for DNS records that start serving mid-run.
+    fn dns_current(&self) -> HashMap<String, crate::dns::Current> {
+        self.services
+            .iter()
+            .filter(|s| s.engine.has_decided())
+            .map(|s| (s.cfg.name.clone(), crate::dns::Current { epoch: s.engine.epoch(), active: s.engine.active().map(|a| s.targets[a].cfg.address) }))
+            .collect()
+    }
+
     pub async fn run(mut self, mut control: mpsc::Receiver<Control>) {
         let mut heartbeat = tokio::time::interval(std::time::Duration::from_secs(1));
+        // Services whose every target has a restored verdict decide (reconcile) at once.
+        self.evaluate_all();
         loop {
             self.shared.heartbeat_us.store(now_us(), Ordering::Relaxed);
             let deadline = self.services.iter().filter_map(|s| s.engine.next_deadline()).min();
@@ -544,7 +557,9 @@ impl Core {
         if config.dns != self.config.dns {
             match (&self.dns, &config.dns) {
                 (Some(dns), Some(new)) => {
-                    for setting in dns.reload(new.clone(), &config.services) {
+                    // A record added for a running service serves its current decision at once.
+                    let current = self.dns_current();
+                    for setting in dns.reload_from(new.clone(), &config.services, &current) {
                         tracing::warn!("{setting} changed; it takes effect at the next restart");
                     }
                 }
@@ -564,7 +579,7 @@ impl Core {
                     }
                     svc
                 }
-                None => match services::build(cfg, None, Default::default(), &mut self.probe_ctx, &self.tracker, &self.reports_tx, self.dns.as_ref(), t) {
+                None => match services::build(cfg, None, Default::default(), &Default::default(), &mut self.probe_ctx, &self.tracker, &self.reports_tx, self.dns.as_ref(), t) {
                     Ok(s) => s,
                     Err(e) => {
                         // Put back what we took, so the old config keeps running.
@@ -602,7 +617,8 @@ impl Core {
     fn carry_over(&mut self, mut prev: ServiceRt, cfg: crate::config::ServiceConfig, t: Instant) -> (ServiceRt, bool) {
         let same_targets = prev.cfg.targets.iter().map(|x| (&x.name, x.address)).eq(cfg.targets.iter().map(|x| (&x.name, x.address)));
         let same_policy = services::policy(&prev.cfg) == services::policy(&cfg);
-        let same_actuators = prev.cfg.hooks == cfg.hooks;
+        let actuators = services::actuators(&cfg, self.dns.as_ref());
+        let same_actuators = prev.cfg.hooks == cfg.hooks && prev.actuators.iter().map(|a| a.name()).eq(actuators.iter().map(|a| a.name()));
         // Targets: keep probe + health where the check is unchanged.
         let mut old_targets: HashMap<String, TargetRt> = std::mem::take(&mut prev.targets).into_iter().map(|x| (x.cfg.name.clone(), x)).collect();
         let mut targets = Vec::new();
@@ -623,9 +639,9 @@ impl Core {
                     match self.probe_ctx.spawn(&cfg.check, tc) {
                         Ok((probe_id, probe_cancel, probe_describe)) => TargetRt {
                             cfg: tc.clone(),
-                            // The new check starts from scratch, but until its first result the
-                            // engine keeps the old verdict, so a reload never causes a failover.
-                            health: HealthState::new(),
+                            // The new check starts from the old verdict and needs `fall`/`rise`
+                            // results to change it, so a reload never causes a failover by itself.
+                            health: HealthState::restored(carried.as_ref().map_or(Health::Unknown, |c| c.health.health())),
                             health_since_us: carried.as_ref().and_then(|c| c.health_since_us),
                             probe_id,
                             probe_cancel,
@@ -650,7 +666,7 @@ impl Core {
             prev.engine = prev.engine.reshape(services::policy(&cfg), &names);
             services::apply_overrides(&mut prev.engine, &prev.overrides, t);
         }
-        prev.actuators = services::actuators(&cfg, self.dns.as_ref()).into();
+        prev.actuators = actuators.into();
         // Actuators must hear about new addresses or new actuators; a new target list is
         // otherwise decided by the normal rules at the next evaluation.
         let same_addresses = prev.engine.active().is_none_or(|a| {

@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::wire;
 use crate::config::Config;
 use crate::events::log::EventLog;
+use crate::events::state::Persisted;
 use crate::events::{OverrideAction, Record};
 use crate::metrics::Metrics;
 
@@ -181,6 +182,24 @@ impl Handle {
     }
 }
 
+/// The last recorded decision of each configured service, as the DNS server serves it. A
+/// decision whose target has left the config is ignored (the service starts on its primary).
+fn restored_dns(config: &Config, persisted: &Persisted) -> std::collections::HashMap<String, crate::dns::Current> {
+    let mut current = std::collections::HashMap::new();
+    for (name, r) in &persisted.decisions {
+        let Some(svc) = config.services.iter().find(|s| &s.name == name) else { continue };
+        let active = match &r.active {
+            Some(t) => match svc.target(t) {
+                Some(t) => Some(t.address),
+                None => continue,
+            },
+            None => None,
+        };
+        current.insert(name.clone(), crate::dns::Current { epoch: r.epoch, active });
+    }
+    current
+}
+
 /// Start the daemon. Returns once the API is bound and the core is running.
 pub async fn start(config: Config) -> Result<Handle, DaemonError> {
     let cancel = CancellationToken::new();
@@ -195,15 +214,17 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
     if !report.skipped_lines.is_empty() {
         tracing::error!(lines = ?report.skipped_lines, path = %log.path().display(), "skipped damaged lines in the event log");
     }
+    let persisted = Persisted::fold(&records);
     let listener = tokio::net::TcpListener::bind(config.daemon.api)
         .await
         .map_err(|source| DaemonError::BindApi { addr: config.daemon.api, source })?;
     let api_addr = listener.local_addr().map_err(|source| DaemonError::BindApi { addr: config.daemon.api, source })?;
 
-    // The DNS server answers from the start (each failover record with its primary until the
-    // first decision); a bind error is fatal here, before anything else runs.
+    // The DNS server answers from the start, each failover record with the decision restored
+    // from the event log (its primary when the service has none), so a restart never serves a
+    // target the daemon had failed away from; a bind error is fatal here, before anything runs.
     let dns = match &config.dns {
-        Some(d) => Some(crate::dns::Dns::start(d.clone(), &config.services, cancel.clone())?),
+        Some(d) => Some(crate::dns::Dns::start_from(d.clone(), &config.services, &restored_dns(&config, &persisted), cancel.clone())?),
         None => None,
     };
 
@@ -227,7 +248,7 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
 
     let schedules = config.drill.schedules.clone();
     let heartbeat = config.heartbeat.clone();
-    let mut core = core::Core::new(config, shared.clone(), cancel.clone(), tracker.clone(), lag, &records, dns)?;
+    let mut core = core::Core::new(config, shared.clone(), cancel.clone(), tracker.clone(), lag, &records, persisted, dns)?;
     drop(records);
     core.started();
 

@@ -14,7 +14,7 @@ use crate::actuator::{Actuator, hooks::Hook};
 use crate::config::{CheckConfig, ServiceConfig, TargetConfig};
 use crate::decision::{Engine, Policy, Restored};
 use crate::events::state::Overrides;
-use crate::health::{HealthState, Thresholds};
+use crate::health::{Health, HealthState, Thresholds};
 use crate::probe::lag::LagHistogram;
 use crate::probe::scheduler::{self, Report, Scheduled};
 use crate::probe::{self, CheckResult, ProbeError};
@@ -106,12 +106,15 @@ pub fn actuators(cfg: &ServiceConfig, dns: Option<&crate::dns::Dns>) -> Vec<Arc<
     v
 }
 
-/// Build a service from scratch (start-up, or a service added by reload).
+/// Build a service from scratch (start-up, or a service added by reload). `health` is each
+/// target's last recorded verdict (empty for a new service): those targets start from it and need
+/// `fall`/`rise` results to flip, so the engine can decide at once from the restored state.
 #[allow(clippy::too_many_arguments)] // each is a distinct piece of the daemon's runtime
 pub fn build(
     cfg: ServiceConfig,
     restored: Option<Restored>,
     overrides: Overrides,
+    health: &std::collections::BTreeMap<String, Health>,
     probes: &mut ProbeCtx,
     tracker: &TaskTracker,
     reports: &mpsc::UnboundedSender<runner::Report>,
@@ -122,11 +125,13 @@ pub fn build(
     let mut engine = Engine::new(policy(&cfg), &names, restored, now);
     apply_overrides(&mut engine, &overrides, now);
     let mut targets = Vec::new();
-    for t in &cfg.targets {
+    for (i, t) in cfg.targets.iter().enumerate() {
+        let known = health.get(&t.name).copied().unwrap_or(Health::Unknown);
+        engine.set_health(i, known, now);
         let (probe_id, probe_cancel, probe_describe) = probes.spawn(&cfg.check, t)?;
         targets.push(TargetRt {
             cfg: t.clone(),
-            health: HealthState::new(),
+            health: HealthState::restored(known),
             health_since_us: None,
             probe_id,
             probe_cancel,

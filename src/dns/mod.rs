@@ -148,11 +148,26 @@ pub fn next_serial(old: u32, now: u32) -> u32 {
     if ahead != 0 && ahead < (1 << 31) { now } else { old.wrapping_add(1) }
 }
 
+/// What a service's failover records serve before this DNS server has applied a decision of its
+/// own: the decision restored from the event log at start-up, or the current decision when a
+/// reload adds a record. A service without one serves its first target (the primary).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Current {
+    pub epoch: u64,
+    /// `None`: the decision was to serve nothing (`all_down = "none"`).
+    pub active: Option<IpAddr>,
+}
+
 impl Dns {
     /// Build the server state without sockets: each failover record serves its service's
     /// first target. `services` must contain every service named in `cfg`.
     pub fn new(cfg: DnsConfig, services: &[ServiceConfig]) -> Dns {
-        let served = served_for(&cfg, services, HashMap::new());
+        Dns::new_from(cfg, services, &HashMap::new())
+    }
+
+    /// Like [`Dns::new`], but each service in `current` serves what it says.
+    pub fn new_from(cfg: DnsConfig, services: &[ServiceConfig], current: &HashMap<String, Current>) -> Dns {
+        let served = served_for(&cfg, services, HashMap::new(), current);
         let serials = vec![unix_secs(); cfg.zones.len()];
         let addrs: HashMap<String, Vec<IpAddr>> = served.iter().map(|(k, v)| (k.clone(), v.addrs.clone())).collect();
         let table = table::compile(&cfg, &addrs, &serials);
@@ -173,7 +188,14 @@ impl Dns {
     /// daemon treats them as fatal). Stops when `shutdown` fires or [`Dns::stop`] is called.
     /// Must be called inside a tokio runtime.
     pub fn start(cfg: DnsConfig, services: &[ServiceConfig], shutdown: CancellationToken) -> Result<Dns, DnsError> {
-        let dns = Dns::new(cfg, services);
+        Dns::start_from(cfg, services, &HashMap::new(), shutdown)
+    }
+
+    /// Like [`Dns::start`], but the table is built from `current` (the decisions restored from
+    /// the event log) before the first socket is bound: a restarted daemon never answers
+    /// with a target it had already failed away from.
+    pub fn start_from(cfg: DnsConfig, services: &[ServiceConfig], current: &HashMap<String, Current>, shutdown: CancellationToken) -> Result<Dns, DnsError> {
+        let dns = Dns::new_from(cfg, services, current);
         dns.serve(shutdown)?;
         Ok(dns)
     }
@@ -233,6 +255,12 @@ impl Dns {
     /// still have them; new ones start with their primary. Zones whose data changed get a new
     /// serial. Returns the settings that only take effect at the next restart.
     pub fn reload(&self, cfg: DnsConfig, services: &[ServiceConfig]) -> Vec<String> {
+        self.reload_from(cfg, services, &HashMap::new())
+    }
+
+    /// Like [`Dns::reload`], but a record added for a service in `current` serves that
+    /// service's current decision at once instead of its primary.
+    pub fn reload_from(&self, cfg: DnsConfig, services: &[ServiceConfig], current: &HashMap<String, Current>) -> Vec<String> {
         let mut later = Vec::new();
         let old_listen = &self.inner.listen;
         if cfg.listen != old_listen.listen {
@@ -252,7 +280,7 @@ impl Dns {
                 None => now,
             })
             .collect();
-        st.served = served_for(&cfg, services, std::mem::take(&mut st.served));
+        st.served = served_for(&cfg, services, std::mem::take(&mut st.served), current);
         // Services whose records changed only in data keep their epoch and addresses.
         let addrs: HashMap<String, Vec<IpAddr>> = st.served.iter().map(|(k, v)| (k.clone(), v.addrs.clone())).collect();
         let table = table::compile(&cfg, &addrs, &serials);
@@ -335,8 +363,9 @@ impl Dns {
 }
 
 /// What each service with failover records in `cfg` serves: carried over from `old` where the
-/// service had records before, else its first target (the primary).
-fn served_for(cfg: &DnsConfig, services: &[ServiceConfig], mut old: HashMap<String, Served>) -> HashMap<String, Served> {
+/// service had records before, else its decision in `current`, else its first target (the
+/// primary).
+fn served_for(cfg: &DnsConfig, services: &[ServiceConfig], mut old: HashMap<String, Served>, current: &HashMap<String, Current>) -> HashMap<String, Served> {
     let mut served = HashMap::new();
     let since_us = now_us();
     for z in &cfg.zones {
@@ -346,6 +375,9 @@ fn served_for(cfg: &DnsConfig, services: &[ServiceConfig], mut old: HashMap<Stri
                     continue;
                 }
                 let s = old.remove(service).unwrap_or_else(|| {
+                    if let Some(c) = current.get(service) {
+                        return Served { addrs: c.active.into_iter().collect(), epoch: Some(c.epoch), since_us };
+                    }
                     let addrs = services.iter().find(|s| &s.name == service).and_then(|s| s.targets.first()).map(|t| vec![t.address]).unwrap_or_default();
                     Served { addrs, epoch: None, since_us }
                 });

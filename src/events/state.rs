@@ -1,12 +1,13 @@
 //! What a restarted daemon needs from its past, folded from the event log: operator
-//! overrides (drained targets, the switchover pin) and each service's last decision (epoch and
-//! active target). Keeping these as events, not as a second file, means one durable mechanism
+//! overrides (drained targets, the switchover pin), each service's last decision (epoch and
+//! active target) and each target's last known health. Keeping these as events, not as a second file, means one durable mechanism
 //! and no way for the two to disagree after a crash.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Event, OverrideAction, Record};
 use crate::decision::Restored;
+use crate::health::Health;
 
 /// Operator intent for one service.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,6 +50,10 @@ impl Overrides {
 pub struct Persisted {
     pub overrides: BTreeMap<String, Overrides>,
     pub decisions: BTreeMap<String, Restored>,
+    /// Last recorded health flip per service, then per target. A restarted daemon starts from
+    /// it, so one lost check after a restart cannot move traffic (a flip still needs
+    /// `fall`/`rise` results).
+    pub health: BTreeMap<String, BTreeMap<String, Health>>,
 }
 
 impl Persisted {
@@ -59,6 +64,12 @@ impl Persisted {
             }
             Event::Decision { service, epoch, to, .. } => {
                 self.decisions.insert(service.clone(), Restored { epoch: *epoch, active: to.clone() });
+            }
+            Event::TargetUp { service, target, .. } => {
+                self.health.entry(service.clone()).or_default().insert(target.clone(), Health::Up);
+            }
+            Event::TargetDown { service, target, .. } => {
+                self.health.entry(service.clone()).or_default().insert(target.clone(), Health::Down);
             }
             _ => {}
         }

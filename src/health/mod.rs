@@ -4,9 +4,12 @@
 //! [`Transition`] only when a target's state flips, so one lost packet never moves traffic.
 //!
 //! # Initial state
-//! A target starts [`Health::Unknown`]. Its **first** result is taken at face value (up on a
-//! pass, down on a fail): with no history there is no flap to damp, and waiting `rise` checks
-//! would leave a fresh daemon without an answer. From then on a flip needs `fall` consecutive
+//! A target with no history starts [`Health::Unknown`]. Its **first** result is taken at face
+//! value (up on a pass, down on a fail): with no history there is no flap to damp, and waiting
+//! `rise` checks would leave a fresh daemon without an answer. A target with a known verdict (a
+//! restarted daemon's last recorded health, or a check changed by a reload) starts from that
+//! verdict with [`HealthState::restored`], so its first result is *not* taken at face value: one
+//! lost packet after a restart cannot move traffic. From then on a flip needs `fall` consecutive
 //! failures (up -> down) or `rise` consecutive successes (down -> up). The decision engine does
 //! not act on a service until each target has its first result or the start-up grace expires,
 //! so the backup never wins just because its first check returned before the primary's.
@@ -66,6 +69,13 @@ impl HealthState {
         HealthState { health: Health::Unknown, streak_ok: false, streak: 0, streak_started_us: 0, last_ok_us: None, last_fail_us: None }
     }
 
+    /// A target whose verdict is already known (restored from the event log, or carried over
+    /// from the check a reload replaced): it needs `fall`/`rise` results to flip, like any other.
+    /// `Health::Unknown` gives the same state as [`HealthState::new`].
+    pub fn restored(health: Health) -> Self {
+        HealthState { health, ..HealthState::new() }
+    }
+
     pub fn health(&self) -> Health {
         self.health
     }
@@ -122,6 +132,19 @@ mod tests {
         assert_eq!((t.from, t.to, t.streak), (Health::Unknown, Health::Up, 1));
         let mut down = HealthState::new();
         assert_eq!(down.observe(false, 10, TH).unwrap().to, Health::Down);
+    }
+
+    #[test]
+    fn a_restored_verdict_needs_fall_or_rise_to_flip() {
+        let mut up = HealthState::restored(Health::Up);
+        assert_eq!(up.observe(false, 10, TH), None, "one lost check after a restart moves nothing");
+        assert_eq!(up.observe(false, 20, TH), None);
+        let t = up.observe(false, 30, TH).unwrap();
+        assert_eq!((t.from, t.to, t.streak, t.streak_started_us), (Health::Up, Health::Down, 3, 10));
+        let mut down = HealthState::restored(Health::Down);
+        assert_eq!(down.observe(true, 10, TH), None, "a dead primary is not trusted on one pass");
+        assert_eq!(down.observe(true, 20, TH).unwrap().to, Health::Up);
+        assert_eq!(HealthState::restored(Health::Unknown), HealthState::new());
     }
 
     #[test]

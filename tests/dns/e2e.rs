@@ -9,7 +9,7 @@ use super::support::require;
 
 const DIG: &str = "/usr/bin/dig";
 
-fn dns_block(listen: &str) -> String {
+pub(super) fn dns_block(listen: &str) -> String {
     format!(
         r#"
 [dns]
@@ -29,7 +29,7 @@ ttl = 5
 }
 
 /// `dig +noall +answer` lines for www.example.test A, whitespace-normalised.
-async fn dig_www(server: &str, port: u16) -> Vec<String> {
+pub(super) async fn dig_www(server: &str, port: u16) -> Vec<String> {
     let out = tokio::process::Command::new(DIG)
         .args([&format!("@{server}"), "-p", &port.to_string(), "+norec", "+time=1", "+tries=1", "+noall", "+answer", "www.example.test", "A"])
         .output()
