@@ -23,11 +23,9 @@ fn dig_loop(
         let end = Instant::now() + limit;
         let mut seen = Vec::new();
         while Instant::now() < end && !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            for line in dig_www(ip, port).await {
-                seen.push((
-                    Instant::now(),
-                    line.rsplit(' ').next().unwrap_or_default().to_string(),
-                ));
+            // Answer lines only: while the daemon is down dig prints ";; communications error".
+            for line in dig_www(ip, port).await.iter().filter(|l| l.contains(" IN A ")) {
+                seen.push((Instant::now(), line.rsplit(' ').next().unwrap_or_default().to_string()));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
