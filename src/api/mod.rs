@@ -70,6 +70,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/api/v1/drills", get(drills).post(drill_start))
         .route("/api/v1/drills/{id}", get(drill))
         .route("/api/v1/drills/{id}/finish", post(drill_finish))
+        .route("/api/v1/drills/{id}/lease", post(drill_lease))
         .route("/api/v1/incidents", get(incidents))
         .route("/api/v1/incidents/{id}", get(incident))
         .route("/api/v1/incidents/{id}/close", post(close_incident))
@@ -202,6 +203,24 @@ async fn drill_finish(
     let summary = crate::drill::Summary::from(&report);
     shared.drill_finish(report).await?;
     Ok(Json(summary))
+}
+
+async fn drill_lease(
+    State(shared): State<Shared>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+    body: Result<Json<crate::drill::LeaseRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<crate::drill::LeaseResponse>> {
+    authorize(&shared, &headers)?;
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let lasts = match req.lasts.as_deref() {
+        Some(s) => crate::config::parse_duration(s).map_err(|e| ApiError::BadRequest(format!("for: {e}")))?,
+        None => crate::drill::LeaseRequest::DEFAULT,
+    };
+    if lasts.is_zero() || lasts > crate::drill::LeaseRequest::MAX {
+        return Err(ApiError::BadRequest(format!("for: expected a duration above zero and at most {}s", crate::drill::LeaseRequest::MAX.as_secs())));
+    }
+    Ok(Json(shared.drill_lease(id, req.undo, lasts).await?))
 }
 
 /// The full report, as stored in the data directory.

@@ -70,6 +70,10 @@ pub async fn run(args: DrillArgs) -> ExitCode {
 async fn drill(args: DrillArgs) -> Result<bool> {
     let client = Client::new(&args.target.endpoint())?;
     let timeout = crate::config::parse_duration(&args.timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+    let lease = crate::config::parse_duration(&args.lease).map_err(|e| anyhow::anyhow!("--lease: {e}"))?;
+    if lease < std::time::Duration::from_secs(1) || lease > crate::drill::LeaseRequest::MAX {
+        anyhow::bail!("--lease: expected a duration from 1s to {}s", crate::drill::LeaseRequest::MAX.as_secs());
+    }
     let svc: wire::Service = client.get(&format!("/api/v1/services/{}", args.service)).await?;
     let opts = protocol::Options {
         service: args.service.clone(),
@@ -77,6 +81,7 @@ async fn drill(args: DrillArgs) -> Result<bool> {
         observe: observe(&args, &svc)?,
         timeout,
         by: format!("cli ({})", std::env::var("USER").unwrap_or_else(|_| "unknown user".into())),
+        lease,
     };
     if args.dry_run {
         for line in protocol::plan(&client, &opts).await? {

@@ -181,6 +181,10 @@ pub struct DrillArgs {
     /// Budget for the whole drill; the fault is undone when it runs out.
     #[arg(long, default_value = "10m")]
     pub timeout: String,
+    /// If this command dies (killed, SSH session closed), the daemon undoes the fault this long
+    /// after its last lease renewal (renewed every third of it).
+    #[arg(long, default_value = "15s")]
+    pub lease: String,
     /// Print the plan and touch nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -22,6 +22,7 @@ use crate::actuator::{Desired, TargetRef};
 use crate::api::wire;
 use crate::config::{CheckKind, Config};
 use crate::decision::{Decision, Reason};
+use crate::drill::ledger::Ledger;
 use crate::events::incident::IncidentBook;
 use crate::events::state::Persisted;
 use crate::events::{CHECK_SAMPLES, CheckSample, Event, OverrideAction, Record, Step, format_time_us};
@@ -47,6 +48,10 @@ pub enum Control {
     ConfigRejected(String),
     DrillStart { req: crate::drill::StartRequest, reply: oneshot::Sender<Result<crate::drill::StartResponse, Refusal>> },
     DrillFinish { report: Box<crate::drill::Report>, reply: oneshot::Sender<Result<(), Refusal>> },
+    /// Register a drill's undo and/or extend its lease.
+    DrillLease { id: u64, undo: Option<crate::drill::Undo>, lasts: std::time::Duration, reply: oneshot::Sender<Result<crate::drill::LeaseResponse, Refusal>> },
+    /// The daemon finished undoing the fault of a drill whose lease ran out.
+    DrillUndone { id: u64, drill: crate::drill::ledger::Running, result: Result<String, String> },
     Drills(oneshot::Sender<Vec<crate::drill::Summary>>),
 }
 
@@ -67,11 +72,12 @@ pub struct Core {
     recent_checks: HashMap<u64, std::collections::VecDeque<CheckSample>>,
     /// The built-in DNS server, when `[dns]` is configured.
     dns: Option<crate::dns::Dns>,
-    /// Finished drills, oldest first (from `drill_finished` events).
-    drills: Vec<crate::drill::Summary>,
-    /// Drills started and not finished: id -> (service, fault, started).
-    running_drills: HashMap<u64, (String, String, u64)>,
+    /// Running drills, their faults and leases, and finished drills.
+    drills: Ledger,
 }
+
+/// How long a restarted daemon waits for a running drill's client to renew its lease.
+const DRILL_RESTART_GRACE_US: u64 = 15_000_000;
 
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
@@ -110,12 +116,12 @@ impl Core {
             incidents,
             recent_checks: HashMap::new(),
             dns,
-            drills: Vec::new(),
-            running_drills: HashMap::new(),
+            drills: Ledger::default(),
         };
         for r in history {
-            core.fold_drill(r);
+            core.drills.apply(r);
         }
+        core.drills.restarted(now_us(), DRILL_RESTART_GRACE_US);
         core.set_stall_threshold();
         let t = now();
         for cfg in config.services {
@@ -132,30 +138,6 @@ impl Core {
         Ok(core)
     }
 
-    fn fold_drill(&mut self, r: &Record) {
-        match &r.event {
-            Event::DrillStarted { service, fault, .. } => {
-                self.running_drills.insert(r.seq, (service.clone(), fault.clone(), r.time_us));
-            }
-            Event::DrillFinished { id, service, ok, detection_ms, switch_ms, rto_ms, missed, error } => {
-                let (_, fault, started) = self.running_drills.remove(id).unwrap_or_default();
-                self.drills.push(crate::drill::Summary {
-                    id: *id,
-                    service: service.clone(),
-                    fault,
-                    started: format_time_us(started),
-                    ok: *ok,
-                    detection_ms: *detection_ms,
-                    switch_ms: *switch_ms,
-                    rto_ms: *rto_ms,
-                    missed: missed.clone(),
-                    error: error.clone(),
-                });
-            }
-            _ => {}
-        }
-    }
-
     /// Checks count as stalled when none arrived for 3 intervals + timeout of the slowest
     /// check (at least 5 s).
     fn set_stall_threshold(&self) {
@@ -168,19 +150,17 @@ impl Core {
         if !self.services.iter().any(|s| s.cfg.name == req.service) {
             return Err(Refusal::NoService(req.service));
         }
-        // A drill that never reported back (its client died) stops blocking after an hour.
-        let recent = now_us().saturating_sub(3600 * 1_000_000);
-        if let Some((id, _)) = self.running_drills.iter().find(|(_, (s, _, t))| *s == req.service && *t > recent) {
+        if let Some(id) = self.drills.blocking(&req.service, now_us()) {
             return Err(Refusal::Conflict(format!("drill #{id} of {} is still running", req.service)));
         }
-        let fault = req.fault.clone();
-        let r = self.record(Event::DrillStarted { service: req.service.clone(), fault: req.fault, target: req.target, by: req.by });
-        self.running_drills.insert(r.seq, (req.service, fault, r.time_us));
+        let (service, fault) = (req.service.clone(), req.fault.clone());
+        let r = self.record(Event::DrillStarted { service: req.service, fault: req.fault, target: req.target, by: req.by });
+        self.drills.started(r.seq, &service, &fault, r.time_us);
         Ok(crate::drill::StartResponse { id: r.seq, targets: self.config.drill.targets, since: r.seq })
     }
 
     fn drill_finish(&mut self, report: crate::drill::Report) -> Result<(), Refusal> {
-        if !self.running_drills.contains_key(&report.id) {
+        if self.drills.running(report.id).is_none() {
             return Err(Refusal::Conflict(format!("drill #{} is not running", report.id)));
         }
         let dir = self.config.daemon.data_dir.join("drills");
@@ -203,9 +183,73 @@ impl Core {
             missed: report.missed.clone(),
             error: report.error.clone(),
         });
-        self.running_drills.remove(&report.id);
-        self.drills.push(summary);
+        self.drills.finished(summary);
         Ok(())
+    }
+
+    /// Register a drill's undo (recorded before the client installs its fault) and extend its
+    /// lease.
+    fn drill_lease(&mut self, id: u64, undo: Option<crate::drill::Undo>, lasts: std::time::Duration) -> Result<crate::drill::LeaseResponse, Refusal> {
+        let until = now_us().saturating_add(lasts.as_micros() as u64);
+        let new_undo = self.drills.lease(id, undo.as_ref(), until).map_err(|e| Refusal::Conflict(e.to_string()))?;
+        if new_undo && let (Some(undo), Some(d)) = (undo, self.drills.running(id)) {
+            let service = d.service.clone();
+            self.record(Event::DrillFault { id, service, undo });
+        }
+        let expires = self.drills.running(id).and_then(|d| d.lease_until_us).unwrap_or(until);
+        Ok(crate::drill::LeaseResponse { id, expires: format_time_us(expires) })
+    }
+
+    /// Undo the faults of drills whose client stopped renewing its lease (killed, disconnected).
+    /// A force-down is lifted here; a command runs in its own task and reports back with
+    /// [`Control::DrillUndone`], so the core never waits on it.
+    fn expire_drill_leases(&mut self) {
+        for (id, d) in self.drills.expired(now_us()) {
+            tracing::warn!("drill #{id} of {}: its client stopped renewing its lease; undoing its fault", d.service);
+            match d.undo.clone() {
+                None => self.drill_undone(id, d, Ok("no fault was registered".into())),
+                Some(crate::drill::Undo::Unforce { target }) => {
+                    let result = self
+                        .operate(&d.service, Some(&target), OverrideAction::Unforce, &format!("drill #{id} lease expiry"), None)
+                        .map(|_| format!("lifted the force-down of {target}"))
+                        .map_err(|e| e.to_string());
+                    self.drill_undone(id, d, result);
+                }
+                Some(undo) => {
+                    let cmd = undo.command().unwrap_or_default();
+                    let control = self.shared.control.clone();
+                    self.tracker.spawn(async move {
+                        let argv = vec!["/bin/sh".to_string(), "-c".to_string(), cmd.clone()];
+                        let out = crate::process::run(&argv, &[], std::time::Duration::from_secs(120), 4096).await;
+                        let result = if out.ok { Ok(format!("ran `{cmd}`")) } else { Err(format!("`{cmd}` failed: {}", out.summary())) };
+                        let _ = control.send(Control::DrillUndone { id, drill: d, result }).await;
+                    });
+                }
+            }
+        }
+    }
+
+    /// Record the end of a drill whose fault the daemon undid (its client went away).
+    fn drill_undone(&mut self, id: u64, d: crate::drill::ledger::Running, result: Result<String, String>) {
+        let error = match result {
+            Ok(what) => format!("the drill's client stopped renewing its lease (killed or disconnected); the daemon undid the fault: {what}"),
+            Err(e) => format!("the drill's client stopped renewing its lease and UNDOING THE FAULT FAILED, undo it by hand: {e}"),
+        };
+        let service = d.service;
+        let summary = crate::drill::Summary {
+            id,
+            service: service.clone(),
+            fault: d.fault,
+            started: format_time_us(d.started_us),
+            ok: false,
+            detection_ms: None,
+            switch_ms: None,
+            rto_ms: None,
+            missed: Vec::new(),
+            error: Some(error.clone()),
+        };
+        self.record(Event::DrillFinished { id, service, ok: false, detection_ms: None, switch_ms: None, rto_ms: None, missed: Vec::new(), error: Some(error) });
+        self.drills.finished(summary);
     }
 
     /// Record the start (after construction, so a failed start leaves no event).
@@ -253,7 +297,10 @@ impl Core {
                 Some(c) = control.recv() => self.on_control(c),
                 Some(r) = self.probe_rx.recv() => self.on_check(r),
                 _ = sleep => self.evaluate_all(),
-                _ = heartbeat.tick() => self.expire_forces(),
+                _ = heartbeat.tick() => {
+                    self.expire_forces();
+                    self.expire_drill_leases();
+                }
             }
         }
         self.shutdown().await;
@@ -502,8 +549,12 @@ impl Core {
             Control::DrillFinish { report, reply } => {
                 let _ = reply.send(self.drill_finish(*report));
             }
+            Control::DrillLease { id, undo, lasts, reply } => {
+                let _ = reply.send(self.drill_lease(id, undo, lasts));
+            }
+            Control::DrillUndone { id, drill, result } => self.drill_undone(id, drill, result),
             Control::Drills(reply) => {
-                let _ = reply.send(self.drills.clone());
+                let _ = reply.send(self.drills.summaries().to_vec());
             }
         }
     }

@@ -111,6 +111,11 @@ impl Shared {
         self.ask(|reply| Control::DrillFinish { report: Box::new(report), reply }).await?
     }
 
+    /// Register a drill's undo and/or extend its lease by `lasts`.
+    pub async fn drill_lease(&self, id: u64, undo: Option<crate::drill::Undo>, lasts: std::time::Duration) -> Result<crate::drill::LeaseResponse, Refusal> {
+        self.ask(|reply| Control::DrillLease { id, undo, lasts, reply }).await?
+    }
+
     pub async fn drills(&self) -> Result<Vec<crate::drill::Summary>, Refusal> {
         self.ask(Control::Drills).await
     }

@@ -12,10 +12,15 @@
 //! - [`config`]: `[drill]` (targets to meet, schedules) and `[heartbeat]`.
 //! - [`schedule`]: scheduled drills and the heartbeat push, run by the daemon.
 //!
-//! The daemon's part is small: it records `drill_started`/`drill_finished` events and stores
-//! reports in `data_dir/drills/`. It never injects faults except the force-down override.
+//! - [`ledger`]: the daemon's bookkeeping of running drills and their leases.
+//!
+//! The daemon's part is small: it records `drill_started`/`drill_fault`/`drill_finished` events
+//! and stores reports in `data_dir/drills/`. It never injects faults except the force-down
+//! override, but it owns every fault: the client registers what undoes it and renews a lease;
+//! when the lease runs out (the client was killed) the daemon undoes the fault itself.
 
 pub mod config;
+pub mod ledger;
 pub mod observer;
 pub mod report;
 pub mod run;
@@ -44,6 +49,53 @@ impl Fault {
             Fault::Block => "block",
         }
     }
+}
+
+/// How the daemon undoes a drill's fault when the drill's client stops renewing its lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Undo {
+    /// Lift the force-down of `target`.
+    Unforce { target: String },
+    /// Run the drill's restore command (`/bin/sh -c`), on the daemon's host.
+    Command { cmd: String },
+    /// Delete the nftables table the drill installed on the daemon's host.
+    NftTable { table: String },
+}
+
+impl Undo {
+    /// The shell command that undoes this fault, for the kinds that run one.
+    pub fn command(&self) -> Option<String> {
+        match self {
+            Undo::Unforce { .. } => None,
+            Undo::Command { cmd } => Some(cmd.clone()),
+            Undo::NftTable { table } => Some(format!("nft delete table inet {table}")),
+        }
+    }
+}
+
+/// `POST /api/v1/drills/{id}/lease` body: keep the drill's fault alive for `for` (default
+/// [`LeaseRequest::DEFAULT`]); the first call also registers what undoes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<Undo>,
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    pub lasts: Option<String>,
+}
+
+impl LeaseRequest {
+    pub const DEFAULT: std::time::Duration = std::time::Duration::from_secs(15);
+    /// Longest a single lease may run: a dead client's fault is undone at most this late.
+    pub const MAX: std::time::Duration = std::time::Duration::from_secs(600);
+}
+
+/// The daemon's answer to a lease request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseResponse {
+    pub id: u64,
+    /// When the fault is undone unless the lease is renewed (RFC 3339).
+    pub expires: String,
 }
 
 /// What a drill must achieve; a miss makes the drill (and `understudy drill`) fail.

@@ -10,7 +10,9 @@
 //! 5. Restore, then measure the switch back the same way and check traffic returned.
 //!
 //! The fault is always undone before this returns: on success, on error, on timeout and on
-//! cancellation (Ctrl-C), and only then is the report written.
+//! cancellation (Ctrl-C), and only then is the report written. And if this process dies
+//! (SIGKILL, a closed SSH session), the daemon undoes it: before installing the fault the drill
+//! registers what undoes it, then renews a lease every third of [`Options::lease`] while it runs.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -19,7 +21,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use tokio_util::sync::CancellationToken;
 
 use super::observer::{self, ObserveSpec, Observer};
-use super::{Fault, Report, StartRequest, StartResponse, Step};
+use super::{Fault, LeaseRequest, LeaseResponse, Report, StartRequest, StartResponse, Step, Undo};
 use crate::api::client::Client;
 use crate::api::wire;
 use crate::events::Event;
@@ -36,6 +38,9 @@ pub struct Options {
     pub timeout: Duration,
     /// Who runs it (recorded in events).
     pub by: String,
+    /// How long the daemon keeps the fault if this process stops renewing (it renews every
+    /// third of this): the longest a killed drill can leave its fault behind.
+    pub lease: Duration,
 }
 
 /// Progress lines as they happen.
@@ -66,7 +71,11 @@ pub async fn plan(client: &Client, opts: &Options) -> Result<Vec<String>> {
         Fault::Exec { restore_cmd: None, .. } => "5. restore: none given (--restore-cmd); the drill ends when the backup serves".into(),
         _ => format!("5. restore: undo the fault, wait for failback after the {} ms hold", svc.failback_hold_ms),
     });
-    lines.push(format!("budget: {} s; the fault is undone on Ctrl-C, timeout or error", opts.timeout.as_secs()));
+    lines.push(format!(
+        "budget: {} s; the fault is undone on Ctrl-C, timeout or error, and by the daemon {} s after this command stops renewing its lease (killed, SSH closed)",
+        opts.timeout.as_secs(),
+        opts.lease.as_secs()
+    ));
     Ok(lines)
 }
 
@@ -120,6 +129,41 @@ async fn shell(cmd: &str, what: &str) -> Result<String> {
     Ok(out.summary())
 }
 
+/// The nftables table a block drill installs.
+fn block_table(id: u64) -> String {
+    format!("understudy_drill_{id}")
+}
+
+/// What undoes `fault` if this process dies: registered with the daemon before it is installed.
+fn undo(fault: &Fault, id: u64, primary: &wire::Target) -> Option<Undo> {
+    match fault {
+        Fault::ForceDown => Some(Undo::Unforce { target: primary.name.clone() }),
+        Fault::Exec { restore_cmd, .. } => restore_cmd.as_ref().map(|cmd| Undo::Command { cmd: cmd.clone() }),
+        Fault::Block => Some(Undo::NftTable { table: block_table(id) }),
+    }
+}
+
+async fn lease(client: &Client, id: u64, undo: Option<Undo>, lasts: Duration) -> Result<LeaseResponse> {
+    let body = LeaseRequest { undo, lasts: Some(format!("{}ms", lasts.as_millis())) };
+    client.post(&format!("/api/v1/drills/{id}/lease"), Some(serde_json::to_value(body)?)).await
+}
+
+/// Renew drill `id`'s lease every third of `lasts`, forever. A refused renewal (the daemon
+/// already undid the fault: this process was stalled for longer than the lease) sets `lost`.
+async fn renew_lease(client: &Client, id: u64, lasts: Duration, lost: &std::sync::atomic::AtomicBool) {
+    let mut tick = tokio::time::interval(lasts / 3);
+    tick.tick().await; // the first tick is now; the lease was just taken
+    loop {
+        tick.tick().await;
+        if let Err(e) = lease(client, id, None, lasts).await {
+            tracing::warn!("drill #{id}: renewing its lease failed: {e:#}");
+            if format!("{e:#}").contains("not running") {
+                lost.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 async fn inject(client: &Client, opts: &Options, id: u64, primary: &wire::Target) -> Result<Installed> {
     match &opts.fault {
         Fault::ForceDown => {
@@ -137,7 +181,7 @@ async fn inject(client: &Client, opts: &Options, id: u64, primary: &wire::Target
         }
         Fault::Block => {
             let port = primary.check_port.ok_or_else(|| anyhow!("--fault block needs a check with a port (this is an exec check)"))?;
-            let table = format!("understudy_drill_{id}");
+            let table = block_table(id);
             let family = if primary.check_address.is_ipv4() { "ip" } else { "ip6" };
             let script = format!(
                 "nft add table inet {table} && nft 'add chain inet {table} out {{ type filter hook output priority 0 ; policy accept ; }}' && \
@@ -270,16 +314,27 @@ pub async fn run(client: &Client, opts: &Options, progress: Progress<'_>, cancel
         steps: Vec::new(),
     };
 
+    // The daemon owns the fault from here on: it undoes it if this process stops renewing.
+    let lost = std::sync::atomic::AtomicBool::new(false);
+    let leased = lease(client, start.id, undo(&opts.fault, start.id, &primary), opts.lease).await;
+    let renewing = renew_lease(client, start.id, opts.lease, &lost);
+    tokio::pin!(renewing);
     let fault_us = now_us();
-    let installed = match inject(client, opts, start.id, &primary).await {
-        Ok(i) => {
-            cx.step(format!("fault injected: {}", opts.fault.name()));
-            i
-        }
+    let installed = match leased {
         Err(e) => {
-            report.error = Some(format!("{e:#}"));
+            report.error = Some(format!("registering the fault with the daemon: {e:#}"));
             Installed::None
         }
+        Ok(l) => match inject(client, opts, start.id, &primary).await {
+            Ok(i) => {
+                cx.step(format!("fault injected: {} (the daemon undoes it if this drill is killed; lease until {})", opts.fault.name(), l.expires));
+                i
+            }
+            Err(e) => {
+                report.error = Some(format!("{e:#}"));
+                Installed::None
+            }
+        },
     };
     let mut restored = false;
     if report.error.is_none() {
@@ -287,13 +342,22 @@ pub async fn run(client: &Client, opts: &Options, progress: Progress<'_>, cancel
             r = measure(&mut cx, &mut report, &svc, &primary, fault_us, &installed, &mut restored, observer.as_ref()) => r,
             _ = tokio::time::sleep(opts.timeout) => Err(anyhow!("the drill took longer than its {} s budget", opts.timeout.as_secs())),
             _ = cancel.cancelled() => Err(anyhow!("interrupted")),
+            _ = &mut renewing => unreachable!("renewing a lease never ends"),
         };
         if let Err(e) = measured {
             report.error = Some(format!("{e:#}"));
         }
     }
+    if lost.load(std::sync::atomic::Ordering::Relaxed) {
+        let msg = "this drill stopped renewing its lease for too long, so the daemon undid the fault before the drill ended".to_string();
+        report.error = Some(report.error.map(|x| format!("{x}; {msg}")).unwrap_or(msg));
+    }
     if !restored {
-        match restore(client, opts, &installed).await {
+        let undone = tokio::select! {
+            r = restore(client, opts, &installed) => r,
+            _ = &mut renewing => unreachable!("renewing a lease never ends"),
+        };
+        match undone {
             Ok(Some(what)) => cx.step(format!("restored: {what}")),
             Ok(None) => {}
             Err(e) => {

@@ -88,6 +88,7 @@ async fn scheduled(s: Schedule, api: std::net::SocketAddr, token: Option<String>
             observe: observe_spec(&s),
             timeout: s.timeout,
             by: "schedule".into(),
+            lease: crate::drill::LeaseRequest::DEFAULT,
         };
         let service = s.service.clone();
         let progress = move |line: &str| tracing::info!(service = %service, "scheduled drill: {line}");

@@ -118,6 +118,13 @@ pub enum Event {
         target: String,
         by: String,
     },
+    /// A drill's client registered what undoes its fault, before installing it; the daemon
+    /// undoes it itself if the client stops renewing its lease.
+    DrillFault {
+        id: u64,
+        service: String,
+        undo: crate::drill::Undo,
+    },
     /// A drill ended; the full report is in `data_dir/drills/drill-<id>.json`.
     DrillFinished {
         id: u64,
@@ -194,6 +201,7 @@ impl Event {
             Event::Switched { .. } => "switched",
             Event::Override { .. } => "override",
             Event::DrillStarted { .. } => "drill_started",
+            Event::DrillFault { .. } => "drill_fault",
             Event::DrillFinished { .. } => "drill_finished",
             Event::IncidentOpened { .. } => "incident_opened",
             Event::IncidentClosed { .. } => "incident_closed",
@@ -210,6 +218,7 @@ impl Event {
             | Event::Switched { service, .. }
             | Event::Override { service, .. }
             | Event::DrillStarted { service, .. }
+            | Event::DrillFault { service, .. }
             | Event::DrillFinished { service, .. }
             | Event::IncidentOpened { service, .. }
             | Event::IncidentClosed { service, .. } => Some(service),
@@ -261,6 +270,14 @@ impl Event {
                 format!("{service}: operator {action}{t} (by {by})")
             }
             Event::DrillStarted { service, fault, target, by } => format!("{service}: drill started: {fault} on {target} (by {by})"),
+            Event::DrillFault { id, service, undo } => {
+                let how = match undo {
+                    crate::drill::Undo::Unforce { target } => format!("lift the force-down of {target}"),
+                    crate::drill::Undo::Command { cmd } => format!("run `{cmd}`"),
+                    crate::drill::Undo::NftTable { table } => format!("delete nftables table {table}"),
+                };
+                format!("{service}: drill #{id} fault registered; the daemon will {how} if the drill's client goes away")
+            }
             Event::DrillFinished { id, service, ok, rto_ms, missed, error, .. } => {
                 let rto = rto_ms.map(|r| format!(", RTO {r:.0} ms")).unwrap_or_default();
                 match (error, ok) {

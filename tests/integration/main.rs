@@ -13,6 +13,7 @@ mod config_errors; // check-config and run with bad files: file, line, key, expe
 mod crash; // kill -9 and restart: events, overrides, incidents intact; decision reconciled
 mod demo; // README's first command: `understudy demo` end to end
 mod drill; // drills from the CLI: force-down measured and restored, baseline refusal, missed targets
+mod drill_lease; // a drill killed with SIGKILL: the daemon undoes its fault within the lease
 mod failover; // kill the primary: failover within budget; failback only after the hold; hooks
 mod netbed; // namespaces: DNS-mode drill through unbound, 5% / 100% loss, a flapping primary (root)
 mod notify; // real Alertmanager, aiosmtpd and a stand-in HTTP receiver: alerts, formats, kill -9 with the receiver down
