@@ -87,7 +87,9 @@ mod tests {
         // with everything else running on the machine).
         let closed = tokio::net::TcpSocket::new_v4().expect("socket");
         closed.bind("127.0.0.9:0".parse().expect("addr")).expect("bind");
-        let probe = TcpProbe::new(closed.local_addr().expect("local addr"));
+        let closed_addr = closed.local_addr().expect("local addr");
+        assert!(std::net::TcpListener::bind(closed_addr).is_err(), "nothing else can listen on the held port");
+        let probe = TcpProbe::new(closed_addr);
         assert_eq!(probe.check().await, Verdict::fail("connection refused"));
         drop(listener);
         drop(closed);

@@ -80,11 +80,17 @@ fn signal(pid: u32, sig: i32) {
 }
 
 /// A real nginx serving `/health` (200 "<name> ok") on one address, started by the test.
+///
+/// While it is killed its port stays held (bound with SO_REUSEADDR, not listening): connections
+/// are refused as after a crash, no other process can bind the port meanwhile (other tests'
+/// servers get their ports from `bind(0)`, which never hands out a bound port), and nginx, which
+/// binds with SO_REUSEADDR too, can take it back on `start`.
 pub struct Nginx {
     pub addr: SocketAddr,
     pub name: String,
     dir: PathBuf,
     child: Option<Child>,
+    held: Option<tokio::net::TcpSocket>,
 }
 
 pub fn nginx_binary() -> &'static str {
@@ -106,7 +112,7 @@ impl Nginx {
                server {{\n    listen {addr};\n    location = /health {{ default_type text/plain; return 200 \"{name} ok\\n\"; }}\n    location / {{ default_type text/plain; return 200 \"{name}\\n\"; }}\n  }}\n}}\n"
         );
         std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        Nginx { addr, name: name.to_string(), dir, child: None }
+        Nginx { addr, name: name.to_string(), dir, child: None, held: None }
     }
 
     /// Start and wait until it accepts connections.
@@ -129,13 +135,18 @@ impl Nginx {
             tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
         })
         .await;
+        self.held = None;
     }
 
-    /// Kill -9 (a crash, not a graceful stop) and reap it.
+    /// Kill -9 (a crash, not a graceful stop) and reap it; hold its port until `start`.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             signal(c.id(), libc::SIGKILL);
             let _ = c.wait();
+            let socket = if self.addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }.expect("create a TCP socket");
+            socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+            socket.bind(self.addr).unwrap_or_else(|e| panic!("hold nginx {}'s port {} while it is down: {e}", self.name, self.addr));
+            self.held = Some(socket);
         }
     }
 }
