@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Install everything the test suite and benchmarks use, from Debian's packages.
+# Install everything the test suite and benchmarks use, from Debian's packages: on a fresh
+# Debian 12 with only a Rust toolchain (rustup), this is all that is missing, including the C
+# compiler Rust links with (and that ring, a TLS dependency, compiles its C with).
 # Safe to run twice; needs root (or sudo). Services these packages ship are not started here:
 # every test starts its own instance, on loopback, and stops it by PID.
 set -euo pipefail
 
 PACKAGES=(
+  gcc              # the linker rustc calls (cc) and the C compiler for ring's build script
+  libc6-dev        # C headers and crt files gcc needs to build and link
+  python3          # runs aiosmtpd, the SMTP server of the e-mail tests (a minimal Debian has none)
+  python3-pip      # installs aiosmtpd from PyPI
   nginx-light      # real HTTP peers (primary/backup web servers)
   openssl          # self-signed certificates for https checks
   ca-certificates  # trust store for https checks with verification

@@ -6,4 +6,9 @@ cd "$(dirname "$0")/.."
 ./scripts/install-test-deps.sh
 # Many test processes open sockets and spawn peers at once.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
-cargo test --locked --no-fail-fast "$@"
+status=0
+cargo test --locked --no-fail-fast "$@" || status=$?
+# `cargo test` never compiles the benchmarks (benches/, harness = false): build them without
+# running them, so a change that breaks one fails here. (`cargo test --benches` would run them.)
+cargo build --benches --locked || status=$?
+exit "$status"

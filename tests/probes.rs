@@ -215,7 +215,7 @@ mod tcp {
 
     #[tokio::test]
     async fn refused_on_a_closed_port() {
-        let addr = probe_nginx::free_port();
+        let (_held, addr) = probe_nginx::closed_port();
         assert_eq!(probe::tcp::TcpProbe::new(addr).check().await, Verdict::fail("connection refused"));
     }
 }
@@ -595,7 +595,7 @@ mod scheduler {
         // A smoke test on the real clock: a listener passes, a closed port fails.
         let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.expect("bind");
         let open = listener.local_addr().expect("addr");
-        let closed = probe_nginx::free_port();
+        let (_held, closed) = probe_nginx::closed_port();
         let tracker = TaskTracker::new();
         let cancel = CancellationToken::new();
         let (tx, mut rx) = unbounded_channel();

@@ -197,105 +197,235 @@ enum Input {
     Drain(usize),
     Enable(usize),
     Pin(Option<usize>),
+    /// A config reload: these targets in this order (kept ones by name, new ones unknown), and
+    /// this failback policy.
+    Reload { names: Vec<String>, manual: bool },
+    /// The actuators changed: re-issue the current decision.
+    Reconcile,
 }
 
+/// Target names a reload may use: the four of `names(4)` and one the engine has never seen.
+const POOL: [&str; 5] = ["primary", "backup", "backup2", "backup3", "added"];
+
 fn input(n: usize) -> impl Strategy<Value = Input> {
+    let pool: Vec<String> = POOL.iter().map(|s| s.to_string()).collect();
     prop_oneof![
-        8 => (0..n, any::<bool>()).prop_map(|(target, ok)| Input::Check { target, ok }),
-        1 => (0..n).prop_map(Input::Drain),
-        1 => (0..n).prop_map(Input::Enable),
-        1 => proptest::option::of(0..n).prop_map(Input::Pin),
+        40 => (0..n, any::<bool>()).prop_map(|(target, ok)| Input::Check { target, ok }),
+        5 => (0..n).prop_map(Input::Drain),
+        5 => (0..n).prop_map(Input::Enable),
+        5 => proptest::option::of(0..n).prop_map(Input::Pin),
+        1 => (proptest::sample::subsequence(pool, 1..=4).prop_shuffle(), any::<bool>())
+            .prop_map(|(names, manual)| Input::Reload { names, manual }),
+        1 => Just(Input::Reconcile),
     ]
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(400))]
+/// How often each interesting path was taken across all cases, so the property test shows it
+/// reached failbacks, pins, reloads and reconciles rather than passing on cases that never do.
+#[derive(Debug, Default)]
+struct Reached {
+    failback: usize,
+    switchover: usize,
+    on_pinned_worse_target: usize,
+    reload_while_active: usize,
+    reload_moved_active: usize,
+    reconcile: usize,
+}
 
-    /// Drive health + engine with random check results at 1 s steps and check the invariants
-    /// after every step.
-    #[test]
-    fn engine_invariants(
-        n in 1usize..4,
-        steps in proptest::collection::vec((input(4), 0u64..3000), 1..300),
-        manual in any::<bool>(),
-        all_down in prop_oneof![Just(AllDown::Primary), Just(AllDown::Keep), Just(AllDown::None)],
-    ) {
-        let th = Thresholds { fall: 3, rise: 2 };
-        let failback = if manual { Failback::Manual } else { Failback::Auto };
-        let t0 = Instant::now();
-        let mut e = Engine::new(policy(failback, all_down), &names(n), None, t0);
-        let mut hs = vec![HealthState::new(); n];
-        let mut pin: Option<usize> = None;
-        let mut now = t0;
-        let mut last_epoch = 0;
-        // When each target last became eligible, tracked independently of the engine.
-        let mut eligible_since: Vec<Option<Instant>> = vec![None; n];
-        let mut enabled = vec![true; n];
+/// Per target, tracked independently of the engine and keyed by name (reloads reorder).
+#[derive(Clone)]
+struct Model {
+    name: String,
+    hs: HealthState,
+    enabled: bool,
+    eligible_since: Option<Instant>,
+}
 
-        for (inp, dt_ms) in steps {
-            now += Duration::from_millis(dt_ms);
-            let before = e.active();
-            let eligible_before: Vec<bool> = (0..n).map(|i| e.is_eligible(i)).collect();
-            match inp {
-                Input::Check { target, ok } if target < n => {
-                    if let Some(tr) = hs[target].observe(ok, 0, th) {
-                        e.set_health(target, tr.to, now);
+impl Model {
+    fn new(name: &str) -> Model {
+        Model { name: name.to_string(), hs: HealthState::new(), enabled: true, eligible_since: None }
+    }
+    fn eligible(&self) -> bool {
+        self.hs.health() == Health::Up && self.enabled
+    }
+}
+
+/// One case: drive health + engine with random inputs at random steps (0 to 3 s) and check the
+/// invariants after every step.
+fn run_case(
+    n: usize,
+    steps: Vec<(Input, u64)>,
+    manual: bool,
+    all_down: AllDown,
+    reached: &std::cell::RefCell<Reached>,
+) -> Result<(), TestCaseError> {
+    let th = Thresholds { fall: 3, rise: 2 };
+    let mut failback = if manual { Failback::Manual } else { Failback::Auto };
+    let t0 = Instant::now();
+    let mut e = Engine::new(policy(failback, all_down), &names(n), None, t0);
+    let mut model: Vec<Model> = names(n).iter().map(|s| Model::new(s)).collect();
+    let mut pin: Option<String> = None;
+    let mut now = t0;
+    let mut last_epoch = 0;
+
+    for (inp, dt_ms) in steps {
+        now += Duration::from_millis(dt_ms);
+        let n = model.len();
+        let eligible_before: Vec<bool> = (0..n).map(|i| e.is_eligible(i)).collect();
+        let active_before = e.active().map(|a| e.target_name(a).to_string());
+        let mut reloaded = false;
+        match inp {
+            Input::Check { target, ok } if target < n => {
+                if let Some(tr) = model[target].hs.observe(ok, 0, th) {
+                    e.set_health(target, tr.to, now);
+                }
+            }
+            Input::Drain(t) if t < n => {
+                e.set_enabled(t, false, now);
+                model[t].enabled = false;
+            }
+            Input::Enable(t) if t < n => {
+                e.set_enabled(t, true, now);
+                model[t].enabled = true;
+            }
+            Input::Pin(p) => {
+                pin = p.filter(|&p| p < n).map(|p| model[p].name.clone());
+                e.set_pin(pin.as_ref().and_then(|p| e.index_of(p)));
+            }
+            Input::Reload { names, manual } => {
+                failback = if manual { Failback::Manual } else { Failback::Auto };
+                e = e.reshape(policy(failback, all_down), &names);
+                model = names.iter().map(|name| model.iter().find(|m| m.name == *name).cloned().unwrap_or_else(|| Model::new(name))).collect();
+                pin = pin.filter(|p| names.contains(p));
+                reloaded = true;
+            }
+            Input::Reconcile => {
+                let decided = e.has_decided();
+                let active = e.active();
+                match e.reconcile() {
+                    Some(d) => {
+                        prop_assert!(decided, "reconcile before the first decision");
+                        prop_assert_eq!((d.from, d.to, d.reason, d.epoch), (active, active, Reason::Reconcile, last_epoch + 1));
+                        prop_assert_eq!(d.all_down, e.all_down());
+                        prop_assert_eq!(e.active(), active, "reconcile moves nothing");
+                        last_epoch = d.epoch;
+                        reached.borrow_mut().reconcile += 1;
                     }
-                }
-                Input::Drain(t) if t < n => { e.set_enabled(t, false, now); enabled[t] = false; }
-                Input::Enable(t) if t < n => { e.set_enabled(t, true, now); enabled[t] = true; }
-                Input::Pin(p) => { pin = p.filter(|&p| p < n); e.set_pin(pin); }
-                _ => {}
-            }
-            for i in 0..n {
-                let el = e.is_eligible(i);
-                prop_assert_eq!(el, hs[i].health() == Health::Up && enabled[i]);
-                if el && !eligible_before[i] { eligible_since[i] = Some(now); }
-                if !el { eligible_since[i] = None; }
-            }
-            let decision = e.evaluate(now);
-            if let Some(d) = &decision {
-                prop_assert!(d.epoch > last_epoch, "epochs strictly increase");
-                last_epoch = d.epoch;
-                prop_assert_eq!(d.from, before);
-            }
-            prop_assert_eq!(e.epoch(), last_epoch);
-            if !e.has_decided() { continue; }
-            let active = e.active();
-            let any_eligible = (0..n).any(|i| e.is_eligible(i));
-            // Never an ineligible target while an eligible one exists.
-            if any_eligible {
-                let a = active.expect("someone eligible, so someone active");
-                prop_assert!(e.is_eligible(a), "active {a} not eligible while others are");
-                prop_assert!(!e.all_down());
-            } else {
-                prop_assert!(e.all_down());
-                match all_down {
-                    AllDown::Primary => prop_assert_eq!(active, Some(0)),
-                    AllDown::None => prop_assert_eq!(active, None),
-                    AllDown::Keep => {}
+                    None => prop_assert!(!decided, "no reconcile after a decision"),
                 }
             }
-            if let Some(d) = &decision
-                && let (Some(to), Some(from)) = (d.to, d.from)
-                && to > from
-                && e.is_eligible(from)
-            {
-                // Leaving a healthy target for a worse one happens only on an operator's pin.
-                prop_assert_eq!(pin, Some(to), "moved {} -> {} while {} was eligible", from, to, from);
-            }
-            if let Some(d) = decision
-                && let (Some(to), Some(from)) = (d.to, d.from)
-                && to < from
-                && pin != Some(to)
-                && e.is_eligible(from) == true
-            {
-                // Moving to a better target while the current one is still fine is a failback:
-                // only with auto, and only after the hold.
-                prop_assert_eq!(failback, Failback::Auto);
-                let since = eligible_since[to].expect("failback target is eligible");
-                prop_assert!(now.duration_since(since) >= HOLD, "failback after {:?}", now.duration_since(since));
+            _ => {}
+        }
+        let n = model.len();
+        prop_assert_eq!(e.len(), n);
+        let pin_idx = pin.as_ref().and_then(|p| model.iter().position(|m| m.name == *p));
+        prop_assert_eq!(e.pinned(), pin_idx, "the pin follows its target's name");
+        if reloaded {
+            // Health, operator state and the active target follow their names.
+            let active_now = e.active().map(|a| e.target_name(a).to_string());
+            let kept = active_before.as_ref().filter(|a| model.iter().any(|m| m.name == **a)).cloned();
+            prop_assert_eq!(active_now, kept, "the active target follows its name across a reload");
+            if e.has_decided() && active_before.is_some() {
+                reached.borrow_mut().reload_while_active += 1;
             }
         }
+        for i in 0..n {
+            prop_assert_eq!(e.target_name(i), model[i].name.as_str());
+            let el = e.is_eligible(i);
+            prop_assert_eq!(el, model[i].eligible());
+            let was = !reloaded && eligible_before[i];
+            if el && !was && model[i].eligible_since.is_none() {
+                model[i].eligible_since = Some(now);
+            }
+            if !el {
+                model[i].eligible_since = None;
+            }
+        }
+        let before = e.active();
+        let decision = e.evaluate(now);
+        if let Some(d) = &decision {
+            prop_assert!(d.epoch > last_epoch, "epochs strictly increase");
+            last_epoch = d.epoch;
+            prop_assert_eq!(d.from, before);
+            let mut r = reached.borrow_mut();
+            match d.reason {
+                Reason::Failback => r.failback += 1,
+                Reason::Switchover => r.switchover += 1,
+                _ => {}
+            }
+            if reloaded && d.from.is_none() && active_before.is_some() {
+                r.reload_moved_active += 1;
+            }
+        }
+        prop_assert_eq!(e.epoch(), last_epoch);
+        if !e.has_decided() {
+            continue;
+        }
+        let active = e.active();
+        let any_eligible = (0..n).any(|i| e.is_eligible(i));
+        // Never an ineligible target while an eligible one exists.
+        if any_eligible {
+            let a = active.expect("someone eligible, so someone active");
+            prop_assert!(e.is_eligible(a), "active {} not eligible while others are", a);
+            prop_assert!(!e.all_down());
+            if pin_idx == Some(a) && (0..a).any(|i| e.is_eligible(i)) {
+                reached.borrow_mut().on_pinned_worse_target += 1;
+            }
+        } else {
+            prop_assert!(e.all_down());
+            match all_down {
+                AllDown::Primary => prop_assert_eq!(active, Some(0)),
+                AllDown::None => prop_assert_eq!(active, None),
+                AllDown::Keep => {}
+            }
+        }
+        if let Some(d) = &decision
+            && let (Some(to), Some(from)) = (d.to, d.from)
+            && to > from
+            && e.is_eligible(from)
+        {
+            // Leaving a healthy target for a worse one happens only on an operator's pin.
+            prop_assert_eq!(pin_idx, Some(to), "moved {} -> {} while {} was eligible", from, to, from);
+        }
+        if let Some(d) = decision
+            && let (Some(to), Some(from)) = (d.to, d.from)
+            && to < from
+            && pin_idx != Some(to)
+            && e.is_eligible(from)
+        {
+            // Moving to a better target while the current one is still fine is a failback:
+            // only with auto, and only after the hold (which a reload does not restart).
+            prop_assert_eq!(failback, Failback::Auto);
+            prop_assert_eq!(d.reason, Reason::Failback);
+            let since = model[to].eligible_since.expect("failback target is eligible");
+            prop_assert!(now.duration_since(since) >= HOLD, "failback after {:?}", now.duration_since(since));
+        }
     }
+    Ok(())
+}
+
+/// The engine's invariants over random check results, drains, pins, reloads and reconciles,
+/// with counts showing the interesting paths were reached.
+#[test]
+fn engine_invariants() {
+    let strategy = (
+        1usize..4,
+        proptest::collection::vec((input(4), 0u64..3000), 1..300),
+        any::<bool>(),
+        prop_oneof![Just(AllDown::Primary), Just(AllDown::Keep), Just(AllDown::None)],
+    );
+    let reached = std::cell::RefCell::new(Reached::default());
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() });
+    let result = runner.run(&strategy, |(n, steps, manual, all_down)| run_case(n, steps, manual, all_down, &reached));
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let r = reached.into_inner();
+    eprintln!("decision property test reached: {r:?}");
+    assert!(r.failback > 0, "no case reached a failback: {r:?}");
+    assert!(r.switchover > 0, "no case reached a switchover (pin): {r:?}");
+    assert!(r.on_pinned_worse_target > 0, "no case kept traffic on a pinned target while a better one was eligible: {r:?}");
+    assert!(r.reload_while_active > 0, "no case reloaded after the first decision: {r:?}");
+    assert!(r.reload_moved_active > 0, "no case reloaded away the active target: {r:?}");
+    assert!(r.reconcile > 0, "no case reconciled: {r:?}");
 }

@@ -82,7 +82,16 @@ mod tests {
         let probe = TcpProbe::new(addr);
         assert_eq!(probe.check().await, Verdict::pass("connected"));
         assert_eq!(probe.describe(), format!("tcp://{addr}"));
-        drop(listener);
+        // The closed port is bound without listening and stays bound for the whole test, so no
+        // other process can take it (closing a listener and reusing its number would be a race
+        // with everything else running on the machine).
+        let closed = tokio::net::TcpSocket::new_v4().expect("socket");
+        closed.bind("127.0.0.9:0".parse().expect("addr")).expect("bind");
+        let closed_addr = closed.local_addr().expect("local addr");
+        assert!(std::net::TcpListener::bind(closed_addr).is_err(), "nothing else can listen on the held port");
+        let probe = TcpProbe::new(closed_addr);
         assert_eq!(probe.check().await, Verdict::fail("connection refused"));
+        drop(listener);
+        drop(closed);
     }
 }

@@ -49,6 +49,12 @@ async fn five_percent_loss_for_a_minute_never_fails_over_but_total_loss_does() {
     assert_eq!(b.decisions().await, ["initial"], "no decision but the first in 60 s of 5% loss");
     let metrics = b.tb.sh(Host::Client, &format!("curl -s {API}/metrics | grep '^understudy_checks_total' || true"));
     eprintln!("after 60 s at 5% loss on the primary (both targets' checks):\n{metrics}");
+    // The loss really happened: a rule that matched nothing would pass the loop above too.
+    // 60 checks a minute of a few packets each, and unbound and the client's traffic: at 5 %,
+    // well over 3 dropped packets are expected; 0 means the rule never matched.
+    let dropped = b.tb.dropped(Host::Primary);
+    eprintln!("packets dropped on the primary's link in 60 s at 5% loss: {dropped}");
+    assert!(dropped >= 3, "the 5% loss rule dropped {dropped} packets in 60 s: it does not match the primary's traffic");
 
     b.tb.loss(Host::Primary, 100);
     let lost = Instant::now();

@@ -30,10 +30,30 @@ async fn drain_enable_switchover_and_clear_through_the_cli() {
     let json: serde_json::Value = serde_json::from_str(&ok(&d.cli(&["status", "--json"]))).unwrap();
     assert_eq!(json[0]["targets"][0]["enabled"], false);
 
-    // Enable: traffic returns after the 1 s hold, not before.
+    // Enable: traffic returns after the 1 s hold, not before. Watched through the whole window
+    // from the outside, and measured on the daemon's own clock: the failback decision is
+    // recorded at least the hold after the enable.
+    let asked = std::time::Instant::now();
     ok(&d.cli(&["enable", "www", "primary"]));
-    assert_eq!(d.active("www").await.as_deref(), Some("backup"), "failback must wait for the hold");
-    d.wait_active("www", "primary", Duration::from_secs(4)).await;
+    let mut seen = Vec::new();
+    loop {
+        let active = d.active("www").await;
+        seen.push((asked.elapsed(), active.clone()));
+        if active.as_deref() == Some("primary") {
+            break;
+        }
+        assert!(asked.elapsed() < Duration::from_secs(4), "no failback 4 s after the enable: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let early: Vec<_> = seen.iter().filter(|(at, a)| *at < Duration::from_secs(1) && a.as_deref() != Some("backup")).collect();
+    assert!(early.is_empty(), "failback must wait for the 1 s hold; seen {early:?}");
+    assert!(seen.len() > 5, "polled through the hold window: {seen:?}");
+    let events = d.events().await;
+    let enabled = events.iter().find(|e| e["event"]["kind"] == "override" && e["event"]["action"] == "enable").expect("the enable event");
+    let failback = events.iter().find(|e| e["event"]["kind"] == "decision" && e["event"]["reason"] == "failback").expect("a failback decision");
+    let held_us = failback["time_us"].as_u64().unwrap() - enabled["time_us"].as_u64().unwrap();
+    assert!(held_us >= 1_000_000, "failback {held_us} us after the enable, before the 1 s hold: {failback}");
+    assert!(held_us < 2_000_000, "failback {held_us} us after the enable: the hold is 1 s with 200 ms checks");
 
     // Switchover pins the backup; auto failback does not undo it.
     let out = ok(&d.cli(&["switchover", "www", "backup"]));

@@ -41,6 +41,37 @@ pub fn free_port_on(ips: &[&str]) -> u16 {
     panic!("no port free on all of {ips:?}");
 }
 
+/// A port on `ip` that nobody listens on and nobody can take while the returned socket lives:
+/// a TCP socket bound to it without listening. Connections are refused; the kernel neither
+/// gives the port to another `bind` nor picks it as a source port. A test that later wants to
+/// serve on it calls `listen` on the same socket (see the notify tests' receiver). Closing a
+/// listener and reusing its number instead would race with every other test on the machine.
+pub fn closed_port(ip: &str) -> (tokio::net::TcpSocket, SocketAddr) {
+    let addr = SocketAddr::new(ip.parse::<IpAddr>().expect("ip"), 0);
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }.expect("create a TCP socket");
+    socket.bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    let addr = socket.local_addr().expect("local addr");
+    (socket, addr)
+}
+
+/// `text` without terminal colour codes (`ESC [ ... m`), as tracing writes them.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) on a PID we started.
     unsafe {
@@ -49,11 +80,17 @@ fn signal(pid: u32, sig: i32) {
 }
 
 /// A real nginx serving `/health` (200 "<name> ok") on one address, started by the test.
+///
+/// While it is killed its port stays held (bound with SO_REUSEADDR, not listening): connections
+/// are refused as after a crash, no other process can bind the port meanwhile (other tests'
+/// servers get their ports from `bind(0)`, which never hands out a bound port), and nginx, which
+/// binds with SO_REUSEADDR too, can take it back on `start`.
 pub struct Nginx {
     pub addr: SocketAddr,
     pub name: String,
     dir: PathBuf,
     child: Option<Child>,
+    held: Option<tokio::net::TcpSocket>,
 }
 
 pub fn nginx_binary() -> &'static str {
@@ -75,7 +112,7 @@ impl Nginx {
                server {{\n    listen {addr};\n    location = /health {{ default_type text/plain; return 200 \"{name} ok\\n\"; }}\n    location / {{ default_type text/plain; return 200 \"{name}\\n\"; }}\n  }}\n}}\n"
         );
         std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        Nginx { addr, name: name.to_string(), dir, child: None }
+        Nginx { addr, name: name.to_string(), dir, child: None, held: None }
     }
 
     /// Start and wait until it accepts connections.
@@ -98,13 +135,18 @@ impl Nginx {
             tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
         })
         .await;
+        self.held = None;
     }
 
-    /// Kill -9 (a crash, not a graceful stop) and reap it.
+    /// Kill -9 (a crash, not a graceful stop) and reap it; hold its port until `start`.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             signal(c.id(), libc::SIGKILL);
             let _ = c.wait();
+            let socket = if self.addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }.expect("create a TCP socket");
+            socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+            socket.bind(self.addr).unwrap_or_else(|e| panic!("hold nginx {}'s port {} while it is down: {e}", self.name, self.addr));
+            self.held = Some(socket);
         }
     }
 }
@@ -139,12 +181,39 @@ impl Daemon {
         let path = dir.join("understudy.toml");
         std::fs::write(&path, config).unwrap();
         let mut d = Daemon { api: format!("http://{api}"), config: path, log: dir.join("daemon.log"), child: None };
-        d.restart().await;
+        d.spawn();
+        d.wait_healthy().await;
         d
     }
 
+    /// Start again after `kill9`. The API port the dead daemon had is not reused (another
+    /// process may have taken it meanwhile): the config asks for port 0 on the same address and
+    /// the port the daemon bound is read from its start-up line in the log.
     pub async fn restart(&mut self) {
         assert!(self.child.is_none());
+        let old: SocketAddr = self.api.trim_start_matches("http://").parse().expect("api address");
+        let config = std::fs::read_to_string(&self.config).unwrap();
+        let any_port = SocketAddr::new(old.ip(), 0);
+        let replaced = config.replace(&format!("api = \"{old}\""), &format!("api = \"{any_port}\""));
+        assert!(replaced != config || config.contains(&format!("api = \"{any_port}\"")), "the config names its API as api = \"{old}\"");
+        std::fs::write(&self.config, replaced).unwrap();
+        let logged_before = std::fs::metadata(&self.log).map(|m| m.len() as usize).unwrap_or(0);
+        self.spawn();
+        let log = self.log.clone();
+        let api = wait_for(Duration::from_secs(15), &format!("the restarted daemon's API address in {}", log.display()), || {
+            let log = log.clone();
+            async move {
+                let text = strip_ansi(&String::from_utf8_lossy(&std::fs::read(&log).ok()?.split_off(logged_before)));
+                let line = text.lines().find(|l| l.contains("understudy is running"))?;
+                line.split_whitespace().find_map(|w| w.strip_prefix("api=")).and_then(|a| a.parse::<SocketAddr>().ok())
+            }
+        })
+        .await;
+        self.api = format!("http://{api}");
+        self.wait_healthy().await;
+    }
+
+    fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let child = Command::new(understudy_bin())
             .args(["run", "-c"])
@@ -156,6 +225,9 @@ impl Daemon {
             .spawn()
             .expect("start understudy");
         self.child = Some(child);
+    }
+
+    async fn wait_healthy(&self) {
         let url = format!("{}/healthz", self.api);
         let logp = self.log.clone();
         wait_for(Duration::from_secs(15), &format!("understudy API at {url} (log: {})", logp.display()), || {

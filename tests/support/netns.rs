@@ -152,7 +152,7 @@ impl Testbed {
         if percent == 0 {
             return;
         }
-        let rule = if percent >= 100 { "drop".to_string() } else { format!("numgen random mod 100 < {percent} drop") };
+        let rule = if percent >= 100 { "counter drop".to_string() } else { format!("numgen random mod 100 < {percent} counter drop") };
         self.sh(
             h,
             &format!(
@@ -162,6 +162,15 @@ impl Testbed {
                  nft 'add rule inet loss in iifname eth0 {rule}' && nft 'add rule inet loss out oifname eth0 {rule}'"
             ),
         );
+    }
+
+    /// Packets the `loss` rules on `h` have dropped so far (both directions; 0 without rules).
+    pub fn dropped(&self, h: Host) -> u64 {
+        let out = self.command(h, "nft").args(["list", "table", "inet", "loss"]).output().expect("run nft");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .filter_map(|l| l.split_once("counter packets ").and_then(|(_, rest)| rest.split_whitespace().next()?.parse::<u64>().ok()))
+            .sum()
     }
 
     /// nginx inside `h`, serving `/health` and `/` with the host's name, as a daemon with a

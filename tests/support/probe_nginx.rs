@@ -147,6 +147,17 @@ pub fn free_port() -> SocketAddr {
     listener.local_addr().expect("local addr")
 }
 
+/// A closed port on 127.0.0.2 that no other process can take while the returned socket lives:
+/// a TCP socket bound to it without listening. Connections to it are refused (RST), and the
+/// kernel neither hands the port to another `bind` nor picks it as a connection's source port.
+/// (Closing a listener and reusing its number is a race with every other test on the machine.)
+pub fn closed_port() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("create a TCP socket");
+    socket.bind(SocketAddr::new(IP.parse().expect("ip"), 0)).expect("bind 127.0.0.2:0");
+    let addr = socket.local_addr().expect("local addr");
+    (socket, addr)
+}
+
 /// Make a self-signed certificate for `HOST` valid for one day; returns (cert, key).
 fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
     let cert = dir.join("cert.pem");
