@@ -71,14 +71,13 @@ impl Template {
         }
         let t = Template { parts, json };
         if json {
-            for sample in samples() {
+            for (sample, described) in samples().into_iter().zip(SAMPLES) {
                 let body = t.render(&sample, &serde_json::to_value(&sample).expect("notices serialize"));
                 if let Err(e) = serde_json::from_str::<Value>(&body) {
                     return Err(format!(
-                        "the template does not render valid JSON for a notice such as {}: {e}{}; \
+                        "the template does not render valid JSON for a notice {described}: {e}{}; \
                          placeholders are inserted as JSON values (strings with their quotes and escapes, \
                          numbers, null), so write them without quotes, e.g. {{\"title\": {{{{summary}}}}}}",
-                        sample.summary.escape_debug(),
                         t.quoted_placeholder().map(|n| format!(" ({{{{{n}}}}} is inside quotes)")).unwrap_or_default()
                     ));
                 }
@@ -123,6 +122,12 @@ impl Template {
         out
     }
 }
+
+/// What each of [`samples`] is, for error messages.
+const SAMPLES: [&str; 2] = [
+    "whose service, target and texts contain quotes, backslashes, newlines and non-ASCII letters",
+    "without service, target or incident",
+];
 
 /// Notices a JSON template must render valid JSON for: one with every optional value present
 /// and text that needs escaping everywhere, one with every optional value absent.
