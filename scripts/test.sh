@@ -7,3 +7,5 @@ cd "$(dirname "$0")/.."
 # Many test processes open sockets and spawn peers at once.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 cargo test --locked --no-fail-fast "$@"
+# The fuzz targets must keep compiling: build them on stable (no cargo-fuzz, no sanitizer; scripts/fuzz.sh runs them).
+cargo build --manifest-path fuzz/Cargo.toml --locked

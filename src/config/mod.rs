@@ -24,7 +24,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use duration::parse_duration;
+pub use duration::{MAX_DURATION, parse_duration};
 
 /// A fully validated configuration. Construct it with [`load`] or [`from_str`].
 #[derive(Debug, Clone, PartialEq)]
