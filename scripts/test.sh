@@ -11,4 +11,7 @@ cargo test --locked --no-fail-fast "$@" || status=$?
 # `cargo test` never compiles the benchmarks (benches/, harness = false): build them without
 # running them, so a change that breaks one fails here. (`cargo test --benches` would run them.)
 cargo build --benches --locked || status=$?
+# The fuzz targets must keep compiling: build them on stable (no cargo-fuzz, no sanitizer;
+# scripts/fuzz.sh runs them).
+cargo build --manifest-path fuzz/Cargo.toml --locked || status=$?
 exit "$status"

@@ -1,12 +1,14 @@
 //! Fuzz the DNS request handler: any bytes, over UDP and TCP, from an allowed and a refused
-//! transfer client. It must never panic, every reply must answer the request's ID, and UDP
-//! replies must fit the largest payload we advertise.
+//! transfer client. It must never panic, every reply must parse with hickory-proto (an
+//! independent DNS implementation) and answer the request's ID, and UDP replies must fit the
+//! largest payload we advertise. Zone transfer messages must parse too.
 #![no_main]
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
+use hickory_proto::op::Message;
 use libfuzzer_sys::fuzz_target;
 use understudy::dns::handler::{Reply, Transport, handle};
 use understudy::dns::table::{Table, compile};
@@ -71,6 +73,9 @@ fuzz_target!(|data: &[u8]| {
                 Reply::Drop => {}
                 Reply::Message => {
                     assert!(out.len() >= 12 && out[..2] == data[..2], "reply must answer the request's ID");
+                    if let Err(e) = Message::from_vec(&out) {
+                        panic!("reply does not parse with hickory-proto: {e}; reply {out:?}");
+                    }
                     if transport == Transport::Udp {
                         assert!(out.len() <= 1232, "UDP reply of {} bytes", out.len());
                     }
@@ -78,6 +83,11 @@ fuzz_target!(|data: &[u8]| {
                 Reply::Transfer(msgs) => {
                     assert_eq!(transport, Transport::Tcp);
                     assert!(msgs.iter().all(|m| m.len() >= 12 && m.len() <= 65535));
+                    for m in &msgs {
+                        if let Err(e) = Message::from_vec(m) {
+                            panic!("transfer message does not parse with hickory-proto: {e}");
+                        }
+                    }
                 }
             }
         }

@@ -41,7 +41,7 @@ impl Client {
         let base = if base.contains("://") { base } else { format!("http://{base}") };
         let token = match (&t.token, token_file) {
             (Some(tok), _) => Some(tok.clone()),
-            (None, Some(f)) => Some(std::fs::read_to_string(&f).with_context(|| format!("cannot read token file {}", f.display()))?.trim().to_string()),
+            (None, Some(f)) => Some(crate::config::read_secret_file(&f).map_err(|e| anyhow::anyhow!("token file: {e}"))?),
             (None, None) => None,
         };
         let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().context("cannot build HTTP client")?;

@@ -251,7 +251,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {
-    match config::load(file) {
+    match config::load_guarded(file) {
         Ok((cfg, warnings)) => {
             for w in &warnings {
                 eprintln!("warning: {}: {}", w.key, w.message);
@@ -288,7 +288,7 @@ pub fn init_tracing(json: bool) {
 }
 
 async fn run_daemon(path: PathBuf, log_json: bool) -> ExitCode {
-    let (cfg, warnings) = match config::load(&path) {
+    let (cfg, warnings) = match config::load_guarded(&path) {
         Ok(c) => c,
         Err(errors) => {
             for e in &errors.0 {
@@ -345,7 +345,7 @@ async fn signals(handle: &crate::daemon::Handle, path: &std::path::Path) {
 
 async fn reload(handle: &crate::daemon::Handle, path: &std::path::Path) {
     tracing::info!("SIGHUP: reloading {}", path.display());
-    let outcome = match config::load(path) {
+    let outcome = match config::load_guarded(path) {
         Ok((cfg, warnings)) => {
             for w in &warnings {
                 tracing::warn!("{}: {}", w.key, w.message);

@@ -24,7 +24,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use duration::parse_duration;
+pub use duration::{MAX_DURATION, parse_duration};
 
 /// A fully validated configuration. Construct it with [`load`] or [`from_str`].
 #[derive(Debug, Clone, PartialEq)]
@@ -80,9 +80,9 @@ pub struct ServiceConfig {
 impl ServiceConfig {
     /// Worst-case time from a failure to the target being marked down, at these settings:
     /// the failure can start just after a good check, then `fall` checks must fail, the last
-    /// one only after its timeout.
+    /// one only after its timeout. Saturates at `Duration::MAX` instead of overflowing.
     pub fn detection_budget(&self) -> Duration {
-        self.check.interval * self.check.fall + self.check.timeout
+        self.check.interval.saturating_mul(self.check.fall).saturating_add(self.check.timeout)
     }
 
     pub fn target(&self, name: &str) -> Option<&TargetConfig> {
@@ -277,6 +277,65 @@ pub fn load(path: &Path) -> Result<(Config, Vec<Warning>), ConfigErrors> {
     from_str(&text, path)
 }
 
+/// [`load`] for the places that must survive a bug in validation: `check-config`, `run` and a
+/// reload on SIGHUP. A panic while validating (which is always a bug: bad input gets an error)
+/// is caught and reported as a rejected config, so a running daemon keeps its old config
+/// instead of dying. The panic message still goes to stderr through the panic hook.
+pub fn load_guarded(path: &Path) -> Result<(Config, Vec<Warning>), ConfigErrors> {
+    guarded(path, || load(path))
+}
+
+fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T, ConfigErrors> + std::panic::UnwindSafe) -> Result<T, ConfigErrors> {
+    match std::panic::catch_unwind(f) {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Err(ConfigErrors(vec![ConfigError {
+                file: path.to_owned(),
+                line: None,
+                column: None,
+                key: String::new(),
+                message: format!(
+                    "the config was refused because validating it failed with an internal error (a bug in understudy, please report it): {what}"
+                ),
+            }]))
+        }
+    }
+}
+
+/// The largest secret or token file read (`api_token_file`, `*_file` secrets): a key or token
+/// is a few hundred bytes, so a larger file is the wrong file (a log, a disk image, `/dev/zero`)
+/// and reading it whole could exhaust memory.
+pub const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+/// Read a small file, refusing more than `max` bytes. Errors name the file.
+pub fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut buf = Vec::new();
+    file.take(max + 1).read_to_end(&mut buf).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if buf.len() as u64 > max {
+        return Err(format!("{} is larger than {} KiB, too large for what it should hold (is it the right file?)", path.display(), max / 1024));
+    }
+    Ok(buf)
+}
+
+/// Read a secret or token file: at most [`MAX_SECRET_FILE`] bytes of UTF-8, surrounding
+/// whitespace trimmed. An empty file is an error.
+pub fn read_secret_file(path: &Path) -> Result<String, String> {
+    let bytes = read_capped(path, MAX_SECRET_FILE)?;
+    let text = String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(format!("file {} is empty", path.display()));
+    }
+    Ok(trimmed.to_string())
+}
+
 /// Validate config text; `path` is used for messages and to resolve relative secret files.
 pub fn from_str(text: &str, path: &Path) -> Result<(Config, Vec<Warning>), ConfigErrors> {
     let raw: raw::RawConfig = match toml::from_str(text) {
@@ -284,4 +343,90 @@ pub fn from_str(text: &str, path: &Path) -> Result<(Config, Vec<Warning>), Confi
         Err(e) => return Err(ConfigErrors(vec![locate::from_toml_error(text, path, &e)])),
     };
     validate::validate(raw, text, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 19, finding 1: this file made `check-config` panic (and a SIGHUP kill the daemon).
+    const HUGE_INTERVAL: &str = r#"[[service]]
+name = "www"
+rto_budget = "1s"
+[service.check]
+kind = "tcp"
+port = 80
+interval = "10000000000000000000s"
+timeout = "1s"
+[[service.target]]
+name = "primary"
+address = "192.0.2.2"
+"#;
+
+    fn errors(text: &str) -> Vec<String> {
+        from_str(text, Path::new("u.toml")).expect_err("must be refused").0.iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn a_huge_duration_is_a_located_error_not_a_panic() {
+        let e = errors(HUGE_INTERVAL);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("u.toml:7:12: service[0].check.interval: "), "{}", e[0]);
+        assert!(e[0].contains("at most one year") && e[0].contains("10000000000000000000s"), "{}", e[0]);
+    }
+
+    #[test]
+    fn the_largest_values_validate_and_their_budgets_saturate_instead_of_overflowing() {
+        let text = HUGE_INTERVAL
+            .replace("10000000000000000000s", "1y")
+            .replace("timeout = \"1s\"", "timeout = \"364d\"\nfall = 1000\nrise = 1000")
+            + "[dns]\nlisten = [\"127.0.0.1:0\"]\n[[dns.zone]]\nname = \"example.test\"\nnameservers = { \"ns1.example.test\" = \"192.0.2.53\" }\n[[dns.zone.record]]\nname = \"www\"\nservice = \"www\"\nttl = 2147483647\n";
+        let (cfg, warnings) = from_str(&text, Path::new("u.toml")).unwrap();
+        assert_eq!(cfg.services[0].detection_budget(), Duration::from_secs(31_557_600 * 1000 + 364 * 86400));
+        assert!(warnings.iter().any(|w| w.key == "service[0].rto_budget"), "{warnings:?}");
+        assert!(warnings.iter().any(|w| w.key.ends_with("record[0].ttl")), "{warnings:?}");
+
+        let mut svc = cfg.services[0].clone();
+        svc.check.interval = Duration::MAX;
+        assert_eq!(svc.detection_budget(), Duration::MAX);
+    }
+
+    #[test]
+    fn fall_and_rise_are_bounded() {
+        let e = errors(&HUGE_INTERVAL.replace("10000000000000000000s", "2s").replace("port = 80", "port = 80\nfall = 1001\nrise = 0"));
+        assert!(e.iter().any(|e| e.contains("service[0].check.fall: expected 1 to 1000") && e.contains("got 1001")), "{e:?}");
+        assert!(e.iter().any(|e| e.contains("service[0].check.rise: expected 1 to 1000")), "{e:?}");
+    }
+
+    #[test]
+    fn a_panic_while_validating_becomes_a_rejected_config() {
+        let path = Path::new("/etc/understudy/u.toml");
+        let r: Result<(), ConfigErrors> = guarded(path, || panic!("attempt to add with overflow"));
+        let e = r.unwrap_err().to_string();
+        assert!(e.starts_with("/etc/understudy/u.toml: the config was refused"), "{e}");
+        assert!(e.contains("attempt to add with overflow"), "{e}");
+    }
+
+    #[test]
+    fn secret_files_are_capped_and_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("token");
+        std::fs::write(&ok, "  s3cret\n").unwrap();
+        assert_eq!(read_secret_file(&ok).unwrap(), "s3cret");
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'a'; MAX_SECRET_FILE as usize + 1]).unwrap();
+        let e = read_secret_file(&big).unwrap_err();
+        assert!(e.contains("larger than 64 KiB"), "{e}");
+        assert!(read_secret_file(Path::new("/dev/zero")).unwrap_err().contains("larger than 64 KiB"));
+        std::fs::write(&big, b"\n \n").unwrap();
+        assert!(read_secret_file(&big).unwrap_err().contains("is empty"));
+        std::fs::write(&big, b"\xff\xfe").unwrap();
+        assert!(read_secret_file(&big).unwrap_err().contains("not UTF-8"));
+
+        // Through the config: the error names the key.
+        let token = dir.path().join("api-token");
+        std::fs::write(&token, vec![b'x'; 100_000]).unwrap();
+        let e = errors(&format!("[daemon]\napi_token_file = \"{}\"\n", token.display()));
+        assert!(e[0].contains("daemon.api_token_file: token file:") && e[0].contains("larger than 64 KiB"), "{e:?}");
+    }
 }

@@ -20,6 +20,9 @@ use super::validate::{Ctx, k, resolve, valid_name, with};
 use crate::notify::notice::{NoticeEvent, Severity};
 use crate::notify::template::Template;
 
+/// The largest `ca_file` read: a system-wide bundle of every public CA is about 200 KiB.
+const MAX_CA_FILE: u64 = 4 * 1024 * 1024;
+
 /// PagerDuty's public Events API v2 endpoint.
 pub const PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 
@@ -218,14 +221,10 @@ fn read_secret(cx: &mut Ctx<'_>, path: &[Seg], base: &Path, s: SecretSource<'_>)
     if let Some(f) = s.file {
         let p = resolve(base, &f);
         let at = with(path, &[k(&format!("{key}_file"))]);
-        return match std::fs::read_to_string(&p) {
-            Ok(t) if !t.trim().is_empty() => Some(Secret(t.trim().to_string())),
-            Ok(_) => {
-                cx.err(&at, format!("file {} is empty", p.display()));
-                None
-            }
+        return match super::read_secret_file(&p) {
+            Ok(t) => Some(Secret(t)),
             Err(e) => {
-                cx.err(&at, format!("cannot read {}: {e}", p.display()));
+                cx.err(&at, e);
                 None
             }
         };
@@ -495,10 +494,10 @@ fn validate_one(cx: &mut Ctx<'_>, rn: RawNotify, path: &[Seg], base: &Path, serv
             if let Some(f) = &rn.ca_file {
                 let p = resolve(base, f);
                 let at = with(path, &[k("ca_file")]);
-                match std::fs::read(&p) {
+                match super::read_capped(&p, MAX_CA_FILE) {
                     Ok(pem) if lettre::transport::smtp::client::Certificate::from_pem(&pem).is_ok() => ca_pem = Some(pem),
                     Ok(_) => cx.err(&at, format!("{} holds no PEM certificate", p.display())),
-                    Err(e) => cx.err(&at, format!("cannot read {}: {e}", p.display())),
+                    Err(e) => cx.err(&at, e),
                 }
                 if tls == SmtpTls::None {
                     cx.err(&at, "`ca_file` needs tls = \"starttls\" or \"tls\"");

@@ -18,6 +18,9 @@ pub const HOOK_EVENTS: &[&str] =
 
 /// The shortest interval we accept: below this a check is a load test, not a health check.
 const MIN_INTERVAL: Duration = Duration::from_millis(50);
+/// The most consecutive results `fall` and `rise` may ask for. With durations bounded at a
+/// year, products such as `interval x fall` in milliseconds stay far inside `u64`.
+const MAX_STREAK: u32 = 1000;
 
 pub(crate) struct Ctx<'a> {
     loc: Locator<'a>,
@@ -110,10 +113,9 @@ fn validate_daemon(cx: &mut Ctx<'_>, d: RawDaemon, base_dir: &Path) -> Option<Da
     let mut api_token_file = None;
     if let Some(f) = &d.api_token_file {
         let path = resolve(base_dir, f);
-        match std::fs::read_to_string(&path) {
-            Ok(t) if !t.trim().is_empty() => api_token = Some(t.trim().to_string()),
-            Ok(_) => cx.err(&with(&p, &[k("api_token_file")]), format!("token file {} is empty", path.display())),
-            Err(e) => cx.err(&with(&p, &[k("api_token_file")]), format!("cannot read token file {}: {e}", path.display())),
+        match super::read_secret_file(&path) {
+            Ok(t) => api_token = Some(t),
+            Err(e) => cx.err(&with(&p, &[k("api_token_file")]), format!("token file: {e}")),
         }
         api_token_file = Some(path);
     }
@@ -278,11 +280,17 @@ fn validate_check(cx: &mut Ctx<'_>, rc: RawCheck, path: &[Seg]) -> Option<CheckC
             ),
         );
     }
-    if rc.fall == 0 {
-        cx.err(&with(path, &[k("fall")]), "expected at least 1 (consecutive failures before a target is marked down)");
+    if !(1..=MAX_STREAK).contains(&rc.fall) {
+        cx.err(
+            &with(path, &[k("fall")]),
+            format!("expected 1 to {MAX_STREAK} (consecutive failures before a target is marked down), got {}", rc.fall),
+        );
     }
-    if rc.rise == 0 {
-        cx.err(&with(path, &[k("rise")]), "expected at least 1 (consecutive successes before a target is marked up)");
+    if !(1..=MAX_STREAK).contains(&rc.rise) {
+        cx.err(
+            &with(path, &[k("rise")]),
+            format!("expected 1 to {MAX_STREAK} (consecutive successes before a target is marked up), got {}", rc.rise),
+        );
     }
 
     let is_http = matches!(rc.kind, RawCheckKind::Http | RawCheckKind::Https);

@@ -460,7 +460,7 @@ fn validate_zone(cx: &mut Ctx<'_>, rz: RawZone, zp: &[Seg], services: &HashMap<&
                     }
                     Some(s) => {
                         if let Some(budget) = s.rto_budget {
-                            let worst = s.detection_budget() + Duration::from_secs(ttl as u64);
+                            let worst = s.detection_budget().saturating_add(Duration::from_secs(ttl as u64));
                             if worst > budget {
                                 cx.warn(
                                     &with(&rp, &[k("ttl")]),

@@ -5,8 +5,14 @@
 //! With a JSON content type each placeholder becomes a JSON value (a quoted, escaped string,
 //! a number or `null`), so a template is written `{"title": {{summary}}}` without quotes and a
 //! summary containing `"` or a newline can never break the document or inject fields. A JSON
-//! template is checked at config time by rendering it with sample values and parsing the
-//! result. With another content type values are inserted as plain text.
+//! template is checked at config time by rendering it with realistic sample notices (names
+//! and text with quotes, backslashes, newlines and non-ASCII letters; every optional value
+//! present, then every one absent) and parsing each result: a template that quotes a
+//! placeholder (`"{{service}}"`), or puts one where only some values fit (`{{target}}` as an
+//! object key, when a notice may have no target), is refused, because a real notice would
+//! render invalid JSON and the receiver would reject it for good. A template accepted this way
+//! renders valid JSON for every notice (the `notify_template` fuzz target checks this). With
+//! another content type values are inserted as plain text and nothing is checked.
 
 use serde_json::Value;
 
@@ -65,13 +71,32 @@ impl Template {
         }
         let t = Template { parts, json };
         if json {
-            let sample = Notice::test(1_700_000_000_000_000);
-            let body = t.render(&sample, &Value::Null);
-            serde_json::from_str::<Value>(&body).map_err(|e| {
-                format!("the template does not render valid JSON ({e}); write placeholders without quotes, e.g. {{\"title\": {{{{summary}}}}}}")
-            })?;
+            for (sample, described) in samples().into_iter().zip(SAMPLES) {
+                let body = t.render(&sample, &serde_json::to_value(&sample).expect("notices serialize"));
+                if let Err(e) = serde_json::from_str::<Value>(&body) {
+                    return Err(format!(
+                        "the template does not render valid JSON for a notice {described}: {e}{}; \
+                         placeholders are inserted as JSON values (strings with their quotes and escapes, \
+                         numbers, null), so write them without quotes, e.g. {{\"title\": {{{{summary}}}}}}",
+                        t.quoted_placeholder().map(|n| format!(" ({{{{{n}}}}} is inside quotes)")).unwrap_or_default()
+                    ));
+                }
+            }
         }
         Ok(t)
+    }
+
+    /// The first placeholder written between quotes (`"{{service}}"`), for the error message.
+    fn quoted_placeholder(&self) -> Option<&str> {
+        self.parts.iter().enumerate().find_map(|(i, p)| match p {
+            Part::Var(name) => {
+                let before = i.checked_sub(1).and_then(|j| self.parts.get(j));
+                let opens = matches!(before, Some(Part::Literal(l)) if l.ends_with('"'));
+                let closes = matches!(self.parts.get(i + 1), Some(Part::Literal(l)) if l.starts_with('"'));
+                (opens || closes).then_some(name.as_str())
+            }
+            Part::Literal(_) => None,
+        })
     }
 
     /// Render for `n`; `default_body` is what `{{json}}` stands for.
@@ -96,6 +121,48 @@ impl Template {
         }
         out
     }
+}
+
+/// What each of [`samples`] is, for error messages.
+const SAMPLES: [&str; 2] = [
+    "whose service, target and texts contain quotes, backslashes, newlines and non-ASCII letters",
+    "without service, target or incident",
+];
+
+/// Notices a JSON template must render valid JSON for: one with every optional value present
+/// and text that needs escaping everywhere, one with every optional value absent.
+fn samples() -> [Notice; 2] {
+    let awkward = |what: &str| format!("{what} \"quoted\" back\\slash\nnew line\ttab Zürich Łódź 東京 ☃ </script>");
+    let mut full = Notice::test(1_700_000_000_000_000);
+    full.summary = awkward("www failed over from \"primary\" to backup");
+    full.details = vec![awkward("detail one"), awkward("detail two")];
+    full.condition = awkward("condition");
+    full.key = awkward("key");
+    full.service = Some(awkward("service"));
+    full.target = Some(awkward("target"));
+    full.ended_us = Some(1_700_000_001_000_000);
+    full.incident = Some(crate::api::wire::Incident {
+        id: 42,
+        service: awkward("service"),
+        open: false,
+        opened: "2023-11-14T22:13:20.000000Z".into(),
+        closed: Some("2023-11-14T22:13:21.000000Z".into()),
+        closed_by: Some(awkward("operator")),
+        failed: Some(awkward("failed")),
+        to: Some(awkward("to")),
+        epoch: 7,
+        detection_ms: Some(2999.5),
+        switch_ms: Some(0.25),
+        rto_ms: None,
+        actuator_failures: 1,
+        recovered: None,
+        failed_back: None,
+        timeline: vec![crate::api::wire::TimelineEntry { time: "2023-11-14T22:13:20.000000Z".into(), time_us: 1, what: awkward("what") }],
+        checks: Vec::new(),
+    });
+    let mut empty = Notice::test(0);
+    empty.details.clear();
+    [full, empty]
 }
 
 fn value(n: &Notice, name: &str, default_body: &Value) -> Value {
@@ -141,7 +208,47 @@ mod tests {
         assert!(Template::parse("{{nope}}", false).unwrap_err().contains("unknown placeholder {{nope}}"));
         assert!(Template::parse("{{summary", false).unwrap_err().contains("unclosed"));
         assert!(Template::parse(r#"{"a": "{{summary}}"}"#, true).unwrap_err().contains("valid JSON"));
+        assert!(Template::parse(r#"{"a": "{{summary}}"}"#, true).unwrap_err().contains("({{summary}} is inside quotes)"));
         let plain = Template::parse("Alert: {{summary}} ({{service}})", false).unwrap();
         assert_eq!(plain.render(&Notice::test(1), &Value::Null), "Alert: understudy test notification: this channel works ()");
+    }
+
+    /// Issue 19, finding 2: these passed validation (the test notice has no service, target or
+    /// incident, so the quoted placeholders rendered `"null"`) and then rendered invalid JSON
+    /// for every real notice.
+    #[test]
+    fn templates_that_break_on_real_values_are_refused() {
+        let refused = [
+            r#"{"service": "{{service}}", "host": "{{target}}", "raw": "{{json}}"}"#,
+            r#"{"service": "{{service}}"}"#,
+            r#"{"raw": "{{json}}"}"#,
+            r#"{"text": "{{severity}}"}"#,
+            r#"{ {{target}}: 1 }"#,
+            r#"{"n": 1{{incident_id}}}"#,
+            r#"{"n": -{{incident_id}}}"#,
+        ];
+        for t in refused {
+            let e = Template::parse(t, true).expect_err(t);
+            assert!(e.contains("does not render valid JSON"), "{t}: {e}");
+        }
+        let quoted = Template::parse(refused[0], true).unwrap_err();
+        assert!(quoted.contains("({{service}} is inside quotes)") && quoted.contains("write them without quotes"), "{quoted}");
+    }
+
+    #[test]
+    fn accepted_templates_render_valid_json_for_awkward_notices() {
+        let t = Template::parse(
+            r#"{"service": {{service}}, "host": {{target}}, "raw": {{json}}, "id": {{incident_id}}, {{summary}}: [{{details}}, {{text}}, {{time}}]}"#,
+            true,
+        )
+        .unwrap();
+        for n in samples() {
+            let body = serde_json::to_value(&n).unwrap();
+            let out: Value = serde_json::from_str(&t.render(&n, &body)).unwrap();
+            assert_eq!(out["service"], n.service.as_deref().map(Value::from).unwrap_or(Value::Null));
+            assert_eq!(out["host"], n.target.as_deref().map(Value::from).unwrap_or(Value::Null));
+            assert_eq!(out["raw"], body);
+            assert_eq!(out[n.summary.as_str()][0], n.details.join("\n"));
+        }
     }
 }
