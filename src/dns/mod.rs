@@ -44,6 +44,7 @@ pub mod client;
 pub mod config;
 pub mod handler;
 pub mod name;
+pub mod rrl;
 pub mod server;
 pub mod status;
 pub mod table;
@@ -109,6 +110,8 @@ struct Inner {
     /// Listen addresses and socket settings as started.
     listen: DnsConfig,
     table: Arc<ArcSwap<Table>>,
+    /// The UDP response rate limiter, when on.
+    rrl: Option<Arc<rrl::Rrl>>,
     state: Mutex<State>,
     local: Mutex<Vec<SocketAddr>>,
     stop: Arc<AtomicBool>,
@@ -160,6 +163,7 @@ impl Dns {
             inner: Arc::new(Inner {
                 listen: cfg.clone(),
                 table: Arc::new(ArcSwap::from_pointee(table)),
+                rrl: cfg.rrl.as_ref().map(|r| Arc::new(rrl::Rrl::new(r))),
                 state: Mutex::new(State { cfg: Arc::new(cfg), served, serials }),
                 local: Mutex::new(Vec::new()),
                 stop: Arc::new(AtomicBool::new(false)),
@@ -185,10 +189,15 @@ impl Dns {
         *self.inner.local.lock().unwrap_or_else(|e| e.into_inner()) = bound.local.clone();
         let mut threads = Vec::new();
         for (_, socks) in bound.udp {
-            threads.extend(server::spawn_udp(socks, self.inner.table.clone(), self.inner.stop.clone()).map_err(DnsError::Threads)?);
+            threads.extend(server::spawn_udp(socks, self.inner.table.clone(), self.inner.rrl.clone(), self.inner.stop.clone()).map_err(DnsError::Threads)?);
         }
         self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()).extend(threads);
-        let opts = server::TcpOptions { idle_timeout: cfg.tcp_idle_timeout, max_connections: cfg.tcp_max_connections };
+        let opts = server::TcpOptions {
+            idle_timeout: cfg.tcp_idle_timeout,
+            write_timeout: cfg.tcp_write_timeout,
+            max_connections: cfg.tcp_max_connections,
+            max_per_client: cfg.tcp_max_connections_per_client,
+        };
         for l in bound.tcp {
             rt.spawn(server::serve_tcp(l, self.inner.table.clone(), opts, self.inner.cancel.clone()));
         }
@@ -238,8 +247,14 @@ impl Dns {
         if cfg.listen != old_listen.listen {
             later.push(format!("dns.listen ({:?})", cfg.listen));
         }
-        if cfg.udp_workers != old_listen.udp_workers || cfg.tcp_idle_timeout != old_listen.tcp_idle_timeout || cfg.tcp_max_connections != old_listen.tcp_max_connections {
-            later.push("dns.udp_workers / tcp_idle_timeout / tcp_max_connections".into());
+        if cfg.udp_workers != old_listen.udp_workers
+            || cfg.tcp_idle_timeout != old_listen.tcp_idle_timeout
+            || cfg.tcp_max_connections != old_listen.tcp_max_connections
+            || cfg.tcp_max_connections_per_client != old_listen.tcp_max_connections_per_client
+            || cfg.tcp_write_timeout != old_listen.tcp_write_timeout
+            || cfg.rrl != old_listen.rrl
+        {
+            later.push("dns.udp_workers / tcp_* / rrl".into());
         }
         let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = unix_secs();
@@ -260,6 +275,11 @@ impl Dns {
         st.cfg = Arc::new(cfg);
         self.inner.table.store(Arc::new(table));
         later
+    }
+
+    /// What the UDP response rate limiter has done since start (`None` when it is off).
+    pub fn rrl_stats(&self) -> Option<rrl::RrlStats> {
+        self.inner.rrl.as_ref().map(|r| r.stats())
     }
 
     /// The table being served now.
