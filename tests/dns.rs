@@ -22,6 +22,13 @@ mod props;
 // through dig, the API and `understudy status`; a DNS bind error is fatal at start-up.
 #[path = "dns/e2e.rs"]
 mod e2e;
+// Abuse: a TCP client that never reads against dig +tcp from elsewhere; a UDP flood against
+// response rate limiting.
+#[path = "dns/abuse.rs"]
+mod abuse;
+// The real binary restarted: the SOA serial never goes backwards.
+#[path = "dns/restart.rs"]
+mod restart;
 // The integration suite's helpers (nginx, the daemon binary, deadlines), shared.
 #[path = "support/mod.rs"]
 mod common;

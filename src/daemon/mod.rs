@@ -203,7 +203,7 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
     // The DNS server answers from the start (each failover record with its primary until the
     // first decision); a bind error is fatal here, before anything else runs.
     let dns = match &config.dns {
-        Some(d) => Some(crate::dns::Dns::start(d.clone(), &config.services, cancel.clone())?),
+        Some(d) => Some(crate::dns::Dns::start_in(d.clone(), &config.services, &data_dir, cancel.clone())?),
         None => None,
     };
 

@@ -27,9 +27,10 @@
 //! # Serials
 //! A zone's serial starts at the current Unix time and, on every change of its data, becomes
 //! `max(serial + 1, now)` in serial-number arithmetic (RFC 1982), so it increases on every
-//! change even when changes come faster than once a second. It is not persisted: a restart
-//! within seconds of a burst of changes may serve a lower serial than before (we have no
-//! secondaries that would care; a hidden-primary mode would persist it).
+//! change even when changes come faster than once a second. Started by the daemon
+//! ([`Dns::start_in`]), the server keeps a reservation above every serial it serves in
+//! `data_dir/dns-serial` and starts from `max(reserved + 1, now)`, so serials never go
+//! backwards across restarts (`serial.rs`; written off the failover path).
 //!
 //! # Reload
 //! [`Dns::reload`] (SIGHUP) swaps in new zone data the same way: failover records keep what they
@@ -45,6 +46,7 @@ pub mod config;
 pub mod handler;
 pub mod name;
 pub mod rrl;
+pub mod serial;
 pub mod server;
 pub mod status;
 pub mod table;
@@ -104,6 +106,22 @@ struct State {
     served: HashMap<String, Served>,
     /// SOA serial per zone, in `cfg.zones` order.
     serials: Vec<u32>,
+    /// The highest serial served since start (RFC 1982 order).
+    high: u32,
+    /// The serial reservation in the data directory, when there is one.
+    reservation: Option<serial::Reservation>,
+}
+
+impl State {
+    /// Note a serial about to be served.
+    fn issue(&mut self, s: u32) {
+        if serial::serial_gt(s, self.high) {
+            self.high = s;
+        }
+        if let Some(r) = &mut self.reservation {
+            r.note(s);
+        }
+    }
 }
 
 struct Inner {
@@ -154,9 +172,24 @@ pub fn next_serial(old: u32, now: u32) -> u32 {
 impl Dns {
     /// Build the server state without sockets: each failover record serves its service's
     /// first target. `services` must contain every service named in `cfg`.
+    /// Serials start from the clock and are not remembered across restarts.
     pub fn new(cfg: DnsConfig, services: &[ServiceConfig]) -> Dns {
+        Dns::new_in(cfg, services, None)
+    }
+
+    /// As [`Dns::new`], remembering serials in `data_dir` (see `serial.rs`): they start from
+    /// `max(stored + 1, now)` and never go backwards across restarts.
+    pub fn new_in(cfg: DnsConfig, services: &[ServiceConfig], data_dir: Option<&std::path::Path>) -> Dns {
         let served = served_for(&cfg, services, HashMap::new());
-        let serials = vec![unix_secs(); cfg.zones.len()];
+        let first = serial::start_serial(data_dir.and_then(serial::load), unix_secs());
+        let reservation = data_dir.and_then(|d| match serial::Reservation::start(d.to_path_buf(), first) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "dns: cannot start the serial writer; serials are not remembered across restarts");
+                None
+            }
+        });
+        let serials = vec![first; cfg.zones.len()];
         let addrs: HashMap<String, Vec<IpAddr>> = served.iter().map(|(k, v)| (k.clone(), v.addrs.clone())).collect();
         let table = table::compile(&cfg, &addrs, &serials);
         Dns {
@@ -164,7 +197,7 @@ impl Dns {
                 listen: cfg.clone(),
                 table: Arc::new(ArcSwap::from_pointee(table)),
                 rrl: cfg.rrl.as_ref().map(|r| Arc::new(rrl::Rrl::new(r))),
-                state: Mutex::new(State { cfg: Arc::new(cfg), served, serials }),
+                state: Mutex::new(State { cfg: Arc::new(cfg), served, serials, high: first, reservation }),
                 local: Mutex::new(Vec::new()),
                 stop: Arc::new(AtomicBool::new(false)),
                 threads: Mutex::new(Vec::new()),
@@ -178,6 +211,13 @@ impl Dns {
     /// Must be called inside a tokio runtime.
     pub fn start(cfg: DnsConfig, services: &[ServiceConfig], shutdown: CancellationToken) -> Result<Dns, DnsError> {
         let dns = Dns::new(cfg, services);
+        dns.serve(shutdown)?;
+        Ok(dns)
+    }
+
+    /// As [`Dns::start`], remembering SOA serials in `data_dir` (the daemon's).
+    pub fn start_in(cfg: DnsConfig, services: &[ServiceConfig], data_dir: &std::path::Path, shutdown: CancellationToken) -> Result<Dns, DnsError> {
+        let dns = Dns::new_in(cfg, services, Some(data_dir));
         dns.serve(shutdown)?;
         Ok(dns)
     }
@@ -264,9 +304,14 @@ impl Dns {
             .map(|z| match st.cfg.zones.iter().position(|o| o.apex == z.apex) {
                 Some(i) if st.cfg.zones[i] == *z => st.serials[i],
                 Some(i) => next_serial(st.serials[i], now),
-                None => now,
+                // A zone new to this run may have been served before it: start above every
+                // serial served so far.
+                None => next_serial(st.high, now),
             })
             .collect();
+        for &s in &serials {
+            st.issue(s);
+        }
         st.served = served_for(&cfg, services, std::mem::take(&mut st.served));
         // Services whose records changed only in data keep their epoch and addresses.
         let addrs: HashMap<String, Vec<IpAddr>> = st.served.iter().map(|(k, v)| (k.clone(), v.addrs.clone())).collect();
@@ -320,7 +365,9 @@ impl Dns {
             let uses = z.records.iter().any(|r| matches!(&r.kind, RecordKind::Failover { service: s } if s == service));
             if uses {
                 st.serials[i] = next_serial(st.serials[i], now);
-                serials.push(st.serials[i]);
+                let s = st.serials[i];
+                st.issue(s);
+                serials.push(s);
             }
         }
         let served: HashMap<String, Vec<IpAddr>> = st.served.iter().map(|(k, v)| (k.clone(), v.addrs.clone())).collect();
