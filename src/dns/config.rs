@@ -66,11 +66,31 @@ pub struct RawDns {
 }
 
 /// `rrl = false`, `rrl = true` or `rrl = { rate = 20, slip = 2, window = "15s" }`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum RawRrl {
     Enabled(bool),
     Settings(RawRrlSettings),
+}
+
+// By hand rather than `untagged`, so that a mistake inside the table is reported as such
+// ("unknown field `rat`") instead of "did not match any variant".
+impl<'de> Deserialize<'de> for RawRrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawRrl;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false or a table such as { rate = 20, slip = 2, window = \"15s\" }")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<RawRrl, E> {
+                Ok(RawRrl::Enabled(b))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawRrl, A::Error> {
+                RawRrlSettings::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(RawRrl::Settings)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -910,7 +930,10 @@ value = '0 issue "letsencrypt.org"'
         assert_eq!(e.0[0].key, "dns.rrl.rate");
         let e = dns("rrl = { rate = 5, window = \"0s\" }").unwrap_err();
         assert_eq!(e.0[0].key, "dns.rrl.window");
-        assert!(dns("rrl = { rat = 5 }").is_err());
+        let e = dns("rrl = { rat = 5 }").unwrap_err();
+        assert!(e.to_string().contains("unknown field `rat`"), "{e}");
+        let e = dns("rrl = \"on\"").unwrap_err();
+        assert!(e.to_string().contains("true, false or a table"), "{e}");
         let e = dns("tcp_max_connections_per_client = 600").unwrap_err();
         assert_eq!(e.0[0].key, "dns.tcp_max_connections_per_client");
     }
