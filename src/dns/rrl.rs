@@ -130,7 +130,7 @@ impl Rrl {
             return Verdict::Send;
         }
         *slip_count = slip_count.wrapping_add(1);
-        if self.slip != 0 && *slip_count % self.slip == 0 {
+        if self.slip != 0 && slip_count.is_multiple_of(self.slip) {
             self.slipped.fetch_add(1, Ordering::Relaxed);
             Verdict::Slip
         } else {
