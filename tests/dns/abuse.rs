@@ -12,6 +12,7 @@ use tokio::io::AsyncWriteExt;
 use understudy::dns::Dns;
 use understudy::dns::config::RrlConfig;
 
+use super::common::wait_for;
 use super::support::*;
 
 const DIG: &str = "/usr/bin/dig";
@@ -130,21 +131,40 @@ async fn a_udp_flood_is_rate_limited_while_another_network_is_answered() {
     let server = dns.local_addrs()[0];
     let q = understudy::dns::client::build_query(9, &understudy::dns::name::Name::parse_absolute("www.example.test").unwrap(), 1);
 
-    // The flood: 400 identical queries from 127.0.0.71, as fast as one socket sends them.
-    let flood = tokio::net::UdpSocket::bind("127.0.0.71:0").await.unwrap();
-    for _ in 0..400 {
-        flood.send_to(&q, server).await.unwrap();
-    }
-    let (mut full, mut truncated) = (0usize, 0usize);
-    let mut buf = vec![0u8; 4096];
-    while let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(500), flood.recv_from(&mut buf)).await {
-        if buf[2] & 0x02 != 0 {
-            assert_eq!(u16::from_be_bytes([buf[6], buf[7]]), 0, "a truncated answer carries no records");
-            truncated += 1;
-        } else if n > 12 && u16::from_be_bytes([buf[6], buf[7]]) == 1 {
-            full += 1;
+    // The flood: 400 identical queries from 127.0.0.71, in bursts of 40; a reader counts the
+    // replies, and each burst waits until every query in it is accounted for (answered,
+    // truncated, or counted as dropped by the server), so no socket buffer overflows.
+    let flood = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.71:0").await.unwrap());
+    // Full answers, truncated ones, and anything else (a truncated answer with records).
+    let counts = std::sync::Arc::new([(); 3].map(|_| std::sync::atomic::AtomicUsize::new(0)));
+    let reader = {
+        let (flood, counts) = (flood.clone(), counts.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_secs(3), flood.recv_from(&mut buf)).await {
+                let records = u16::from_be_bytes([buf[6], buf[7]]);
+                let kind = match (buf[2] & 0x02 != 0, records) {
+                    (true, 0) => 1,
+                    (false, 1) if n > 12 => 0,
+                    _ => 2,
+                };
+                counts[kind].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    let accounted = || {
+        let c = counts.iter().map(|c| c.load(std::sync::atomic::Ordering::Relaxed)).sum::<usize>();
+        c + dns.rrl_stats().unwrap().dropped as usize
+    };
+    for burst in 1..=10 {
+        for _ in 0..40 {
+            flood.send_to(&q, server).await.unwrap();
         }
+        wait_for(Duration::from_secs(5), &format!("burst {burst} accounted for"), || async { (accounted() >= burst * 40).then_some(()) }).await;
     }
+    reader.abort();
+    let [full, truncated, odd] = [0, 1, 2].map(|i| counts[i].load(std::sync::atomic::Ordering::Relaxed));
+    assert_eq!(odd, 0, "replies that are neither a full answer nor a bare truncated one");
     let stats = dns.rrl_stats().expect("rate limiting is on");
     eprintln!("flood of 400: {full} answered, {truncated} truncated (slip), {} dropped, {} slipped (server counts)", stats.dropped, stats.slipped);
     // 10 a second; the flood may straddle a second boundary.
