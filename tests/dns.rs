@@ -22,6 +22,13 @@ mod props;
 // through dig, the API and `understudy status`; a DNS bind error is fatal at start-up.
 #[path = "dns/e2e.rs"]
 mod e2e;
+// Abuse: a TCP client that never reads against dig +tcp from elsewhere; a UDP flood against
+// response rate limiting.
+#[path = "dns/abuse.rs"]
+mod abuse;
+// The real binary restarted: the SOA serial never goes backwards.
+#[path = "dns/serial.rs"]
+mod serial;
 // The real binary: a restart after a failover and a record added by SIGHUP serve the current
 // decision from their first answer, never the dead primary.
 #[path = "dns/restart.rs"]

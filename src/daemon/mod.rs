@@ -229,7 +229,7 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
     // from the event log (its primary when the service has none), so a restart never serves a
     // target the daemon had failed away from; a bind error is fatal here, before anything runs.
     let dns = match &config.dns {
-        Some(d) => Some(crate::dns::Dns::start_from(d.clone(), &config.services, &restored_dns(&config, &persisted), cancel.clone())?),
+        Some(d) => Some(crate::dns::Dns::start_with(d.clone(), &config.services, &restored_dns(&config, &persisted), Some(&data_dir), cancel.clone())?),
         None => None,
     };
 

@@ -52,11 +52,56 @@ pub struct RawDns {
     pub tcp_idle_timeout: Option<String>,
     #[serde(default = "default_tcp_max_connections")]
     pub tcp_max_connections: u32,
+    /// Open TCP connections from one client address (default: a quarter of the total).
+    pub tcp_max_connections_per_client: Option<u32>,
+    /// How long one TCP reply may take to be written before the connection is closed.
+    pub tcp_write_timeout: Option<String>,
+    /// UDP response rate limiting: `false`, `true`, or `{ rate, slip, window }`.
+    pub rrl: Option<RawRrl>,
     /// The largest UDP response we send to EDNS clients (RFC 6891; 1232 avoids fragmentation).
     #[serde(default = "default_max_udp_payload")]
     pub max_udp_payload: u16,
     #[serde(default, rename = "zone")]
     pub zones: Vec<RawZone>,
+}
+
+/// `rrl = false`, `rrl = true` or `rrl = { rate = 20, slip = 2, window = "15s" }`.
+#[derive(Debug)]
+pub enum RawRrl {
+    Enabled(bool),
+    Settings(RawRrlSettings),
+}
+
+// By hand rather than `untagged`, so that a mistake inside the table is reported as such
+// ("unknown field `rat`") instead of "did not match any variant".
+impl<'de> Deserialize<'de> for RawRrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawRrl;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false or a table such as { rate = 20, slip = 2, window = \"15s\" }")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<RawRrl, E> {
+                Ok(RawRrl::Enabled(b))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawRrl, A::Error> {
+                RawRrlSettings::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(RawRrl::Settings)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRrlSettings {
+    /// Identical responses per second to one client prefix (/24, /56).
+    pub rate: Option<u32>,
+    /// Every `slip`-th limited response is sent truncated (TC=1); 0 drops them all.
+    pub slip: Option<u32>,
+    /// How long a flood is remembered (the account's floor is `-rate x window`).
+    pub window: Option<String>,
 }
 
 fn default_listen() -> Vec<String> {
@@ -70,6 +115,12 @@ fn default_max_udp_payload() -> u16 {
 }
 /// RFC 7766 recommends "in the order of seconds"; Knot and BIND default to about 10 s.
 pub const DEFAULT_TCP_IDLE: Duration = Duration::from_secs(10);
+/// A reply this slow to leave means the client is not reading.
+pub const DEFAULT_TCP_WRITE: Duration = Duration::from_secs(2);
+/// RRL defaults, as commonly configured for BIND and Knot (BIND's window default is 15 s).
+pub const DEFAULT_RRL_RATE: u32 = 20;
+pub const DEFAULT_RRL_SLIP: u32 = 2;
+pub const DEFAULT_RRL_WINDOW: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,8 +191,23 @@ pub struct DnsConfig {
     pub udp_workers: usize,
     pub tcp_idle_timeout: Duration,
     pub tcp_max_connections: usize,
+    pub tcp_max_connections_per_client: usize,
+    pub tcp_write_timeout: Duration,
     pub max_udp_payload: u16,
+    /// UDP response rate limiting; `None` when turned off.
+    pub rrl: Option<RrlConfig>,
     pub zones: Vec<ZoneConfig>,
+}
+
+/// Response rate limiting (see `rrl.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RrlConfig {
+    pub rate: u32,
+    pub slip: u32,
+    pub window: Duration,
+    /// Whether loopback clients are limited too: only when `rrl` is set explicitly (by default a
+    /// loopback client is the host itself and is never limited).
+    pub loopback: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -299,6 +365,30 @@ pub(crate) fn validate(cx: &mut Ctx<'_>, raw: RawDns, services: &[ServiceConfig]
     if raw.tcp_max_connections == 0 {
         cx.err(&with(&p, &[k("tcp_max_connections")]), "expected at least 1");
     }
+    let tcp_max_connections_per_client = match raw.tcp_max_connections_per_client {
+        None => (raw.tcp_max_connections as usize / 4).max(1),
+        Some(n) if n >= 1 && n <= raw.tcp_max_connections => n as usize,
+        Some(n) => {
+            cx.err(
+                &with(&p, &[k("tcp_max_connections_per_client")]),
+                format!("expected 1 to tcp_max_connections ({}), got {n}", raw.tcp_max_connections),
+            );
+            1
+        }
+    };
+    let tcp_write_timeout = match raw.tcp_write_timeout.as_deref().map(parse_duration) {
+        None => DEFAULT_TCP_WRITE,
+        Some(Ok(d)) if !d.is_zero() => d,
+        Some(Ok(_)) => {
+            cx.err(&with(&p, &[k("tcp_write_timeout")]), "expected a timeout above zero");
+            DEFAULT_TCP_WRITE
+        }
+        Some(Err(e)) => {
+            cx.err(&with(&p, &[k("tcp_write_timeout")]), e);
+            DEFAULT_TCP_WRITE
+        }
+    };
+    let rrl = validate_rrl(cx, raw.rrl, &with(&p, &[k("rrl")]));
     if !(512..=4096).contains(&raw.max_udp_payload) {
         cx.err(&with(&p, &[k("max_udp_payload")]), format!("expected 512 to 4096 bytes, got {}", raw.max_udp_payload));
     }
@@ -330,9 +420,47 @@ pub(crate) fn validate(cx: &mut Ctx<'_>, raw: RawDns, services: &[ServiceConfig]
         udp_workers,
         tcp_idle_timeout,
         tcp_max_connections: raw.tcp_max_connections as usize,
+        tcp_max_connections_per_client,
+        tcp_write_timeout,
         max_udp_payload: raw.max_udp_payload,
+        rrl,
         zones,
     })
+}
+
+/// Absent: on for every client but loopback ones; `true` or a table: on for every client;
+/// `false`: off.
+fn validate_rrl(cx: &mut Ctx<'_>, raw: Option<RawRrl>, p: &[Seg]) -> Option<RrlConfig> {
+    let (s, loopback) = match raw {
+        None => (RawRrlSettings::default(), false),
+        Some(RawRrl::Enabled(false)) => return None,
+        Some(RawRrl::Enabled(true)) => (RawRrlSettings::default(), true),
+        Some(RawRrl::Settings(s)) => (s, true),
+    };
+    let rate = s.rate.unwrap_or(DEFAULT_RRL_RATE);
+    if rate == 0 {
+        cx.err(&with(p, &[k("rate")]), "expected at least 1 response per second (to turn rate limiting off, write `rrl = false`)");
+    }
+    let slip = s.slip.unwrap_or(DEFAULT_RRL_SLIP);
+    if slip > 10 {
+        cx.err(&with(p, &[k("slip")]), format!("expected 0 (drop every limited response) to 10, got {slip}"));
+    }
+    let window = match s.window.as_deref().map(parse_duration) {
+        None => DEFAULT_RRL_WINDOW,
+        Some(Ok(d)) if (1..=3600).contains(&d.as_secs()) && d.subsec_nanos() == 0 => d,
+        Some(Ok(_)) => {
+            cx.err(&with(p, &[k("window")]), "expected whole seconds from 1s to 3600s");
+            DEFAULT_RRL_WINDOW
+        }
+        Some(Err(e)) => {
+            cx.err(&with(p, &[k("window")]), e);
+            DEFAULT_RRL_WINDOW
+        }
+    };
+    if u64::from(rate) * window.as_secs() > super::rrl::MAX_DEBT {
+        cx.err(&with(p, &[k("rate")]), format!("rate x window must be at most {}", super::rrl::MAX_DEBT));
+    }
+    Some(RrlConfig { rate, slip, window, loopback })
 }
 
 fn validate_zone(cx: &mut Ctx<'_>, rz: RawZone, zp: &[Seg], services: &HashMap<&str, &ServiceConfig>) -> Option<ZoneConfig> {
@@ -784,6 +912,30 @@ value = '0 issue "letsencrypt.org"'
         let bad_listen = DNS_BLOCK.replace("127.0.0.1:5353", "localhost:53");
         let e = load(&format!("{QUICK_START}{bad_listen}")).unwrap_err();
         assert_eq!(e.0[0].key, "dns.listen[0]");
+    }
+
+    #[test]
+    fn rate_limiting_and_tcp_limits() {
+        let dns = |extra: &str| load(&format!("{QUICK_START}{}", DNS_BLOCK.replace("[dns]\n", &format!("[dns]\n{extra}\n")))).map(|(c, _)| c.dns.unwrap());
+        // Default: on, except for loopback clients.
+        let d = dns("").unwrap();
+        assert_eq!(d.rrl, Some(RrlConfig { rate: 20, slip: 2, window: Duration::from_secs(15), loopback: false }));
+        assert_eq!((d.tcp_max_connections_per_client, d.tcp_write_timeout), (128, DEFAULT_TCP_WRITE));
+        assert_eq!(dns("rrl = false").unwrap().rrl, None);
+        assert!(dns("rrl = true").unwrap().rrl.unwrap().loopback);
+        let d = dns("rrl = { rate = 5, slip = 0, window = \"30s\" }\ntcp_max_connections = 100\ntcp_max_connections_per_client = 3\ntcp_write_timeout = \"500ms\"").unwrap();
+        assert_eq!(d.rrl, Some(RrlConfig { rate: 5, slip: 0, window: Duration::from_secs(30), loopback: true }));
+        assert_eq!((d.tcp_max_connections_per_client, d.tcp_write_timeout), (3, Duration::from_millis(500)));
+        let e = dns("rrl = { rate = 0 }").unwrap_err();
+        assert_eq!(e.0[0].key, "dns.rrl.rate");
+        let e = dns("rrl = { rate = 5, window = \"0s\" }").unwrap_err();
+        assert_eq!(e.0[0].key, "dns.rrl.window");
+        let e = dns("rrl = { rat = 5 }").unwrap_err();
+        assert!(e.to_string().contains("unknown field `rat`"), "{e}");
+        let e = dns("rrl = \"on\"").unwrap_err();
+        assert!(e.to_string().contains("true, false or a table"), "{e}");
+        let e = dns("tcp_max_connections_per_client = 600").unwrap_err();
+        assert_eq!(e.0[0].key, "dns.tcp_max_connections_per_client");
     }
 
     #[test]

@@ -279,7 +279,15 @@ pub fn handle(table: &Table, req: &[u8], transport: Transport, client: IpAddr, o
         Reply::Message
     };
     if r.opcode != 0 {
-        return simple(out, 0, rcode::NOTIMP);
+        // An opcode we do not implement: nothing was checked, so CD (RFC 4035 3.2.2, "checking
+        // disabled") means nothing here and is cleared, as Knot does.
+        let ar = u16::from(r.edns.is_some());
+        header(out, r.id, r.opcode, r.rd, false, 0, rcode::NOTIMP, [qd, 0, 0, ar]);
+        out.extend_from_slice(q);
+        if let Some(e) = r.edns {
+            opt(out, table, e, 0);
+        }
+        return Reply::Message;
     }
     if r.qdcount != 1 {
         return simple(out, 0, rcode::FORMERR);
@@ -523,5 +531,23 @@ mod tests {
         notify[2] = 4 << 3;
         handle(&t, &notify, Transport::Udp, c, &mut out);
         assert_eq!(out[3] & 0x0F, rcode::NOTIMP);
+    }
+
+    #[test]
+    fn notimp_clears_the_cd_bit() {
+        let mut out = Vec::new();
+        let t = table();
+        let c = "127.0.0.1".parse().unwrap();
+        let mut q = query("example.test", rtype::SOA, Some((1232, 0)));
+        q[2] = 5 << 3; // opcode 5 (UPDATE)
+        q[3] |= FLAG_CD;
+        assert_eq!(handle(&t, &q, Transport::Udp, c, &mut out), Reply::Message);
+        assert_eq!(out[3] & 0x0F, rcode::NOTIMP);
+        assert_eq!(out[3] & FLAG_CD, 0, "CD echoed in a NOTIMP answer");
+        // A normal query still echoes CD (RFC 4035 3.1.6).
+        let mut q = query("www.example.test", rtype::A, None);
+        q[3] |= FLAG_CD;
+        handle(&t, &q, Transport::Udp, c, &mut out);
+        assert_eq!(out[3] & FLAG_CD, FLAG_CD);
     }
 }

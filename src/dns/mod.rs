@@ -27,9 +27,10 @@
 //! # Serials
 //! A zone's serial starts at the current Unix time and, on every change of its data, becomes
 //! `max(serial + 1, now)` in serial-number arithmetic (RFC 1982), so it increases on every
-//! change even when changes come faster than once a second. It is not persisted: a restart
-//! within seconds of a burst of changes may serve a lower serial than before (we have no
-//! secondaries that would care; a hidden-primary mode would persist it).
+//! change even when changes come faster than once a second. Started by the daemon
+//! ([`Dns::start_with`]), the server keeps a reservation above every serial it serves in
+//! `data_dir/dns-serial` and starts from `max(reserved + 1, now)`, so serials never go
+//! backwards across restarts (`serial.rs`; written off the failover path).
 //!
 //! # Reload
 //! [`Dns::reload`] (SIGHUP) swaps in new zone data the same way: failover records keep what they
@@ -44,6 +45,8 @@ pub mod client;
 pub mod config;
 pub mod handler;
 pub mod name;
+pub mod rrl;
+pub mod serial;
 pub mod server;
 pub mod status;
 pub mod table;
@@ -103,12 +106,30 @@ struct State {
     served: HashMap<String, Served>,
     /// SOA serial per zone, in `cfg.zones` order.
     serials: Vec<u32>,
+    /// The highest serial served since start (RFC 1982 order).
+    high: u32,
+    /// The serial reservation in the data directory, when there is one.
+    reservation: Option<serial::Reservation>,
+}
+
+impl State {
+    /// Note a serial about to be served.
+    fn issue(&mut self, s: u32) {
+        if serial::serial_gt(s, self.high) {
+            self.high = s;
+        }
+        if let Some(r) = &mut self.reservation {
+            r.note(s);
+        }
+    }
 }
 
 struct Inner {
     /// Listen addresses and socket settings as started.
     listen: DnsConfig,
     table: Arc<ArcSwap<Table>>,
+    /// The UDP response rate limiter, when on.
+    rrl: Option<Arc<rrl::Rrl>>,
     state: Mutex<State>,
     local: Mutex<Vec<SocketAddr>>,
     stop: Arc<AtomicBool>,
@@ -161,21 +182,34 @@ pub struct Current {
 impl Dns {
     /// Build the server state without sockets: each failover record serves its service's
     /// first target. `services` must contain every service named in `cfg`.
+    /// Serials start from the clock and are not remembered across restarts.
     pub fn new(cfg: DnsConfig, services: &[ServiceConfig]) -> Dns {
-        Dns::new_from(cfg, services, &HashMap::new())
+        Dns::new_with(cfg, services, &HashMap::new(), None)
     }
 
-    /// Like [`Dns::new`], but each service in `current` serves what it says.
-    pub fn new_from(cfg: DnsConfig, services: &[ServiceConfig], current: &HashMap<String, Current>) -> Dns {
+    /// As [`Dns::new`], but each service in `current` serves what it says (the decisions
+    /// restored from the event log), and with a `data_dir` serials are remembered there (see
+    /// `serial.rs`): they start from `max(stored + 1, now)` and never go backwards across
+    /// restarts.
+    pub fn new_with(cfg: DnsConfig, services: &[ServiceConfig], current: &HashMap<String, Current>, data_dir: Option<&std::path::Path>) -> Dns {
         let served = served_for(&cfg, services, HashMap::new(), current);
-        let serials = vec![unix_secs(); cfg.zones.len()];
+        let first = serial::start_serial(data_dir.and_then(serial::load), unix_secs());
+        let reservation = data_dir.and_then(|d| match serial::Reservation::start(d.to_path_buf(), first) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "dns: cannot start the serial writer; serials are not remembered across restarts");
+                None
+            }
+        });
+        let serials = vec![first; cfg.zones.len()];
         let addrs: HashMap<String, Vec<IpAddr>> = served.iter().map(|(k, v)| (k.clone(), v.addrs.clone())).collect();
         let table = table::compile(&cfg, &addrs, &serials);
         Dns {
             inner: Arc::new(Inner {
                 listen: cfg.clone(),
                 table: Arc::new(ArcSwap::from_pointee(table)),
-                state: Mutex::new(State { cfg: Arc::new(cfg), served, serials }),
+                rrl: cfg.rrl.as_ref().map(|r| Arc::new(rrl::Rrl::new(r))),
+                state: Mutex::new(State { cfg: Arc::new(cfg), served, serials, high: first, reservation }),
                 local: Mutex::new(Vec::new()),
                 stop: Arc::new(AtomicBool::new(false)),
                 threads: Mutex::new(Vec::new()),
@@ -188,14 +222,21 @@ impl Dns {
     /// daemon treats them as fatal). Stops when `shutdown` fires or [`Dns::stop`] is called.
     /// Must be called inside a tokio runtime.
     pub fn start(cfg: DnsConfig, services: &[ServiceConfig], shutdown: CancellationToken) -> Result<Dns, DnsError> {
-        Dns::start_from(cfg, services, &HashMap::new(), shutdown)
+        Dns::start_with(cfg, services, &HashMap::new(), None, shutdown)
     }
 
-    /// Like [`Dns::start`], but the table is built from `current` (the decisions restored from
-    /// the event log) before the first socket is bound: a restarted daemon never answers
-    /// with a target it had already failed away from.
-    pub fn start_from(cfg: DnsConfig, services: &[ServiceConfig], current: &HashMap<String, Current>, shutdown: CancellationToken) -> Result<Dns, DnsError> {
-        let dns = Dns::new_from(cfg, services, current);
+    /// As [`Dns::start`], built with [`Dns::new_with`]: the table holds the decisions restored
+    /// from the event log before the first socket is bound (a restarted daemon never answers
+    /// with a target it had already failed away from), and serials are remembered in the
+    /// daemon's `data_dir`.
+    pub fn start_with(
+        cfg: DnsConfig,
+        services: &[ServiceConfig],
+        current: &HashMap<String, Current>,
+        data_dir: Option<&std::path::Path>,
+        shutdown: CancellationToken,
+    ) -> Result<Dns, DnsError> {
+        let dns = Dns::new_with(cfg, services, current, data_dir);
         dns.serve(shutdown)?;
         Ok(dns)
     }
@@ -207,10 +248,15 @@ impl Dns {
         *self.inner.local.lock().unwrap_or_else(|e| e.into_inner()) = bound.local.clone();
         let mut threads = Vec::new();
         for (_, socks) in bound.udp {
-            threads.extend(server::spawn_udp(socks, self.inner.table.clone(), self.inner.stop.clone()).map_err(DnsError::Threads)?);
+            threads.extend(server::spawn_udp(socks, self.inner.table.clone(), self.inner.rrl.clone(), self.inner.stop.clone()).map_err(DnsError::Threads)?);
         }
         self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()).extend(threads);
-        let opts = server::TcpOptions { idle_timeout: cfg.tcp_idle_timeout, max_connections: cfg.tcp_max_connections };
+        let opts = server::TcpOptions {
+            idle_timeout: cfg.tcp_idle_timeout,
+            write_timeout: cfg.tcp_write_timeout,
+            max_connections: cfg.tcp_max_connections,
+            max_per_client: cfg.tcp_max_connections_per_client,
+        };
         for l in bound.tcp {
             rt.spawn(server::serve_tcp(l, self.inner.table.clone(), opts, self.inner.cancel.clone()));
         }
@@ -266,8 +312,14 @@ impl Dns {
         if cfg.listen != old_listen.listen {
             later.push(format!("dns.listen ({:?})", cfg.listen));
         }
-        if cfg.udp_workers != old_listen.udp_workers || cfg.tcp_idle_timeout != old_listen.tcp_idle_timeout || cfg.tcp_max_connections != old_listen.tcp_max_connections {
-            later.push("dns.udp_workers / tcp_idle_timeout / tcp_max_connections".into());
+        if cfg.udp_workers != old_listen.udp_workers
+            || cfg.tcp_idle_timeout != old_listen.tcp_idle_timeout
+            || cfg.tcp_max_connections != old_listen.tcp_max_connections
+            || cfg.tcp_max_connections_per_client != old_listen.tcp_max_connections_per_client
+            || cfg.tcp_write_timeout != old_listen.tcp_write_timeout
+            || cfg.rrl != old_listen.rrl
+        {
+            later.push("dns.udp_workers / tcp_* / rrl".into());
         }
         let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = unix_secs();
@@ -277,9 +329,14 @@ impl Dns {
             .map(|z| match st.cfg.zones.iter().position(|o| o.apex == z.apex) {
                 Some(i) if st.cfg.zones[i] == *z => st.serials[i],
                 Some(i) => next_serial(st.serials[i], now),
-                None => now,
+                // A zone new to this run may have been served before it: start above every
+                // serial served so far.
+                None => next_serial(st.high, now),
             })
             .collect();
+        for &s in &serials {
+            st.issue(s);
+        }
         st.served = served_for(&cfg, services, std::mem::take(&mut st.served), current);
         // Services whose records changed only in data keep their epoch and addresses.
         let addrs: HashMap<String, Vec<IpAddr>> = st.served.iter().map(|(k, v)| (k.clone(), v.addrs.clone())).collect();
@@ -288,6 +345,11 @@ impl Dns {
         st.cfg = Arc::new(cfg);
         self.inner.table.store(Arc::new(table));
         later
+    }
+
+    /// What the UDP response rate limiter has done since start (`None` when it is off).
+    pub fn rrl_stats(&self) -> Option<rrl::RrlStats> {
+        self.inner.rrl.as_ref().map(|r| r.stats())
     }
 
     /// The table being served now.
@@ -328,7 +390,9 @@ impl Dns {
             let uses = z.records.iter().any(|r| matches!(&r.kind, RecordKind::Failover { service: s } if s == service));
             if uses {
                 st.serials[i] = next_serial(st.serials[i], now);
-                serials.push(st.serials[i]);
+                let s = st.serials[i];
+                st.issue(s);
+                serials.push(s);
             }
         }
         let served: HashMap<String, Vec<IpAddr>> = st.served.iter().map(|(k, v)| (k.clone(), v.addrs.clone())).collect();

@@ -5,12 +5,16 @@
 //! loop: `recvmmsg` a batch, answer each from the current table (one atomic load per batch),
 //! `sendmmsg` the replies, with replies of equal size to the same client joined into one UDP
 //! GSO send (`UDP_SEGMENT`; the kernel splits it, saving a trip through the IP stack per
-//! reply; without kernel support it falls back to one datagram per reply). No async runtime,
-//! locks or allocation on this path.
+//! reply; without kernel support it falls back to one datagram per reply). Each response passes
+//! the response rate limiter (`rrl.rs`: one atomic compare-and-swap) when it is on. No async
+//! runtime, locks or allocation on this path.
 //!
 //! **TCP** (RFC 7766): a tokio task per connection, 2-byte length framing, several queries per
-//! connection answered in order, an idle timeout, a cap on open connections (beyond it new
-//! connections are closed at once), and zone transfers sent as a series of messages.
+//! connection answered in order, an idle timeout, a write timeout (a client that does not read
+//! its replies is dropped), a cap on open connections per client address, a cap on open
+//! connections in all (when it is reached, a new connection closes the least recently active
+//! one, so no client can keep the others out), and zone transfers sent as a series of
+//! messages.
 //!
 //! Bind errors are returned to the caller, who treats them as fatal at start-up. This module
 //! decides nothing about answers; it never touches the table except to read it.
@@ -18,9 +22,10 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -28,6 +33,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::handler::{Reply, Transport, handle};
+use super::rrl::{self, Rrl, Verdict};
 use super::table::Table;
 
 /// How often a blocked UDP worker wakes to check for shutdown.
@@ -106,32 +112,40 @@ pub fn bind(listen: &[SocketAddr], workers: usize) -> Result<Bound, BindError> {
     Ok(bound)
 }
 
-/// Serve UDP on `socks`, one thread each, until `stop` is set.
-pub fn spawn_udp(socks: Vec<UdpSocket>, table: Arc<ArcSwap<Table>>, stop: Arc<AtomicBool>) -> io::Result<Vec<JoinHandle<()>>> {
+/// Serve UDP on `socks`, one thread each, until `stop` is set. With `rrl`, every response
+/// passes the rate limiter first (see `rrl.rs`).
+pub fn spawn_udp(socks: Vec<UdpSocket>, table: Arc<ArcSwap<Table>>, rrl: Option<Arc<Rrl>>, stop: Arc<AtomicBool>) -> io::Result<Vec<JoinHandle<()>>> {
     let mut threads = Vec::new();
     for (i, sock) in socks.into_iter().enumerate() {
         let table = table.clone();
         let stop = stop.clone();
+        let rrl = rrl.clone();
         let name = format!("dns-udp-{i}");
-        threads.push(std::thread::Builder::new().name(name).spawn(move || udp_worker(sock, &table, &stop))?);
+        threads.push(std::thread::Builder::new().name(name).spawn(move || udp_worker(sock, &table, rrl.as_deref(), &stop))?);
     }
     Ok(threads)
 }
 
 #[cfg(target_os = "linux")]
-fn udp_worker(sock: UdpSocket, table: &ArcSwap<Table>, stop: &AtomicBool) {
-    mmsg::run(sock, table, stop);
+fn udp_worker(sock: UdpSocket, table: &ArcSwap<Table>, rrl: Option<&Rrl>, stop: &AtomicBool) {
+    mmsg::run(sock, table, rrl, stop);
 }
 
 #[cfg(not(target_os = "linux"))]
-fn udp_worker(sock: UdpSocket, table: &ArcSwap<Table>, stop: &AtomicBool) {
+fn udp_worker(sock: UdpSocket, table: &ArcSwap<Table>, rrl: Option<&Rrl>, stop: &AtomicBool) {
     let mut buf = vec![0u8; MAX_UDP_REQUEST];
     let mut out = Vec::with_capacity(4096);
+    let mut slipped = 0u32;
     while !stop.load(Ordering::Relaxed) {
         match sock.recv_from(&mut buf) {
             Ok((n, peer)) => {
                 let t = table.load();
                 if let Reply::Message = handle(&t, &buf[..n], Transport::Udp, peer.ip(), &mut out) {
+                    match rrl.map_or(Verdict::Send, |r| r.verdict(peer.ip(), &out, r.now_secs(), &mut slipped)) {
+                        Verdict::Drop => continue,
+                        Verdict::Slip => rrl::slip(&mut out),
+                        Verdict::Send => {}
+                    }
                     let _ = sock.send_to(&out, peer);
                 }
             }
@@ -166,7 +180,8 @@ mod mmsg {
         }
     }
 
-    pub(super) fn run(sock: UdpSocket, table: &ArcSwap<Table>, stop: &AtomicBool) {
+    pub(super) fn run(sock: UdpSocket, table: &ArcSwap<Table>, rrl: Option<&Rrl>, stop: &AtomicBool) {
+        let mut slipped = 0u32;
         let fd = sock.as_raw_fd();
         let mut bufs = vec![[0u8; MAX_UDP_REQUEST]; BATCH];
         let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(GSO_MAX * 512)).collect();
@@ -208,6 +223,7 @@ mod mmsg {
             }
             let n = n as usize;
             let t = table.load();
+            let now = rrl.map_or(0, Rrl::now_secs);
             // Answer, grouping replies of equal size to the same client into one UDP GSO
             // send (one trip through the IP stack for the group; the kernel splits it).
             let mut m = 0;
@@ -216,6 +232,13 @@ mod mmsg {
                 let Some(peer) = peer_of(&addrs[i]) else { continue };
                 if handle(&t, &bufs[i][..len], Transport::Udp, peer, &mut reply) != Reply::Message {
                     continue;
+                }
+                if let Some(r) = rrl {
+                    match r.verdict(peer, &reply, now, &mut slipped) {
+                        Verdict::Send => {}
+                        Verdict::Slip => rrl::slip(&mut reply),
+                        Verdict::Drop => continue,
+                    }
                 }
                 let namelen = msgs_in[i].msg_hdr.msg_namelen as usize;
                 let key = addr_bytes(&addrs[i], namelen);
@@ -327,11 +350,94 @@ mod mmsg {
 /// TCP settings.
 #[derive(Debug, Clone, Copy)]
 pub struct TcpOptions {
+    /// How long a connection may wait for the next query.
     pub idle_timeout: Duration,
+    /// How long one reply may take to be written; a client that does not read is dropped.
+    pub write_timeout: Duration,
+    /// Open connections in all.
     pub max_connections: usize,
+    /// Open connections from one client address.
+    pub max_per_client: usize,
+}
+
+/// One open connection, as the accept loop sees it.
+struct Slot {
+    id: u64,
+    peer: IpAddr,
+    /// Milliseconds since the loop started when the connection last made progress (accepted,
+    /// a query read, a reply written).
+    active: Arc<AtomicU64>,
+    stop: CancellationToken,
+}
+
+/// The open connections of one listener. Owned by the accept loop alone (no lock): connection
+/// tasks only store their progress time into their slot's atomic.
+#[derive(Default)]
+struct Slots {
+    open: Vec<Slot>,
+    per_client: HashMap<IpAddr, usize>,
+    next_id: u64,
+}
+
+/// What to do with a new connection.
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    Yes,
+    /// Over the per-client cap: close it at once.
+    ClientFull,
+    /// Every slot is taken: close the one that made progress least recently, then admit.
+    Evict(usize),
+}
+
+impl Slots {
+    fn admit(&self, peer: IpAddr, opts: &TcpOptions) -> Admit {
+        if self.per_client.get(&peer).copied().unwrap_or(0) >= opts.max_per_client {
+            return Admit::ClientFull;
+        }
+        if self.open.len() < opts.max_connections {
+            return Admit::Yes;
+        }
+        match self.open.iter().enumerate().min_by_key(|(_, s)| s.active.load(Ordering::Relaxed)) {
+            Some((i, _)) => Admit::Evict(i),
+            None => Admit::ClientFull,
+        }
+    }
+
+    fn insert(&mut self, peer: IpAddr, now_ms: u64) -> (u64, Arc<AtomicU64>, CancellationToken) {
+        self.next_id += 1;
+        let active = Arc::new(AtomicU64::new(now_ms));
+        let stop = CancellationToken::new();
+        self.open.push(Slot { id: self.next_id, peer, active: active.clone(), stop: stop.clone() });
+        *self.per_client.entry(peer).or_insert(0) += 1;
+        (self.next_id, active, stop)
+    }
+
+    /// Forget a connection (it ended, or it is being evicted).
+    fn remove_at(&mut self, i: usize) -> Slot {
+        let slot = self.open.swap_remove(i);
+        if let Some(n) = self.per_client.get_mut(&slot.peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_client.remove(&slot.peer);
+            }
+        }
+        slot
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Some(i) = self.open.iter().position(|s| s.id == id) {
+            self.remove_at(i);
+        }
+    }
 }
 
 /// Serve TCP on `listener` until `cancel` fires. Must run inside a tokio runtime.
+///
+/// Fairness: a client address holds at most `max_per_client` connections (more are closed at
+/// once); when every slot is taken, a new connection closes the one that made progress least
+/// recently (the oldest idle, or one stuck writing to a client that does not read), so no
+/// client, or set of clients, keeps everyone else out. A reply that cannot be written within
+/// `write_timeout` closes its connection.
 pub async fn serve_tcp(listener: std::net::TcpListener, table: Arc<ArcSwap<Table>>, opts: TcpOptions, cancel: CancellationToken) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -340,12 +446,18 @@ pub async fn serve_tcp(listener: std::net::TcpListener, table: Arc<ArcSwap<Table
             return;
         }
     };
-    let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections));
+    let base = Instant::now();
+    let now_ms = move || base.elapsed().as_millis() as u64;
+    let mut slots = Slots::default();
     let mut conns = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            Some(done) = conns.join_next(), if !conns.is_empty() => {
+                if let Ok(id) = done {
+                    slots.remove(id);
+                }
+            }
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(x) => x,
@@ -355,18 +467,29 @@ pub async fn serve_tcp(listener: std::net::TcpListener, table: Arc<ArcSwap<Table
                         continue;
                     }
                 };
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    drop(stream); // over the connection cap: close at once
-                    continue;
-                };
+                let ip = peer.ip();
+                match slots.admit(ip, &opts) {
+                    Admit::Yes => {}
+                    Admit::ClientFull => {
+                        drop(stream); // over this client's cap: close at once
+                        continue;
+                    }
+                    Admit::Evict(i) => {
+                        let old = slots.remove_at(i);
+                        tracing::debug!(evicted = %old.peer, new = %ip, "dns: tcp slots full, closing the least recently active connection");
+                        old.stop.cancel();
+                    }
+                }
+                let (id, active, stop) = slots.insert(ip, now_ms());
                 let table = table.clone();
                 let cancel = cancel.clone();
                 conns.spawn(async move {
-                    let _permit = permit;
                     tokio::select! {
                         _ = cancel.cancelled() => {}
-                        _ = tcp_connection(stream, peer.ip(), &table, opts.idle_timeout) => {}
+                        _ = stop.cancelled() => {}
+                        _ = tcp_connection(stream, ip, &table, &opts, &active, now_ms) => {}
                     }
+                    id
                 });
             }
         }
@@ -374,10 +497,12 @@ pub async fn serve_tcp(listener: std::net::TcpListener, table: Arc<ArcSwap<Table
     conns.shutdown().await;
 }
 
-async fn tcp_connection(mut stream: tokio::net::TcpStream, peer: IpAddr, table: &ArcSwap<Table>, idle: Duration) -> io::Result<()> {
+async fn tcp_connection(mut stream: tokio::net::TcpStream, peer: IpAddr, table: &ArcSwap<Table>, opts: &TcpOptions, active: &AtomicU64, now_ms: impl Fn() -> u64) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
+    let idle = opts.idle_timeout;
     let mut req = Vec::with_capacity(512);
     let mut out = Vec::with_capacity(1024);
+    let mut body = Vec::with_capacity(1024);
     loop {
         let len = match tokio::time::timeout(idle, stream.read_u16()).await {
             Ok(Ok(len)) => len as usize,
@@ -389,30 +514,84 @@ async fn tcp_connection(mut stream: tokio::net::TcpStream, peer: IpAddr, table: 
             Ok(Ok(_)) => {}
             _ => return Ok(()),
         }
+        active.store(now_ms(), Ordering::Relaxed);
         let reply = {
             let t = table.load();
-            out.clear();
-            out.extend_from_slice(&[0, 0]);
-            let mut body = Vec::new();
-            let r = handle(&t, &req, Transport::Tcp, peer, &mut body);
-            out.extend_from_slice(&body);
-            r
+            handle(&t, &req, Transport::Tcp, peer, &mut body)
         };
         match reply {
             Reply::Drop => {}
             Reply::Message => {
-                let n = (out.len() - 2) as u16;
-                out[..2].copy_from_slice(&n.to_be_bytes());
-                stream.write_all(&out).await?;
+                out.clear();
+                out.extend_from_slice(&(body.len() as u16).to_be_bytes());
+                out.extend_from_slice(&body);
+                write_within(&mut stream, &out, opts.write_timeout).await?;
             }
             Reply::Transfer(msgs) => {
                 for m in msgs {
-                    let mut framed = Vec::with_capacity(m.len() + 2);
-                    framed.extend_from_slice(&(m.len() as u16).to_be_bytes());
-                    framed.extend_from_slice(&m);
-                    stream.write_all(&framed).await?;
+                    out.clear();
+                    out.extend_from_slice(&(m.len() as u16).to_be_bytes());
+                    out.extend_from_slice(&m);
+                    write_within(&mut stream, &out, opts.write_timeout).await?;
+                    active.store(now_ms(), Ordering::Relaxed);
                 }
             }
         }
+        active.store(now_ms(), Ordering::Relaxed);
+    }
+}
+
+/// Write all of `buf`, or fail when the client has not taken it within `limit`.
+async fn write_within(stream: &mut tokio::net::TcpStream, buf: &[u8], limit: Duration) -> io::Result<()> {
+    match tokio::time::timeout(limit, stream.write_all(buf)).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "client did not read the reply")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(max: usize, per_client: usize) -> TcpOptions {
+        TcpOptions { idle_timeout: Duration::from_secs(10), write_timeout: Duration::from_secs(2), max_connections: max, max_per_client: per_client }
+    }
+
+    #[test]
+    fn one_client_never_takes_every_slot() {
+        let o = opts(4, 2);
+        let mut s = Slots::default();
+        let bad: IpAddr = "127.0.0.41".parse().unwrap();
+        for t in 0..2 {
+            assert_eq!(s.admit(bad, &o), Admit::Yes);
+            s.insert(bad, t);
+        }
+        assert_eq!(s.admit(bad, &o), Admit::ClientFull);
+        let good: IpAddr = "127.0.0.42".parse().unwrap();
+        assert_eq!(s.admit(good, &o), Admit::Yes);
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_least_recently_active() {
+        let o = opts(3, 3);
+        let mut s = Slots::default();
+        let ips: Vec<IpAddr> = (1..=3).map(|i| IpAddr::from([127, 0, 0, i])).collect();
+        let mut actives = Vec::new();
+        for (t, ip) in ips.iter().enumerate() {
+            actives.push(s.insert(*ip, t as u64).1);
+        }
+        // The first connection made progress later than the others: the second is the oldest.
+        actives[0].store(10, Ordering::Relaxed);
+        let new: IpAddr = "127.0.0.9".parse().unwrap();
+        let Admit::Evict(i) = s.admit(new, &o) else { panic!("expected an eviction") };
+        let old = s.remove_at(i);
+        assert_eq!(old.peer, ips[1]);
+        s.insert(new, 11);
+        assert_eq!(s.open.len(), 3);
+        assert_eq!(s.per_client.get(&ips[1]), None);
+        // A finished connection frees its slot and its client's count.
+        let id = s.open.iter().find(|x| x.peer == ips[0]).unwrap().id;
+        s.remove(id);
+        assert_eq!(s.admit(ips[0], &o), Admit::Yes);
     }
 }

@@ -456,7 +456,10 @@ pub(crate) mod tests {
             udp_workers: 1,
             tcp_idle_timeout: std::time::Duration::from_secs(10),
             tcp_max_connections: 10,
+            tcp_max_connections_per_client: 5,
+            tcp_write_timeout: std::time::Duration::from_secs(2),
             max_udp_payload: 1232,
+            rrl: None,
             zones: vec![ZoneConfig {
                 apex: apex.clone(),
                 soa: SoaConfig { mname: n("ns1.example.test"), rname: n("hostmaster.example.test"), ttl: 3600, refresh: 3600, retry: 600, expire: 604800, minimum: 60 },

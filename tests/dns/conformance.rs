@@ -295,6 +295,7 @@ fn cases() -> Vec<Case> {
             }),
         },
         same("opcode STATUS", Udp, Req::Q { name: "example.test", t: SOA, edns: None, opcode: 2, class: 1 }),
+        same("opcode STATUS with CD and EDNS", Udp, Req::Raw(status_with_cd())),
         Case {
             label: "CH class version.bind",
             via: Udp,
@@ -430,4 +431,25 @@ async fn same_answers_as_knot() {
     assert!(failures.is_empty(), "{} of {} cases differ from Knot:\n{}", failures.len(), cases().len(), failures.join("\n"));
     eprintln!("identical answers with: an additional section {with_additional}, OPT {with_opt}, TC {with_tc}, AA {with_aa}");
     assert!(with_additional >= 2 && with_opt >= 8 && with_tc >= 3 && with_aa >= 20, "too little compared: additional {with_additional}, OPT {with_opt}, TC {with_tc}, AA {with_aa}");
+}
+
+/// Opcode STATUS with the CD bit set and an OPT record (what EDNS compliance testers send).
+fn status_with_cd() -> Vec<u8> {
+    let mut b = query_bytes("example.test", RecordType::SOA, Some((1232, 0)), 2, DNSClass::IN);
+    b[3] |= 0x10;
+    b
+}
+
+/// A NOTIMP answer does not echo CD (nothing was checked): Knot clears it, and so do we.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notimp_clears_cd_like_knot() {
+    let knot = start_knot("127.0.0.33").await;
+    let ours = start("127.0.0.34", "");
+    let req = status_with_cd();
+    let k = udp_raw(knot.addr, &req, Duration::from_millis(700)).await.expect("knot answers opcode STATUS");
+    let u = udp_raw(ours.local_addrs()[0], &req, Duration::from_millis(700)).await.expect("understudy answers opcode STATUS");
+    ours.stop();
+    assert_eq!((k[3] & 0x0F, u[3] & 0x0F), (4, 4), "both answer NOTIMP");
+    assert_eq!(k[3] & 0x10, 0, "knot clears CD");
+    assert_eq!(u[3] & 0x10, 0, "understudy echoed CD in a NOTIMP answer");
 }
