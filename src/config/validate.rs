@@ -198,7 +198,11 @@ fn validate_service(cx: &mut Ctx<'_>, rs: RawService, path: &[Seg]) -> Option<Se
         if rh.timeout.is_zero() {
             cx.err(&with(&hp, &[k("timeout")]), "expected a timeout above zero");
         }
-        hooks.push(HookConfig { name, command, timeout: rh.timeout, on: rh.on });
+        hooks.push(HookConfig { name, command, timeout: rh.timeout, on: rh.on, retry: rh.retry });
+    }
+
+    if rs.verify_every < Duration::from_secs(1) {
+        cx.err(&with(path, &[k("verify_every")]), "expected at least 1s");
     }
 
     let check = check?;
@@ -213,6 +217,7 @@ fn validate_service(cx: &mut Ctx<'_>, rs: RawService, path: &[Seg]) -> Option<Se
         check,
         targets,
         hooks,
+        verify_every: rs.verify_every,
         rto_budget: rs.rto_budget,
     };
     if let Some(budget) = svc.rto_budget
