@@ -553,7 +553,7 @@ mod tests {
     async fn a_failed_step_is_retried_with_backoff_until_it_succeeds() {
         let a = Arc::new(Fake { failures_left: AtomicU32::new(2), ..Fake::new("dns") });
         let mut rig = Rig::start();
-        rig.tx.send_replace(Some(cmd(1, &[a.clone()])));
+        rig.tx.send_replace(Some(cmd(1, std::slice::from_ref(&a))));
         let t0 = rig.expect(&["dns@1 applied failed", "done@1 failed"]).await;
         let t1 = rig.expect(&["dns@1 applied failed"]).await;
         let t2 = rig.expect(&["dns@1 applied ok", "done@1 ok"]).await;
@@ -591,7 +591,7 @@ mod tests {
     async fn drift_is_found_by_the_periodic_verification_and_repaired() {
         let a = Arc::new(Fake { verifies: true, ..Fake::new("dns") });
         let mut rig = Rig::start();
-        rig.tx.send_replace(Some(cmd(4, &[a.clone()])));
+        rig.tx.send_replace(Some(cmd(4, std::slice::from_ref(&a))));
         let t0 = rig.expect(&["dns@4 applied ok", "dns@4 verified ok", "done@4 ok"]).await;
         // Verifications that pass report nothing.
         rig.quiet_for(Duration::from_secs(95)).await;
