@@ -6,8 +6,9 @@
 //!   `cap / 2` bytes; the middle is read and thrown away and replaced by a marker line.
 //! - Completion is the exit of the command itself. A background child that inherited the pipes
 //!   (`sleep 30 & echo started`) does not hold us up: after the exit we read what is already in
-//!   the pipes for at most [`DRAIN_AFTER_EXIT`], then stop. Such background children are left
-//!   running on purpose (keepalived notify scripts start daemons that way).
+//!   the pipes, stopping once a stream is quiet for [`IDLE_AFTER_EXIT`] (and after
+//!   [`DRAIN_AFTER_EXIT`] at most). Such background children are left running on purpose
+//!   (keepalived notify scripts start daemons that way).
 //! - On timeout, or if the caller's future is dropped before the command was reaped, the whole
 //!   process group is killed with SIGKILL, so `sh -c 'sleep 100'` leaves no orphan behind.
 //! - [`run_clean`] starts from an empty environment plus a few basics ([`BASIC_ENV`]) and the
@@ -28,6 +29,9 @@ use tokio::process::Child;
 
 /// How long we keep reading output after the command exited.
 pub const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(100);
+/// After the exit, a stream with nothing to read for this long is done (what the command wrote
+/// before exiting is already in the pipe, so it comes at once).
+pub const IDLE_AFTER_EXIT: Duration = Duration::from_millis(10);
 
 /// Variables passed through from the daemon's environment by [`run_clean`] (plus every
 /// `LC_*`). `PATH` falls back to [`DEFAULT_PATH`] when the daemon has none.
@@ -181,11 +185,26 @@ impl Drop for Group {
     }
 }
 
-async fn drain<R: AsyncRead + Unpin>(stream: Option<R>, keep: &mut Captured) {
+/// Read `stream` to EOF into `keep`; once `exited` turns true, stop at the first quiet spell of
+/// [`IDLE_AFTER_EXIT`] instead. (`read` is cancel-safe: nothing read is lost to the `select!`.)
+async fn drain<R: AsyncRead + Unpin>(stream: Option<R>, keep: &mut Captured, exited: &tokio::sync::watch::Receiver<bool>) {
     let Some(mut stream) = stream else { return };
+    let mut exited = exited.clone();
     let mut buf = vec![0u8; 8192];
     loop {
-        match stream.read(&mut buf).await {
+        let read = if *exited.borrow_and_update() {
+            match tokio::time::timeout(IDLE_AFTER_EXIT, stream.read(&mut buf)).await {
+                Ok(r) => r,
+                Err(_) => return,
+            }
+        } else {
+            tokio::select! {
+                r = stream.read(&mut buf) => r,
+                // The sender lives until the reads are over, so this only fires on a change.
+                _ = exited.changed() => continue,
+            }
+        };
+        match read {
             Ok(0) | Err(_) => return,
             Ok(n) => keep.push(&buf[..n]),
         }
@@ -236,8 +255,9 @@ async fn execute(argv: &[String], env: &[(String, String)], timeout: Duration, c
     let pgid = child.id().and_then(|id| libc::pid_t::try_from(id).ok()).filter(|&p| p > 0);
     let mut group = Group { child, pgid, reaped: false };
     let (mut out, mut err) = (Captured::new(cap), Captured::new(cap));
+    let (exited_tx, exited) = tokio::sync::watch::channel(false);
     let status = {
-        let reads = async { tokio::join!(drain(stdout, &mut out), drain(stderr, &mut err)) };
+        let reads = async { tokio::join!(drain(stdout, &mut out, &exited), drain(stderr, &mut err, &exited)) };
         tokio::pin!(reads);
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
@@ -254,6 +274,7 @@ async fn execute(argv: &[String], env: &[(String, String)], timeout: Duration, c
         }
         if !reads_done {
             // What is already in the pipes; a background child holding them open is not waited for.
+            exited_tx.send_replace(true);
             let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, &mut reads).await;
         }
         status
@@ -284,6 +305,15 @@ mod tests {
 
     const FIVE: Duration = Duration::from_secs(5);
 
+    /// Stop a background child a test command left behind (its PID as text).
+    fn kill_pid(pid: &str) {
+        let pid: i32 = pid.trim().parse().expect("the command printed its child's pid");
+        // SAFETY: kill(2) on a PID our command just started.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+
     #[tokio::test]
     async fn exit_codes_and_output() {
         let ok = run(&sh("echo hello; echo oops >&2"), &[], FIVE, 4096).await;
@@ -308,6 +338,7 @@ mod tests {
     async fn a_chatty_command_finishes_and_keeps_its_first_and_last_lines() {
         let out = run(&sh("seq 1 40000"), &[], Duration::from_secs(3), 4096).await;
         assert!(out.ok, "{}", out.status);
+        eprintln!("seq 1 40000 (228894 bytes) done in {:?}", out.duration);
         assert!(out.duration < Duration::from_secs(2), "{:?}", out.duration);
         let text = out.stdout.text();
         assert!(text.starts_with("1\n2\n3\n"), "{text}");
@@ -325,10 +356,18 @@ mod tests {
     /// pipe open was recorded as timed out; it is complete when the command exits.
     #[tokio::test]
     async fn a_background_child_holding_the_pipe_does_not_make_it_time_out() {
-        let out = run(&sh("sleep 30 & echo started"), &[], Duration::from_secs(3), 4096).await;
+        let out = run(&sh("sleep 30 & echo started; echo $! >&2"), &[], Duration::from_secs(3), 4096).await;
+        kill_pid(&out.stderr.text());
         assert!(out.ok, "{}", out.status);
+        eprintln!("sleep 30 & echo started: done in {:?}", out.duration);
         assert_eq!(out.summary(), "exit 0: started");
         assert!(out.duration < Duration::from_secs(1), "{:?}", out.duration);
+        // Output written just before the exit is kept, however much there is.
+        let late = run(&sh("sleep 30 & seq 1 20000; echo $! >&2"), &[], Duration::from_secs(3), 1 << 20).await;
+        kill_pid(&late.stderr.text());
+        assert!(late.ok, "{}", late.status);
+        assert!(late.stdout.text().ends_with("19999\n20000\n") && late.stdout.omitted() == 0, "{}", late.stdout.total);
+        eprintln!("sleep 30 & seq 1 20000: done in {:?}", late.duration);
     }
 
     #[tokio::test]

@@ -127,9 +127,19 @@ mod tests {
         let sh = |s: &str| ExecCheck { command: vec!["/bin/sh".into(), "-c".into(), s.into()] };
         let chatty = ExecProbe::new(&sh("seq 1 40000"), &target);
         assert_eq!(chatty.run().await, Verdict::pass("exit 0: 1"));
-        let detach = ExecProbe::new(&sh("sleep 30 & echo started $UNDERSTUDY_TARGET_NAME $UNDERSTUDY_CHECK_PORT"), &target);
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let script = format!("sleep 30 & echo $! > {}; echo started $UNDERSTUDY_TARGET_NAME $UNDERSTUDY_CHECK_PORT", pidfile.display());
+        let detach = ExecProbe::new(&sh(&script), &target);
         let started = std::time::Instant::now();
-        assert_eq!(detach.run().await, Verdict::pass("exit 0: started t 81"));
+        let verdict = detach.run().await;
+        if let Some(pid) = std::fs::read_to_string(&pidfile).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
+            // SAFETY: kill(2) on the background child our command started.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        assert_eq!(verdict, Verdict::pass("exit 0: started t 81"));
         assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     }
 

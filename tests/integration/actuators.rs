@@ -75,7 +75,6 @@ timeout = "3s"
         pid = pidfile.display()
     );
     let (_dir, d, _primary, _backup) = daemon_with(&extra, &[]).await;
-    let _child = KillOnDrop(None);
     let started = Instant::now();
     let events = wait_for(Duration::from_secs(10), "the first switch to complete", || async {
         let ev = d.events().await;
@@ -143,16 +142,13 @@ on = ["drain", "switchover"]
     );
     let (_dir, d, _primary, _backup) = daemon_with(&extra, &[]).await;
     d.wait_active("www", "primary", Duration::from_secs(5)).await;
-    wait_for(Duration::from_secs(5), "dig to answer the primary", || async {
-        (dig_www(dns_ip, dns_port).await == ["127.0.0.2"]).then_some(())
-    })
-    .await;
+    wait_for(Duration::from_secs(5), "dig to answer the primary", || async { (dig_www(dns_ip, dns_port).await == ["127.0.0.2"]).then_some(()) })
+        .await;
 
     // Decision N: the hook starts its 3 s.
     assert!(d.cli(&["drain", "www", "primary"]).status.success());
     let n = Instant::now();
-    wait_for(Duration::from_secs(2), "dig to answer the backup", || async { (dig_www(dns_ip, dns_port).await == ["127.0.0.3"]).then_some(()) })
-        .await;
+    wait_for(Duration::from_secs(2), "dig to answer the backup", || async { (dig_www(dns_ip, dns_port).await == ["127.0.0.3"]).then_some(()) }).await;
     // Decision N+1, while the hook is still busy with N.
     assert!(d.cli(&["enable", "www", "primary"]).status.success());
     assert!(d.cli(&["switchover", "www", "primary"]).status.success());
