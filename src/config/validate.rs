@@ -388,8 +388,9 @@ mod actuator_keys {
 
     const BASE: &str = "[[service]]\nname = \"www\"\n[service.check]\nkind = \"tcp\"\nport = 80\n[[service.target]]\nname = \"a\"\naddress = \"127.0.0.2\"\n";
 
-    fn load(service: &str, hook: &str) -> Result<ServiceConfig, Vec<String>> {
-        let text = format!("{BASE}{service}\n[[service.hook]]\ncommand = \"true\"\n{hook}");
+    /// The service of `BASE` with one hook carrying `hook_keys`.
+    fn load(hook_keys: &str) -> Result<ServiceConfig, Vec<String>> {
+        let text = format!("{BASE}[[service.hook]]\ncommand = \"true\"\n{hook_keys}");
         crate::config::from_str(&text, Path::new("/etc/understudy/u.toml"))
             .map(|(c, _)| c.services[0].clone())
             .map_err(|e| e.0.iter().map(|e| e.to_string()).collect())
@@ -397,7 +398,7 @@ mod actuator_keys {
 
     #[test]
     fn retry_and_verify_every_default_and_parse() {
-        let s = load("", "").unwrap();
+        let s = load("").unwrap();
         assert_eq!((s.verify_every, s.hooks[0].retry), (Duration::from_secs(30), false));
         let text = BASE.replacen("name = \"www\"\n", "name = \"www\"\nverify_every = \"5s\"\n", 1) + "[[service.hook]]\ncommand = \"true\"\nretry = true\n";
         let (c, _) = crate::config::from_str(&text, Path::new("u.toml")).unwrap();
@@ -409,7 +410,7 @@ mod actuator_keys {
         let text = "[[service]]\nname = \"www\"\nverify_every = \"100ms\"\n[service.check]\nkind = \"tcp\"\nport = 80\n[[service.target]]\nname = \"a\"\naddress = \"127.0.0.2\"\n";
         let errs: Vec<String> = crate::config::from_str(text, Path::new("u.toml")).unwrap_err().0.iter().map(|e| e.to_string()).collect();
         assert_eq!(errs, ["u.toml:3:1: service[0].verify_every: expected at least 1s"]);
-        let errs = load("", "retry = \"yes\"\n").unwrap_err();
+        let errs = load("retry = \"yes\"\n").unwrap_err();
         assert!(errs[0].contains("retry") && errs[0].contains("bool"), "{errs:?}");
     }
 }
