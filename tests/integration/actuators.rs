@@ -39,13 +39,14 @@ fn switched(events: &[serde_json::Value]) -> Vec<(u64, bool, u64)> {
         .collect()
 }
 
-/// Stops a process by PID when dropped (a hook's background child).
-struct KillOnDrop(Option<i32>);
+/// Stops, when dropped, the processes whose PIDs a hook wrote to a file (its background
+/// children), one per line.
+struct KillListed(std::path::PathBuf);
 
-impl Drop for KillOnDrop {
+impl Drop for KillListed {
     fn drop(&mut self) {
-        if let Some(pid) = self.0 {
-            // SAFETY: kill(2) on the PID our hook wrote down.
+        for pid in std::fs::read_to_string(&self.0).unwrap_or_default().lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            // SAFETY: kill(2) on a PID our hook wrote down.
             unsafe {
                 libc::kill(pid, libc::SIGKILL);
             }
@@ -69,11 +70,12 @@ timeout = "3s"
 
 [[service.hook]]
 name = "detach"
-command = "sleep 30 & echo $! > {pid}; echo started"
+command = "sleep 30 & echo $! >> {pid}; echo started"
 timeout = "3s"
 "#,
         pid = pidfile.display()
     );
+    let _children = KillListed(pidfile.clone());
     let (_dir, d, _primary, _backup) = daemon_with(&extra, &[]).await;
     let started = Instant::now();
     let events = wait_for(Duration::from_secs(10), "the first switch to complete", || async {
@@ -81,15 +83,14 @@ timeout = "3s"
         (!switched(&ev).is_empty()).then_some(ev)
     })
     .await;
-    let _child = KillOnDrop(std::fs::read_to_string(&pidfile).ok().and_then(|p| p.trim().parse().ok()));
+    // Every run of both hooks (a busy machine may make a second decision early) succeeded.
+    let first = switched(&events)[0].0;
     let chatty = actuated(&events, "hook:chatty");
     let detach = actuated(&events, "hook:detach");
-    assert_eq!(chatty.len(), 1, "{chatty:?}");
-    assert!(chatty[0].1, "the chatty hook failed: {chatty:?}");
-    assert!(chatty[0].2.starts_with("exit 0: 1"), "{chatty:?}");
-    assert_eq!(detach.len(), 1, "{detach:?}");
-    assert!(detach[0].1, "the detaching hook failed: {detach:?}");
-    assert_eq!(detach[0].2, "exit 0: started");
+    let ran = |a: &[(u64, bool, String, u64)]| a.iter().any(|x| x.0 == first);
+    assert!(ran(&chatty) && ran(&detach), "{chatty:?} {detach:?}");
+    assert!(chatty.iter().all(|a| a.1 && a.2.starts_with("exit 0: 1")), "the chatty hook failed: {chatty:?}");
+    assert!(detach.iter().all(|a| a.1 && a.2 == "exit 0: started"), "the detaching hook failed: {detach:?}");
     assert!(switched(&events)[0].1, "the switch is complete");
     assert!(started.elapsed() < Duration::from_secs(3), "neither hook waited for its timeout: {:?}", started.elapsed());
 }
@@ -212,17 +213,20 @@ retry = true
     let (_dir, d, _primary, _backup) = daemon_with(&extra, &[]).await;
     let events = wait_for(Duration::from_secs(10), "the retried hook to succeed", || async {
         let ev = d.events().await;
-        switched(&ev).iter().any(|s| s.1).then_some(ev)
+        let sw = switched(&ev);
+        sw.iter().any(|s| s.0 == sw[0].0 && s.1).then_some(ev)
     })
     .await;
-    let flaky = actuated(&events, "hook:flaky");
+    // The first decision's runs (a busy machine may make a second decision early).
+    let first = switched(&events)[0].0;
+    let flaky: Vec<_> = actuated(&events, "hook:flaky").into_iter().filter(|a| a.0 == first).collect();
     assert_eq!(flaky.len(), 2, "{flaky:?}");
     assert!(!flaky[0].1 && flaky[0].2 == "exit status 1: not yet", "{flaky:?}");
     assert!(flaky[1].1 && flaky[1].0 == flaky[0].0, "{flaky:?}");
     let wait_ms = (flaky[1].3 - flaky[0].3) / 1000;
     assert!((450..3000).contains(&wait_ms), "retried after {wait_ms} ms (backoff 0.5-1 s)");
     // The first `switched` says the switch failed; the second that it is now complete.
-    let sw: Vec<bool> = switched(&events).iter().map(|s| s.1).collect();
+    let sw: Vec<bool> = switched(&events).iter().filter(|s| s.0 == first).map(|s| s.1).collect();
     assert_eq!(sw, [false, true]);
 }
 
