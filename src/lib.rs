@@ -16,6 +16,7 @@ pub mod probe;
 pub mod health;
 pub mod events;
 pub mod process;
+pub mod retry;
 pub mod api;
 pub mod daemon;
 pub mod metrics;

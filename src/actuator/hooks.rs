@@ -1,8 +1,15 @@
 //! Hooks: commands run on transitions, like keepalived's notify scripts.
 //!
 //! Each configured hook is its own [`Actuator`] (named `hook:<name>`), so each one's result
-//! becomes its own event. The runner calls them in configured order. A hook learns what happened
-//! from environment variables:
+//! becomes its own event, and each runs in its own task: a slow hook delays neither the DNS
+//! change nor the other hooks. Hooks run through the shared process runner
+//! (`crate::process::run_clean`): output is drained and capped (first and last 2 KiB per
+//! stream), the run is over when the command exits (background children it starts are left
+//! running and do not make it time out), and on timeout its whole process group is killed.
+//!
+//! A hook sees a clean environment: `PATH`, `HOME`, `LANG`, `LC_*`, `TZ`, `TMPDIR`, `USER`,
+//! `LOGNAME` from the daemon, none of the daemon's other variables (so no secret given through
+//! a `*_env` key), and what happened:
 //!
 //! | variable | value |
 //! | --- | --- |
@@ -14,8 +21,9 @@
 //! | `UNDERSTUDY_ALL_DOWN` | `1` when no target is eligible, else `0` |
 //!
 //! Hooks must be idempotent: after a restart the current state is handed to them again with
-//! reason `reconcile`. A hook that exits non-zero or times out is reported as failed; it does
-//! not stop the hooks after it.
+//! reason `reconcile`. A hook that exits non-zero or times out is reported as failed; with
+//! `retry = true` it is run again with backoff until it succeeds or a newer decision
+//! supersedes it.
 
 use std::time::Duration;
 
@@ -30,11 +38,12 @@ pub struct Hook {
     command: Vec<String>,
     timeout: Duration,
     on: Vec<String>,
+    retry: bool,
 }
 
 impl Hook {
     pub fn new(cfg: &HookConfig) -> Self {
-        Hook { name: format!("hook:{}", cfg.name), command: cfg.command.clone(), timeout: cfg.timeout, on: cfg.on.clone() }
+        Hook { name: format!("hook:{}", cfg.name), command: cfg.command.clone(), timeout: cfg.timeout, on: cfg.on.clone(), retry: cfg.retry }
     }
 
     /// Whether this hook runs for `desired` (its `on` filter).
@@ -66,12 +75,16 @@ impl Actuator for Hook {
 
     fn apply<'a>(&'a self, desired: &'a Desired) -> ActFuture<'a> {
         Box::pin(async move {
-            let out = crate::process::run(&self.command, &environment(desired), self.timeout, OUTPUT_CAP).await;
+            let out = crate::process::run_clean(&self.command, &environment(desired), self.timeout, OUTPUT_CAP).await;
             Outcome { ok: out.ok, detail: out.summary() }
         })
     }
 
     fn wants(&self, desired: &Desired) -> bool {
         Hook::wants(self, desired)
+    }
+
+    fn retries(&self) -> bool {
+        self.retry
     }
 }

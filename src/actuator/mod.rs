@@ -4,6 +4,9 @@
 //! epoch 7") and applies it. Repeating the same desired state is always safe; after a restart
 //! the daemon hands every actuator the current state again (reason `reconcile`). Epochs fence
 //! stale commands: [`runner`] never applies an epoch older than one it already applied.
+//! Every actuator of a service runs in its own task, so a slow hook never delays the DNS
+//! change; failed steps are retried with backoff ([`crate::retry`]) and actuators that can
+//! verify are re-verified periodically (see [`runner`]).
 //!
 //! One implementation per file: `hooks.rs` (commands, like keepalived's notify scripts).
 //! The DNS server (`dns/`) provides another. Actuators do not decide anything and do not
@@ -63,14 +66,23 @@ pub trait Actuator: Send + Sync + 'static {
     /// Make the world match `desired`. Must be idempotent.
     fn apply<'a>(&'a self, desired: &'a Desired) -> ActFuture<'a>;
 
-    /// Check from the outside that `desired` is in effect (query the nameserver, connect
-    /// through the proxy...). `None` when this actuator has no independent way to check.
     /// Whether this actuator acts on `desired` at all (hooks filter by reason).
     fn wants(&self, desired: &Desired) -> bool {
         let _ = desired;
         true
     }
 
+    /// Whether a failed step is retried with backoff until it succeeds or a newer epoch
+    /// supersedes it (hooks opt in with `retry = true`; applying a decision in-process is
+    /// idempotent and cheap, so by default yes).
+    fn retries(&self) -> bool {
+        true
+    }
+
+    /// Check from the outside that `desired` is in effect (query the nameserver, connect
+    /// through the proxy...). `None` when this actuator has no independent way to check.
+    /// Actuators that can verify are also re-verified every `verify_every`, and re-applied when
+    /// the check fails (drift).
     fn verify<'a>(&'a self, desired: &'a Desired) -> Option<ActFuture<'a>> {
         let _ = desired;
         None

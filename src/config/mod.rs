@@ -73,6 +73,8 @@ pub struct ServiceConfig {
     /// In priority order: the first is the primary.
     pub targets: Vec<TargetConfig>,
     pub hooks: Vec<HookConfig>,
+    /// How often actuators that can verify re-check the current decision and repair drift.
+    pub verify_every: Duration,
     /// Optional recovery-time budget, used for warnings (e.g. DNS TTL + detection too long).
     pub rto_budget: Option<Duration>,
 }
@@ -209,6 +211,8 @@ pub struct HookConfig {
     pub timeout: Duration,
     /// Decision reasons this hook runs for; empty means all.
     pub on: Vec<String>,
+    /// Retry a failed run with backoff until it succeeds or a newer decision supersedes it.
+    pub retry: bool,
 }
 
 /// One problem with a config file, located as precisely as we can.

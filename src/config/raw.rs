@@ -72,6 +72,14 @@ pub struct RawService {
     pub targets: Vec<RawTarget>,
     #[serde(default, rename = "hook")]
     pub hooks: Vec<RawHook>,
+    /// How often actuators that can verify (the DNS server) check that the current decision
+    /// is still in effect, and repair it when not.
+    #[serde(default = "default_verify_every", with = "serde_duration")]
+    pub verify_every: Duration,
+}
+
+fn default_verify_every() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_failback() -> Failback {
@@ -170,6 +178,9 @@ pub struct RawHook {
     pub timeout: Duration,
     #[serde(default)]
     pub on: Vec<String>,
+    /// Retry a failed run with backoff until it succeeds or a newer decision supersedes it.
+    #[serde(default)]
+    pub retry: bool,
 }
 
 fn default_hook_timeout() -> Duration {

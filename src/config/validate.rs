@@ -200,7 +200,11 @@ fn validate_service(cx: &mut Ctx<'_>, rs: RawService, path: &[Seg]) -> Option<Se
         if rh.timeout.is_zero() {
             cx.err(&with(&hp, &[k("timeout")]), "expected a timeout above zero");
         }
-        hooks.push(HookConfig { name, command, timeout: rh.timeout, on: rh.on });
+        hooks.push(HookConfig { name, command, timeout: rh.timeout, on: rh.on, retry: rh.retry });
+    }
+
+    if rs.verify_every < Duration::from_secs(1) {
+        cx.err(&with(path, &[k("verify_every")]), "expected at least 1s");
     }
 
     let check = check?;
@@ -215,6 +219,7 @@ fn validate_service(cx: &mut Ctx<'_>, rs: RawService, path: &[Seg]) -> Option<Se
         check,
         targets,
         hooks,
+        verify_every: rs.verify_every,
         rto_budget: rs.rto_budget,
     };
     if let Some(budget) = svc.rto_budget
@@ -382,5 +387,38 @@ fn parse_status(s: &RawStatus) -> Result<StatusRange, String> {
                 _ => Err(format!("expected a status such as 200 or a range such as \"200-399\", got \"{t}\"")),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod actuator_keys {
+    use super::*;
+
+    const BASE: &str = "[[service]]\nname = \"www\"\n[service.check]\nkind = \"tcp\"\nport = 80\n[[service.target]]\nname = \"a\"\naddress = \"127.0.0.2\"\n";
+
+    /// The service of `BASE` with one hook carrying `hook_keys`.
+    fn load(hook_keys: &str) -> Result<ServiceConfig, Vec<String>> {
+        let text = format!("{BASE}[[service.hook]]\ncommand = \"true\"\n{hook_keys}");
+        crate::config::from_str(&text, Path::new("/etc/understudy/u.toml"))
+            .map(|(c, _)| c.services[0].clone())
+            .map_err(|e| e.0.iter().map(|e| e.to_string()).collect())
+    }
+
+    #[test]
+    fn retry_and_verify_every_default_and_parse() {
+        let s = load("").unwrap();
+        assert_eq!((s.verify_every, s.hooks[0].retry), (Duration::from_secs(30), false));
+        let text = BASE.replacen("name = \"www\"\n", "name = \"www\"\nverify_every = \"5s\"\n", 1) + "[[service.hook]]\ncommand = \"true\"\nretry = true\n";
+        let (c, _) = crate::config::from_str(&text, Path::new("u.toml")).unwrap();
+        assert_eq!((c.services[0].verify_every, c.services[0].hooks[0].retry), (Duration::from_secs(5), true));
+    }
+
+    #[test]
+    fn bad_values_are_located() {
+        let text = "[[service]]\nname = \"www\"\nverify_every = \"100ms\"\n[service.check]\nkind = \"tcp\"\nport = 80\n[[service.target]]\nname = \"a\"\naddress = \"127.0.0.2\"\n";
+        let errs: Vec<String> = crate::config::from_str(text, Path::new("u.toml")).unwrap_err().0.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errs, ["u.toml:3:1: service[0].verify_every: expected at least 1s"]);
+        let errs = load("retry = \"yes\"\n").unwrap_err();
+        assert!(errs[0].contains("retry") && errs[0].contains("bool"), "{errs:?}");
     }
 }

@@ -481,7 +481,7 @@ impl Core {
         if d.to != d.from || svc.active_since_us.is_none() {
             svc.active_since_us = Some(now_us());
         }
-        let cmd = Command { desired, actuators: svc.actuators.clone() };
+        let cmd = Command { desired, actuators: svc.actuators.clone(), verify_every: svc.cfg.verify_every };
         svc.runner.send_replace(Some(cmd));
     }
 
@@ -490,6 +490,20 @@ impl Core {
             runner::Report::Step(s) => s,
             runner::Report::Done { service, epoch, ok, steps, duration_us } => {
                 self.record(Event::Switched { service: service.to_string(), epoch, ok, steps, duration_us });
+                return;
+            }
+            runner::Report::Drift(d) => {
+                let result = if d.repair.ok { "drift_repaired" } else { "drift_unrepaired" };
+                let labels = ActuatorLabels { service: d.service.to_string(), actuator: d.actuator.clone(), result: result.into() };
+                self.shared.metrics.actuations.get_or_create(&labels).inc();
+                self.record(Event::DriftRepaired {
+                    service: d.service.to_string(),
+                    epoch: d.epoch,
+                    actuator: d.actuator,
+                    drift: d.drift,
+                    ok: d.repair.ok,
+                    detail: d.repair.detail,
+                });
                 return;
             }
         };

@@ -94,9 +94,8 @@ pub fn thresholds(check: &CheckConfig) -> Thresholds {
     Thresholds { fall: check.fall, rise: check.rise }
 }
 
-/// The actuators of a service, in the order the runner applies them: the built-in DNS server
-/// first (it switches in microseconds, so hooks that take seconds never delay the answer),
-/// then the hooks.
+/// The actuators of a service: the built-in DNS server, then the hooks. The runner gives each
+/// its own task, so hooks that take seconds never delay the answer.
 pub fn actuators(cfg: &ServiceConfig, dns: Option<&crate::dns::Dns>) -> Vec<Arc<dyn Actuator>> {
     let mut v: Vec<Arc<dyn Actuator>> = Vec::new();
     if let Some(a) = dns.and_then(|d| d.actuator(&cfg.name)) {

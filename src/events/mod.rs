@@ -100,6 +100,17 @@ pub enum Event {
         steps: u32,
         duration_us: u64,
     },
+    /// A periodic verification found an actuator no longer serving the current decision
+    /// (`drift`), and it was applied again (`ok`: whether that repaired it; if not, it is
+    /// retried with backoff like any failed step).
+    DriftRepaired {
+        service: String,
+        epoch: u64,
+        actuator: String,
+        drift: String,
+        ok: bool,
+        detail: String,
+    },
     /// Operator intent changed.
     Override {
         service: String,
@@ -199,6 +210,7 @@ impl Event {
             Event::Decision { .. } => "decision",
             Event::Actuated { .. } => "actuated",
             Event::Switched { .. } => "switched",
+            Event::DriftRepaired { .. } => "drift_repaired",
             Event::Override { .. } => "override",
             Event::DrillStarted { .. } => "drill_started",
             Event::DrillFault { .. } => "drill_fault",
@@ -216,6 +228,7 @@ impl Event {
             | Event::Decision { service, .. }
             | Event::Actuated { service, .. }
             | Event::Switched { service, .. }
+            | Event::DriftRepaired { service, .. }
             | Event::Override { service, .. }
             | Event::DrillStarted { service, .. }
             | Event::DrillFault { service, .. }
@@ -256,6 +269,10 @@ impl Event {
             Event::Switched { service, epoch, ok, steps, duration_us } => {
                 let verdict = if *ok { "complete" } else { "FAILED" };
                 format!("{service}: switch to epoch {epoch} {verdict} ({steps} actuator steps, {:.1} ms)", *duration_us as f64 / 1000.0)
+            }
+            Event::DriftRepaired { service, epoch, actuator, drift, ok, detail } => {
+                let verdict = if *ok { "repaired" } else { "repair FAILED" };
+                format!("{service}: {actuator} drifted from epoch {epoch} ({drift}); {verdict}: {detail}")
             }
             Event::Override { service, target, action, by, .. } => {
                 let t = target.as_deref().map(|t| format!(" {t}")).unwrap_or_default();

@@ -344,11 +344,10 @@ impl Bucket {
     }
 }
 
-/// The wait after `failures` consecutive failed attempts: exponential, capped, jittered.
+/// The wait after `failures` consecutive failed attempts: exponential from 500 ms, capped at
+/// the channel's `backoff_max`, jittered (see `crate::retry`).
 fn backoff(failures: u32, max: Duration) -> Duration {
-    let base = Duration::from_millis(500).saturating_mul(1u32 << failures.saturating_sub(1).min(20));
-    let d = base.min(max);
-    d.mul_f64(rand::random_range(0.5..=1.0))
+    crate::retry::Backoff::new(Duration::from_millis(500), max).delay_random(failures)
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {

@@ -1,30 +1,27 @@
 //! Exec probe: run a command; exit status 0 is a pass.
 //!
-//! The command gets the target in its environment (`UNDERSTUDY_TARGET_NAME`,
-//! `UNDERSTUDY_TARGET_ADDRESS` = the check address, `UNDERSTUDY_CHECK_PORT` = the target's
-//! check port or empty), stdin from `/dev/null`, and its stdout and stderr are captured (at most
-//! 4 KiB each is kept; the rest is read and thrown away so the child never blocks on a full pipe).
+//! The command runs through the shared runner (`crate::process::run_clean`): a clean
+//! environment (the daemon's secrets never reach it) with the target added
+//! (`UNDERSTUDY_TARGET_NAME`, `UNDERSTUDY_TARGET_ADDRESS` = the check address,
+//! `UNDERSTUDY_CHECK_PORT` = the target's check port or empty), stdin from `/dev/null`, stdout
+//! and stderr drained concurrently and capped, completion at the command's exit (a background
+//! child holding the pipes does not count).
 //!
-//! The child runs in its own process group. When the check is dropped before the child was
-//! reaped (the scheduler's timeout, shutdown), the whole group is killed with SIGKILL, so
-//! `sh -c 'sleep 100'` leaves no orphan `sleep` behind. It must not run a shell itself (argv is
-//! executed as given; config turns a string into `/bin/sh -c`), block the runtime, or panic.
+//! The scheduler enforces the check's timeout by dropping the check; the runner then kills the
+//! command's whole process group, so `sh -c 'sleep 100'` leaves no orphan `sleep` behind. It
+//! must not run a shell itself (argv is executed as given; config turns a string into
+//! `/bin/sh -c`), block the runtime, or panic.
 
-use std::os::unix::process::ExitStatusExt;
-use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
-
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::{Child, Command};
 
 use super::{CheckFuture, Probe, Verdict};
 use crate::config::{ExecCheck, TargetConfig};
+use crate::process::{self, CommandOutcome, Exit};
 
-/// Output kept per stream.
+/// Output kept per stream (its first and last halves).
 pub const MAX_OUTPUT: usize = 4 * 1024;
-/// How long we keep reading output after the child exited (a background grandchild may hold the
-/// pipes open; we do not wait for it).
-const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(100);
+/// The runner's own deadline; the scheduler's (the check's `timeout`) always comes first.
+const RUNNER_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 /// Longest reason line we report.
 const MAX_LINE: usize = 200;
 
@@ -32,7 +29,7 @@ const MAX_LINE: usize = 200;
 #[derive(Debug, Clone)]
 pub struct ExecProbe {
     argv: Vec<String>,
-    env: Vec<(&'static str, String)>,
+    env: Vec<(String, String)>,
 }
 
 impl ExecProbe {
@@ -41,58 +38,15 @@ impl ExecProbe {
         ExecProbe {
             argv: check.command.clone(),
             env: vec![
-                ("UNDERSTUDY_TARGET_NAME", target.name.clone()),
-                ("UNDERSTUDY_TARGET_ADDRESS", target.check_ip().to_string()),
-                ("UNDERSTUDY_CHECK_PORT", port),
+                ("UNDERSTUDY_TARGET_NAME".into(), target.name.clone()),
+                ("UNDERSTUDY_TARGET_ADDRESS".into(), target.check_ip().to_string()),
+                ("UNDERSTUDY_CHECK_PORT".into(), port),
             ],
         }
     }
 
     async fn run(&self) -> Verdict {
-        let Some((program, args)) = self.argv.split_first() else {
-            return Verdict::fail("cannot run an empty command");
-        };
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => return Verdict::fail(format!("cannot run {program}: {e}")),
-        };
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
-        let mut guard = GroupGuard::new(child);
-
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        let status = {
-            let reads = async { tokio::join!(read_capped(stdout, &mut out), read_capped(stderr, &mut err)) };
-            tokio::pin!(reads);
-            let mut reads_done = false;
-            let status = tokio::select! {
-                status = guard.wait() => status,
-                // Both streams at EOF before the exit: wait for the exit alone.
-                _ = &mut reads => {
-                    reads_done = true;
-                    guard.wait().await
-                }
-            };
-            if !reads_done {
-                // Collect what is still in the pipes, without waiting for a background grandchild
-                // that keeps them open.
-                let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, &mut reads).await;
-            }
-            status
-        };
-        match status {
-            Ok(status) => verdict_for(status, &out, &err),
-            Err(e) => Verdict::fail(format!("cannot wait for {program}: {e}")),
-        }
+        verdict_for(&process::run_clean(&self.argv, &self.env, RUNNER_DEADLINE, MAX_OUTPUT).await)
     }
 }
 
@@ -106,82 +60,22 @@ impl Probe for ExecProbe {
     }
 }
 
-/// Kills the child's whole process group when dropped before the child was reaped.
-///
-/// While the child is unreaped its pid (= the group id) cannot be reused, so signalling
-/// `-pgid` reaches exactly the processes we started. After the child was reaped we leave the
-/// group alone: that pid may belong to someone else by then.
-struct GroupGuard {
-    child: Child,
-    pgid: Option<libc::pid_t>,
-    reaped: bool,
-}
-
-impl GroupGuard {
-    fn new(child: Child) -> Self {
-        let pgid = child.id().and_then(|id| libc::pid_t::try_from(id).ok()).filter(|&p| p > 0);
-        GroupGuard { child, pgid, reaped: false }
-    }
-
-    async fn wait(&mut self) -> std::io::Result<ExitStatus> {
-        let status = self.child.wait().await;
-        if status.is_ok() {
-            self.reaped = true;
-        }
-        status
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        if self.reaped {
-            return;
-        }
-        if let Some(pgid) = self.pgid {
-            // SAFETY: kill(2) has no memory-safety preconditions. A negative pid names the
-            // process group; ESRCH (already gone) is fine to ignore.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
-        }
-        // `kill_on_drop` then kills the child itself (already dead) and tokio reaps it.
-    }
-}
-
-/// Read a stream to EOF, keeping the first `MAX_OUTPUT` bytes. Read errors end the read.
-async fn read_capped<R: AsyncRead + Unpin>(stream: Option<R>, keep: &mut Vec<u8>) {
-    let Some(mut stream) = stream else { return };
-    let mut buf = [0u8; 1024];
-    loop {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                let room = MAX_OUTPUT.saturating_sub(keep.len());
-                keep.extend_from_slice(&buf[..n.min(room)]);
-            }
-        }
-    }
-}
-
-fn verdict_for(status: ExitStatus, out: &[u8], err: &[u8]) -> Verdict {
-    let line = first_line(out).or_else(|| first_line(err));
+fn verdict_for(out: &CommandOutcome) -> Verdict {
+    let (stdout, stderr) = (out.stdout.bytes(), out.stderr.bytes());
+    let line = first_line(&stdout).or_else(|| first_line(&stderr));
     let with_line = |head: String| match &line {
         Some(l) => format!("{head}: {l}"),
         None => head,
     };
-    if let Some(code) = status.code() {
-        if code == 0 {
-            // A pass reports stdout only; stderr chatter on success is not the point.
-            return Verdict::pass(match first_line(out) {
-                Some(l) => format!("exit 0: {l}"),
-                None => "exit 0".to_string(),
-            });
-        }
-        return Verdict::fail(with_line(format!("exit status {code}")));
-    }
-    match status.signal() {
-        Some(sig) => Verdict::fail(format!("killed by signal {sig}")),
-        None => Verdict::fail(with_line(format!("exited: {status}"))),
+    match &out.exit {
+        // A pass reports stdout only; stderr chatter on success is not the point.
+        Exit::Code(0) => Verdict::pass(match first_line(&stdout) {
+            Some(l) => format!("exit 0: {l}"),
+            None => "exit 0".to_string(),
+        }),
+        Exit::Code(code) => Verdict::fail(with_line(format!("exit status {code}"))),
+        Exit::Signal(sig) => Verdict::fail(format!("killed by signal {sig}")),
+        Exit::TimedOut(_) | Exit::Error(_) => Verdict::fail(with_line(out.status.clone())),
     }
 }
 
@@ -201,18 +95,52 @@ fn first_line(bytes: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn status(raw: i32) -> ExitStatus {
-        ExitStatus::from_raw(raw)
+    fn outcome(exit: Exit, out: &[u8], err: &[u8]) -> CommandOutcome {
+        let (mut o, mut e) = (process::Captured::new(MAX_OUTPUT), process::Captured::new(MAX_OUTPUT));
+        o.push(out);
+        e.push(err);
+        CommandOutcome {
+            ok: exit == Exit::Code(0),
+            exit,
+            status: "status".into(),
+            output: String::new(),
+            stdout: o,
+            stderr: e,
+            duration: Duration::ZERO,
+        }
     }
 
     #[test]
     fn reasons() {
-        assert_eq!(verdict_for(status(0), b"healthy\nmore\n", b""), Verdict::pass("exit 0: healthy"));
-        assert_eq!(verdict_for(status(0), b"", b"noise"), Verdict::pass("exit 0"));
-        assert_eq!(verdict_for(status(3 << 8), b"\n  broken  \n", b""), Verdict::fail("exit status 3: broken"));
-        assert_eq!(verdict_for(status(1 << 8), b"", b"oops\n"), Verdict::fail("exit status 1: oops"));
-        assert_eq!(verdict_for(status(2 << 8), b"", b""), Verdict::fail("exit status 2"));
-        assert_eq!(verdict_for(status(9), b"", b""), Verdict::fail("killed by signal 9"));
+        let v = |exit, out: &[u8], err: &[u8]| verdict_for(&outcome(exit, out, err));
+        assert_eq!(v(Exit::Code(0), b"healthy\nmore\n", b""), Verdict::pass("exit 0: healthy"));
+        assert_eq!(v(Exit::Code(0), b"", b"noise"), Verdict::pass("exit 0"));
+        assert_eq!(v(Exit::Code(3), b"\n  broken  \n", b""), Verdict::fail("exit status 3: broken"));
+        assert_eq!(v(Exit::Code(1), b"", b"oops\n"), Verdict::fail("exit status 1: oops"));
+        assert_eq!(v(Exit::Code(2), b"", b""), Verdict::fail("exit status 2"));
+        assert_eq!(v(Exit::Signal(9), b"", b""), Verdict::fail("killed by signal 9"));
+    }
+
+    #[tokio::test]
+    async fn a_chatty_check_or_one_that_leaves_a_child_behind_passes() {
+        let target = TargetConfig { name: "t".into(), address: [127, 0, 0, 1].into(), check_address: None, check_port: Some(81) };
+        let sh = |s: &str| ExecCheck { command: vec!["/bin/sh".into(), "-c".into(), s.into()] };
+        let chatty = ExecProbe::new(&sh("seq 1 40000"), &target);
+        assert_eq!(chatty.run().await, Verdict::pass("exit 0: 1"));
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let script = format!("sleep 30 & echo $! > {}; echo started $UNDERSTUDY_TARGET_NAME $UNDERSTUDY_CHECK_PORT", pidfile.display());
+        let detach = ExecProbe::new(&sh(&script), &target);
+        let started = std::time::Instant::now();
+        let verdict = detach.run().await;
+        if let Some(pid) = std::fs::read_to_string(&pidfile).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
+            // SAFETY: kill(2) on the background child our command started.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        assert_eq!(verdict, Verdict::pass("exit 0: started t 81"));
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     }
 
     #[test]

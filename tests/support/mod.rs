@@ -172,15 +172,23 @@ pub struct Daemon {
     pub api: String,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// Extra environment variables for the daemon process.
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
 impl Daemon {
     /// Write `config` to `dir/understudy.toml` and start the daemon; wait for `/healthz`.
     pub async fn start(dir: &Path, config: &str, api: SocketAddr) -> Daemon {
+        Daemon::start_with_env(dir, config, api, &[]).await
+    }
+
+    /// [`Daemon::start`] with extra environment variables for the daemon.
+    pub async fn start_with_env(dir: &Path, config: &str, api: SocketAddr, env: &[(&str, &str)]) -> Daemon {
         let path = dir.join("understudy.toml");
         std::fs::write(&path, config).unwrap();
-        let mut d = Daemon { api: format!("http://{api}"), config: path, log: dir.join("daemon.log"), child: None };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut d = Daemon { api: format!("http://{api}"), config: path, log: dir.join("daemon.log"), env, child: None };
         d.spawn();
         d.wait_healthy().await;
         d
@@ -219,6 +227,7 @@ impl Daemon {
             .args(["run", "-c"])
             .arg(&self.config)
             .env("UNDERSTUDY_LOG", "debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
