@@ -5,10 +5,17 @@
 //! the event log's in-memory window), writes become [`Control`](crate::daemon::Control)
 //! messages. Every error is an [`ApiError`], turned into a status and a JSON body in one place.
 //!
-//! Mutating endpoints need `Authorization: Bearer <token>` when `daemon.api_token_file` is set
-//! (config validation refuses a non-loopback listener without one).
+//! Every request passes [`guard`] first (its `Host` must name this API; a mutating call needs
+//! `Content-Type: application/json` and no cross-site `Origin`), and every mutating endpoint
+//! needs `Authorization: Bearer <token>`: the token from `daemon.api_token_file`, or the one the
+//! daemon keeps in `data_dir/api-token` ([`token`]). [`serve`] is the accept loop (TLS,
+//! connection cap, timeouts).
 
 pub mod client;
+pub mod guard;
+pub mod serve;
+pub mod tls;
+pub mod token;
 pub mod wire;
 
 use axum::extract::{Path, Query, State};
@@ -75,16 +82,20 @@ pub fn router(shared: Shared) -> Router {
         .route("/api/v1/incidents/{id}/close", post(close_incident))
         .route("/api/v1/notify", get(notify_status))
         .route("/api/v1/notify/{channel}/test", post(notify_test))
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), guard::layer))
         .with_state(shared)
 }
 
-/// Checks the bearer token; returns who is acting, for the event.
+/// Checks the bearer token; returns who is acting, for the event. A daemon always has a token
+/// (configured or generated); a `Shared` without one refuses every mutation.
 fn authorize(shared: &Shared, headers: &HeaderMap) -> ApiResult<String> {
-    let Some(token) = &shared.api_token else { return Ok("api".into()) };
     let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
-    match given {
-        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok("api (token)".into()),
-        _ => Err(ApiError::Unauthorized),
+    match (given, &shared.api_token) {
+        (Some(g), Some(token)) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok("api (token)".into()),
+        _ => {
+            shared.metrics.api_refused.get_or_create(&crate::metrics::RefusedLabels { reason: "token".into() }).inc();
+            Err(ApiError::Unauthorized)
+        }
     }
 }
 

@@ -24,15 +24,14 @@ pub fn spawn(
     cancel: &CancellationToken,
     schedules: &[Schedule],
     heartbeat: Option<&HeartbeatConfig>,
-    api: std::net::SocketAddr,
     shared: &Shared,
 ) {
     for s in schedules {
-        let (s, cancel, token) = (s.clone(), cancel.clone(), shared.api_token.clone());
+        let (s, cancel, endpoint) = (s.clone(), cancel.clone(), shared.self_endpoint());
         tracker.spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                _ = scheduled(s, api, token, cancel.clone()) => {}
+                _ = scheduled(s, endpoint, cancel.clone()) => {}
             }
         });
     }
@@ -61,8 +60,7 @@ fn observe_spec(s: &Schedule) -> Option<ObserveSpec> {
     })
 }
 
-async fn scheduled(s: Schedule, api: std::net::SocketAddr, token: Option<String>, cancel: CancellationToken) {
-    let endpoint = Endpoint { api: Some(format!("http://{api}")), token, ..Default::default() };
+async fn scheduled(s: Schedule, endpoint: Endpoint, cancel: CancellationToken) {
     let client = match Client::new(&endpoint) {
         Ok(c) => c,
         Err(e) => return tracing::error!("scheduled drills for {} cannot run: {e:#}", s.service),

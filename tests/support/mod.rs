@@ -229,9 +229,37 @@ impl Daemon {
         .await;
     }
 
-    /// Run the CLI against this daemon.
+    /// Run the CLI against this daemon, with its config (so the CLI finds the token the way an
+    /// operator's CLI does).
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(understudy_bin()).args(args).arg("--api").arg(&self.api).output().expect("run understudy CLI")
+        Command::new(understudy_bin())
+            .args(args)
+            .arg("--api")
+            .arg(&self.api)
+            .arg("-c")
+            .arg(&self.config)
+            .env_remove("UNDERSTUDY_TOKEN")
+            .output()
+            .expect("run understudy CLI")
+    }
+
+    /// The data directory named in the config.
+    pub fn data_dir(&self) -> PathBuf {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        PathBuf::from(v["daemon"]["data_dir"].as_str().expect("the test config names a data_dir"))
+    }
+
+    /// The bearer token the daemon generated in its data directory.
+    pub fn token(&self) -> String {
+        let path = self.data_dir().join("api-token");
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())).trim().to_string()
+    }
+
+    /// An authenticated JSON POST, as the CLI sends it.
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+        let url = format!("{}{path}", self.api);
+        http().post(&url).bearer_auth(self.token()).json(&body).send().await.unwrap_or_else(|e| panic!("POST {url}: {e}"))
     }
 }
 
