@@ -37,6 +37,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     BadRequest(String),
+    #[error("request body larger than {} bytes", serve::BODY_LIMIT)]
+    TooLarge,
     #[error("{0}")]
     Internal(String),
 }
@@ -49,6 +51,7 @@ impl IntoResponse for ApiError {
             ApiError::Refused(Refusal::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut resp = (status, Json(wire::ErrorBody { error: self.to_string() })).into_response();
@@ -99,6 +102,14 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> ApiResult<String> {
     }
 }
 
+/// A body that is not the JSON expected (400, with `hint`), or too large (413).
+fn bad_json(e: axum::extract::rejection::JsonRejection, hint: &str) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::TooLarge;
+    }
+    ApiError::BadRequest(format!("{hint}{}", e.body_text()))
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -133,7 +144,7 @@ async fn switchover(
     body: Result<Json<wire::SwitchoverRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<wire::Service>> {
     let by = authorize(&shared, &headers)?;
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("expected a JSON body like {{\"target\": \"backup\"}}: {}", e.body_text())))?;
+    let Json(req) = body.map_err(|e| bad_json(e, "expected a JSON body like {\"target\": \"backup\"}: "))?;
     shared.operate(&name, Some(&req.target), OverrideAction::Switchover, &by).await?;
     service(State(shared), Path(name)).await
 }
@@ -195,7 +206,7 @@ async fn drill_start(
     body: Result<Json<crate::drill::StartRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<crate::drill::StartResponse>> {
     authorize(&shared, &headers)?;
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(req) = body.map_err(|e| bad_json(e, ""))?;
     Ok(Json(shared.drill_start(req).await?))
 }
 
@@ -206,7 +217,7 @@ async fn drill_finish(
     body: Result<Json<crate::drill::Report>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<crate::drill::Summary>> {
     authorize(&shared, &headers)?;
-    let Json(report) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(report) = body.map_err(|e| bad_json(e, ""))?;
     if report.id != id {
         return Err(ApiError::BadRequest(format!("report is for drill #{}, not #{id}", report.id)));
     }

@@ -322,3 +322,44 @@ pub fn api_addr() -> SocketAddr {
 }
 
 pub mod netns;
+
+/// `understudy run -c CONFIG` with extra environment variables, its output appended to `log`;
+/// killed by PID when dropped. For tests that need what `Daemon` does not give (TLS, a
+/// `NOTIFY_SOCKET`): the caller waits for readiness itself.
+pub struct Proc {
+    child: Option<Child>,
+}
+
+impl Proc {
+    pub fn spawn(config: &Path, log: &Path, envs: &[(&str, &str)]) -> Proc {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let child = Command::new(understudy_bin())
+            .args(["run", "-c"])
+            .arg(config)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start understudy");
+        Proc { child: Some(child) }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The exit status, if it has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().expect("running").try_wait().unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), libc::SIGKILL);
+            let _ = c.wait();
+        }
+    }
+}
