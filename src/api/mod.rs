@@ -94,7 +94,7 @@ pub fn router(shared: Shared) -> Router {
 fn authorize(shared: &Shared, headers: &HeaderMap) -> ApiResult<String> {
     let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
     match (given, &shared.api_token) {
-        (Some(g), Some(token)) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok("api (token)".into()),
+        (Some(g), Some(token)) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok("api".into()),
         _ => {
             shared.metrics.api_refused.get_or_create(&crate::metrics::RefusedLabels { reason: "token".into() }).inc();
             Err(ApiError::Unauthorized)
