@@ -114,8 +114,9 @@ async fn beat(hb: HeartbeatConfig, shared: Shared) {
         match shared.self_health() {
             Ok(_) => match client.request(hb.method.clone(), hb.url.clone()).send().await {
                 Ok(r) if r.status().is_success() => tracing::debug!("heartbeat sent ({})", r.status()),
-                Ok(r) => tracing::warn!("heartbeat to {} answered {}", hb.url, r.status()),
-                Err(e) => tracing::warn!("heartbeat to {} failed: {e}", hb.url),
+                // Only the origin: a ping URL's path is usually its secret (hc-ping.com/<uuid>).
+                Ok(r) => tracing::warn!("heartbeat to {} answered {}", hb.url.origin().ascii_serialization(), r.status()),
+                Err(e) => tracing::warn!("heartbeat to {} failed: {}", hb.url.origin().ascii_serialization(), e.without_url()),
             },
             Err(why) => tracing::warn!("heartbeat withheld, the daemon is unhealthy: {why}"),
         }
