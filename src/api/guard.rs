@@ -61,6 +61,30 @@ impl Hosts {
     }
 }
 
+impl Hosts {
+    /// Is `authority` (from an `Origin` with `scheme`) this API? The host must be one of its
+    /// names and the port its port: a page on `localhost:3000` is another origin. A name from
+    /// `api_hosts` may carry any port (a proxy in front listens elsewhere).
+    pub fn same_origin(&self, scheme: &str, authority: &str) -> bool {
+        let host = host_part(authority);
+        if !self.allows(host) {
+            return false;
+        }
+        if self.extra.iter().any(|h| h.eq_ignore_ascii_case(host.trim_end_matches('.'))) {
+            return true;
+        }
+        let port = match authority[host.len()..].strip_prefix(':') {
+            Some(p) => p.parse::<u16>().ok(),
+            None => match scheme {
+                "http" => Some(80),
+                "https" => Some(443),
+                _ => None,
+            },
+        };
+        port == Some(self.addr.port())
+    }
+}
+
 /// `name:port` → `name`, `[::1]:port` → `[::1]`, a bare IPv6 address stays whole.
 pub fn host_part(authority: &str) -> &str {
     if authority.starts_with('[') {
@@ -128,7 +152,7 @@ pub fn check(
         let o = origin.to_str().unwrap_or("(not text)");
         let same = o
             .split_once("://")
-            .map(|(_, rest)| hosts.allows(host_part(rest.trim_end_matches('/'))))
+            .map(|(scheme, rest)| hosts.same_origin(scheme, rest.trim_end_matches('/')))
             .unwrap_or(false);
         if !same {
             return Err(Rejection::CrossOrigin(o.chars().take(100).collect()));
@@ -271,6 +295,8 @@ mod tests {
             ("origin", "http://localhost:9190"),
         ]);
         assert_eq!(check(&h, &post, &same_origin, None), Ok(()));
+        let other_port = headers(&[("host", "127.0.0.1:9190"), ("content-type", "application/json"), ("origin", "http://localhost:3000")]);
+        assert!(matches!(check(&h, &post, &other_port, None), Err(Rejection::CrossOrigin(_))), "another port is another origin");
         let null_origin = headers(&[
             ("host", "127.0.0.1:9190"),
             ("content-type", "application/json"),
