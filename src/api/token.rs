@@ -89,7 +89,8 @@ fn read(path: &Path) -> Result<Option<String>, String> {
     Ok(Some(token.to_string()))
 }
 
-fn generate() -> String {
+/// A fresh random token (32 bytes, hex).
+pub fn generate() -> String {
     let bytes: [u8; 32] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

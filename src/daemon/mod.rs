@@ -47,8 +47,6 @@ pub enum DaemonError {
     Outbox(#[from] crate::notify::outbox::OutboxError),
     #[error("cannot start the DNS server: {0}")]
     Dns(#[from] crate::dns::DnsError),
-    #[error(transparent)]
-    Token(#[from] crate::api::token::TokenError),
     #[error("API TLS: {0}")]
     ApiTls(String),
 }
@@ -221,7 +219,12 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
     }
     let api_token = match &config.daemon.api_token {
         Some(t) => t.clone(),
-        None => crate::api::token::ensure(&data_dir)?,
+        // A full or read-only data disk must not stop the daemon (it still fails over): keep a
+        // token in memory only; mutations are refused until the file can be written.
+        None => crate::api::token::ensure(&data_dir).unwrap_or_else(|e| {
+            tracing::error!("{e}; mutating API calls will be refused until it can be written and the daemon restarted");
+            crate::api::token::generate()
+        }),
     };
     let api_tls_config = match &config.daemon.api_tls {
         Some(t) => Some(crate::api::tls::server_config(t).map_err(DaemonError::ApiTls)?),

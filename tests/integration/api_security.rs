@@ -301,3 +301,22 @@ fn the_shipped_unit_passes_systemd_analyze_verify() {
     let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("understudy.service")).collect();
     assert!(ours.is_empty(), "systemd-analyze warnings: {ours:#?}");
 }
+
+/// A token file that cannot be read or written (here: a directory in its place, since root
+/// ignores modes) must not stop the daemon: it runs, fails over, and refuses mutations.
+#[tokio::test]
+async fn an_unwritable_token_file_does_not_stop_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("api-token")).unwrap();
+    let path = dir.path().join("understudy.toml");
+    std::fs::write(&path, format!("[daemon]\ndata_dir = \"{}\"\napi = \"127.0.0.1:0\"\n", data.display())).unwrap();
+    let (cfg, _) = understudy::config::load(&path).unwrap();
+    let h = understudy::daemon::start(cfg).await.expect("the daemon starts without its token file");
+    let host = h.api_addr.to_string();
+    let (s, _) = raw(&h, "GET", "/healthz", &[("host", &host)], "").await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = raw(&h, "POST", "/api/v1/services/www/clear", &[("host", &host), ("content-type", "application/json"), ("authorization", "Bearer ")], "{}").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    h.shutdown().await;
+}
