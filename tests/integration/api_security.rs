@@ -269,10 +269,12 @@ async fn systemd_hears_ready_after_the_listeners_and_watchdog_pings() {
     let api = api_addr();
     let config = dir.path().join("understudy.toml");
     std::fs::write(&config, format!("[daemon]\ndata_dir = \"{}\"\napi = \"{api}\"\n", dir.path().join("data").display())).unwrap();
+    let started = std::time::Instant::now();
     let _p = Proc::spawn(&config, &dir.path().join("daemon.log"), &[("NOTIFY_SOCKET", sock_path.to_str().unwrap()), ("WATCHDOG_USEC", "400000")]);
     let mut buf = [0u8; 256];
     let n = sock.recv(&mut buf).expect("READY=1 within 15 s");
     assert_eq!(&buf[..n], b"READY=1");
+    println!("READY=1 arrived {:.1} ms after exec", started.elapsed().as_secs_f64() * 1000.0);
     // READY means the API is already listening: connect at once, no retry.
     let c = std::net::TcpStream::connect_timeout(&api, Duration::from_secs(1));
     assert!(c.is_ok(), "the API is not listening when READY=1 arrives: {c:?}");
