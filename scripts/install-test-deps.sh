@@ -26,6 +26,7 @@ PACKAGES=(
   curl             # reading /metrics from inside test namespaces
   procps           # ps, for process accounting in benchmarks
   prometheus-alertmanager  # a real Alertmanager for the notification tests
+  systemd          # systemd-analyze verify on dist/understudy.service
 )
 
 # Python packages from PyPI: aiosmtpd is the SMTP server the e-mail notification tests talk to.

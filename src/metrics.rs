@@ -58,9 +58,30 @@ pub struct ChannelResultLabels {
     pub result: String,
 }
 
+/// `reason`: host (not one of the API's names), origin (cross-site), content_type, token.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct QuantileLabels {
-    pub quantile: String,
+pub struct RefusedLabels {
+    pub reason: String,
+}
+
+/// The schedule-lag histogram as a Prometheus histogram, read at scrape time from the
+/// lock-free [`LagHistogram`] the probes record into.
+#[derive(Debug)]
+struct LagMetric(Arc<LagHistogram>);
+
+impl prometheus_client::encoding::EncodeMetric for LagMetric {
+    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder) -> Result<(), std::fmt::Error> {
+        let (buckets, count) = self.0.prometheus_buckets();
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(self.0.sum().as_secs_f64(), count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
+    }
+}
+
+impl prometheus_client::metrics::TypedMetric for LagMetric {
+    const TYPE: prometheus_client::metrics::MetricType = prometheus_client::metrics::MetricType::Histogram;
 }
 
 pub struct Metrics {
@@ -79,8 +100,9 @@ pub struct Metrics {
     pub open_incidents: Family<ServiceLabels, Gauge>,
     pub notifications: Family<ChannelResultLabels, Counter>,
     pub notifications_pending: Family<ChannelLabels, Gauge>,
-    schedule_lag: Family<QuantileLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub lag: Arc<LagHistogram>,
+    pub api_refused: Family<RefusedLabels, Counter>,
+    pub api_connections_refused: Counter,
 }
 
 fn check_duration_histogram() -> Histogram {
@@ -106,8 +128,9 @@ impl Metrics {
             open_incidents: Family::default(),
             notifications: Family::default(),
             notifications_pending: Family::default(),
-            schedule_lag: Family::default(),
             lag,
+            api_refused: Family::default(),
+            api_connections_refused: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("understudy_target_up", "1 when the target's checks say it is up", m.target_up.clone());
@@ -124,18 +147,31 @@ impl Metrics {
         registry.register("understudy_open_incidents", "Open incidents", m.open_incidents.clone());
         registry.register("understudy_notifications", "Notification delivery attempts and outcomes, by channel", m.notifications.clone());
         registry.register("understudy_notifications_pending", "Notifications waiting in the outbox, by channel", m.notifications_pending.clone());
-        registry.register("understudy_probe_schedule_lag_seconds", "Check start lateness vs schedule, since start", m.schedule_lag.clone());
+        registry.register("understudy_probe_schedule_lag_seconds", "Check start lateness vs schedule, since start", LagMetric(m.lag.clone()));
+        registry.register("understudy_api_requests_refused", "API requests refused before a handler ran, by reason", m.api_refused.clone());
+        registry.register(
+            "understudy_api_connections_refused",
+            "API connections closed at once because the connection cap was reached",
+            m.api_connections_refused.clone(),
+        );
         Metrics { registry, ..m }
     }
 
     /// The text exposition.
     pub fn encode(&self) -> String {
-        for q in [0.5, 0.99] {
-            self.schedule_lag.get_or_create(&QuantileLabels { quantile: q.to_string() }).set(self.lag.quantile(q).as_secs_f64());
-        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+
+    pub fn api_refused(&self, r: &crate::api::guard::Rejection) {
+        use crate::api::guard::Rejection;
+        let reason = match r {
+            Rejection::BadHost(_) => "host",
+            Rejection::CrossOrigin(_) => "origin",
+            Rejection::NotJson => "content_type",
+        };
+        self.api_refused.get_or_create(&RefusedLabels { reason: reason.into() }).inc();
     }
 
     pub fn set_target_up(&self, service: &str, target: &str, up: bool) {

@@ -5,10 +5,17 @@
 //! the event log's in-memory window), writes become [`Control`](crate::daemon::Control)
 //! messages. Every error is an [`ApiError`], turned into a status and a JSON body in one place.
 //!
-//! Mutating endpoints need `Authorization: Bearer <token>` when `daemon.api_token_file` is set
-//! (config validation refuses a non-loopback listener without one).
+//! Every request passes [`guard`] first (its `Host` must name this API; a mutating call needs
+//! `Content-Type: application/json` and no cross-site `Origin`), and every mutating endpoint
+//! needs `Authorization: Bearer <token>`: the token from `daemon.api_token_file`, or the one the
+//! daemon keeps in `data_dir/api-token` ([`token`]). [`serve`] is the accept loop (TLS,
+//! connection cap, timeouts).
 
 pub mod client;
+pub mod guard;
+pub mod serve;
+pub mod tls;
+pub mod token;
 pub mod wire;
 
 use axum::extract::{Path, Query, State};
@@ -30,6 +37,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     BadRequest(String),
+    #[error("request body larger than {} bytes", serve::BODY_LIMIT)]
+    TooLarge,
     #[error("{0}")]
     Internal(String),
 }
@@ -42,6 +51,7 @@ impl IntoResponse for ApiError {
             ApiError::Refused(Refusal::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut resp = (status, Json(wire::ErrorBody { error: self.to_string() })).into_response();
@@ -76,17 +86,29 @@ pub fn router(shared: Shared) -> Router {
         .route("/api/v1/incidents/{id}/close", post(close_incident))
         .route("/api/v1/notify", get(notify_status))
         .route("/api/v1/notify/{channel}/test", post(notify_test))
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), guard::layer))
         .with_state(shared)
 }
 
-/// Checks the bearer token; returns who is acting, for the event.
+/// Checks the bearer token; returns who is acting, for the event. A daemon always has a token
+/// (configured or generated); a `Shared` without one refuses every mutation.
 fn authorize(shared: &Shared, headers: &HeaderMap) -> ApiResult<String> {
-    let Some(token) = &shared.api_token else { return Ok("api".into()) };
     let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
-    match given {
-        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok("api (token)".into()),
-        _ => Err(ApiError::Unauthorized),
+    match (given, &shared.api_token) {
+        (Some(g), Some(token)) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok("api".into()),
+        _ => {
+            shared.metrics.api_refused.get_or_create(&crate::metrics::RefusedLabels { reason: "token".into() }).inc();
+            Err(ApiError::Unauthorized)
+        }
     }
+}
+
+/// A body that is not the JSON expected (400, with `hint`), or too large (413).
+fn bad_json(e: axum::extract::rejection::JsonRejection, hint: &str) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::TooLarge;
+    }
+    ApiError::BadRequest(format!("{hint}{}", e.body_text()))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -123,7 +145,7 @@ async fn switchover(
     body: Result<Json<wire::SwitchoverRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<wire::Service>> {
     let by = authorize(&shared, &headers)?;
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(format!("expected a JSON body like {{\"target\": \"backup\"}}: {}", e.body_text())))?;
+    let Json(req) = body.map_err(|e| bad_json(e, "expected a JSON body like {\"target\": \"backup\"}: "))?;
     shared.operate(&name, Some(&req.target), OverrideAction::Switchover, &by).await?;
     service(State(shared), Path(name)).await
 }
@@ -185,7 +207,7 @@ async fn drill_start(
     body: Result<Json<crate::drill::StartRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<crate::drill::StartResponse>> {
     authorize(&shared, &headers)?;
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(req) = body.map_err(|e| bad_json(e, ""))?;
     Ok(Json(shared.drill_start(req).await?))
 }
 
@@ -196,7 +218,7 @@ async fn drill_finish(
     body: Result<Json<crate::drill::Report>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<crate::drill::Summary>> {
     authorize(&shared, &headers)?;
-    let Json(report) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(report) = body.map_err(|e| bad_json(e, ""))?;
     if report.id != id {
         return Err(ApiError::BadRequest(format!("report is for drill #{}, not #{id}", report.id)));
     }

@@ -5,6 +5,8 @@
 //! - 0: success.
 //! - 1: the command failed (daemon unreachable, request refused, daemon failed to start).
 //! - 2: bad usage or an invalid config file (`check-config`, `run`).
+//! - 101: a panic in any thread or task ([`install_panic_hook`]): the process ends instead of
+//!   running on half-alive, so a supervisor (systemd `Restart=always`) starts a fresh one.
 
 mod commands;
 mod demo;
@@ -31,17 +33,27 @@ pub struct Target {
     /// API base URL of the daemon, e.g. http://127.0.0.1:9190.
     #[arg(long, env = "UNDERSTUDY_API", global = true)]
     pub api: Option<String>,
-    /// Read the API address (and token file) from this config file.
-    #[arg(short = 'c', long = "config", global = true)]
+    /// Read the API address, token and TLS certificate from this config file (default:
+    /// ./understudy.toml, then /etc/understudy/understudy.toml, when they exist).
+    #[arg(short = 'c', long = "config", env = "UNDERSTUDY_CONFIG", global = true)]
     pub config: Option<PathBuf>,
-    /// File holding the bearer token for mutating requests.
+    /// File holding the bearer token for mutating requests (default: the config's
+    /// api_token_file, else data_dir/api-token, which the daemon creates). The token itself may
+    /// be given in $UNDERSTUDY_TOKEN.
     #[arg(long, env = "UNDERSTUDY_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
 }
 
 impl Target {
     pub fn endpoint(&self) -> crate::api::client::Endpoint {
-        crate::api::client::Endpoint { api: self.api.clone(), config: self.config.clone(), token_file: self.token_file.clone(), token: None }
+        crate::api::client::Endpoint {
+            api: self.api.clone(),
+            config: self.config.clone(),
+            token_file: self.token_file.clone(),
+            // From the environment only: a token on the command line shows in `ps`.
+            token: std::env::var("UNDERSTUDY_TOKEN").ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
+            ca_file: None,
+        }
     }
 }
 
@@ -208,6 +220,40 @@ pub enum IncidentCmd {
     Close { id: u64 },
 }
 
+#[cfg(test)]
+mod panic_tests {
+    /// The child half of [`a_panic_in_a_task_ends_the_process`]: runs only when that test
+    /// re-executes this test binary with `UNDERSTUDY_PANIC_CHILD` set.
+    #[test]
+    fn panic_hook_child() {
+        if std::env::var_os("UNDERSTUDY_PANIC_CHILD").is_none() {
+            return;
+        }
+        super::install_panic_hook();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            // tokio would catch this and keep running; the hook must not let it.
+            let _ = tokio::spawn(async { panic!("core loop invariant broken") }).await;
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        });
+        println!("STILL ALIVE");
+    }
+
+    #[test]
+    fn a_panic_in_a_task_ends_the_process() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "cli::panic_tests::panic_hook_child", "--nocapture", "--test-threads=1"])
+            .env("UNDERSTUDY_PANIC_CHILD", "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(super::PANIC_EXIT), "stdout: {stdout}\nstderr: {stderr}");
+        assert!(!stdout.contains("STILL ALIVE"), "{stdout}");
+        assert!(stderr.contains("core loop invariant broken"), "the panic message is printed: {stderr}");
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReportFormat {
     Text,
@@ -276,10 +322,42 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }
 }
 
+/// Exit status after a panic (the one Rust uses when `main` panics).
+pub const PANIC_EXIT: i32 = 101;
+
+/// Make a panic anywhere end the process with [`PANIC_EXIT`]. tokio catches a panic inside a
+/// task and keeps the runtime going: the core loop or the DNS table's owner could die while the
+/// API and the DNS workers keep serving stale answers. The default message (with location and
+/// backtrace hint) is printed first, then the panic is logged, then the process exits at once
+/// (`_exit`: no destructors or atexit handlers that could hang on a lock the panicking thread
+/// holds).
+pub fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        tracing::error!("panic: {}; exiting with status {PANIC_EXIT} so the supervisor restarts the daemon", panic_summary(info));
+        // SAFETY: _exit(2) ends the process immediately; nothing is shared with Rust afterwards.
+        unsafe { libc::_exit(PANIC_EXIT) }
+    }));
+}
+
+/// `message at file:line`, for the log line.
+pub fn panic_summary(info: &std::panic::PanicHookInfo<'_>) -> String {
+    let payload = info.payload();
+    let msg = payload.downcast_ref::<&str>().copied().or_else(|| payload.downcast_ref::<String>().map(String::as_str)).unwrap_or("(no message)");
+    match info.location() {
+        Some(l) => format!("{msg} at {}:{}", l.file(), l.line()),
+        None => msg.to_string(),
+    }
+}
+
 pub fn init_tracing(json: bool) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("UNDERSTUDY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only for a person at a terminal: journald, files and pipes get plain text.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     if json {
         builder.json().flatten_event(true).init();
     } else {

@@ -50,10 +50,21 @@ pub struct DaemonConfig {
     pub data_dir: PathBuf,
     /// Listen address of the JSON API, `/metrics` and `/healthz`.
     pub api: SocketAddr,
-    /// Bearer token required by mutating API calls (read from `api_token_file`).
+    /// Bearer token required by mutating API calls (read from `api_token_file`). Without one
+    /// the daemon uses (and on first start creates) `data_dir/api-token`.
     pub api_token: Option<String>,
     pub api_token_file: Option<PathBuf>,
+    /// Names (lowercase, without port) accepted in `Host` besides the API's own address.
+    pub api_hosts: Vec<String>,
+    /// TLS for the API: certificate chain and private key (PEM files).
+    pub api_tls: Option<ApiTls>,
     pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

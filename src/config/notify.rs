@@ -246,11 +246,23 @@ fn read_secret(cx: &mut Ctx<'_>, path: &[Seg], base: &Path, s: SecretSource<'_>)
     None
 }
 
-fn check_http_url(cx: &mut Ctx<'_>, path: &[Seg], key: &str, url: &str) -> bool {
+/// `show` says whether the value may appear in the message: a secret URL (Slack, webhook) is
+/// described without it, since config errors reach logs, terminals and CI output.
+fn check_http_url(cx: &mut Ctx<'_>, path: &[Seg], key: &str, url: &str, show: bool) -> bool {
     match reqwest::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => true,
-        _ => {
-            cx.err(&with(path, &[k(key)]), format!("expected an http:// or https:// URL, got \"{url}\""));
+        parsed => {
+            let msg = if show {
+                format!("expected an http:// or https:// URL, got \"{url}\"")
+            } else {
+                let what = match parsed {
+                    Ok(u) if !matches!(u.scheme(), "http" | "https") => format!("its scheme is \"{}\"", u.scheme()),
+                    Ok(_) => "it has no host".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                format!("expected an http:// or https:// URL; {what} (the value is secret and not shown)")
+            };
+            cx.err(&with(path, &[k(key)]), msg);
             false
         }
     }
@@ -370,7 +382,8 @@ fn validate_one(cx: &mut Ctx<'_>, rn: RawNotify, path: &[Seg], base: &Path, serv
     }
     let url = if em { None } else { read_secret(cx, path, base, SecretSource { key: "url", inline: rn.url, file: rn.url_file, env: rn.url_env }) };
     let url = match url {
-        Some(u) => check_http_url(cx, path, "url", u.expose()).then_some(u),
+        // Slack and webhook URLs carry their credential in the URL itself: never echo them.
+        Some(u) => check_http_url(cx, path, "url", u.expose(), am || pd).then_some(u),
         None => None,
     };
     let need_url = |cx: &mut Ctx<'_>, url: &Option<Secret>| {
@@ -628,6 +641,20 @@ password = "pw"
             let errors = load(extra).expect_err(extra);
             assert!(errors.iter().any(|e| e.contains(want)), "want {want:?} in {errors:#?}");
         }
+    }
+
+    #[test]
+    fn a_malformed_secret_url_is_reported_without_its_value() {
+        for kind in ["slack", "webhook"] {
+            let text = format!("[[notify]]\nname = \"s\"\nkind = \"{kind}\"\nurl = \"hooks.slack.example/T0/B0/XyZsecret42\"\n");
+            let errors = load(&text).expect_err(&text);
+            let all = errors.join("\n");
+            assert!(all.contains("notify[0].url: expected an http:// or https:// URL"), "{all}");
+            assert!(!all.contains("XyZsecret42") && !all.contains("hooks.slack.example"), "the secret leaked: {all}");
+        }
+        // An Alertmanager URL is not a secret: showing it helps.
+        let errors = load("[[notify]]\nname = \"am\"\nkind = \"alertmanager\"\nurl = \"am.example:9093\"\n").unwrap_err();
+        assert!(errors.join("\n").contains("am.example:9093"), "{errors:?}");
     }
 
     #[test]

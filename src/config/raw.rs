@@ -35,13 +35,27 @@ pub struct RawDaemon {
     #[serde(default = "default_api")]
     pub api: String,
     pub api_token_file: Option<String>,
+    /// Extra names the API answers to in `Host` (besides its own address), e.g. behind a proxy.
+    #[serde(default)]
+    pub api_hosts: Vec<String>,
+    /// Serve the API over TLS with this certificate chain (PEM); needs `api_tls_key`.
+    pub api_tls_cert: Option<String>,
+    pub api_tls_key: Option<String>,
     #[serde(default = "default_log_format")]
     pub log_format: String,
 }
 
 impl Default for RawDaemon {
     fn default() -> Self {
-        RawDaemon { data_dir: default_data_dir(), api: default_api(), api_token_file: None, log_format: default_log_format() }
+        RawDaemon {
+            data_dir: default_data_dir(),
+            api: default_api(),
+            api_token_file: None,
+            api_hosts: Vec::new(),
+            api_tls_cert: None,
+            api_tls_key: None,
+            log_format: default_log_format(),
+        }
     }
 }
 

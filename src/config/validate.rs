@@ -131,7 +131,34 @@ fn validate_daemon(cx: &mut Ctx<'_>, d: RawDaemon, base_dir: &Path) -> Option<Da
     if d.data_dir.trim().is_empty() {
         cx.err(&with(&p, &[k("data_dir")]), "expected a directory path, got an empty string");
     }
-    Some(DaemonConfig { data_dir: PathBuf::from(d.data_dir), api: api?, api_token, api_token_file, log_format })
+    let mut api_hosts = Vec::new();
+    for (i, h) in d.api_hosts.iter().enumerate() {
+        let h = h.trim().to_ascii_lowercase();
+        let valid = !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']'));
+        if !valid {
+            cx.err(&with(&p, &[k("api_hosts"), Seg::Index(i)]), format!("expected a host name such as \"understudy.example.net\", got \"{h}\""));
+        }
+        api_hosts.push(crate::api::guard::host_part(&h).to_string());
+    }
+    let api_tls = match (&d.api_tls_cert, &d.api_tls_key) {
+        (Some(c), Some(k_)) => {
+            let tls = super::ApiTls { cert: resolve(base_dir, c), key: resolve(base_dir, k_) };
+            if let Err(e) = crate::api::tls::server_config(&tls) {
+                cx.err(&with(&p, &[k("api_tls_cert")]), e);
+            }
+            Some(tls)
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            cx.err(&with(&p, &[k("api_tls_key")]), "api_tls_cert needs api_tls_key (the certificate's private key, PEM)");
+            None
+        }
+        (None, Some(_)) => {
+            cx.err(&with(&p, &[k("api_tls_cert")]), "api_tls_key needs api_tls_cert (the certificate chain, PEM)");
+            None
+        }
+    };
+    Some(DaemonConfig { data_dir: PathBuf::from(d.data_dir), api: api?, api_token, api_token_file, api_hosts, api_tls, log_format })
 }
 
 pub(super) fn resolve(base: &Path, f: &str) -> PathBuf {

@@ -12,6 +12,7 @@
 
 mod core;
 mod services;
+pub mod systemd;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,6 +48,8 @@ pub enum DaemonError {
     Outbox(#[from] crate::notify::outbox::OutboxError),
     #[error("cannot start the DNS server: {0}")]
     Dns(#[from] crate::dns::DnsError),
+    #[error("API TLS: {0}")]
+    ApiTls(String),
 }
 
 /// A refused operator request (unknown service, target not eligible...).
@@ -79,7 +82,12 @@ pub struct Shared {
     pub last_check_us: Arc<AtomicU64>,
     /// Checks are stalled when none arrived for this long (0: no checks configured).
     pub stall_after_us: Arc<AtomicU64>,
+    /// The bearer token mutating calls need (configured, or generated in `data_dir/api-token`).
     pub api_token: Option<String>,
+    /// The names the API answers to (`Host` and `Origin` checks).
+    pub api_hosts: Arc<crate::api::guard::Hosts>,
+    /// The API's TLS certificate, when it serves https (in-process clients trust it).
+    pub api_tls: Option<crate::config::ApiTls>,
     /// Notifications: every recorded event is fed here (never blocks).
     pub notify: crate::notify::NotifyHandle,
     /// Where drill reports are stored (`<data_dir>/drills`).
@@ -101,6 +109,17 @@ impl Shared {
             return Err(format!("stalled: no check result for {} ms", check_age / 1000));
         }
         Ok(format!("ok: core loop ran {core_age} ms ago, last check result {} ms ago", check_age / 1000))
+    }
+
+    /// How an in-process client (scheduled drills) reaches this daemon's API.
+    pub fn self_endpoint(&self) -> crate::api::client::Endpoint {
+        let scheme = if self.api_tls.is_some() { "https" } else { "http" };
+        crate::api::client::Endpoint {
+            api: Some(format!("{scheme}://{}", self.api_hosts.addr)),
+            token: self.api_token.clone(),
+            ca_file: self.api_tls.as_ref().map(|t| t.cert.clone()),
+            ..Default::default()
+        }
     }
 
     pub async fn drill_start(&self, req: crate::drill::StartRequest) -> Result<crate::drill::StartResponse, Refusal> {
@@ -180,6 +199,9 @@ impl Handle {
 
     /// Stop and wait until everything has finished.
     pub async fn shutdown(self) {
+        if let Some(n) = systemd::Notify::from_env() {
+            let _ = n.send("STOPPING=1");
+        }
         self.cancel.cancel();
         let _ = self.core.await;
         self.tracker.close();
@@ -220,6 +242,19 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
         tracing::error!(lines = ?report.skipped_lines, path = %log.path().display(), "skipped damaged lines in the event log");
     }
     let persisted = Persisted::fold(&records);
+    let api_token = match &config.daemon.api_token {
+        Some(t) => t.clone(),
+        // A full or read-only data disk must not stop the daemon (it still fails over): keep a
+        // token in memory only; mutations are refused until the file can be written.
+        None => crate::api::token::ensure(&data_dir).unwrap_or_else(|e| {
+            tracing::error!("{e}; mutating API calls will be refused until it can be written and the daemon restarted");
+            crate::api::token::generate()
+        }),
+    };
+    let api_tls_config = match &config.daemon.api_tls {
+        Some(t) => Some(crate::api::tls::server_config(t).map_err(DaemonError::ApiTls)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.daemon.api)
         .await
         .map_err(|source| DaemonError::BindApi { addr: config.daemon.api, source })?;
@@ -246,7 +281,9 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
         heartbeat_us: Arc::new(AtomicU64::new(crate::probe::now_us())),
         last_check_us: Arc::new(AtomicU64::new(crate::probe::now_us())),
         stall_after_us: Arc::new(AtomicU64::new(0)),
-        api_token: config.daemon.api_token.clone(),
+        api_token: Some(api_token),
+        api_hosts: Arc::new(crate::api::guard::Hosts { addr: api_addr, extra: config.daemon.api_hosts.clone() }),
+        api_tls: config.daemon.api_tls.clone(),
         notify,
         data_dir: data_dir.clone(),
     };
@@ -260,18 +297,46 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
     let api_shared = shared.clone();
     let api_cancel = cancel.clone();
     tracker.spawn(async move {
+        let metrics = api_shared.metrics.clone();
         let app = crate::api::router(api_shared);
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { api_cancel.cancelled().await });
-        if let Err(e) = serve.await {
-            tracing::error!("API server failed: {e}");
-        }
+        crate::api::serve::serve(listener, app, api_tls_config, metrics, api_cancel).await;
     });
-    crate::drill::schedule::spawn(&tracker, &cancel, &schedules, heartbeat.as_ref(), api_addr, &shared);
+    crate::drill::schedule::spawn(&tracker, &cancel, &schedules, heartbeat.as_ref(), &shared);
     let core = tokio::spawn(async move {
         core.run(control_rx).await;
         drop(lock);
     });
+    if let Some(n) = systemd::Notify::from_env() {
+        // Every listener (API, DNS) is bound and the core runs: tell systemd we are up.
+        if let Err(e) = n.send("READY=1") {
+            tracing::warn!("cannot notify systemd (NOTIFY_SOCKET): {e}");
+        }
+        if let Some(every) = systemd::watchdog_interval() {
+            tracker.spawn(watchdog(n, every, shared.heartbeat_us.clone(), cancel.clone()));
+        }
+    }
     Ok(Handle { api_addr, shared, cancel, tracker, core })
+}
+
+/// Ping systemd's watchdog while the core loop turns (it beats at least once a second). A core
+/// that stops turning stops the pings, and systemd restarts the daemon after `WatchdogSec=`.
+async fn watchdog(n: systemd::Notify, every: std::time::Duration, heartbeat_us: Arc<AtomicU64>, cancel: CancellationToken) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let age_ms = crate::probe::now_us().saturating_sub(heartbeat_us.load(Relaxed)) / 1000;
+        if age_ms < 5_000 {
+            if let Err(e) = n.send("WATCHDOG=1") {
+                tracing::debug!("watchdog ping failed: {e}");
+            }
+        } else {
+            tracing::error!("the core loop last ran {age_ms} ms ago; not pinging the systemd watchdog");
+        }
+    }
 }
 
 /// Run until `shutdown` resolves.

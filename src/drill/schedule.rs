@@ -24,15 +24,14 @@ pub fn spawn(
     cancel: &CancellationToken,
     schedules: &[Schedule],
     heartbeat: Option<&HeartbeatConfig>,
-    api: std::net::SocketAddr,
     shared: &Shared,
 ) {
     for s in schedules {
-        let (s, cancel, token) = (s.clone(), cancel.clone(), shared.api_token.clone());
+        let (s, cancel, endpoint) = (s.clone(), cancel.clone(), shared.self_endpoint());
         tracker.spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                _ = scheduled(s, api, token, cancel.clone()) => {}
+                _ = scheduled(s, endpoint, cancel.clone()) => {}
             }
         });
     }
@@ -61,8 +60,7 @@ fn observe_spec(s: &Schedule) -> Option<ObserveSpec> {
     })
 }
 
-async fn scheduled(s: Schedule, api: std::net::SocketAddr, token: Option<String>, cancel: CancellationToken) {
-    let endpoint = Endpoint { api: Some(format!("http://{api}")), token, ..Default::default() };
+async fn scheduled(s: Schedule, endpoint: Endpoint, cancel: CancellationToken) {
     let client = match Client::new(&endpoint) {
         Ok(c) => c,
         Err(e) => return tracing::error!("scheduled drills for {} cannot run: {e:#}", s.service),
@@ -117,8 +115,9 @@ async fn beat(hb: HeartbeatConfig, shared: Shared) {
         match shared.self_health() {
             Ok(_) => match client.request(hb.method.clone(), hb.url.clone()).send().await {
                 Ok(r) if r.status().is_success() => tracing::debug!("heartbeat sent ({})", r.status()),
-                Ok(r) => tracing::warn!("heartbeat to {} answered {}", hb.url, r.status()),
-                Err(e) => tracing::warn!("heartbeat to {} failed: {e}", hb.url),
+                // Only the origin: a ping URL's path is usually its secret (hc-ping.com/<uuid>).
+                Ok(r) => tracing::warn!("heartbeat to {} answered {}", hb.url.origin().ascii_serialization(), r.status()),
+                Err(e) => tracing::warn!("heartbeat to {} failed: {}", hb.url.origin().ascii_serialization(), e.without_url()),
             },
             Err(why) => tracing::warn!("heartbeat withheld, the daemon is unhealthy: {why}"),
         }

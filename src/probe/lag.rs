@@ -5,6 +5,10 @@
 //! 1 s, plus one overflow bucket; each is an `AtomicU64`, so recording is lock-free and cheap
 //! enough to do on every check from any task.
 //!
+//! [`LagHistogram::prometheus_buckets`] folds the fine buckets into a few Prometheus `le`
+//! bounds, so `/metrics` exposes a real histogram (`_bucket`, `_sum`, `_count`) rather than
+//! precomputed quantiles that cannot be aggregated across daemons.
+//!
 //! It must not allocate or lock on `record`, and it does not try to be exact: a quantile is the
 //! upper bound of the bucket it falls in (the largest value seen, for the overflow bucket).
 //! `reset` is not atomic with respect to concurrent `record` calls; a record racing a reset may
@@ -23,7 +27,12 @@ pub struct LagHistogram {
     buckets: Box<[AtomicU64]>,
     /// Largest value recorded since the last reset, in microseconds.
     max_us: AtomicU64,
+    /// Sum of every value recorded since the last reset, in microseconds (saturating).
+    sum_us: AtomicU64,
 }
+
+/// The `le` bounds exposed to Prometheus, in seconds (each a multiple of the bucket width).
+pub const PROMETHEUS_BOUNDS: [f64; 12] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, f64::INFINITY];
 
 impl Default for LagHistogram {
     fn default() -> Self {
@@ -44,7 +53,7 @@ impl std::fmt::Debug for LagHistogram {
 
 impl LagHistogram {
     pub fn new() -> Self {
-        LagHistogram { buckets: (0..=BUCKETS).map(|_| AtomicU64::new(0)).collect(), max_us: AtomicU64::new(0) }
+        LagHistogram { buckets: (0..=BUCKETS).map(|_| AtomicU64::new(0)).collect(), max_us: AtomicU64::new(0), sum_us: AtomicU64::new(0) }
     }
 
     /// Record one lag value.
@@ -53,6 +62,33 @@ impl LagHistogram {
         let index = usize::try_from(us / BUCKET_US).unwrap_or(BUCKETS).min(BUCKETS);
         self.buckets[index].fetch_add(1, Ordering::Relaxed);
         self.max_us.fetch_max(us, Ordering::Relaxed);
+        // Saturating: a fetch_add could wrap on `Duration::MAX`.
+        let _ = self.sum_us.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| Some(s.saturating_add(us)));
+    }
+
+    /// Sum of the recorded values.
+    pub fn sum(&self) -> Duration {
+        Duration::from_micros(self.sum_us.load(Ordering::Relaxed))
+    }
+
+    /// `(upper bound in seconds, values in this bound's range)` for each of
+    /// [`PROMETHEUS_BOUNDS`] (not cumulative; the last bound is `+Inf`), plus the total count.
+    pub fn prometheus_buckets(&self) -> (Vec<(f64, u64)>, u64) {
+        let mut out: Vec<(f64, u64)> = PROMETHEUS_BOUNDS.iter().map(|b| (*b, 0)).collect();
+        let mut total = 0;
+        for (index, bucket) in self.buckets.iter().enumerate() {
+            let n = bucket.load(Ordering::Relaxed);
+            if n == 0 {
+                continue;
+            }
+            total += n;
+            // Values in fine bucket `index` are below its upper edge, so they are <= every
+            // bound at or above that edge.
+            let upper = if index == BUCKETS { f64::INFINITY } else { ((index as u64 + 1) * BUCKET_US) as f64 / 1e6 };
+            let slot = PROMETHEUS_BOUNDS.iter().position(|b| *b >= upper - 1e-9).unwrap_or(PROMETHEUS_BOUNDS.len() - 1);
+            out[slot].1 += n;
+        }
+        (out, total)
     }
 
     /// Number of values recorded since the last reset.
@@ -96,6 +132,7 @@ impl LagHistogram {
             bucket.store(0, Ordering::Relaxed);
         }
         self.max_us.store(0, Ordering::Relaxed);
+        self.sum_us.store(0, Ordering::Relaxed);
     }
 }
 
@@ -176,6 +213,23 @@ mod tests {
         assert_eq!(h.max(), Duration::ZERO);
         h.record(ms(2));
         assert_eq!(h.quantile(0.5), Duration::from_micros(2_100));
+    }
+
+    #[test]
+    fn prometheus_buckets_fold_the_fine_ones() {
+        let h = LagHistogram::new();
+        h.record(Duration::from_micros(50)); // <= 0.5 ms
+        h.record(Duration::from_micros(499)); // <= 0.5 ms
+        h.record(Duration::from_micros(500)); // fine bucket [500, 600): <= 1 ms
+        h.record(ms(3)); // <= 5 ms
+        h.record(ms(2_000)); // +Inf
+        let (buckets, count) = h.prometheus_buckets();
+        assert_eq!(count, 5);
+        let get = |bound: f64| buckets.iter().find(|(b, _)| *b == bound).unwrap().1;
+        assert_eq!((get(0.0005), get(0.001), get(0.002), get(0.005), get(1.0), get(f64::INFINITY)), (2, 1, 0, 1, 0, 1));
+        assert_eq!(h.sum(), Duration::from_micros(50 + 499 + 500 + 3_000 + 2_000_000));
+        h.record(Duration::MAX);
+        assert_eq!(h.sum(), Duration::from_micros(u64::MAX), "the sum saturates");
     }
 
     #[test]

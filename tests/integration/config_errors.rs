@@ -63,6 +63,10 @@ fn bad_files_name_the_line_key_and_expectation() {
         (&GOOD.replace("name = \"www\"", "name = \"www\"\nfailback = \"sometimes\""), "service[0].failback: unknown variant `sometimes`, expected `auto` or `manual`"),
         // API off loopback without a token
         (&GOOD.replace("127.0.0.1:9190", "0.0.0.0:9190"), "daemon.api: the API may listen on 0.0.0.0:9190 (not loopback) only with a token"),
+        // API names and TLS
+        (&GOOD.replace("api = \"127.0.0.1:9190\"", "api = \"127.0.0.1:9190\"\napi_hosts = [\"evil example\"]"), "daemon.api_hosts[0]: expected a host name such as \"understudy.example.net\", got \"evil example\""),
+        (&GOOD.replace("api = \"127.0.0.1:9190\"", "api = \"127.0.0.1:9190\"\napi_tls_cert = \"api.crt\""), "daemon.api_tls_key: api_tls_cert needs api_tls_key"),
+        (&GOOD.replace("api = \"127.0.0.1:9190\"", "api = \"127.0.0.1:9190\"\napi_tls_cert = \"api.crt\"\napi_tls_key = \"api.key\""), "daemon.api_tls_cert: cannot read certificate"),
         // syntax
         (&GOOD.replace("[service.check]", "[service.check"), "FILE:8:"),
     ];

@@ -30,7 +30,7 @@ async fn a_force_down_drill_measures_and_restores() {
     assert_eq!(d.events().await.iter().filter(|e| e["event"]["kind"] == "override").count(), 0);
 
     let out = tokio::process::Command::new(understudy_bin())
-        .args(["drill", "www", "--json", "--resolver", &dns, "--timeout", "60s", "--api", &d.api])
+        .args(["drill", "www", "--json", "--resolver", &dns, "--timeout", "60s", "--api", &d.api, "-c"]).arg(&d.config)
         .output()
         .await
         .unwrap();
@@ -161,7 +161,7 @@ async fn ctrl_c_mid_drill_restores_before_reporting() {
     let d = Daemon::start(dir.path(), &cfg, api).await;
     d.wait_active("www", "primary", Duration::from_secs(5)).await;
     let child = tokio::process::Command::new(understudy_bin())
-        .args(["drill", "www", "--no-client", "--timeout", "120s", "--api", &d.api])
+        .args(["drill", "www", "--no-client", "--timeout", "120s", "--api", &d.api, "-c"]).arg(&d.config)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -63,7 +63,7 @@ async fn a_killed_exec_drill_is_restored_by_the_daemon_within_its_lease() {
     d.wait_active("www", "primary", Duration::from_secs(5)).await;
 
     let mut drill = std::process::Command::new(understudy_bin())
-        .args(["drill", "www", "--no-client", "--fault", "exec", "--lease", "2s", "--timeout", "120s", "--api", &d.api])
+        .args(["drill", "www", "--no-client", "--fault", "exec", "--lease", "2s", "--timeout", "120s", "--api", &d.api, "-c"]).arg(&d.config)
         .arg("--cmd")
         .arg(format!("rm {}", up_primary.display()))
         .arg("--restore-cmd")
@@ -104,7 +104,7 @@ async fn a_killed_force_down_drill_is_lifted_long_before_the_force_down_lapses()
     let d = Daemon::start(dir.path(), &flag_config(dir.path(), api), api).await;
     d.wait_active("www", "primary", Duration::from_secs(5)).await;
     let mut drill = std::process::Command::new(understudy_bin())
-        .args(["drill", "www", "--no-client", "--lease", "2s", "--timeout", "300s", "--api", &d.api])
+        .args(["drill", "www", "--no-client", "--lease", "2s", "--timeout", "300s", "--api", &d.api, "-c"]).arg(&d.config)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -139,7 +139,7 @@ async fn a_live_drill_keeps_its_fault_past_the_lease() {
     let d = Daemon::start(dir.path(), &cfg, api).await;
     d.wait_active("www", "primary", Duration::from_secs(5)).await;
     let out = tokio::process::Command::new(understudy_bin())
-        .args(["drill", "www", "--no-client", "--lease", "1s", "--timeout", "60s", "--json", "--api", &d.api])
+        .args(["drill", "www", "--no-client", "--lease", "1s", "--timeout", "60s", "--json", "--api", &d.api, "-c"]).arg(&d.config)
         .output()
         .await
         .unwrap();

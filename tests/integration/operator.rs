@@ -104,8 +104,8 @@ async fn force_down_fails_checks_and_lapses_by_itself() {
     let d = Daemon::start(dir.path(), &cfg, api).await;
     d.wait_active("www", "primary", Duration::from_secs(5)).await;
 
-    let url = format!("{}/api/v1/services/www/targets/primary/force-down", d.api);
-    let r = http().post(&url).json(&serde_json::json!({"for": "2s", "by": "test drill"})).send().await.unwrap();
+    let path = "/api/v1/services/www/targets/primary/force-down";
+    let r = d.post(path, serde_json::json!({"for": "2s", "by": "test drill"})).await;
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     d.wait_active("www", "backup", Duration::from_secs(2)).await;
     let svc = d.service("www").await;
@@ -121,6 +121,6 @@ async fn force_down_fails_checks_and_lapses_by_itself() {
     let events = d.events().await;
     let lapsed = events.iter().find(|e| e["event"]["action"] == "unforce").expect("an unforce event");
     assert_eq!(lapsed["event"]["by"], "expiry");
-    let bad = http().post(&url).json(&serde_json::json!({"for": "48h"})).send().await.unwrap();
+    let bad = d.post(path, serde_json::json!({"for": "48h"})).await;
     assert_eq!(bad.status(), 400);
 }

@@ -310,9 +310,37 @@ impl Daemon {
         .await;
     }
 
-    /// Run the CLI against this daemon.
+    /// Run the CLI against this daemon, with its config (so the CLI finds the token the way an
+    /// operator's CLI does).
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(understudy_bin()).args(args).arg("--api").arg(&self.api).output().expect("run understudy CLI")
+        Command::new(understudy_bin())
+            .args(args)
+            .arg("--api")
+            .arg(&self.api)
+            .arg("-c")
+            .arg(&self.config)
+            .env_remove("UNDERSTUDY_TOKEN")
+            .output()
+            .expect("run understudy CLI")
+    }
+
+    /// The data directory named in the config.
+    pub fn data_dir(&self) -> PathBuf {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        PathBuf::from(v["daemon"]["data_dir"].as_str().expect("the test config names a data_dir"))
+    }
+
+    /// The bearer token the daemon generated in its data directory.
+    pub fn token(&self) -> String {
+        let path = self.data_dir().join("api-token");
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())).trim().to_string()
+    }
+
+    /// An authenticated JSON POST, as the CLI sends it.
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+        let url = format!("{}{path}", self.api);
+        http().post(&url).bearer_auth(self.token()).json(&body).send().await.unwrap_or_else(|e| panic!("POST {url}: {e}"))
     }
 }
 
@@ -375,3 +403,44 @@ pub fn api_addr() -> SocketAddr {
 }
 
 pub mod netns;
+
+/// `understudy run -c CONFIG` with extra environment variables, its output appended to `log`;
+/// killed by PID when dropped. For tests that need what `Daemon` does not give (TLS, a
+/// `NOTIFY_SOCKET`): the caller waits for readiness itself.
+pub struct Proc {
+    child: Option<Child>,
+}
+
+impl Proc {
+    pub fn spawn(config: &Path, log: &Path, envs: &[(&str, &str)]) -> Proc {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let child = Command::new(understudy_bin())
+            .args(["run", "-c"])
+            .arg(config)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start understudy");
+        Proc { child: Some(child) }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The exit status, if it has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().expect("running").try_wait().unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), libc::SIGKILL);
+            let _ = c.wait();
+        }
+    }
+}
