@@ -12,24 +12,20 @@ const DIG: &str = "/usr/bin/dig";
 const PRIMARY: &str = "127.0.0.2";
 const BACKUP: &str = "127.0.0.3";
 
-/// dig www.example.test every 50 ms until `stop` is set or `limit` passes; every answer, in order.
-fn dig_loop(
-    ip: &'static str,
-    port: u16,
-    limit: Duration,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> tokio::task::JoinHandle<Vec<(Instant, String)>> {
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>;
+
+/// dig www.example.test every 50 ms until `stop` is set or `limit` passes; every answer goes to
+/// `seen`, in order.
+fn dig_loop(ip: &'static str, port: u16, limit: Duration, stop: std::sync::Arc<std::sync::atomic::AtomicBool>, seen: Seen) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let end = Instant::now() + limit;
-        let mut seen = Vec::new();
         while Instant::now() < end && !stop.load(std::sync::atomic::Ordering::Relaxed) {
             // Answer lines only: while the daemon is down dig prints ";; communications error".
             for line in dig_www(ip, port).await.iter().filter(|l| l.contains(" IN A ")) {
-                seen.push((Instant::now(), line.rsplit(' ').next().unwrap_or_default().to_string()));
+                seen.lock().unwrap().push((Instant::now(), line.rsplit(' ').next().unwrap_or_default().to_string()));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        seen
     })
 }
 
@@ -60,31 +56,29 @@ async fn a_restart_after_a_failover_never_serves_the_dead_primary() {
     );
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let digs = dig_loop(dns_ip, dns_port, Duration::from_secs(30), stop.clone());
+    let seen: Seen = Default::default();
+    let digs = dig_loop(dns_ip, dns_port, Duration::from_secs(60), stop.clone(), seen.clone());
     d.terminate().await;
     let restarted = Instant::now();
     d.restart().await;
-    // Watch for a while after the restart: the first answers and the first checks' results.
     let epoch = d.service("www").await["epoch"].as_u64().unwrap();
-    wait_for(
-        Duration::from_secs(5),
-        "the reconcile decision after the restart",
-        || async {
-            let ev = d.events().await;
-            ev.iter()
-                .any(|e| e["event"]["reason"] == "reconcile")
-                .then_some(())
-        },
-    )
+    wait_for(Duration::from_secs(5), "the reconcile decision after the restart", || async {
+        let ev = d.events().await;
+        ev.iter().any(|e| e["event"]["reason"] == "reconcile").then_some(())
+    })
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await; // asserting that nothing changes
+    // Watch the first answers and the first checks' results after the restart: at least 1.5 s
+    // and at least 10 answers (fewer digs get through on a loaded machine).
+    let watched = Instant::now();
+    wait_for(Duration::from_secs(30), "10 answers after the restart", || async {
+        let n = seen.lock().unwrap().iter().filter(|(t, _)| *t >= restarted).count();
+        (n >= 10 && watched.elapsed() >= Duration::from_millis(1500)).then_some(())
+    })
+    .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let seen = digs.await.unwrap();
-    let after: Vec<&str> = seen
-        .iter()
-        .filter(|(t, _)| *t >= restarted)
-        .map(|(_, a)| a.as_str())
-        .collect();
+    digs.await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let after: Vec<&str> = seen.iter().filter(|(t, _)| *t >= restarted).map(|(_, a)| a.as_str()).collect();
     assert!(
         after.len() >= 10,
         "dig got only {} answers after the restart: {after:?}",
