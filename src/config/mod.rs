@@ -79,10 +79,14 @@ pub struct ServiceConfig {
 
 impl ServiceConfig {
     /// Worst-case time from a failure to the target being marked down, at these settings:
-    /// the failure can start just after a good check, then `fall` checks must fail, the last
-    /// one only after its timeout.
+    /// the failure can start just after a good check, so the first failed check starts up to
+    /// one `interval` later; the other `fall - 1` follow on the fast cadence, each starting
+    /// `fast_interval` after the previous one or when it ends (at worst its timeout), and the
+    /// last one fails only after its timeout. Saturates instead of overflowing.
     pub fn detection_budget(&self) -> Duration {
-        self.check.interval * self.check.fall + self.check.timeout
+        let c = &self.check;
+        let step = c.fast_interval.max(c.timeout);
+        c.interval.saturating_add(step.saturating_mul(c.fall.saturating_sub(1))).saturating_add(c.timeout)
     }
 
     pub fn target(&self, name: &str) -> Option<&TargetConfig> {
@@ -120,6 +124,29 @@ pub struct CheckConfig {
     pub fall: u32,
     /// Consecutive successes that mark a down target up.
     pub rise: u32,
+    /// Cadence while a flip is in the balance (after a failed check until the target is marked
+    /// down or passes `rise` checks again; while a down target recovers). At most `interval`.
+    pub fast_interval: Duration,
+    /// Cadence of a down target that is not recovering.
+    pub down_interval: Duration,
+}
+
+impl CheckConfig {
+    /// The default `fast_interval`: a quarter of `interval`, never below 50 ms. It may be
+    /// shorter than the timeout: the scheduler never starts a check before the previous one of
+    /// the same target has ended, so a hung target is re-checked as soon as its check times out.
+    pub fn default_fast_interval(interval: Duration) -> Duration {
+        (interval / 4).max(Duration::from_millis(50)).min(interval)
+    }
+
+    /// The interval the scheduler uses for `cadence`.
+    pub fn interval_for(&self, cadence: crate::health::Cadence) -> Duration {
+        match cadence {
+            crate::health::Cadence::Steady => self.interval,
+            crate::health::Cadence::Fast => self.fast_interval,
+            crate::health::Cadence::Down => self.down_interval,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
