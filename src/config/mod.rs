@@ -312,3 +312,60 @@ pub fn from_str(text: &str, path: &Path) -> Result<(Config, Vec<Warning>), Confi
     };
     validate::validate(raw, text, path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(check_extra: &str, service_extra: &str) -> Result<(Config, Vec<Warning>), ConfigErrors> {
+        let text = format!(
+            "[daemon]\ndata_dir = \"./d\"\n\n[[service]]\nname = \"www\"\n{service_extra}\n\n[service.check]\nkind = \"tcp\"\nport = 80\n{check_extra}\n\n\
+             [[service.target]]\nname = \"primary\"\naddress = \"127.0.0.2\"\n\n[[service.target]]\nname = \"backup\"\naddress = \"127.0.0.3\"\n"
+        );
+        from_str(&text, Path::new("t.toml"))
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn fast_and_down_intervals_default_to_a_quarter_and_the_interval() {
+        let (cfg, _) = service("", "").expect("valid");
+        let c = &cfg.services[0].check;
+        assert_eq!((c.interval, c.fast_interval, c.down_interval), (1000 * MS, 250 * MS, 1000 * MS));
+        let (cfg, _) = service("interval = \"100ms\"\ntimeout = \"50ms\"", "").expect("valid");
+        assert_eq!(cfg.services[0].check.fast_interval, 50 * MS, "never below 50 ms");
+        let (cfg, _) = service("fast_interval = \"400ms\"\ndown_interval = \"5s\"", "").expect("valid");
+        let c = &cfg.services[0].check;
+        assert_eq!((c.fast_interval, c.down_interval), (400 * MS, 5000 * MS));
+    }
+
+    #[test]
+    fn bad_fast_and_down_intervals_are_refused_with_their_key() {
+        let e = service("fast_interval = \"2s\"", "").unwrap_err().to_string();
+        assert!(e.contains("service[0].check.fast_interval: must be at most interval (1s), got 2s"), "{e}");
+        let e = service("fast_interval = \"10ms\"\ndown_interval = \"1ms\"", "").unwrap_err().to_string();
+        assert!(e.contains("check.fast_interval: expected at least 50ms, got 10ms"), "{e}");
+        assert!(e.contains("check.down_interval: expected at least 50ms, got 1ms"), "{e}");
+    }
+
+    #[test]
+    fn the_detection_budget_is_one_interval_then_fall_minus_one_fast_steps() {
+        // Defaults: 1 s + 2 x max(250 ms, 500 ms) + 500 ms (was 1 s x 3 + 500 ms).
+        let (cfg, _) = service("", "").expect("valid");
+        assert_eq!(cfg.services[0].detection_budget(), 2500 * MS);
+        let (cfg, _) = service("fast_interval = \"1s\"", "").expect("valid");
+        assert_eq!(cfg.services[0].detection_budget(), 3500 * MS, "no fast cadence: the old worst case");
+        let (cfg, _) = service("timeout = \"100ms\"\nfall = 1", "").expect("valid");
+        assert_eq!(cfg.services[0].detection_budget(), 1100 * MS);
+        // rto_budget warns on the new worst case, not the old one.
+        let (_, w) = service("", "rto_budget = \"3s\"").expect("valid");
+        assert!(w.is_empty(), "{w:?}");
+        let (_, w) = service("fast_interval = \"1s\"", "rto_budget = \"3s\"").expect("valid");
+        assert!(w.iter().any(|w| w.key.ends_with("rto_budget") && w.message.contains("3s 500ms")), "{w:?}");
+        // Saturates instead of overflowing.
+        let (mut cfg, _) = service("", "").expect("valid");
+        cfg.services[0].check.fall = u32::MAX;
+        cfg.services[0].check.fast_interval = Duration::MAX;
+        assert_eq!(cfg.services[0].detection_budget(), Duration::MAX);
+    }
+}
