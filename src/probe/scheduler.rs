@@ -201,7 +201,9 @@ fn plan(previous: Instant, now: Instant, period: Duration, cadence: Cadence) -> 
 /// check fails only when both fail or the timeout expires). Under random packet loss a dropped
 /// SYN or request then costs a hedge, not a failed check, so loss does not add up to `fall`
 /// false failures; a dead target still fails at the same moment, and one that refuses
-/// connections fails at once without any hedge.
+/// connections fails at once without any hedge. When both attempts fail before the timeout, a
+/// real failure wins over a checker error (which says nothing about the target). A failed hedge
+/// does not end the check while the first attempt is still pending: it may yet pass.
 async fn hedged(probe: &dyn Probe, timeout: Duration) -> Result<Verdict, tokio::time::error::Elapsed> {
     let deadline = Instant::now() + timeout;
     let first = probe.check();
