@@ -93,6 +93,8 @@ pub struct Metrics {
     pub all_down: Family<ServiceLabels, Gauge>,
     pub check_duration: Family<ServiceLabels, Histogram>,
     pub checks: Family<ResultLabels, Counter>,
+    /// Checks the monitor could not make (probe::checker): no health input.
+    pub checker_errors: Family<TargetLabels, Counter>,
     pub failovers: Family<ServiceLabels, Counter>,
     pub decisions: Family<ReasonLabels, Counter>,
     pub actuations: Family<ActuatorLabels, Counter>,
@@ -121,6 +123,7 @@ impl Metrics {
             all_down: Family::default(),
             check_duration: Family::new_with_constructor(check_duration_histogram),
             checks: Family::default(),
+            checker_errors: Family::default(),
             failovers: Family::default(),
             decisions: Family::default(),
             actuations: Family::default(),
@@ -140,6 +143,11 @@ impl Metrics {
         registry.register("understudy_service_all_down", "1 when no target of the service is eligible", m.all_down.clone());
         registry.register("understudy_check_duration_seconds", "Duration of health checks", m.check_duration.clone());
         registry.register("understudy_checks", "Health checks run, by result", m.checks.clone());
+        registry.register(
+            "understudy_checker_errors",
+            "Checks the monitor could not make for its own reasons (out of file descriptors, no route from the monitor...); they do not count against the target",
+            m.checker_errors.clone(),
+        );
         registry.register("understudy_failovers", "Failovers (traffic moved because a target failed)", m.failovers.clone());
         registry.register("understudy_decisions", "Decisions, by reason", m.decisions.clone());
         registry.register("understudy_actuations", "Actuator steps, by result", m.actuations.clone());

@@ -185,6 +185,8 @@ mod http {
             timeout: Duration::from_millis(500),
             fall: 3,
             rise: 2,
+            fast_interval: Duration::from_millis(250),
+            down_interval: Duration::from_secs(1),
         };
         let mut t = target("primary", "198.18.0.10", Some(nginx.plain.port()));
         t.check_address = Some(nginx.plain.ip());
@@ -207,6 +209,8 @@ mod tcp {
             timeout: Duration::from_millis(500),
             fall: 3,
             rise: 2,
+            fast_interval: Duration::from_millis(250),
+            down_interval: Duration::from_secs(1),
         };
         let probe = probe::build(&config, &target("primary", probe_nginx::IP, None)).expect("build");
         assert_eq!(probe.describe(), format!("tcp://{}", nginx.tls));

@@ -61,6 +61,12 @@ pub struct CheckSummary {
     pub timeout_ms: u64,
     pub fall: u32,
     pub rise: u32,
+    /// Cadence while a target's health is changing (`fast_interval`); absent from older daemons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fast_interval_ms: Option<u64>,
+    /// Cadence of a down target that keeps failing (`down_interval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,10 +91,21 @@ pub struct Target {
     /// Consecutive results with the latest verdict.
     pub streak: u32,
     pub last_check: Option<LastCheck>,
+    /// The interval this target is checked at now: `interval`, `fast_interval` while its health
+    /// is changing, `down_interval` while it is down; absent from older daemons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_interval_ms: Option<u64>,
+    /// Which of the three that is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cadence: Option<crate::health::Cadence>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LastCheck {
+    /// The check could not be made for a reason on the monitor's side (out of file
+    /// descriptors, no route from the monitor): it did not count against the target.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub checker_error: bool,
     pub ok: bool,
     pub reason: String,
     pub latency_ms: f64,

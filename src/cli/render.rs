@@ -39,18 +39,37 @@ pub fn services(list: &[wire::Service]) -> String {
         let _ = writeln!(out, "{}: active {active}, epoch {}{flags}", s.name, s.epoch);
         let _ = writeln!(
             out,
-            "  {} check every {} ms, timeout {} ms, fall {}, rise {}; failback {:?} after {} ms",
-            s.check.kind, s.check.interval_ms, s.check.timeout_ms, s.check.fall, s.check.rise, s.failback, s.failback_hold_ms
+            "  {} check every {} ms{}, timeout {} ms, fall {}, rise {}; failback {:?} after {} ms",
+            s.check.kind,
+            s.check.interval_ms,
+            match (s.check.fast_interval_ms, s.check.down_interval_ms) {
+                (Some(f), Some(d)) => format!(" ({f} ms while health changes, {d} ms while down)"),
+                _ => String::new(),
+            },
+            s.check.timeout_ms,
+            s.check.fall,
+            s.check.rise,
+            s.failback,
+            s.failback_hold_ms
         );
         let _ = writeln!(out, "  {:<2} {:<16} {:<40} {:<8} {:<8} {:>9}  LAST CHECK", "", "TARGET", "ADDRESS / CHECK", "HEALTH", "ROTATION", "LATENCY");
         for t in &s.targets {
             let mark = if t.active { "*" } else { "" };
             let health = format!("{:?}", t.health).to_lowercase();
             let rotation = if t.enabled { "in" } else { "drained" };
-            let (lat, last) = match &t.last_check {
-                Some(l) => (format!("{:.1} ms", l.latency_ms), format!("{} {}", if l.ok { "pass" } else { "FAIL" }, l.reason)),
+            let (lat, mut last) = match &t.last_check {
+                Some(l) => {
+                    let verdict = if l.ok { "pass" } else if l.checker_error { "CHECKER ERROR (not counted)" } else { "FAIL" };
+                    (format!("{:.1} ms", l.latency_ms), format!("{verdict} {}", l.reason))
+                }
                 None => ("-".into(), "(no result yet)".into()),
             };
+            if let (Some(every), Some(cadence)) = (t.check_interval_ms, t.cadence)
+                && cadence != crate::health::Cadence::Steady
+            {
+                let why = if cadence == crate::health::Cadence::Fast { "health changing" } else { "down" };
+                last = format!("{last}  [checking every {every} ms: {why}]");
+            }
             let addr = format!("{} {}", t.address, t.check);
             let _ = writeln!(out, "  {mark:<2} {:<16} {addr:<40} {health:<8} {rotation:<8} {lat:>9}  {last}", t.name);
         }

@@ -92,10 +92,14 @@ pub struct ServiceConfig {
 
 impl ServiceConfig {
     /// Worst-case time from a failure to the target being marked down, at these settings:
-    /// the failure can start just after a good check, then `fall` checks must fail, the last
-    /// one only after its timeout. Saturates at `Duration::MAX` instead of overflowing.
+    /// the failure can start just after a good check, so the first failed check starts up to
+    /// one `interval` later; the other `fall - 1` follow on the fast cadence, each starting
+    /// `fast_interval` after the previous one or when it ends (at worst its timeout), and the
+    /// last one fails only after its timeout. Saturates instead of overflowing.
     pub fn detection_budget(&self) -> Duration {
-        self.check.interval.saturating_mul(self.check.fall).saturating_add(self.check.timeout)
+        let c = &self.check;
+        let step = c.fast_interval.max(c.timeout);
+        c.interval.saturating_add(step.saturating_mul(c.fall.saturating_sub(1))).saturating_add(c.timeout)
     }
 
     pub fn target(&self, name: &str) -> Option<&TargetConfig> {
@@ -133,6 +137,29 @@ pub struct CheckConfig {
     pub fall: u32,
     /// Consecutive successes that mark a down target up.
     pub rise: u32,
+    /// Cadence while a flip is in the balance (after a failed check until the target is marked
+    /// down or passes `rise` checks again; while a down target recovers). At most `interval`.
+    pub fast_interval: Duration,
+    /// Cadence of a down target that is not recovering.
+    pub down_interval: Duration,
+}
+
+impl CheckConfig {
+    /// The default `fast_interval`: a quarter of `interval`, never below 50 ms. It may be
+    /// shorter than the timeout: the scheduler never starts a check before the previous one of
+    /// the same target has ended, so a hung target is re-checked as soon as its check times out.
+    pub fn default_fast_interval(interval: Duration) -> Duration {
+        (interval / 4).max(Duration::from_millis(50)).min(interval)
+    }
+
+    /// The interval the scheduler uses for `cadence`.
+    pub fn interval_for(&self, cadence: crate::health::Cadence) -> Duration {
+        match cadence {
+            crate::health::Cadence::Steady => self.interval,
+            crate::health::Cadence::Fast => self.fast_interval,
+            crate::health::Cadence::Down => self.down_interval,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -397,7 +424,7 @@ address = "192.0.2.2"
             .replace("timeout = \"1s\"", "timeout = \"364d\"\nfall = 1000\nrise = 1000")
             + "[dns]\nlisten = [\"127.0.0.1:0\"]\n[[dns.zone]]\nname = \"example.test\"\nnameservers = { \"ns1.example.test\" = \"192.0.2.53\" }\n[[dns.zone.record]]\nname = \"www\"\nservice = \"www\"\nttl = 2147483647\n";
         let (cfg, warnings) = from_str(&text, Path::new("u.toml")).unwrap();
-        assert_eq!(cfg.services[0].detection_budget(), Duration::from_secs(31_557_600 * 1000 + 364 * 86400));
+        assert_eq!(cfg.services[0].detection_budget(), Duration::from_secs(31_557_600 + 364 * 86400 * 1000));
         assert!(warnings.iter().any(|w| w.key == "service[0].rto_budget"), "{warnings:?}");
         assert!(warnings.iter().any(|w| w.key.ends_with("record[0].ttl")), "{warnings:?}");
 
@@ -443,5 +470,57 @@ address = "192.0.2.2"
         std::fs::write(&token, vec![b'x'; 100_000]).unwrap();
         let e = errors(&format!("[daemon]\napi_token_file = \"{}\"\n", token.display()));
         assert!(e[0].contains("daemon.api_token_file: token file:") && e[0].contains("larger than 64 KiB"), "{e:?}");
+    }
+
+    fn service(check_extra: &str, service_extra: &str) -> Result<(Config, Vec<Warning>), ConfigErrors> {
+        let text = format!(
+            "[daemon]\ndata_dir = \"./d\"\n\n[[service]]\nname = \"www\"\n{service_extra}\n\n[service.check]\nkind = \"tcp\"\nport = 80\n{check_extra}\n\n\
+             [[service.target]]\nname = \"primary\"\naddress = \"127.0.0.2\"\n\n[[service.target]]\nname = \"backup\"\naddress = \"127.0.0.3\"\n"
+        );
+        from_str(&text, Path::new("t.toml"))
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn fast_and_down_intervals_default_to_a_quarter_and_the_interval() {
+        let (cfg, _) = service("", "").expect("valid");
+        let c = &cfg.services[0].check;
+        assert_eq!((c.interval, c.fast_interval, c.down_interval), (1000 * MS, 250 * MS, 1000 * MS));
+        let (cfg, _) = service("interval = \"100ms\"\ntimeout = \"50ms\"", "").expect("valid");
+        assert_eq!(cfg.services[0].check.fast_interval, 50 * MS, "never below 50 ms");
+        let (cfg, _) = service("fast_interval = \"400ms\"\ndown_interval = \"5s\"", "").expect("valid");
+        let c = &cfg.services[0].check;
+        assert_eq!((c.fast_interval, c.down_interval), (400 * MS, 5000 * MS));
+    }
+
+    #[test]
+    fn bad_fast_and_down_intervals_are_refused_with_their_key() {
+        let e = service("fast_interval = \"2s\"", "").unwrap_err().to_string();
+        assert!(e.contains("service[0].check.fast_interval: must be at most interval (1s), got 2s"), "{e}");
+        let e = service("fast_interval = \"10ms\"\ndown_interval = \"1ms\"", "").unwrap_err().to_string();
+        assert!(e.contains("check.fast_interval: expected at least 50ms, got 10ms"), "{e}");
+        assert!(e.contains("check.down_interval: expected at least 50ms, got 1ms"), "{e}");
+    }
+
+    #[test]
+    fn the_detection_budget_is_one_interval_then_fall_minus_one_fast_steps() {
+        // Defaults: 1 s + 2 x max(250 ms, 500 ms) + 500 ms (was 1 s x 3 + 500 ms).
+        let (cfg, _) = service("", "").expect("valid");
+        assert_eq!(cfg.services[0].detection_budget(), 2500 * MS);
+        let (cfg, _) = service("fast_interval = \"1s\"", "").expect("valid");
+        assert_eq!(cfg.services[0].detection_budget(), 3500 * MS, "no fast cadence: the old worst case");
+        let (cfg, _) = service("timeout = \"100ms\"\nfall = 1", "").expect("valid");
+        assert_eq!(cfg.services[0].detection_budget(), 1100 * MS);
+        // rto_budget warns on the new worst case, not the old one.
+        let (_, w) = service("", "rto_budget = \"3s\"").expect("valid");
+        assert!(w.is_empty(), "{w:?}");
+        let (_, w) = service("fast_interval = \"1s\"", "rto_budget = \"3s\"").expect("valid");
+        assert!(w.iter().any(|w| w.key.ends_with("rto_budget") && w.message.contains("3s 500ms")), "{w:?}");
+        // Saturates instead of overflowing.
+        let (mut cfg, _) = service("", "").expect("valid");
+        cfg.services[0].check.fall = u32::MAX;
+        cfg.services[0].check.fast_interval = Duration::MAX;
+        assert_eq!(cfg.services[0].detection_budget(), Duration::MAX);
     }
 }

@@ -121,6 +121,12 @@ pub struct RawCheck {
     pub fall: u32,
     #[serde(default = "default_rise")]
     pub rise: u32,
+    /// Cadence while a flip is in the balance; default a quarter of `interval`.
+    #[serde(default, with = "serde_duration::option")]
+    pub fast_interval: Option<Duration>,
+    /// Cadence of a down target that keeps failing; default `interval`.
+    #[serde(default, with = "serde_duration::option")]
+    pub down_interval: Option<Duration>,
     // http, https, tcp
     pub port: Option<u16>,
     // http, https
@@ -144,7 +150,8 @@ pub enum RawCheckKind {
     Exec,
 }
 
-/// Defaults match the documented "1 s interval, fall 3" profile: about 3 s to detect.
+/// Defaults match the documented "1 s interval, fall 3" profile: about 1 s to detect with the
+/// fast cadence (see `CheckConfig::fast_interval`).
 fn default_interval() -> Duration {
     Duration::from_secs(1)
 }

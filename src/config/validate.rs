@@ -255,7 +255,7 @@ fn validate_service(cx: &mut Ctx<'_>, rs: RawService, path: &[Seg]) -> Option<Se
         cx.warn(
             &with(path, &[k("rto_budget")]),
             format!(
-                "detection alone can take {} (interval x fall + timeout), more than rto_budget {}",
+                "detection alone can take {} (interval + (fall - 1) x max(fast_interval, timeout) + timeout), more than rto_budget {}",
                 humantime::format_duration(svc.detection_budget()),
                 humantime::format_duration(budget)
             ),
@@ -311,6 +311,23 @@ fn validate_check(cx: &mut Ctx<'_>, rc: RawCheck, path: &[Seg]) -> Option<CheckC
                 humantime::format_duration(rc.timeout)
             ),
         );
+    }
+    let fast_interval = rc.fast_interval.unwrap_or_else(|| CheckConfig::default_fast_interval(rc.interval));
+    if rc.fast_interval.is_some() && fast_interval < MIN_INTERVAL {
+        cx.err(&with(path, &[k("fast_interval")]), format!("expected at least 50ms, got {}", humantime::format_duration(fast_interval)));
+    } else if fast_interval > rc.interval {
+        cx.err(
+            &with(path, &[k("fast_interval")]),
+            format!(
+                "must be at most interval ({}), got {} (it is the cadence while a target looks sick)",
+                humantime::format_duration(rc.interval),
+                humantime::format_duration(fast_interval)
+            ),
+        );
+    }
+    let down_interval = rc.down_interval.unwrap_or(rc.interval);
+    if down_interval < MIN_INTERVAL {
+        cx.err(&with(path, &[k("down_interval")]), format!("expected at least 50ms, got {}", humantime::format_duration(down_interval)));
     }
     if !(1..=MAX_STREAK).contains(&rc.fall) {
         cx.err(
@@ -395,7 +412,7 @@ fn validate_check(cx: &mut Ctx<'_>, rc: RawCheck, path: &[Seg]) -> Option<CheckC
     if cx.errors.len() > before {
         return None;
     }
-    Some(CheckConfig { kind, interval: rc.interval, timeout: rc.timeout, fall: rc.fall, rise: rc.rise })
+    Some(CheckConfig { kind, interval: rc.interval, timeout: rc.timeout, fall: rc.fall, rise: rc.rise, fast_interval, down_interval })
 }
 
 fn parse_status(s: &RawStatus) -> Result<StatusRange, String> {

@@ -361,9 +361,37 @@ impl Core {
         let m = &self.shared.metrics;
         let labels = ServiceLabels { service: svc.cfg.name.clone() };
         m.check_duration.get_or_create(&labels).observe(result.latency.as_secs_f64());
-        let outcome = if result.ok { "pass" } else { "fail" };
+        let outcome = match (result.ok, result.checker_error) {
+            (true, _) => "pass",
+            (false, true) => "checker_error",
+            (false, false) => "fail",
+        };
         m.checks.get_or_create(&ResultLabels { service: svc.cfg.name.clone(), result: outcome.into() }).inc();
         let th = services::thresholds(&svc.cfg.check);
+        if result.checker_error {
+            // The monitor's fault, not the target's: no health input (see probe::checker).
+            let target = &mut svc.targets[ti];
+            m.checker_errors.get_or_create(&TargetLabels { service: svc.cfg.name.clone(), target: target.cfg.name.clone() }).inc();
+            let reported = target.checker_errors.admit(now_us());
+            let event = reported.map(|suppressed| Event::CheckerError {
+                service: svc.cfg.name.clone(),
+                target: target.cfg.name.clone(),
+                reason: result.reason.clone(),
+                suppressed,
+                resolved: false,
+            });
+            target.last = Some(result);
+            if let Some(e) = event {
+                self.record(e);
+            }
+            return;
+        }
+        if let Some(suppressed) = svc.targets[ti].checker_errors.recovered() {
+            let (service, target) = (svc.cfg.name.clone(), svc.targets[ti].cfg.name.clone());
+            let reason = result.reason.clone();
+            self.record(Event::CheckerError { service, target, reason, suppressed, resolved: true });
+        }
+        let (svc, m) = (&mut self.services[si], &self.shared.metrics);
         let mut result = result;
         if svc.overrides.is_forced(&svc.targets[ti].cfg.name, now_us()) {
             result.ok = false;
@@ -371,6 +399,8 @@ impl Core {
         }
         let target = &mut svc.targets[ti];
         let flip = target.health.observe(result.ok, result.started_us, th);
+        let cadence = target.health.cadence(th);
+        target.cadence.send_if_modified(|c| std::mem::replace(c, cadence) != cadence);
         let reason = result.reason.clone();
         let recent = self.recent_checks.entry(report.id).or_default();
         if recent.len() == CHECK_SAMPLES {
@@ -702,7 +732,7 @@ impl Core {
                         c.probe_cancel.cancel();
                     }
                     match self.probe_ctx.spawn(&cfg.check, tc) {
-                        Ok((probe_id, probe_cancel, probe_describe)) => TargetRt {
+                        Ok((probe_id, probe_cancel, probe_describe, cadence)) => TargetRt {
                             cfg: tc.clone(),
                             // The new check starts from the old verdict and needs `fall`/`rise`
                             // results to change it, so a reload never causes a failover by itself.
@@ -712,6 +742,8 @@ impl Core {
                             probe_cancel,
                             probe_describe,
                             last: None,
+                            cadence,
+                            checker_errors: Default::default(),
                         },
                         Err(e) => {
                             tracing::error!("cannot start the probe for {}/{}: {e}", cfg.name, tc.name);
@@ -789,6 +821,8 @@ impl Core {
                 timeout_ms: s.cfg.check.timeout.as_millis() as u64,
                 fall: s.cfg.check.fall,
                 rise: s.cfg.check.rise,
+                fast_interval_ms: Some(s.cfg.check.fast_interval.as_millis() as u64),
+                down_interval_ms: Some(s.cfg.check.down_interval.as_millis() as u64),
             },
             targets: s
                 .targets
@@ -812,7 +846,10 @@ impl Core {
                     eligible: e.is_eligible(i),
                     active: active == Some(i),
                     streak: t.health.streak().1,
+                    check_interval_ms: Some(s.cfg.check.interval_for(*t.cadence.borrow()).as_millis() as u64),
+                    cadence: Some(*t.cadence.borrow()),
                     last_check: t.last.as_ref().map(|r| wire::LastCheck {
+                        checker_error: r.checker_error,
                         ok: r.ok,
                         reason: r.reason.clone(),
                         latency_ms: r.latency.as_secs_f64() * 1000.0,

@@ -14,9 +14,10 @@ use crate::actuator::{Actuator, hooks::Hook};
 use crate::config::{CheckConfig, ServiceConfig, TargetConfig};
 use crate::decision::{Engine, Policy, Restored};
 use crate::events::state::Overrides;
-use crate::health::{Health, HealthState, Thresholds};
+use crate::health::{Cadence, Health, HealthState, Thresholds};
 use crate::probe::lag::LagHistogram;
-use crate::probe::scheduler::{self, Report, Scheduled};
+use crate::probe::checker::Throttle;
+use crate::probe::scheduler::{self, Cadences, Report, Scheduled};
 use crate::probe::{self, CheckResult, ProbeError};
 
 /// Everything needed to start probe tasks.
@@ -29,16 +30,19 @@ pub struct ProbeCtx {
 }
 
 impl ProbeCtx {
-    /// Start checking `target`; returns the probe id and the token that stops it.
-    pub fn spawn(&mut self, check: &CheckConfig, target: &TargetConfig) -> Result<(u64, CancellationToken, String), ProbeError> {
+    /// Start checking `target`; returns the probe id, the token that stops it, its description
+    /// and the sender that sets its cadence.
+    pub fn spawn(&mut self, check: &CheckConfig, target: &TargetConfig) -> Result<(u64, CancellationToken, String, watch::Sender<Cadence>), ProbeError> {
         let probe = probe::build(check, target)?;
         let describe = probe.describe();
         self.next_id += 1;
         let id = self.next_id;
         let cancel = self.cancel.child_token();
         let job = Scheduled { id, probe, interval: check.interval, timeout: check.timeout };
-        scheduler::spawn(&self.tracker, job, self.results.clone(), cancel.clone(), self.lag.clone());
-        Ok((id, cancel, describe))
+        let (cadence, current) = watch::channel(Cadence::Steady);
+        let cadences = Cadences { fast_interval: check.fast_interval, down_interval: check.down_interval, current };
+        scheduler::spawn_adaptive(&self.tracker, job, cadences, self.results.clone(), cancel.clone(), self.lag.clone());
+        Ok((id, cancel, describe, cadence))
     }
 }
 
@@ -51,6 +55,11 @@ pub struct TargetRt {
     pub probe_cancel: CancellationToken,
     pub probe_describe: String,
     pub last: Option<CheckResult>,
+    /// Tells the probe task how often to check (the core sets it from `health` after every
+    /// result); its current value is what `status` shows.
+    pub cadence: watch::Sender<Cadence>,
+    /// Rate limit of this target's `checker_error` events.
+    pub checker_errors: Throttle,
 }
 
 impl TargetRt {
@@ -127,7 +136,7 @@ pub fn build(
     for (i, t) in cfg.targets.iter().enumerate() {
         let known = health.get(&t.name).copied().unwrap_or(Health::Unknown);
         engine.set_health(i, known, now);
-        let (probe_id, probe_cancel, probe_describe) = probes.spawn(&cfg.check, t)?;
+        let (probe_id, probe_cancel, probe_describe, cadence) = probes.spawn(&cfg.check, t)?;
         targets.push(TargetRt {
             cfg: t.clone(),
             health: HealthState::restored(known),
@@ -136,6 +145,8 @@ pub fn build(
             probe_cancel,
             probe_describe,
             last: None,
+            cadence,
+            checker_errors: Throttle::default(),
         });
     }
     let (runner_tx, runner_rx) = watch::channel(None);

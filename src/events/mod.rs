@@ -136,6 +136,18 @@ pub enum Event {
         service: String,
         undo: crate::drill::Undo,
     },
+    /// Checks of a target could not be made because of the monitor itself (out of file
+    /// descriptors, no route from the monitor...): neither a pass nor a failure. Recorded at
+    /// most once a minute per target; `suppressed` counts the ones since the last record.
+    /// `resolved` is set on the one recorded when the target's checks work again.
+    CheckerError {
+        service: String,
+        target: String,
+        reason: String,
+        suppressed: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        resolved: bool,
+    },
     /// A drill ended; the full report is in `data_dir/drills/drill-<id>.json`.
     DrillFinished {
         id: u64,
@@ -215,6 +227,7 @@ impl Event {
             Event::DrillStarted { .. } => "drill_started",
             Event::DrillFault { .. } => "drill_fault",
             Event::DrillFinished { .. } => "drill_finished",
+            Event::CheckerError { .. } => "checker_error",
             Event::IncidentOpened { .. } => "incident_opened",
             Event::IncidentClosed { .. } => "incident_closed",
         }
@@ -233,6 +246,7 @@ impl Event {
             | Event::DrillStarted { service, .. }
             | Event::DrillFault { service, .. }
             | Event::DrillFinished { service, .. }
+            | Event::CheckerError { service, .. }
             | Event::IncidentOpened { service, .. }
             | Event::IncidentClosed { service, .. } => Some(service),
             _ => None,
@@ -301,6 +315,14 @@ impl Event {
                     (Some(e), _) => format!("{service}: drill #{id} FAILED: {e}"),
                     (None, true) => format!("{service}: drill #{id} passed{rto}"),
                     (None, false) => format!("{service}: drill #{id} missed targets{rto}: {}", missed.join("; ")),
+                }
+            }
+            Event::CheckerError { service, target, reason, suppressed, resolved } => {
+                let more = if *suppressed > 0 { format!(" ({suppressed} more since the last report)") } else { String::new() };
+                if *resolved {
+                    format!("{service}/{target}: checks work again after checker errors{more}: {reason}")
+                } else {
+                    format!("{service}/{target}: cannot check, the monitor is at fault, health unchanged: {reason}{more}")
                 }
             }
             Event::IncidentOpened { id, service, failed, to } => format!(

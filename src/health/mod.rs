@@ -13,6 +13,15 @@
 //! failures (up -> down) or `rise` consecutive successes (down -> up). The decision engine does
 //! not act on a service until each target has its first result or the start-up grace expires,
 //! so the backup never wins just because its first check returned before the primary's.
+//!
+//! # Cadence
+//! [`HealthState::cadence`] says how often the target should be checked now, from the same
+//! state: [`Cadence::Steady`] while nothing is changing, [`Cadence::Fast`] while a flip is in
+//! the balance (an up target has failed a check and has not passed `rise` checks since; a down
+//! target has started passing again), [`Cadence::Down`] for a down target that keeps failing.
+//! The scheduler turns these into `interval`, `fast_interval` and `down_interval`. A target that
+//! never fails a check is always [`Cadence::Steady`]: the fast cadence costs a healthy target
+//! nothing.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +39,18 @@ pub enum Health {
 pub struct Thresholds {
     pub fall: u32,
     pub rise: u32,
+}
+
+/// How often a target should be checked, given its health and its latest results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cadence {
+    /// Nothing is changing: every `interval`.
+    Steady,
+    /// A flip is in the balance: every `fast_interval`.
+    Fast,
+    /// Down and still failing: every `down_interval`.
+    Down,
 }
 
 /// A flip of a target's health, with what led to it.
@@ -83,6 +104,22 @@ impl HealthState {
     /// Consecutive results with the same verdict as the latest one.
     pub fn streak(&self) -> (bool, u32) {
         (self.streak_ok, self.streak)
+    }
+
+    /// How often this target should be checked now (see the module doc). `Unknown` is
+    /// [`Cadence::Steady`]: its first result decides at face value anyway.
+    pub fn cadence(&self, th: Thresholds) -> Cadence {
+        match (self.health, self.streak_ok) {
+            (Health::Unknown, _) => Cadence::Steady,
+            // Failing but not yet down: settle it quickly.
+            (Health::Up, false) if self.streak > 0 => Cadence::Fast,
+            // Passing again after a failure, but fewer than `rise` in a row: one more failure
+            // would start a new failing streak, so stay fast until the passes are convincing.
+            (Health::Up, true) if self.last_fail_us.is_some() && self.streak < th.rise => Cadence::Fast,
+            (Health::Up, _) => Cadence::Steady,
+            (Health::Down, true) if self.streak > 0 => Cadence::Fast,
+            (Health::Down, _) => Cadence::Down,
+        }
     }
 
     /// Feed one check result (`ok`, started at `at_us`). Returns the flip, if this result
@@ -179,7 +216,53 @@ mod tests {
         assert_eq!(h.observe(true, 2, TH).unwrap().to, Health::Up);
     }
 
+    #[test]
+    fn the_cadence_is_fast_only_while_a_flip_is_in_the_balance() {
+        let th = Thresholds { fall: 3, rise: 2 };
+        let mut h = HealthState::new();
+        assert_eq!(h.cadence(th), Cadence::Steady, "unknown");
+        h.observe(true, 0, th);
+        assert_eq!(h.cadence(th), Cadence::Steady, "up, never failed");
+        h.observe(false, 1, th);
+        assert_eq!(h.cadence(th), Cadence::Fast, "up, one failure");
+        h.observe(true, 2, th);
+        assert_eq!(h.cadence(th), Cadence::Fast, "up, one pass after a failure (rise is 2)");
+        h.observe(true, 3, th);
+        assert_eq!(h.cadence(th), Cadence::Steady, "up, rise passes after the failure");
+        for t in 4..7 {
+            h.observe(false, t, th);
+        }
+        assert_eq!(h.health(), Health::Down);
+        assert_eq!(h.cadence(th), Cadence::Down, "just marked down");
+        h.observe(false, 7, th);
+        assert_eq!(h.cadence(th), Cadence::Down, "down, still failing");
+        h.observe(true, 8, th);
+        assert_eq!(h.cadence(th), Cadence::Fast, "down, recovering");
+        h.observe(false, 9, th);
+        assert_eq!(h.cadence(th), Cadence::Down, "recovery broken off");
+        h.observe(true, 10, th);
+        h.observe(true, 11, th);
+        assert_eq!(h.health(), Health::Up);
+        assert_eq!(h.cadence(th), Cadence::Steady, "just marked up with rise passes");
+
+        let mut first_down = HealthState::new();
+        first_down.observe(false, 0, th);
+        assert_eq!(first_down.cadence(th), Cadence::Down, "first result down at face value");
+    }
+
     proptest! {
+        /// A target that never fails is always on the steady cadence.
+        #[test]
+        fn a_target_that_never_fails_is_never_fast(n in 1usize..300, rise in 1u32..6, fall in 1u32..6) {
+            let th = Thresholds { fall, rise };
+            let mut h = HealthState::new();
+            for i in 0..n {
+                h.observe(true, i as u64, th);
+                prop_assert_eq!(h.cadence(th), Cadence::Steady);
+            }
+        }
+
+
         /// A flip happens exactly when the streak reaches the threshold, and never otherwise.
         #[test]
         fn flips_only_at_thresholds(results in proptest::collection::vec(any::<bool>(), 1..200), fall in 1u32..6, rise in 1u32..6) {

@@ -68,6 +68,9 @@ pub enum NoticeEvent {
     ConfigRejected,
     /// The daemon restarted while an incident was open.
     DaemonRestarted,
+    /// Checks of a target cannot be made because of the monitor itself (out of file
+    /// descriptors, no route from the monitor); resolved when they work again.
+    CheckerError,
     /// `understudy notify test`.
     Test,
 }
@@ -81,6 +84,7 @@ impl NoticeEvent {
         NoticeEvent::AllDown,
         NoticeEvent::ConfigRejected,
         NoticeEvent::DaemonRestarted,
+        NoticeEvent::CheckerError,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -92,6 +96,7 @@ impl NoticeEvent {
             NoticeEvent::AllDown => "all_down",
             NoticeEvent::ConfigRejected => "config_rejected",
             NoticeEvent::DaemonRestarted => "daemon_restarted",
+            NoticeEvent::CheckerError => "checker_error",
             NoticeEvent::Test => "test",
         }
     }

@@ -261,6 +261,30 @@ impl Planner {
                     drafts.push(self.close_condition(&cond, format!("{service}: actuator {actuator} works again: {}", r.event.summary())));
                 }
             }
+            Event::CheckerError { service, target, resolved, .. } => {
+                let cond = format!("understudy-{service}-{target}-checker-error");
+                let is_open = self.open.contains_key(&cond);
+                if *resolved {
+                    if is_open {
+                        drafts.push(self.close_condition(&cond, r.event.summary()));
+                    }
+                } else {
+                    drafts.push(Draft {
+                        condition: cond,
+                        alertname: "UnderstudyCheckerError",
+                        event: NoticeEvent::CheckerError,
+                        phase: if is_open { Phase::Update } else { Phase::Open },
+                        severity: Severity::Warning,
+                        escalated_from: None,
+                        urgent: !is_open,
+                        service: Some(service.clone()),
+                        target: Some(target.clone()),
+                        summary: r.event.summary(),
+                        details: vec!["the monitor cannot check this target; its health is frozen at its last verdict until checks work again".into()],
+                        incident: None,
+                    });
+                }
+            }
             Event::ConfigRejected { errors } => {
                 let cond = "understudy-config-rejected".to_string();
                 let phase = if self.open.contains_key(&cond) { Phase::Update } else { Phase::Open };
@@ -333,6 +357,7 @@ impl Planner {
             alertname: match last.alertname.as_str() {
                 "UnderstudyAllDown" => "UnderstudyAllDown",
                 "UnderstudyActuatorFailed" => "UnderstudyActuatorFailed",
+                "UnderstudyCheckerError" => "UnderstudyCheckerError",
                 _ => "UnderstudyConfigRejected",
             },
             event: last.event,
@@ -513,6 +538,27 @@ mod tests {
         let mut p = Planner::default();
         let replayed: Vec<Notice> = records.iter().flat_map(|r| p.observe(r)).collect();
         assert_eq!(replayed, live);
+    }
+
+    #[test]
+    fn checker_errors_open_one_condition_per_target_and_resolve_it() {
+        let mut f = Feed::new();
+        let err = |resolved| Event::CheckerError {
+            service: "www".into(),
+            target: "primary".into(),
+            reason: "checker error: the monitor is out of file descriptors (EMFILE)".into(),
+            suppressed: 0,
+            resolved,
+        };
+        let n = f.push(1, err(false));
+        assert_eq!(n.len(), 1);
+        assert_eq!((n[0].event, n[0].phase, n[0].severity), (NoticeEvent::CheckerError, Phase::Open, Severity::Warning));
+        assert_eq!(n[0].target.as_deref(), Some("primary"));
+        let n = f.push(2, err(false));
+        assert_eq!((n[0].phase, n[0].condition.as_str()), (Phase::Update, "understudy-www-primary-checker-error"));
+        let n = f.push(3, err(true));
+        assert_eq!((n[0].event, n[0].phase), (NoticeEvent::CheckerError, Phase::Close));
+        assert!(f.push(4, err(true)).is_empty(), "nothing open, nothing to resolve");
     }
 
     #[test]

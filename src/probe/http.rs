@@ -141,7 +141,7 @@ impl HttpProbe {
         };
         let response = match self.client.request(self.method.clone(), url).headers(headers).send().await {
             Ok(r) => r,
-            Err(e) => return Verdict::fail(self.error_reason(&e)),
+            Err(e) => return self.error_verdict(&e),
         };
         let status = response.status().as_u16();
         if !self.expect_status.iter().any(|r| r.contains(status)) {
@@ -158,6 +158,21 @@ impl HttpProbe {
             }
         }
         Verdict::pass(format!("HTTP {status}"))
+    }
+
+    /// A failed request: a checker error when the monitor could not make it (`checker.rs`),
+    /// otherwise a failure with [`Self::error_reason`].
+    fn error_verdict(&self, e: &reqwest::Error) -> Verdict {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+        while let Some(err) = source {
+            if let Some(io) = err.downcast_ref::<std::io::Error>()
+                && let Some(why) = super::checker::monitor_fault(io, self.addr)
+            {
+                return Verdict::checker_error(why);
+            }
+            source = err.source();
+        }
+        Verdict::fail(self.error_reason(e))
     }
 
     /// A short reason for a failed request: the I/O error when there is one (`connection

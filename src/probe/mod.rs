@@ -7,6 +7,7 @@
 //!
 //! One implementation per file: `http.rs` (http and https), `tcp.rs`, `exec.rs`.
 
+pub mod checker;
 pub mod exec;
 pub mod http;
 pub mod lag;
@@ -32,6 +33,9 @@ pub struct CheckResult {
     pub reason: String,
     /// Wall-clock start time, microseconds since the Unix epoch.
     pub started_us: u64,
+    /// The check could not be made for a reason on the monitor's side (see
+    /// [`Verdict::checker_error`]); `ok` is false but this is no evidence against the target.
+    pub checker_error: bool,
 }
 
 /// A future returned by a probe.
@@ -42,14 +46,22 @@ pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Verdict> + Send + 'a>>;
 pub struct Verdict {
     pub ok: bool,
     pub reason: String,
+    /// The monitor could not make the check (out of file descriptors, buffers or memory, no
+    /// local address or route to send from): a checker error, neither a pass nor a failure of
+    /// the target. Health ignores it; it is counted and reported instead. See [`checker`].
+    pub checker_error: bool,
 }
 
 impl Verdict {
     pub fn pass(reason: impl Into<String>) -> Self {
-        Verdict { ok: true, reason: reason.into() }
+        Verdict { ok: true, reason: reason.into(), checker_error: false }
     }
     pub fn fail(reason: impl Into<String>) -> Self {
-        Verdict { ok: false, reason: reason.into() }
+        Verdict { ok: false, reason: reason.into(), checker_error: false }
+    }
+    /// The monitor's own fault, not the target's.
+    pub fn checker_error(reason: impl Into<String>) -> Self {
+        Verdict { ok: false, reason: reason.into(), checker_error: true }
     }
 }
 

@@ -1,11 +1,35 @@
-//! Check scheduler: one task per target, fixed rate, random initial offset, hard timeout.
+//! Check scheduler: one task per target, random initial offset, hard timeout, and a cadence that
+//! follows the target's health.
 //!
 //! Each target's task waits a uniformly random offset in `[0, interval)` (so N targets spread
-//! over the interval instead of firing together), then checks at `start + k * interval`. A check
-//! that overran its slot (the runtime was busy) skips the missed slots and resumes at the next
-//! future one: it never bursts to catch up. Before each check it records how late it woke into
-//! the [`LagHistogram`]. Checks of one target never overlap (the timeout is shorter than the
-//! interval, and the task awaits each check); a slow or hung target only holds its own task.
+//! over the interval instead of firing together), then checks at `start + k * interval` while
+//! nothing is changing. A check that overran its slot (the runtime was busy) skips the missed
+//! slots and resumes at the next future one: it never bursts to catch up. Before each check it
+//! records how late it woke into the [`LagHistogram`].
+//!
+//! # Cadence
+//! How often a target is checked depends on its health ([`Cadence`], decided by
+//! `health::HealthState::cadence`): `interval` while steady, `fast_interval` while a flip is in
+//! the balance (after a failed check until the target is marked down or passes `rise` checks
+//! again; while a down target recovers), `down_interval` for a down target that keeps failing.
+//! The next check is planned from the previous one's slot with the period of the cadence in
+//! force; on the fast cadence a check that took longer than `fast_interval` (a timeout longer
+//! than the fast period) is followed at once by the next, never overlapping it.
+//!
+//! The scheduler is told the cadence, it does not work it out: a `watch` channel carries it from
+//! the core, which feeds every result into the target's `HealthState` anyway and is the only one
+//! that sees what health sees (a drill's force-down turns passes into failures there, a restart
+//! or reload may restore health the probe task never saw). Mirroring the hysteresis from the
+//! task's own results would be simpler but would put a force-down drill on the steady cadence,
+//! so a drill would no longer rehearse what a real failure does. The hint arrives microseconds
+//! after the report that caused it; the task re-plans its sleeping slot when it changes, so a
+//! late hint costs at most that delay, and a core that never answers leaves the target on the
+//! cadence it had (at worst the steady one, which is the old behaviour).
+//!
+//! Checks of one target never overlap: the task awaits each check (including a hedged second
+//! attempt, which runs *inside* the check's timeout, see [`hedged`]) before planning the next,
+//! so at most two attempts of one check are in flight and never two checks. A slow or hung
+//! target only holds its own task.
 //!
 //! It must not interpret results (that is `health/`), block the runtime, or outlive its
 //! cancellation token or its report channel.
@@ -15,12 +39,14 @@ use std::time::Duration;
 
 use rand::Rng;
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::lag::LagHistogram;
 use super::{CheckResult, Probe, Verdict, now_us};
+use crate::health::Cadence;
 
 /// Shortest interval we schedule at; config validation asks for much more, this only keeps a
 /// zero from becoming a busy loop.
@@ -35,6 +61,15 @@ pub struct Scheduled {
     pub timeout: Duration,
 }
 
+/// The cadences of one target beyond the steady `interval`, and where the current one comes
+/// from.
+pub struct Cadences {
+    pub fast_interval: Duration,
+    pub down_interval: Duration,
+    /// The cadence the target is on now, kept up to date by whoever owns its health.
+    pub current: watch::Receiver<Cadence>,
+}
+
 /// One check's result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
@@ -42,7 +77,7 @@ pub struct Report {
     pub result: CheckResult,
 }
 
-/// Start the task that checks `job` until `cancel` fires or `tx` is closed.
+/// Start the task that checks `job` every `interval` until `cancel` fires or `tx` is closed.
 pub fn spawn(
     tracker: &TaskTracker,
     job: Scheduled,
@@ -50,12 +85,42 @@ pub fn spawn(
     cancel: CancellationToken,
     lag: Arc<LagHistogram>,
 ) {
-    tracker.spawn(run(job, tx, cancel, lag));
+    // A sender dropped at once: the cadence stays steady forever.
+    let (_, current) = watch::channel(Cadence::Steady);
+    let cadences = Cadences { fast_interval: job.interval, down_interval: job.interval, current };
+    tracker.spawn(run(job, cadences, tx, cancel, lag));
 }
 
-async fn run(job: Scheduled, tx: UnboundedSender<Report>, cancel: CancellationToken, lag: Arc<LagHistogram>) {
+/// Like [`spawn`], with the period following `cadences.current`.
+pub fn spawn_adaptive(
+    tracker: &TaskTracker,
+    job: Scheduled,
+    cadences: Cadences,
+    tx: UnboundedSender<Report>,
+    cancel: CancellationToken,
+    lag: Arc<LagHistogram>,
+) {
+    tracker.spawn(run(job, cadences, tx, cancel, lag));
+}
+
+async fn run(
+    job: Scheduled,
+    mut cadences: Cadences,
+    tx: UnboundedSender<Report>,
+    cancel: CancellationToken,
+    lag: Arc<LagHistogram>,
+) {
     let interval = job.interval.max(MIN_INTERVAL);
+    let (fast, down) = (cadences.fast_interval.max(MIN_INTERVAL), cadences.down_interval.max(MIN_INTERVAL));
+    let period = move |c: Cadence| match c {
+        Cadence::Steady => interval,
+        Cadence::Fast => fast,
+        Cadence::Down => down,
+    };
     let mut next = Instant::now() + random_offset(interval);
+    // The slot of the last check, once there has been one.
+    let mut last: Option<Instant> = None;
+    let mut hints_open = true;
     let sleep = tokio::time::sleep_until(next);
     tokio::pin!(sleep);
     loop {
@@ -64,6 +129,18 @@ async fn run(job: Scheduled, tx: UnboundedSender<Report>, cancel: CancellationTo
             biased;
             _ = cancel.cancelled() => return,
             _ = tx.closed() => return,
+            changed = cadences.current.changed(), if hints_open => {
+                match changed {
+                    Ok(()) => {
+                        let c = *cadences.current.borrow_and_update();
+                        if let Some(prev) = last {
+                            next = plan(prev, Instant::now(), period(c), c);
+                        }
+                    }
+                    Err(_) => hints_open = false,
+                }
+                continue;
+            }
             _ = sleep.as_mut() => {}
         }
         let woke = Instant::now();
@@ -80,11 +157,42 @@ async fn run(job: Scheduled, tx: UnboundedSender<Report>, cancel: CancellationTo
             Ok(verdict) => (verdict, woke.elapsed()),
             Err(_) => (Verdict::fail(format!("timed out after {:?}", job.timeout)), job.timeout),
         };
-        let result = CheckResult { ok: verdict.ok, latency, reason: verdict.reason, started_us };
+        let result = CheckResult {
+            ok: verdict.ok,
+            latency,
+            reason: verdict.reason,
+            started_us,
+            checker_error: verdict.checker_error,
+        };
         if tx.send(Report { id: job.id, result }).is_err() {
             return;
         }
-        next = next_slot(next, Instant::now(), interval);
+        last = Some(next);
+        // The cadence as it stands before this result is known; the hint for this result
+        // arrives through `changed` and re-plans the slot.
+        let c = *cadences.current.borrow_and_update();
+        next = plan(next, Instant::now(), period(c), c);
+    }
+}
+
+/// How long an immediate re-check waits for the core's cadence hint about the result just sent
+/// (it usually takes microseconds): without it, the check that follows a timed-out one would
+/// start before the core could say "marked down, slow down".
+const HINT_GRACE: Duration = Duration::from_millis(5);
+
+/// The slot after the check planned at `previous`, on a cadence of `period`, when the check has
+/// ended at or before `now`. On the fast cadence a slot already passed means "now" (the check
+/// itself outlasted the fast period, or the hint came late): a sick target is re-checked at once
+/// (after [`HINT_GRACE`]), one check at a time. Otherwise missed slots are skipped
+/// ([`next_slot`]).
+fn plan(previous: Instant, now: Instant, period: Duration, cadence: Cadence) -> Instant {
+    let next = previous + period;
+    if next > now {
+        return next;
+    }
+    match cadence {
+        Cadence::Fast => now + HINT_GRACE,
+        Cadence::Steady | Cadence::Down => next_slot(previous, now, period),
     }
 }
 
@@ -93,7 +201,9 @@ async fn run(job: Scheduled, tx: UnboundedSender<Report>, cancel: CancellationTo
 /// check fails only when both fail or the timeout expires). Under random packet loss a dropped
 /// SYN or request then costs a hedge, not a failed check, so loss does not add up to `fall`
 /// false failures; a dead target still fails at the same moment, and one that refuses
-/// connections fails at once without any hedge.
+/// connections fails at once without any hedge. When both attempts fail before the timeout, a
+/// real failure wins over a checker error (which says nothing about the target). A failed hedge
+/// does not end the check while the first attempt is still pending: it may yet pass.
 async fn hedged(probe: &dyn Probe, timeout: Duration) -> Result<Verdict, tokio::time::error::Elapsed> {
     let deadline = Instant::now() + timeout;
     let first = probe.check();
@@ -120,8 +230,10 @@ async fn hedged(probe: &dyn Probe, timeout: Duration) -> Result<Verdict, tokio::
                     b = Some(v);
                 }
             }
-            if let (Some(first_failure), Some(_)) = (&a, &b) {
-                return first_failure.clone();
+            if let (Some(first), Some(second)) = (&a, &b) {
+                // A checker error says nothing about the target: the other attempt's failure,
+                // if it is a real one, is the verdict.
+                return if first.checker_error { second.clone() } else { first.clone() };
             }
         }
     };
@@ -235,5 +347,274 @@ mod tests {
         let t0 = Instant::now();
         assert!(hedged(&dead, Duration::from_millis(500)).await.is_err());
         assert_eq!(t0.elapsed(), Duration::from_millis(500), "the hedge does not extend the timeout");
+    }
+
+    /// A scripted probe: each attempt takes the next step (after the script: pass at once).
+    #[derive(Clone, Copy, Debug)]
+    enum Step {
+        Pass(Duration),
+        Fail(Duration),
+        CheckerError(Duration),
+        Hang,
+    }
+
+    struct Script {
+        steps: std::sync::Mutex<std::collections::VecDeque<Step>>,
+        starts: std::sync::Mutex<Vec<Instant>>,
+        in_flight: std::sync::atomic::AtomicUsize,
+        max_in_flight: std::sync::atomic::AtomicUsize,
+        hedge: bool,
+    }
+
+    struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+    impl Drop for InFlight<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl Script {
+        fn new(steps: &[Step], hedge: bool) -> Arc<Script> {
+            Arc::new(Script {
+                steps: std::sync::Mutex::new(steps.iter().copied().collect()),
+                starts: Default::default(),
+                in_flight: Default::default(),
+                max_in_flight: Default::default(),
+                hedge,
+            })
+        }
+        fn starts(&self) -> Vec<Instant> {
+            self.starts.lock().unwrap().clone()
+        }
+        fn max_in_flight(&self) -> usize {
+            self.max_in_flight.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl Probe for Script {
+        fn check(&self) -> crate::probe::CheckFuture<'_> {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.starts.lock().unwrap().push(Instant::now());
+            let step = self.steps.lock().unwrap().pop_front().unwrap_or(Step::Pass(Duration::ZERO));
+            let n = self.in_flight.fetch_add(1, SeqCst) + 1;
+            self.max_in_flight.fetch_max(n, SeqCst);
+            let guard = InFlight(&self.in_flight);
+            Box::pin(async move {
+                let _guard = guard;
+                match step {
+                    Step::Pass(d) => {
+                        tokio::time::sleep(d).await;
+                        Verdict::pass("ok")
+                    }
+                    Step::Fail(d) => {
+                        tokio::time::sleep(d).await;
+                        Verdict::fail(format!("failed after {d:?}"))
+                    }
+                    Step::CheckerError(d) => {
+                        tokio::time::sleep(d).await;
+                        Verdict::checker_error("checker error: EMFILE")
+                    }
+                    Step::Hang => std::future::pending().await,
+                }
+            })
+        }
+        fn describe(&self) -> String {
+            "script".into()
+        }
+        fn hedge(&self) -> bool {
+            self.hedge
+        }
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+    const TIMEOUT: Duration = Duration::from_millis(500);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_connection_fails_at_once_without_a_hedge() {
+        let p = Script::new(&[Step::Fail(Duration::ZERO)], true);
+        let t0 = Instant::now();
+        let v = hedged(p.as_ref(), TIMEOUT).await.expect("no timeout");
+        assert!(!v.ok);
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+        assert_eq!(p.starts().len(), 1, "no second attempt");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_both_attempts_fail_the_check_fails_when_the_second_answer_arrives() {
+        // The first fails slowly (after the hedge started), the hedge fails sooner.
+        let p = Script::new(&[Step::Fail(400 * MS), Step::Fail(50 * MS)], true);
+        let t0 = Instant::now();
+        let v = hedged(p.as_ref(), TIMEOUT).await.expect("both answered before the timeout");
+        assert_eq!(v, Verdict::fail("failed after 400ms"), "the first attempt's failure is the reason");
+        assert_eq!(t0.elapsed(), 400 * MS, "not before both failed, not as late as the timeout");
+        assert_eq!(p.starts(), vec![t0, t0 + 250 * MS]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_hedge_waits_for_the_hung_first_attempt_until_the_timeout() {
+        let hung = Script::new(&[Step::Hang, Step::Fail(10 * MS)], true);
+        let t0 = Instant::now();
+        assert!(hedged(hung.as_ref(), TIMEOUT).await.is_err(), "a timeout, not the hedge's failure");
+        assert_eq!(t0.elapsed(), TIMEOUT);
+        // Waiting is what lets a slow first attempt still pass.
+        let slow = Script::new(&[Step::Pass(400 * MS), Step::Fail(10 * MS)], true);
+        let t0 = Instant::now();
+        assert!(hedged(slow.as_ref(), TIMEOUT).await.expect("passes").ok);
+        assert_eq!(t0.elapsed(), 400 * MS);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_checker_error_of_one_attempt_gives_way_to_the_other_attempts_verdict() {
+        let p = Script::new(&[Step::CheckerError(300 * MS), Step::Fail(100 * MS)], true);
+        let v = hedged(p.as_ref(), TIMEOUT).await.expect("both answered");
+        assert_eq!(v, Verdict::fail("failed after 100ms"), "the real failure counts");
+        let p = Script::new(&[Step::Fail(300 * MS), Step::CheckerError(10 * MS)], true);
+        assert_eq!(hedged(p.as_ref(), TIMEOUT).await.expect("both answered"), Verdict::fail("failed after 300ms"));
+        let p = Script::new(&[Step::CheckerError(300 * MS), Step::CheckerError(10 * MS)], true);
+        assert!(hedged(p.as_ref(), TIMEOUT).await.expect("both answered").checker_error, "only checker errors: a checker error");
+        let p = Script::new(&[Step::CheckerError(300 * MS), Step::Pass(10 * MS)], true);
+        assert!(hedged(p.as_ref(), TIMEOUT).await.expect("passes").ok);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_does_not_hedge_runs_one_attempt() {
+        let p = Script::new(&[Step::Hang], false);
+        assert!(hedged(p.as_ref(), TIMEOUT).await.is_err());
+        assert_eq!(p.starts().len(), 1);
+    }
+
+    /// The real exec probe, with a real process: one run per check, however slow.
+    #[tokio::test]
+    async fn exec_probes_never_hedge() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runs = dir.path().join("runs");
+        let check = crate::config::ExecCheck {
+            command: vec!["/bin/sh".into(), "-c".into(), format!("echo run >> {}; sleep 0.4", runs.display())],
+        };
+        let target = crate::config::TargetConfig {
+            name: "primary".into(),
+            address: "127.0.0.1".parse().unwrap(),
+            check_address: None,
+            check_port: None,
+        };
+        let exec = crate::probe::exec::ExecProbe::new(&check, &target);
+        assert!(!exec.hedge());
+        // 400 ms of a 600 ms timeout: a network probe would have hedged at 300 ms.
+        let v = hedged(&exec, Duration::from_millis(600)).await.expect("finishes in time");
+        assert!(v.ok, "{v:?}");
+        assert_eq!(std::fs::read_to_string(&runs).expect("ran").lines().count(), 1, "the command ran once");
+    }
+
+    /// Runs the adaptive scheduler against `probe` with a stand-in for the core: every result
+    /// goes through a `HealthState` and the cadence it gives is sent back, as the daemon does.
+    /// Returns the start of every check attempt and the health after each result.
+    async fn drive(probe: Arc<Script>, fast: Duration, down: Duration, run_for: Duration) -> (Vec<Instant>, Vec<crate::health::Health>) {
+        use crate::health::{HealthState, Thresholds};
+        let th = Thresholds { fall: 3, rise: 2 };
+        let tracker = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (cadence, current) = watch::channel(Cadence::Steady);
+        let job = Scheduled { id: 1, probe: probe.clone(), interval: Duration::from_secs(1), timeout: TIMEOUT };
+        spawn_adaptive(&tracker, job, Cadences { fast_interval: fast, down_interval: down, current }, tx, cancel.clone(), Arc::new(LagHistogram::new()));
+        let mut health = HealthState::new();
+        let mut seen = Vec::new();
+        let end = tokio::time::sleep(run_for);
+        tokio::pin!(end);
+        loop {
+            tokio::select! {
+                r = rx.recv() => {
+                    let r = r.expect("scheduler alive");
+                    if !r.result.checker_error {
+                        health.observe(r.result.ok, r.result.started_us, th);
+                        let c = health.cadence(th);
+                        cadence.send_if_modified(|old| std::mem::replace(old, c) != c);
+                    }
+                    seen.push(health.health());
+                }
+                _ = &mut end => break,
+            }
+        }
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+        (probe.starts(), seen)
+    }
+
+    fn gaps(starts: &[Instant]) -> Vec<u64> {
+        starts.windows(2).map(|w| (w[1] - w[0]).as_millis() as u64).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_fast_cadence_starts_after_the_first_failure_and_stops_after_rise_passes() {
+        use Step::*;
+        let z = Duration::ZERO;
+        let p = Script::new(&[Pass(z), Pass(z), Fail(z), Pass(z), Pass(z), Pass(z), Pass(z)], true);
+        // 4.5 s of gaps after a random first start within the first interval.
+        let (starts, health) = drive(p, 250 * MS, Duration::from_secs(2), Duration::from_millis(6_000)).await;
+        // pass -> 1 s, pass -> 1 s, FAIL -> fast, 1st pass after it -> still fast (rise is 2),
+        // 2nd pass -> steady again.
+        assert_eq!(gaps(&starts)[..6], [1000, 1000, 250, 250, 1000, 1000]);
+        assert!(health.iter().all(|h| *h == crate::health::Health::Up), "one failure never flips: {health:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_fast_cadence_stops_at_the_flip_and_a_down_target_is_checked_at_down_interval() {
+        use Step::*;
+        let z = Duration::ZERO;
+        let p = Script::new(&[Pass(z), Fail(z), Fail(z), Fail(z), Fail(z), Pass(z), Fail(z), Pass(z), Pass(z), Pass(z)], true);
+        let (starts, health) = drive(p, 250 * MS, Duration::from_secs(2), Duration::from_millis(11_000)).await;
+        use crate::health::Health::{Down, Up};
+        assert_eq!(health[..10], [Up, Up, Up, Down, Down, Down, Down, Down, Up, Up]);
+        // pass -> 1 s; fail, fail -> fast; 3rd fail flips down -> 2 s; fail -> 2 s; a pass while
+        // down -> fast (recovering); a fail breaks it off -> 2 s; pass -> fast; rise -> steady.
+        assert_eq!(gaps(&starts)[..9], [1000, 250, 250, 2000, 2000, 250, 2000, 250, 1000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fast_checks_never_overlap_even_when_each_one_times_out() {
+        use Step::*;
+        // A hung target with a 500 ms timeout and a 250 ms fast interval (and hedging: each
+        // check is two attempts). Down interval 1 s.
+        let p = Script::new(&[Pass(Duration::ZERO), Hang, Hang, Hang, Hang, Hang, Hang, Hang, Hang], true);
+        let (starts, health) = drive(p.clone(), 250 * MS, Duration::from_secs(1), Duration::from_millis(5_000)).await;
+        // Attempts: the pass, then pairs (check at t, hedge at t + 250 ms).
+        let checks: Vec<Instant> = std::iter::once(starts[0]).chain(starts[1..].iter().step_by(2).copied()).collect();
+        for pair in starts[1..].chunks(2).filter(|c| c.len() == 2) {
+            assert_eq!(pair[1] - pair[0], 250 * MS, "the hedge at half the timeout");
+        }
+        // pass -> 1 s; timed out -> the next starts as the previous ends (500 ms, not 250, plus
+        // the moment it leaves the core to answer); 3rd timeout flips down -> 1 s.
+        assert_eq!(gaps(&checks)[..4], [1000, 505, 505, 1000]);
+        assert!(p.max_in_flight() <= 2, "at most a check and its hedge at once: {}", p.max_in_flight());
+        assert_eq!(health[3], crate::health::Health::Down);
+
+        // Without hedging, exactly one attempt at a time.
+        let p = Script::new(&[Pass(Duration::ZERO), Hang, Hang, Hang, Hang], false);
+        let (starts, _) = drive(p.clone(), 250 * MS, Duration::from_secs(1), Duration::from_millis(5_000)).await;
+        assert_eq!(gaps(&starts)[..4], [1000, 505, 505, 1000]);
+        assert_eq!(p.max_in_flight(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn checker_errors_do_not_start_the_fast_cadence() {
+        use Step::*;
+        let z = Duration::ZERO;
+        let p = Script::new(&[Pass(z), CheckerError(z), CheckerError(z), CheckerError(z), CheckerError(z), Pass(z)], true);
+        let (starts, health) = drive(p, 250 * MS, Duration::from_secs(2), Duration::from_millis(7_000)).await;
+        assert_eq!(gaps(&starts)[..5], [1000, 1000, 1000, 1000, 1000]);
+        assert!(health.iter().all(|h| *h == crate::health::Health::Up), "{health:?}");
+    }
+
+    /// The cost of the fast cadence for a target that never fails: none. A simulated day.
+    #[tokio::test(start_paused = true)]
+    async fn a_healthy_target_gets_no_extra_checks_in_a_day() {
+        let p = Script::new(&[], true);
+        let day = Duration::from_secs(86_400);
+        let (starts, _) = drive(p, 250 * MS, Duration::from_secs(1), day).await;
+        let extra = starts.len() as i64 - 86_400;
+        assert!(extra <= 0, "{extra} extra checks");
+        assert!(starts.len() >= 86_399, "{} checks", starts.len());
+        assert!(gaps(&starts).iter().all(|g| *g == 1000));
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! The connection is closed normally (FIN, no `SO_LINGER` tricks) as soon as it is established;
 //! nothing is sent or read. It must not retry, keep connections around or decide health: a
-//! refused or unreachable target is one failed check, reported with the operating system's words.
+//! refused or unreachable target is one failed check, reported with the operating system's words;
+//! a failure on the monitor's side (out of descriptors, no route from the monitor) is a checker
+//! error instead (`checker.rs`).
 //! The timeout is the scheduler's job.
 
 use std::io;
@@ -28,7 +30,10 @@ impl Probe for TcpProbe {
             match tokio::net::TcpStream::connect(self.addr).await {
                 // Dropping the stream closes it.
                 Ok(_stream) => Verdict::pass("connected"),
-                Err(e) => Verdict::fail(io_reason(&e)),
+                Err(e) => match super::checker::monitor_fault(&e, self.addr) {
+                    Some(why) => Verdict::checker_error(why),
+                    None => Verdict::fail(io_reason(&e)),
+                },
             }
         })
     }

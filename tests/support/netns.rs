@@ -322,13 +322,18 @@ rto = "10s"
 }
 
 pub async fn bed(dir: &Path, interval: &str, timeout: &str, hold: &str, ttl: u32) -> Bed {
+    bed_with_config(dir, &config(dir, interval, timeout, hold, ttl)).await
+}
+
+/// [`bed`] with the daemon's config text given (e.g. [`config`] with a key added).
+pub async fn bed_with_config(dir: &Path, text: &str) -> Bed {
     let mut tb = Testbed::new(dir);
     let (primary_pidfile, primary_start) = tb.nginx(Host::Primary, "primary");
     tb.nginx(Host::Backup, "backup");
     let token = dir.join("token");
     std::fs::write(&token, "drill-token\n").unwrap();
     let cfg = dir.join("understudy.toml");
-    std::fs::write(&cfg, config(dir, interval, timeout, hold, ttl)).unwrap();
+    std::fs::write(&cfg, text).unwrap();
     tb.spawn(Host::Monitor, super::understudy_bin(), &["run", "-c", cfg.to_str().unwrap()], &dir.join("daemon.log"));
     let resolver = tb.unbound();
     tb.wait_port(Host::Client, MONITOR, 9190, Duration::from_secs(15)).await;
