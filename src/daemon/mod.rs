@@ -99,6 +99,15 @@ impl Shared {
         if stall > 0 && check_age > stall {
             return Err(format!("stalled: no check result for {} ms", check_age / 1000));
         }
+        // A disk that does not keep up degrades the daemon but does not stop it failing over.
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner()).status();
+        if log.behind > 0 && log.oldest_pending_ms >= core::LOG_WAIT.as_millis() as u64 {
+            let why = log.error.map(|e| format!(": {e}")).unwrap_or_default();
+            return Ok(format!(
+                "degraded: event log behind by {} (oldest waiting {} ms){why}; core loop ran {core_age} ms ago",
+                log.behind, log.oldest_pending_ms
+            ));
+        }
         Ok(format!("ok: core loop ran {core_age} ms ago, last check result {} ms ago", check_age / 1000))
     }
 
@@ -188,12 +197,15 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
     let data_dir = config.daemon.data_dir.clone();
     let lock = lock_data_dir(&data_dir)?;
 
-    let (log, records, report) = EventLog::open(&data_dir)?;
+    let (mut log, records, report) = EventLog::open(&data_dir)?;
     if report.truncated_bytes > 0 {
         tracing::warn!(bytes = report.truncated_bytes, "cut a torn final write off the event log (the daemon died mid-write)");
     }
     if !report.skipped_lines.is_empty() {
         tracing::error!(lines = ?report.skipped_lines, path = %log.path().display(), "skipped damaged lines in the event log");
+    }
+    if !report.unreadable_lines.is_empty() {
+        tracing::warn!(lines = ?report.unreadable_lines, path = %log.path().display(), "skipped event log lines this version cannot read (written by a newer version?); they are kept");
     }
     let listener = tokio::net::TcpListener::bind(config.daemon.api)
         .await
@@ -212,6 +224,12 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
     let (control_tx, control_rx) = mpsc::channel(256);
     let (events, _) = broadcast::channel(4096);
     let notify = crate::notify::start(&config.notify, &data_dir, &records, metrics.clone(), &tracker, cancel.clone())?;
+    // A sequence number the outbox has seen is never given out again, even if the log lost it.
+    log.skip_to(notify.status().cursor + 1);
+    // Notifications are planned from events once they are on disk (the log's writer thread
+    // hands them over in order); the core never waits on that.
+    let feed = notify.clone();
+    log.on_durable(Box::new(move |r| feed.feed(r)));
     let shared = Shared {
         control: control_tx,
         log: Arc::new(std::sync::Mutex::new(log)),

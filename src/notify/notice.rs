@@ -68,6 +68,8 @@ pub enum NoticeEvent {
     ConfigRejected,
     /// The daemon restarted while an incident was open.
     DaemonRestarted,
+    /// The event log's disk did not keep up (resolved when it caught up).
+    EventLogBehind,
     /// `understudy notify test`.
     Test,
 }
@@ -81,6 +83,7 @@ impl NoticeEvent {
         NoticeEvent::AllDown,
         NoticeEvent::ConfigRejected,
         NoticeEvent::DaemonRestarted,
+        NoticeEvent::EventLogBehind,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -92,6 +95,7 @@ impl NoticeEvent {
             NoticeEvent::AllDown => "all_down",
             NoticeEvent::ConfigRejected => "config_rejected",
             NoticeEvent::DaemonRestarted => "daemon_restarted",
+            NoticeEvent::EventLogBehind => "event_log_behind",
             NoticeEvent::Test => "test",
         }
     }
