@@ -279,11 +279,13 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
 fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, DaemonError> {
     use std::os::fd::AsRawFd;
     std::fs::create_dir_all(dir).map_err(|source| DaemonError::Lock { path: dir.to_owned(), source })?;
+    // On a read-only disk an existing lock file still takes the lock (flock needs no write).
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(dir.join("lock"))
+        .or_else(|e| std::fs::File::open(dir.join("lock")).map_err(|_| e))
         .map_err(|source| DaemonError::Lock { path: dir.to_owned(), source })?;
     // SAFETY: flock on a file descriptor we own; no memory is shared.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };

@@ -36,6 +36,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
+
 use super::{Event, Record};
 
 /// Records kept in memory for `since` queries without touching the disk.
@@ -218,24 +220,33 @@ impl EventLog {
             },
         };
         let mut records = Vec::new();
+        let mut newer = Vec::new();
         let (report, good_end, size) = match &file {
             Some(f) => {
                 let mut f = f;
-                crate::crclog::scan(&mut f, |r: Record| {
-                    records.push(r);
+                crate::crclog::scan(&mut f, |l: LogLine| {
+                    match l {
+                        LogLine::Record(r) => records.push(r),
+                        LogLine::Newer { seq } => newer.push(seq),
+                    }
                     true
                 })
                 .map_err(open_err)?
             }
             None => (OpenReport::default(), 0, 0),
         };
+        if !newer.is_empty() {
+            tracing::warn!(seqs = ?newer, path = %path.display(), "skipped events this version cannot read (written by a newer version?); they are kept and their numbers are not reused");
+        }
+        let newest_unread = newer.iter().copied().max().unwrap_or(0);
         let sync = Arc::new(AtomicBool::new(true));
         let mut sink = FileSink { path: path.clone(), file: if writable { file } else { None }, sync: sync.clone() };
         let mut dirty = size != good_end;
         if dirty && writable && sink.truncate(good_end).is_ok() {
             dirty = false;
         }
-        let log = EventLog::with_sink(path, &records, Box::new(sink), good_end, dirty, sync);
+        let mut log = EventLog::with_sink(path, &records, Box::new(sink), good_end, dirty, sync);
+        log.skip_to(newest_unread + 1);
         Ok((log, records, report))
     }
 
@@ -444,6 +455,31 @@ impl Writer {
     }
 }
 
+/// One line of the log as this build reads it.
+enum LogLine {
+    Record(Record),
+    /// An intact record (sequence number and time in range) whose event this build does not
+    /// know: written by a newer version. Skipped, kept, and its number is not given out again.
+    Newer { seq: u64 },
+}
+
+impl<'de> Deserialize<'de> for LogLine {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        match Record::deserialize(&v) {
+            Ok(r) => Ok(LogLine::Record(r)),
+            Err(e) => {
+                let seq = v.get("seq").and_then(serde_json::Value::as_u64).filter(|&s| s > 0 && s < u64::MAX);
+                let time = v.get("time_us").and_then(serde_json::Value::as_u64).filter(|&t| t < super::YEAR_10000_US);
+                match (seq, time, v.get("event").map(|e| e.is_object())) {
+                    (Some(seq), Some(_), Some(true)) => Ok(LogLine::Newer { seq }),
+                    _ => Err(serde::de::Error::custom(e)),
+                }
+            }
+        }
+    }
+}
+
 /// Records with `seq > since` from the log file at `path`, at most `limit`, oldest first.
 /// Reads with the same rules as start-up (a damaged or unreadable line is stepped over), and
 /// never changes the file.
@@ -451,8 +487,10 @@ pub fn read_since(path: &Path, since: u64, limit: usize) -> Result<Vec<Record>, 
     let err = |source| LogError::Read { path: path.to_owned(), source };
     let mut f = File::open(path).map_err(err)?;
     let mut out = Vec::new();
-    crate::crclog::scan(&mut f, |r: Record| {
-        if r.seq > since {
+    crate::crclog::scan(&mut f, |l: LogLine| {
+        if let LogLine::Record(r) = l
+            && r.seq > since
+        {
             out.push(r);
         }
         out.len() < limit

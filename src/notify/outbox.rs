@@ -110,7 +110,9 @@ pub enum Pick {
 
 pub struct Outbox {
     path: PathBuf,
-    file: File,
+    /// Open for appending; `None` while the file cannot be (a read-only or full disk): each
+    /// write tries again.
+    file: Option<File>,
     cursor: Option<u64>,
     next_id: u64,
     pending: BTreeMap<u64, Entry>,
@@ -141,10 +143,11 @@ impl Outbox {
     /// entries are not kept: only events after the cursor are ever planned again.
     fn open_compacting(dir: &Path, compact_over: u64) -> Result<(Outbox, OpenReport), OutboxError> {
         let (mut ob, report, size) = Outbox::read(dir)?;
-        ob.size = size;
         ob.compact_over = compact_over;
-        if size > compact_over {
-            ob.compact()?;
+        if size > compact_over
+            && let Err(e) = ob.compact()
+        {
+            tracing::error!("{e}; the outbox stays as it is");
         }
         Ok((ob, report))
     }
@@ -167,7 +170,7 @@ impl Outbox {
         if let Some(dir) = self.path.parent() {
             File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
         }
-        self.file = OpenOptions::new().append(true).open(&self.path).map_err(|source| OutboxError::Open { path: self.path.clone(), source })?;
+        self.file = Some(OpenOptions::new().append(true).open(&self.path).map_err(|source| OutboxError::Open { path: self.path.clone(), source })?);
         self.keys = self.pending.values().map(|e| (e.channel.clone(), e.notice.key.clone())).collect();
         self.size = text.len() as u64;
         self.dirty = false;
@@ -179,11 +182,26 @@ impl Outbox {
     fn read(dir: &Path) -> Result<(Outbox, OpenReport, u64), OutboxError> {
         let path = dir.join("outbox.log");
         let open_err = |source| OutboxError::Open { path: path.clone(), source };
-        std::fs::create_dir_all(dir).map_err(open_err)?;
-        let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(open_err)?;
+        let _ = std::fs::create_dir_all(dir);
+        // A disk that is read-only or full must not stop the daemon: read what is there, and
+        // let each write try to open the file again.
+        let (read, writable) = match OpenOptions::new().read(true).append(true).create(true).open(&path) {
+            Ok(f) => (Some(f.try_clone().map_err(open_err)?), Some(f)),
+            Err(e) => match File::open(&path) {
+                Ok(f) => {
+                    tracing::error!("{}; reading it as it is", open_err(e));
+                    (Some(f), None)
+                }
+                Err(e2) if e2.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::error!("{}; starting with an empty outbox", open_err(e));
+                    (None, None)
+                }
+                Err(_) => return Err(open_err(e)),
+            },
+        };
         let mut ob = Outbox {
             path: path.clone(),
-            file: file.try_clone().map_err(open_err)?,
+            file: writable,
             cursor: None,
             next_id: 1,
             pending: BTreeMap::new(),
@@ -195,9 +213,25 @@ impl Outbox {
             unwritten: Vec::new(),
         };
         let mut lines = Vec::new();
-        let (report, size) = crate::crclog::recover(&mut file, |l: Line| lines.push(l)).map_err(open_err)?;
+        let (report, good_end, size) = match &read {
+            Some(f) => crate::crclog::scan(&mut &*f, |l: Line| {
+                lines.push(l);
+                true
+            })
+            .map_err(open_err)?,
+            None => (OpenReport::default(), 0, 0),
+        };
         for l in lines {
             ob.apply(l);
+        }
+        // A torn last line is cut now, or before the first write if the file is read-only.
+        ob.size = good_end;
+        ob.dirty = size != good_end;
+        if ob.dirty
+            && let Some(f) = &ob.file
+            && f.set_len(good_end).and_then(|_| f.sync_data()).is_ok()
+        {
+            ob.dirty = false;
         }
         Ok((ob, report, size))
     }
@@ -243,13 +277,17 @@ impl Outbox {
         let text = encode(line);
         let path = self.path.clone();
         let err = |source| OutboxError::Write { path: path.clone(), source };
+        if self.file.is_none() {
+            self.file = Some(OpenOptions::new().append(true).create(true).open(&self.path).map_err(err)?);
+        }
+        let file = self.file.as_mut().expect("opened above");
         if self.dirty {
-            self.file.set_len(self.size).map_err(err)?;
+            file.set_len(self.size).map_err(err)?;
             self.dirty = false;
         }
-        let written = self.file.write_all(text.as_bytes()).and_then(|_| if sync { self.file.sync_data() } else { Ok(()) });
+        let written = file.write_all(text.as_bytes()).and_then(|_| if sync { file.sync_data() } else { Ok(()) });
         if let Err(e) = written {
-            self.dirty = self.file.set_len(self.size).is_err();
+            self.dirty = file.set_len(self.size).is_err();
             return Err(err(e));
         }
         self.size += text.len() as u64;
@@ -502,7 +540,7 @@ mod tests {
         let (mut ob, _) = Outbox::open(dir.path()).unwrap();
         ob.plan(1, vec![("a".to_string(), notice("c1", Phase::Open, 1, true))], 1).1.unwrap();
         // The disk fails the next write after part of the line reached the file.
-        let writable = std::mem::replace(&mut ob.file, File::open(&path).unwrap());
+        let writable = std::mem::replace(&mut ob.file, Some(File::open(&path).unwrap()));
         let (chs, r) = ob.plan(2, vec![("a".to_string(), notice("c2", Phase::Open, 2, true))], 2);
         assert!(r.is_err());
         assert_eq!(chs, vec!["a".to_string()], "still delivered while the daemon runs");

@@ -12,6 +12,7 @@ mod api; // the router through `oneshot`: status codes, auth, error bodies, metr
 mod config_errors; // check-config and run with bad files: file, line, key, expectation; exit 2
 mod crash; // kill -9 and restart: events, overrides, incidents intact; decision reconciled
 mod demo; // README's first command: `understudy demo` end to end
+mod disk; // the data disk stuck (fsfreeze), full or read-only (tmpfs), damaged and forged log lines (root)
 mod drill; // drills from the CLI: force-down measured and restored, baseline refusal, missed targets
 mod failover; // kill the primary: failover within budget; failback only after the hold; hooks
 mod netbed; // namespaces: DNS-mode drill through unbound, 5% / 100% loss, a flapping primary (root)
