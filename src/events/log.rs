@@ -460,7 +460,9 @@ enum LogLine {
     Record(Record),
     /// An intact record (sequence number and time in range) whose event this build does not
     /// know: written by a newer version. Skipped, kept, and its number is not given out again.
-    Newer { seq: u64 },
+    Newer {
+        seq: u64,
+    },
 }
 
 impl<'de> Deserialize<'de> for LogLine {

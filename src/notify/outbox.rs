@@ -540,7 +540,7 @@ mod tests {
         let (mut ob, _) = Outbox::open(dir.path()).unwrap();
         ob.plan(1, vec![("a".to_string(), notice("c1", Phase::Open, 1, true))], 1).1.unwrap();
         // The disk fails the next write after part of the line reached the file.
-        let writable = std::mem::replace(&mut ob.file, Some(File::open(&path).unwrap()));
+        let writable = ob.file.replace(File::open(&path).unwrap());
         let (chs, r) = ob.plan(2, vec![("a".to_string(), notice("c2", Phase::Open, 2, true))], 2);
         assert!(r.is_err());
         assert_eq!(chs, vec!["a".to_string()], "still delivered while the daemon runs");

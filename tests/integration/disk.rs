@@ -115,10 +115,7 @@ async fn a_stuck_disk_does_not_hold_up_a_failover_and_the_events_land_in_order_l
     let frozen = Frozen::new(&mount.dir);
     let killed_at = Instant::now();
     primary.kill();
-    wait_for(Duration::from_secs(10), "the failover hook to run while the disk is stuck", || async {
-        hook_ran_for(dir.path(), "backup").map(|_| ())
-    })
-    .await;
+    wait_for(Duration::from_secs(10), "the failover hook to run while the disk is stuck", || async { hook_ran_for(dir.path(), "backup").map(|_| ()) }).await;
     let failover_took = killed_at.elapsed();
     d.wait_active("www", "backup", Duration::from_secs(2)).await;
 
@@ -204,10 +201,8 @@ async fn a_full_disk_does_not_stop_a_failover_or_a_restart() {
     assert!(error.contains("No space left"), "{error}");
     let (code, health) = text(format!("{}/healthz", d.api)).await;
     assert_eq!(code, 200);
-    wait_for(Duration::from_secs(3), "/healthz to say degraded", || async {
-        text(format!("{}/healthz", d.api)).await.1.starts_with("degraded").then_some(())
-    })
-    .await;
+    wait_for(Duration::from_secs(3), "/healthz to say degraded", || async { text(format!("{}/healthz", d.api)).await.1.starts_with("degraded").then_some(()) })
+        .await;
     let _ = health;
 
     // A restart on the full disk starts from what it can read, and still decides.
