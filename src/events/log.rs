@@ -412,18 +412,17 @@ impl Writer {
                     self.shared.done.notify_all();
                 }
                 Err(e) => {
-                    let closed = {
+                    {
                         let mut st = lock(&self.shared.state);
                         st.write_errors += 1;
                         if st.error.is_none() {
                             tracing::error!("cannot write the event log ({count} events waiting, retrying): {e}");
                         }
                         st.error = Some(e.to_string());
-                        st.closed
-                    };
+                    }
                     self.shared.done.notify_all();
-                    // Keep trying even when closed: the process exit ends this thread.
-                    let _ = closed;
+                    // Keep trying, even after the log is dropped: nothing queued is given up
+                    // while the process lives.
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
