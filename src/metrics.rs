@@ -99,6 +99,7 @@ pub struct Metrics {
     pub decisions: Family<ReasonLabels, Counter>,
     pub actuations: Family<ActuatorLabels, Counter>,
     pub event_log_errors: Counter,
+    pub event_log_behind: Gauge,
     pub open_incidents: Family<ServiceLabels, Gauge>,
     pub notifications: Family<ChannelResultLabels, Counter>,
     pub notifications_pending: Family<ChannelLabels, Gauge>,
@@ -128,6 +129,7 @@ impl Metrics {
             decisions: Family::default(),
             actuations: Family::default(),
             event_log_errors: Counter::default(),
+            event_log_behind: Gauge::default(),
             open_incidents: Family::default(),
             notifications: Family::default(),
             notifications_pending: Family::default(),
@@ -151,7 +153,8 @@ impl Metrics {
         registry.register("understudy_failovers", "Failovers (traffic moved because a target failed)", m.failovers.clone());
         registry.register("understudy_decisions", "Decisions, by reason", m.decisions.clone());
         registry.register("understudy_actuations", "Actuator steps, by result", m.actuations.clone());
-        registry.register("understudy_event_log_errors", "Events that could not be written to the durable log", m.event_log_errors.clone());
+        registry.register("understudy_event_log_errors", "Failed attempts to write the durable event log (each is retried)", m.event_log_errors.clone());
+        registry.register("understudy_event_log_behind", "Events recorded but not yet on disk (the disk is slow, stuck or failing)", m.event_log_behind.clone());
         registry.register("understudy_open_incidents", "Open incidents", m.open_incidents.clone());
         registry.register("understudy_notifications", "Notification delivery attempts and outcomes, by channel", m.notifications.clone());
         registry.register("understudy_notifications_pending", "Notifications waiting in the outbox, by channel", m.notifications_pending.clone());

@@ -77,6 +77,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/api/v1/services/{name}/targets/{target}/force-down", post(force_down))
         .route("/api/v1/services/{name}/targets/{target}/unforce", post(unforce))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/event-log", get(event_log))
         .route("/api/v1/drills", get(drills).post(drill_start))
         .route("/api/v1/drills/{id}", get(drill))
         .route("/api/v1/drills/{id}/finish", post(drill_finish))
@@ -265,7 +266,7 @@ async fn events(State(shared): State<Shared>, q: Result<Query<EventsQuery>, axum
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     // Scan the file (for an old `since`) without holding the lock the core appends under.
     let (in_memory, next_seq, path) = {
-        let log = shared.log.lock().map_err(|_| ApiError::Internal("event log lock poisoned".into()))?;
+        let mut log = shared.log.lock().map_err(|_| ApiError::Internal("event log lock poisoned".into()))?;
         (log.since_in_memory(q.since, limit), log.next_seq(), log.path().to_owned())
     };
     let records = match in_memory {
@@ -275,6 +276,19 @@ async fn events(State(shared): State<Shared>, q: Result<Query<EventsQuery>, axum
     let next = records.last().map(|r| r.seq).unwrap_or_else(|| q.since.min(next_seq.saturating_sub(1)));
     let events = records.iter().filter(|r| q.service.as_deref().is_none_or(|s| r.event.service() == Some(s))).map(wire::EventRecord::from).collect();
     Ok(Json(wire::Events { events, next }))
+}
+
+/// Whether the event log's disk keeps up.
+async fn event_log(State(shared): State<Shared>) -> ApiResult<Json<wire::EventLogStatus>> {
+    let st = shared.log.lock().map_err(|_| ApiError::Internal("event log lock poisoned".into()))?.status();
+    Ok(Json(wire::EventLogStatus {
+        last_seq: st.last_seq,
+        durable_seq: st.durable_seq,
+        behind: st.behind,
+        oldest_pending_ms: st.oldest_pending_ms,
+        error: st.error,
+        write_errors: st.write_errors,
+    }))
 }
 
 async fn incidents(State(shared): State<Shared>) -> ApiResult<Json<Vec<wire::Incident>>> {

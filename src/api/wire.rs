@@ -252,6 +252,23 @@ pub struct ErrorBody {
     pub error: String,
 }
 
+/// `GET /api/v1/event-log`: whether the disk keeps up with the events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventLogStatus {
+    /// Highest sequence number given out.
+    pub last_seq: u64,
+    /// Highest sequence number on disk.
+    pub durable_seq: u64,
+    /// Events waiting for the disk (the daemon goes on failing over meanwhile).
+    pub behind: u64,
+    /// How long the oldest of them has waited.
+    pub oldest_pending_ms: u64,
+    /// The last write error, while writes fail.
+    pub error: Option<String>,
+    /// Failed write attempts since start (each is retried).
+    pub write_errors: u64,
+}
+
 /// `GET /api/v1/notify`: each notification channel's delivery state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NotifyStatus {

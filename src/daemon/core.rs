@@ -74,6 +74,19 @@ pub struct Core {
     dns: Option<crate::dns::Dns>,
     /// Running drills, their faults and leases, and finished drills.
     drills: Ledger,
+    /// Whether the event log is behind the disk, and what the metrics last saw of it.
+    log_watch: LogWatch,
+}
+
+/// How long [`Core::record`] waits for the disk before it goes on without it.
+pub const LOG_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+#[derive(Default)]
+struct LogWatch {
+    /// Since when the log is behind (a `log_behind` event was recorded).
+    behind_since: Option<Instant>,
+    /// Write errors already counted in the metrics.
+    errors_counted: u64,
 }
 
 /// How long a restarted daemon waits for a running drill's client to renew its lease.
@@ -117,6 +130,7 @@ impl Core {
             recent_checks: HashMap::new(),
             dns,
             drills: Ledger::default(),
+            log_watch: LogWatch::default(),
         };
         for r in history {
             core.drills.apply(r);
@@ -300,6 +314,7 @@ impl Core {
                 _ = heartbeat.tick() => {
                     self.expire_forces();
                     self.expire_drill_leases();
+                    self.watch_log();
                 }
             }
         }
@@ -321,26 +336,33 @@ impl Core {
             }
         }
         self.record(Event::DaemonStopped { reason: "shutdown requested".into() });
+        let (durability, last) = {
+            let log = self.shared.log.lock().unwrap_or_else(|e| e.into_inner());
+            (log.durability(), log.next_seq() - 1)
+        };
+        if !durability.wait(last, std::time::Duration::from_secs(5)) {
+            let st = durability.status();
+            tracing::error!(behind = st.behind, "stopping with events the disk has not taken: they are lost");
+        }
     }
 
-    /// Append to the durable log, then fold into incidents, then announce.
+    /// Append to the durable log, then fold into incidents, then announce. The log's writer
+    /// thread does the I/O; this waits for it at most [`LOG_WAIT`] (counted from the oldest
+    /// event still waiting), then goes on without it: failing over matters more than the log.
+    /// The writer hands the record to the notification dispatcher once it is on disk.
     fn record(&mut self, event: Event) -> Record {
         let time_us = now_us();
-        let appended = self.shared.log.lock().expect("event log lock poisoned").append(event.clone(), time_us);
-        let record = match appended {
-            Ok(r) => r,
-            Err(e) => {
-                // Failing over matters more than the log: keep going, loudly.
-                self.shared.metrics.event_log_errors.inc();
-                tracing::error!("{e}; event not persisted: {}", event.summary());
-                Record { seq: 0, time_us, event }
-            }
+        let (record, durability) = {
+            let mut log = self.shared.log.lock().unwrap_or_else(|e| e.into_inner());
+            (log.append(event, time_us), log.durability())
         };
+        if !durability.wait(record.seq, LOG_WAIT) {
+            self.log_fell_behind();
+        }
         tracing::info!(seq = record.seq, kind = record.event.kind(), "{}", record.event.summary());
         let follow = self.incidents.react(&record);
         self.incidents.apply(&record);
         let _ = self.shared.events.send(record.clone());
-        self.shared.notify.feed(&record);
         for e in follow {
             self.record(e);
         }
@@ -439,6 +461,35 @@ impl Core {
         let t = now();
         self.services[si].engine.set_health(ti, flip.to, t);
         self.evaluate(si, t);
+    }
+
+    /// The disk did not take an event within the bound: say so once (status, metric, event).
+    fn log_fell_behind(&mut self) {
+        if self.log_watch.behind_since.is_some() {
+            return;
+        }
+        self.log_watch.behind_since = Some(now());
+        let st = self.shared.log.lock().unwrap_or_else(|e| e.into_inner()).status();
+        self.shared.metrics.event_log_behind.set(st.behind as i64);
+        tracing::error!(behind = st.behind, "the event log's disk did not answer within {LOG_WAIT:?}; going on without waiting");
+        self.record(Event::LogBehind { behind: st.behind, error: st.error });
+    }
+
+    /// Once a second: publish how far the log is behind, count write errors, and record when
+    /// it has caught up.
+    fn watch_log(&mut self) {
+        let st = self.shared.log.lock().unwrap_or_else(|e| e.into_inner()).status();
+        let m = &self.shared.metrics;
+        m.event_log_behind.set(st.behind as i64);
+        m.event_log_errors.inc_by(st.write_errors.saturating_sub(self.log_watch.errors_counted));
+        self.log_watch.errors_counted = st.write_errors;
+        if st.behind > 0 && st.oldest_pending_ms >= LOG_WAIT.as_millis() as u64 {
+            self.log_fell_behind();
+        } else if st.behind == 0
+            && let Some(since) = self.log_watch.behind_since.take()
+        {
+            self.record(Event::LogCaughtUp { behind_ms: since.elapsed().as_millis() as u64 });
+        }
     }
 
     /// Lift force-downs whose time is up (a drill that died cannot leave one behind).

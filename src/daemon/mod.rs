@@ -108,6 +108,15 @@ impl Shared {
         if stall > 0 && check_age > stall {
             return Err(format!("stalled: no check result for {} ms", check_age / 1000));
         }
+        // A disk that does not keep up degrades the daemon but does not stop it failing over.
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner()).status();
+        if log.behind > 0 && log.oldest_pending_ms >= core::LOG_WAIT.as_millis() as u64 {
+            let why = log.error.map(|e| format!(": {e}")).unwrap_or_default();
+            return Ok(format!(
+                "degraded: event log behind by {} (oldest waiting {} ms){why}; core loop ran {core_age} ms ago",
+                log.behind, log.oldest_pending_ms
+            ));
+        }
         Ok(format!("ok: core loop ran {core_age} ms ago, last check result {} ms ago", check_age / 1000))
     }
 
@@ -234,7 +243,7 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
     let data_dir = config.daemon.data_dir.clone();
     let lock = lock_data_dir(&data_dir)?;
 
-    let (log, records, report) = EventLog::open(&data_dir)?;
+    let (mut log, records, report) = EventLog::open(&data_dir)?;
     if report.truncated_bytes > 0 {
         tracing::warn!(bytes = report.truncated_bytes, "cut a torn final write off the event log (the daemon died mid-write)");
     }
@@ -255,6 +264,9 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
         Some(t) => Some(crate::api::tls::server_config(t).map_err(DaemonError::ApiTls)?),
         None => None,
     };
+    if !report.unreadable_lines.is_empty() {
+        tracing::warn!(lines = ?report.unreadable_lines, path = %log.path().display(), "skipped event log lines this version cannot read (written by a newer version?); they are kept");
+    }
     let listener = tokio::net::TcpListener::bind(config.daemon.api)
         .await
         .map_err(|source| DaemonError::BindApi { addr: config.daemon.api, source })?;
@@ -273,6 +285,12 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
     let (control_tx, control_rx) = mpsc::channel(256);
     let (events, _) = broadcast::channel(4096);
     let notify = crate::notify::start(&config.notify, &data_dir, &records, metrics.clone(), &tracker, cancel.clone())?;
+    // A sequence number the outbox has seen is never given out again, even if the log lost it.
+    log.skip_to(notify.status().cursor + 1);
+    // Notifications are planned from events once they are on disk (the log's writer thread
+    // hands them over in order); the core never waits on that.
+    let feed = notify.clone();
+    log.on_durable(Box::new(move |r| feed.feed(r)));
     let shared = Shared {
         control: control_tx,
         log: Arc::new(std::sync::Mutex::new(log)),
@@ -352,11 +370,13 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
 fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, DaemonError> {
     use std::os::fd::AsRawFd;
     std::fs::create_dir_all(dir).map_err(|source| DaemonError::Lock { path: dir.to_owned(), source })?;
+    // On a read-only disk an existing lock file still takes the lock (flock needs no write).
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(dir.join("lock"))
+        .or_else(|e| std::fs::File::open(dir.join("lock")).map_err(|_| e))
         .map_err(|source| DaemonError::Lock { path: dir.to_owned(), source })?;
     // SAFETY: flock on a file descriptor we own; no memory is shared.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };

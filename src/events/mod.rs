@@ -170,6 +170,20 @@ pub enum Event {
         service: String,
         by: String,
     },
+    /// The disk did not take the event log's writes within the bound: the daemon went on
+    /// without waiting (events are kept in memory and written, in order, when it does).
+    LogBehind {
+        /// Events waiting for the disk when this was noticed.
+        behind: u64,
+        /// The write error, when the disk answered with one rather than hanging.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// Every event waiting for the disk is written.
+    LogCaughtUp {
+        /// How long the log was behind.
+        behind_ms: u64,
+    },
 }
 
 /// One check result, as kept with a health flip for the incident report.
@@ -230,6 +244,8 @@ impl Event {
             Event::CheckerError { .. } => "checker_error",
             Event::IncidentOpened { .. } => "incident_opened",
             Event::IncidentClosed { .. } => "incident_closed",
+            Event::LogBehind { .. } => "log_behind",
+            Event::LogCaughtUp { .. } => "log_caught_up",
         }
     }
 
@@ -331,6 +347,11 @@ impl Event {
                 to.as_deref().unwrap_or("(none)")
             ),
             Event::IncidentClosed { id, service, by } => format!("incident #{id} closed ({service}, by {by})"),
+            Event::LogBehind { behind, error } => {
+                let why = error.as_deref().map(|e| format!(": {e}")).unwrap_or_else(|| ": the disk is not answering".into());
+                format!("event log behind by {behind}{why}; failover goes on, events are written when the disk takes them")
+            }
+            Event::LogCaughtUp { behind_ms } => format!("event log caught up after {:.1} s", *behind_ms as f64 / 1000.0),
         }
     }
 }
@@ -338,15 +359,59 @@ impl Event {
 /// An event as stored: with its sequence number and wall time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
-    /// 1, 2, 3... without gaps, for the whole life of the data directory.
+    /// 1, 2, 3... without gaps, for the whole life of the data directory. Never `u64::MAX`
+    /// (a line claiming it is rejected when read, like a damaged one).
+    #[serde(deserialize_with = "below_max")]
     pub seq: u64,
-    /// Wall time, microseconds since the Unix epoch.
+    /// Wall time, microseconds since the Unix epoch; before year 10000 (a line with a later
+    /// time is rejected when read).
+    #[serde(deserialize_with = "before_year_10000")]
     pub time_us: u64,
     pub event: Event,
 }
 
-/// RFC 3339 with microseconds, for people and the API.
+/// 10000-01-01T00:00:00Z in microseconds since the Unix epoch.
+pub const YEAR_10000_US: u64 = 253_402_300_800_000_000;
+
+/// A number that can still be counted up from (sequence numbers, outbox ids).
+pub fn below_max<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = u64::deserialize(d)?;
+    if v == u64::MAX {
+        return Err(serde::de::Error::custom("out of range"));
+    }
+    Ok(v)
+}
+
+fn before_year_10000<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = u64::deserialize(d)?;
+    if v >= YEAR_10000_US {
+        return Err(serde::de::Error::custom("time after year 9999"));
+    }
+    Ok(v)
+}
+
+/// RFC 3339 with microseconds, for people and the API. Times from year 10000 on (which no
+/// record can hold) are shown as the largest one that can be written, never a panic.
 pub fn format_time_us(us: u64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(us);
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(us.min(YEAR_10000_US - 1));
     humantime::format_rfc3339_micros(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(seq: u64, time_us: u64) -> String {
+        crate::crclog::encode(&Record { seq, time_us, event: Event::DaemonStopped { reason: "x".into() } })
+    }
+
+    #[test]
+    fn times_from_year_10000_and_the_largest_seq_are_rejected_and_never_panic_formatting() {
+        assert_eq!(format_time_us(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(format_time_us(u64::MAX), "9999-12-31T23:59:59.999999Z");
+        assert!(crate::crclog::decode::<Record>(&line(1, YEAR_10000_US - 1)).is_some());
+        assert!(crate::crclog::decode::<Record>(&line(1, YEAR_10000_US)).is_none());
+        assert!(crate::crclog::decode::<Record>(&line(u64::MAX, 1)).is_none());
+        assert!(crate::crclog::decode::<Record>(&line(u64::MAX - 1, 1)).is_some());
+    }
 }

@@ -113,7 +113,9 @@ pub fn start(
         Some(c) => c,
         None => {
             // A new outbox begins at the end of the history it finds.
-            outbox.plan(last, Vec::new(), now_us()).1?;
+            if let Err(e) = outbox.plan(last, Vec::new(), now_us()).1 {
+                tracing::error!("{e}");
+            }
             last
         }
     };
@@ -127,7 +129,10 @@ pub fn start(
     }
     let replanned = items.len();
     let (_, written) = outbox.plan(last.max(cursor), items, now_us());
-    written?;
+    if let Err(e) = written {
+        // A full or read-only disk must not stop the daemon: the entries are queued in memory.
+        tracing::error!("{e}; notifications will be sent but may be lost if the daemon dies before they are");
+    }
     if last > cursor {
         tracing::info!(from = cursor + 1, to = last, notices = replanned, "planned notifications for events recorded before the last stop");
     }

@@ -71,6 +71,8 @@ pub enum NoticeEvent {
     /// Checks of a target cannot be made because of the monitor itself (out of file
     /// descriptors, no route from the monitor); resolved when they work again.
     CheckerError,
+    /// The event log's disk did not keep up (resolved when it caught up).
+    EventLogBehind,
     /// `understudy notify test`.
     Test,
 }
@@ -85,6 +87,7 @@ impl NoticeEvent {
         NoticeEvent::ConfigRejected,
         NoticeEvent::DaemonRestarted,
         NoticeEvent::CheckerError,
+        NoticeEvent::EventLogBehind,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -97,6 +100,7 @@ impl NoticeEvent {
             NoticeEvent::ConfigRejected => "config_rejected",
             NoticeEvent::DaemonRestarted => "daemon_restarted",
             NoticeEvent::CheckerError => "checker_error",
+            NoticeEvent::EventLogBehind => "event_log_behind",
             NoticeEvent::Test => "test",
         }
     }

@@ -43,7 +43,8 @@ pub enum OutboxError {
 /// One notice for one channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
-    /// Local to this outbox, grows by one.
+    /// Local to this outbox, grows by one. Never `u64::MAX` (such a line is rejected when read).
+    #[serde(deserialize_with = "crate::events::below_max")]
     pub id: u64,
     pub channel: String,
     /// When it was planned (wall microseconds); the group window counts from here.
@@ -68,12 +69,16 @@ enum Line {
         cursor: u64,
         entries: Vec<Entry>,
         /// Written by compaction, so ids are never reused.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "next_id_below_max")]
         next_id: Option<u64>,
     },
     Done { ids: Vec<u64>, outcome: Outcome, at_us: u64, #[serde(default)] detail: String },
     /// Written by compaction: a channel's totals so far.
     Totals { channel: String, totals: Totals },
+}
+
+fn next_id_below_max<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    crate::events::below_max(d).map(Some)
 }
 
 /// The file is rewritten at open once it is larger than this.
@@ -105,15 +110,22 @@ pub enum Pick {
 
 pub struct Outbox {
     path: PathBuf,
-    file: File,
+    /// Open for appending; `None` while the file cannot be (a read-only or full disk): each
+    /// write tries again.
+    file: Option<File>,
     cursor: Option<u64>,
     next_id: u64,
     pending: BTreeMap<u64, Entry>,
     keys: HashSet<(String, String)>,
     totals: BTreeMap<String, Totals>,
-    /// Current file size, and the size above which the file is compacted.
+    /// File size after the last line written whole, and the size above which the file is
+    /// compacted.
     size: u64,
     compact_over: u64,
+    /// A failed write may have left part of a line after `size`: cut before writing again.
+    dirty: bool,
+    /// Entries whose plan line could not be written: planned again with the next line.
+    unwritten: Vec<u64>,
 }
 
 fn encode(line: &Line) -> String {
@@ -131,10 +143,11 @@ impl Outbox {
     /// entries are not kept: only events after the cursor are ever planned again.
     fn open_compacting(dir: &Path, compact_over: u64) -> Result<(Outbox, OpenReport), OutboxError> {
         let (mut ob, report, size) = Outbox::read(dir)?;
-        ob.size = size;
         ob.compact_over = compact_over;
-        if size > compact_over {
-            ob.compact()?;
+        if size > compact_over
+            && let Err(e) = ob.compact()
+        {
+            tracing::error!("{e}; the outbox stays as it is");
         }
         Ok((ob, report))
     }
@@ -157,9 +170,11 @@ impl Outbox {
         if let Some(dir) = self.path.parent() {
             File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
         }
-        self.file = OpenOptions::new().append(true).open(&self.path).map_err(|source| OutboxError::Open { path: self.path.clone(), source })?;
+        self.file = Some(OpenOptions::new().append(true).open(&self.path).map_err(|source| OutboxError::Open { path: self.path.clone(), source })?);
         self.keys = self.pending.values().map(|e| (e.channel.clone(), e.notice.key.clone())).collect();
         self.size = text.len() as u64;
+        self.dirty = false;
+        self.unwritten.clear();
         tracing::info!(path = %self.path.display(), pending = self.pending.len(), "compacted the notification outbox");
         Ok(())
     }
@@ -167,11 +182,26 @@ impl Outbox {
     fn read(dir: &Path) -> Result<(Outbox, OpenReport, u64), OutboxError> {
         let path = dir.join("outbox.log");
         let open_err = |source| OutboxError::Open { path: path.clone(), source };
-        std::fs::create_dir_all(dir).map_err(open_err)?;
-        let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(open_err)?;
+        let _ = std::fs::create_dir_all(dir);
+        // A disk that is read-only or full must not stop the daemon: read what is there, and
+        // let each write try to open the file again.
+        let (read, writable) = match OpenOptions::new().read(true).append(true).create(true).open(&path) {
+            Ok(f) => (Some(f.try_clone().map_err(open_err)?), Some(f)),
+            Err(e) => match File::open(&path) {
+                Ok(f) => {
+                    tracing::error!("{}; reading it as it is", open_err(e));
+                    (Some(f), None)
+                }
+                Err(e2) if e2.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::error!("{}; starting with an empty outbox", open_err(e));
+                    (None, None)
+                }
+                Err(_) => return Err(open_err(e)),
+            },
+        };
         let mut ob = Outbox {
             path: path.clone(),
-            file: file.try_clone().map_err(open_err)?,
+            file: writable,
             cursor: None,
             next_id: 1,
             pending: BTreeMap::new(),
@@ -179,11 +209,29 @@ impl Outbox {
             totals: BTreeMap::new(),
             size: 0,
             compact_over: COMPACT_OVER_BYTES,
+            dirty: false,
+            unwritten: Vec::new(),
         };
         let mut lines = Vec::new();
-        let (report, size) = crate::crclog::recover(&mut file, |l: Line| lines.push(l)).map_err(open_err)?;
+        let (report, good_end, size) = match &read {
+            Some(f) => crate::crclog::scan(&mut &*f, |l: Line| {
+                lines.push(l);
+                true
+            })
+            .map_err(open_err)?,
+            None => (OpenReport::default(), 0, 0),
+        };
         for l in lines {
             ob.apply(l);
+        }
+        // A torn last line is cut now, or before the first write if the file is read-only.
+        ob.size = good_end;
+        ob.dirty = size != good_end;
+        if ob.dirty
+            && let Some(f) = &ob.file
+            && f.set_len(good_end).and_then(|_| f.sync_data()).is_ok()
+        {
+            ob.dirty = false;
         }
         Ok((ob, report, size))
     }
@@ -223,12 +271,24 @@ impl Outbox {
         }
     }
 
+    /// Append one line. A failed or short write (or fsync) is cut back to the last whole line,
+    /// now or before the next write, so the next line is never glued onto a torn one.
     fn write(&mut self, line: &Line, sync: bool) -> Result<(), OutboxError> {
         let text = encode(line);
-        let err = |source| OutboxError::Write { path: self.path.clone(), source };
-        self.file.write_all(text.as_bytes()).map_err(err)?;
-        if sync {
-            self.file.sync_data().map_err(err)?;
+        let path = self.path.clone();
+        let err = |source| OutboxError::Write { path: path.clone(), source };
+        if self.file.is_none() {
+            self.file = Some(OpenOptions::new().append(true).create(true).open(&self.path).map_err(err)?);
+        }
+        let file = self.file.as_mut().expect("opened above");
+        if self.dirty {
+            file.set_len(self.size).map_err(err)?;
+            self.dirty = false;
+        }
+        let written = file.write_all(text.as_bytes()).and_then(|_| if sync { file.sync_data() } else { Ok(()) });
+        if let Err(e) = written {
+            self.dirty = file.set_len(self.size).is_err();
+            return Err(err(e));
         }
         self.size += text.len() as u64;
         Ok(())
@@ -257,16 +317,23 @@ impl Outbox {
             self.next_id += 1;
             entries.push(Entry { id, channel, created_us: now_us, notice });
         }
-        if entries.is_empty() && self.cursor.is_some_and(|c| c >= cursor) {
+        if entries.is_empty() && self.unwritten.is_empty() && self.cursor.is_some_and(|c| c >= cursor) {
             return (Vec::new(), Ok(()));
         }
-        let line = Line::Plan { cursor, entries, next_id: None };
+        // Entries whose line failed before (and are still pending) go into this line again.
+        let mut line_entries: Vec<Entry> = self.unwritten.iter().filter_map(|id| self.pending.get(id)).cloned().collect();
+        line_entries.extend(entries.iter().cloned());
+        let cursor = self.cursor.map_or(cursor, |c| c.max(cursor));
         // A cursor-only line need not be synced: losing it only re-plans events that planned
         // nothing.
-        let sync = matches!(&line, Line::Plan { entries, .. } if !entries.is_empty());
+        let sync = !line_entries.is_empty();
+        let line = Line::Plan { cursor, entries: line_entries, next_id: None };
         let result = self.write(&line, sync);
-        let Line::Plan { entries, .. } = line else { unreachable!() };
-        self.cursor = Some(self.cursor.map_or(cursor, |c| c.max(cursor)));
+        match &result {
+            Ok(()) => self.unwritten.clear(),
+            Err(_) => self.unwritten.extend(entries.iter().map(|e| e.id)),
+        }
+        self.cursor = Some(cursor);
         let mut channels: Vec<String> = entries.iter().map(|e| e.channel.clone()).collect();
         channels.sort();
         channels.dedup();
@@ -464,6 +531,43 @@ mod tests {
             assert_eq!(ob.cursor(), Some(1), "the cursor and the entries of a torn line are lost together");
             assert_eq!(ob.pending("a").count(), 1);
         }
+    }
+
+    #[test]
+    fn a_failed_plan_line_is_cut_back_and_planned_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.log");
+        let (mut ob, _) = Outbox::open(dir.path()).unwrap();
+        ob.plan(1, vec![("a".to_string(), notice("c1", Phase::Open, 1, true))], 1).1.unwrap();
+        // The disk fails the next write after part of the line reached the file.
+        let writable = ob.file.replace(File::open(&path).unwrap());
+        let (chs, r) = ob.plan(2, vec![("a".to_string(), notice("c2", Phase::Open, 2, true))], 2);
+        assert!(r.is_err());
+        assert_eq!(chs, vec!["a".to_string()], "still delivered while the daemon runs");
+        OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"op\":\"plan\",\"cur").unwrap();
+        ob.file = writable;
+        // The next line carries the entry again, and starts on a line of its own.
+        ob.plan(3, vec![("a".to_string(), notice("c3", Phase::Open, 3, true))], 3).1.unwrap();
+        drop(ob);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("\"cur{"), "no line glued onto a torn one:\n{text}");
+        let (ob, report) = Outbox::open(dir.path()).unwrap();
+        assert_eq!((report.truncated_bytes, report.skipped_lines.len()), (0, 0), "{report:?}");
+        assert_eq!(ob.pending("a").map(|e| e.id).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(ob.cursor(), Some(3));
+    }
+
+    #[test]
+    fn an_id_of_u64_max_is_rejected_like_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Entry { id: u64::MAX, channel: "a".into(), created_us: 1, notice: notice("c1", Phase::Open, 1, true) };
+        let forged = encode(&Line::Plan { cursor: 1, entries: vec![e], next_id: None });
+        std::fs::write(dir.path().join("outbox.log"), forged).unwrap();
+        let (mut ob, report) = Outbox::open(dir.path()).unwrap();
+        assert_eq!(report.unreadable_lines, vec![1]);
+        let (_, r) = ob.plan(2, vec![("a".to_string(), notice("c2", Phase::Open, 2, true))], 2);
+        r.unwrap();
+        assert_eq!(ob.pending("a").map(|e| e.id).collect::<Vec<_>>(), vec![1]);
     }
 
     #[test]

@@ -303,6 +303,31 @@ impl Planner {
                     incident: None,
                 });
             }
+            Event::LogBehind { behind, error } => {
+                let cond = "understudy-event-log-behind".to_string();
+                if !self.open.contains_key(&cond) {
+                    drafts.push(Draft {
+                        condition: cond,
+                        alertname: "UnderstudyEventLogBehind",
+                        event: NoticeEvent::EventLogBehind,
+                        phase: Phase::Open,
+                        severity: Severity::Warning,
+                        escalated_from: None,
+                        urgent: true,
+                        service: None,
+                        target: None,
+                        summary: format!("event log behind by {behind}"),
+                        details: vec![r.event.summary()].into_iter().chain(error.clone()).collect(),
+                        incident: None,
+                    });
+                }
+            }
+            Event::LogCaughtUp { .. } => {
+                let cond = "understudy-event-log-behind";
+                if self.open.contains_key(cond) {
+                    drafts.push(self.close_condition(cond, r.event.summary()));
+                }
+            }
             Event::ConfigReloaded { .. } | Event::DaemonStarted { .. } => {
                 let cond = "understudy-config-rejected";
                 if self.open.contains_key(cond) {
@@ -358,6 +383,7 @@ impl Planner {
                 "UnderstudyAllDown" => "UnderstudyAllDown",
                 "UnderstudyActuatorFailed" => "UnderstudyActuatorFailed",
                 "UnderstudyCheckerError" => "UnderstudyCheckerError",
+                "UnderstudyEventLogBehind" => "UnderstudyEventLogBehind",
                 _ => "UnderstudyConfigRejected",
             },
             event: last.event,
@@ -559,6 +585,16 @@ mod tests {
         let n = f.push(3, err(true));
         assert_eq!((n[0].event, n[0].phase), (NoticeEvent::CheckerError, Phase::Close));
         assert!(f.push(4, err(true)).is_empty(), "nothing open, nothing to resolve");
+    }
+
+    #[test]
+    fn a_log_behind_opens_one_condition_and_catching_up_resolves_it() {
+        let mut f = Feed::new();
+        let n = f.push(1, Event::LogBehind { behind: 3, error: None });
+        assert_eq!((n[0].event, n[0].phase, n[0].summary.as_str()), (NoticeEvent::EventLogBehind, Phase::Open, "event log behind by 3"));
+        assert!(f.push(2, Event::LogBehind { behind: 9, error: None }).is_empty(), "one condition while it lasts");
+        let n = f.push(3, Event::LogCaughtUp { behind_ms: 1500 });
+        assert_eq!((n[0].event, n[0].phase, n[0].alertname.as_str()), (NoticeEvent::EventLogBehind, Phase::Close, "UnderstudyEventLogBehind"));
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod cadence; // the fast cadence with the real binary: fast re-checks, down inte
 mod config_errors; // check-config and run with bad files: file, line, key, expectation; exit 2
 mod crash; // kill -9 and restart: events, overrides, incidents intact; decision reconciled
 mod demo; // README's first command: `understudy demo` end to end
+mod disk; // the data disk stuck (fsfreeze), full or read-only (tmpfs), damaged and forged log lines (root)
 mod drill; // drills from the CLI: force-down measured and restored, baseline refusal, missed targets
 mod drill_lease; // a drill killed with SIGKILL: the daemon undoes its fault within the lease
 mod failover; // kill the primary: failover within budget; failback only after the hold; hooks
