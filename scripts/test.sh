@@ -14,6 +14,6 @@ cargo build --benches --locked || status=$?
 # The fuzz targets must keep compiling: build them on stable (no cargo-fuzz, no sanitizer;
 # scripts/fuzz.sh runs them). Not --locked: fuzz/Cargo.lock is its own workspace's lock and
 # follows the main crate's dependencies (cargo adds what a new dependency needs, and changes
-# nothing else).
-cargo build --manifest-path fuzz/Cargo.toml || status=$?
+# nothing else). It shares target/ with the main build, which already holds most dependencies.
+cargo build --manifest-path fuzz/Cargo.toml --target-dir target || status=$?
 exit "$status"
