@@ -72,10 +72,10 @@ fn crc32fast_hash(data: &[u8]) -> u32 {
 }
 
 fn temp() -> File {
-    if std::path::Path::new("/dev/shm").is_dir() {
-        if let Ok(f) = tempfile::tempfile_in("/dev/shm") {
-            return f;
-        }
+    if std::path::Path::new("/dev/shm").is_dir()
+        && let Ok(f) = tempfile::tempfile_in("/dev/shm")
+    {
+        return f;
     }
     tempfile::tempfile().expect("temp file")
 }

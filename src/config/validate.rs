@@ -423,7 +423,7 @@ fn parse_status(s: &RawStatus) -> Result<StatusRange, String> {
         RawStatus::Text(t) => {
             let parse = |x: &str| x.trim().parse::<i64>().ok().filter(|n| valid(*n));
             let r = match t.split_once('-') {
-                Some((a, b)) => parse(a).zip(parse(b)).map(|(a, b)| (a, b)),
+                Some((a, b)) => parse(a).zip(parse(b)),
                 None => parse(t).map(|a| (a, a)),
             };
             match r {
