@@ -23,6 +23,11 @@
 //! anything else is relative to the zone. Nameserver keys are always absolute (the trailing dot
 //! is optional there). TTLs are seconds (`ttl = 5`) or durations (`ttl = "5m"`).
 //!
+//! A failover record also takes `suspect_ttl` (default 1 s): the TTL answered while the target
+//! it serves shows signs of trouble (a failed check, a slow or hedged pass) and until it has
+//! passed `rise` clean checks again, so caches forget a failing target before the switch.
+//! `suspect_ttl = false` or `"0s"` turns it off; a value not below `ttl` has no effect.
+//!
 //! This module only reads and checks configuration; it builds no answers (`zone.rs`) and opens
 //! no sockets (`server.rs`).
 
@@ -164,6 +169,16 @@ pub struct RawRecord {
     pub value: Option<String>,
     pub values: Option<Vec<String>>,
     pub ttl: Option<RawTtl>,
+    /// Failover records only: the TTL while the served target is suspect (`false` or `"0s"`: off).
+    pub suspect_ttl: Option<RawSuspectTtl>,
+}
+
+/// `suspect_ttl`: seconds, a duration, or `false` (off) / `true` (the default, 1 s).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawSuspectTtl {
+    Switch(bool),
+    Ttl(RawTtl),
 }
 
 /// Seconds (`300`) or a duration (`"5m"`).
@@ -249,8 +264,19 @@ pub struct RecordConfig {
 pub enum RecordKind {
     /// Fixed data of one type.
     Static(Vec<Rdata>),
-    /// A for an IPv4 active target, AAAA for an IPv6 one.
-    Failover { service: String },
+    /// A for an IPv4 active target, AAAA for an IPv6 one. `suspect_ttl`: the TTL answered
+    /// while the served target is suspect (`None`: off, or not shorter than the record's TTL).
+    Failover { service: String, suspect_ttl: Option<u32> },
+}
+
+impl RecordConfig {
+    /// The TTL answered now: the suspicion TTL while the served target is suspect.
+    pub fn ttl_now(&self, suspect: bool) -> u32 {
+        match &self.kind {
+            RecordKind::Failover { suspect_ttl: Some(s), .. } if suspect => (*s).min(self.ttl),
+            _ => self.ttl,
+        }
+    }
 }
 
 /// An address or network in an allow list.
@@ -297,6 +323,8 @@ impl IpNet {
 
 /// Default TTL of failover records: short, so resolvers follow a failover quickly.
 pub const DEFAULT_FAILOVER_TTL: u32 = 5;
+/// Default TTL of failover records while the served target is suspect.
+pub const DEFAULT_SUSPECT_TTL: u32 = 1;
 const DEFAULT_ZONE_TTL: u32 = 3600;
 const MAX_TTL: i64 = i32::MAX as i64; // RFC 2181 8
 
@@ -603,7 +631,20 @@ fn validate_zone(cx: &mut Ctx<'_>, rz: RawZone, zp: &[Seg], services: &HashMap<&
                         }
                     }
                 }
-                (ttl, RecordKind::Failover { service: svc.clone() })
+                let sp = with(&rp, &[k("suspect_ttl")]);
+                let suspect_ttl = match &rr.suspect_ttl {
+                    None | Some(RawSuspectTtl::Switch(true)) => Some(DEFAULT_SUSPECT_TTL),
+                    Some(RawSuspectTtl::Switch(false)) => None,
+                    Some(RawSuspectTtl::Ttl(t)) => match ttl_of(cx, &sp, &Some(t.clone()), 0) {
+                        0 => None,
+                        s if s >= ttl => {
+                            cx.warn(&sp, format!("suspect_ttl {s}s is not shorter than ttl {ttl}s, so it changes nothing"));
+                            None
+                        }
+                        s => Some(s),
+                    },
+                };
+                (ttl, RecordKind::Failover { service: svc.clone(), suspect_ttl: suspect_ttl.filter(|&s| s < ttl) })
             }
             (None, Some(t)) => {
                 let t_up = t.trim().to_ascii_uppercase();
@@ -636,6 +677,10 @@ fn validate_zone(cx: &mut Ctx<'_>, rz: RawZone, zp: &[Seg], services: &HashMap<&
                     continue;
                 }
                 let ttl = ttl_of(cx, &with(&rp, &[k("ttl")]), &rr.ttl, zone_ttl);
+                if rr.suspect_ttl.is_some() {
+                    cx.err(&with(&rp, &[k("suspect_ttl")]), "only a failover record (`service`) has a suspicion TTL; remove `suspect_ttl`");
+                    continue;
+                }
                 (ttl, RecordKind::Static(rdatas))
             }
         };
@@ -852,7 +897,32 @@ ttl = 5
         assert_eq!(z.soa.negative_ttl(), 60);
         assert_eq!(z.records[0].name.to_string(), "www.example.test.");
         assert_eq!(z.records[0].ttl, 5);
-        assert_eq!(z.records[0].kind, RecordKind::Failover { service: "www".into() });
+        assert_eq!(z.records[0].kind, RecordKind::Failover { service: "www".into(), suspect_ttl: Some(1) });
+        assert_eq!((z.records[0].ttl_now(false), z.records[0].ttl_now(true)), (5, 1));
+    }
+
+    #[test]
+    fn suspect_ttl_is_on_by_default_and_can_be_set_or_turned_off() {
+        let suspect = |line: &str| -> Result<Option<u32>, String> {
+            let text = format!("{QUICK_START}{}", DNS_BLOCK.replace("ttl = 5", &format!("ttl = 5\n{line}")));
+            match load(&text) {
+                Ok((cfg, _)) => match &cfg.dns.unwrap().zones[0].records[0].kind {
+                    RecordKind::Failover { suspect_ttl, .. } => Ok(*suspect_ttl),
+                    k => Err(format!("{k:?}")),
+                },
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(suspect(""), Ok(Some(1)));
+        assert_eq!(suspect("suspect_ttl = 2"), Ok(Some(2)));
+        assert_eq!(suspect("suspect_ttl = \"2s\""), Ok(Some(2)));
+        assert_eq!(suspect("suspect_ttl = \"0s\""), Ok(None));
+        assert_eq!(suspect("suspect_ttl = false"), Ok(None));
+        assert_eq!(suspect("suspect_ttl = true"), Ok(Some(1)));
+        assert_eq!(suspect("suspect_ttl = 9"), Ok(None), "not shorter than the TTL: off, with a warning");
+        assert!(suspect("suspect_ttl = \"soon\"").unwrap_err().contains("suspect_ttl"));
+        let stat = format!("{QUICK_START}{DNS_BLOCK}\n[[dns.zone.record]]\nname = \"txt\"\ntype = \"TXT\"\nvalue = \"hi\"\nsuspect_ttl = 1\n");
+        assert!(load(&stat).unwrap_err().to_string().contains("only a failover record"));
     }
 
     #[test]
