@@ -279,6 +279,63 @@ impl RecordConfig {
     }
 }
 
+/// The worst-case client RTO of one failover record: from the target failing to every client
+/// behind a TTL-respecting cache asking the new target, without counting the switch itself (the
+/// built-in server swaps its table in microseconds; hooks and providers add their own time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientRto {
+    /// `detection_budget + ttl`: a cache that refreshed just before the decision keeps the old
+    /// answer for a whole TTL.
+    pub without: Duration,
+    /// With the suspicion TTL (`None` when it is off): the larger of `detection_budget +
+    /// suspect_ttl` (a cache refreshed just before the decision, during the suspicion) and
+    /// `interval + timeout + ttl` (a cache refreshed just before the first failed check ended,
+    /// which still got the full TTL).
+    pub with_suspect: Option<Duration>,
+}
+
+impl ClientRto {
+    pub fn of(rec: &RecordConfig, svc: &ServiceConfig) -> ClientRto {
+        let secs = |s: u32| Duration::from_secs(s as u64);
+        let detection = svc.detection_budget();
+        let without = detection.saturating_add(secs(rec.ttl));
+        let with_suspect = match &rec.kind {
+            RecordKind::Failover { suspect_ttl: Some(s), .. } => {
+                let first_failure = svc.check.interval.saturating_add(svc.check.timeout);
+                Some(detection.saturating_add(secs(*s)).max(first_failure.saturating_add(secs(rec.ttl))).min(without))
+            }
+            _ => None,
+        };
+        ClientRto { without, with_suspect }
+    }
+}
+
+/// One line per failover record for `check-config`: its worst-case client RTO with and without
+/// the suspicion TTL.
+pub fn client_rto_lines(dns: &DnsConfig, services: &[ServiceConfig]) -> Vec<String> {
+    let fmt = |d: Duration| humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string();
+    let mut out = Vec::new();
+    for z in &dns.zones {
+        for r in &z.records {
+            let RecordKind::Failover { service, suspect_ttl } = &r.kind else { continue };
+            let Some(svc) = services.iter().find(|s| &s.name == service) else { continue };
+            let rto = ClientRto::of(r, svc);
+            let with = match (rto.with_suspect, suspect_ttl) {
+                (Some(w), Some(s)) => format!("{} with suspect_ttl {s}s", fmt(w)),
+                _ => "suspect_ttl off".to_string(),
+            };
+            out.push(format!(
+                "{} (service {service}): worst-case client RTO {} with TTL {}s alone, {with} (detection budget {}; add the switch time)",
+                r.name,
+                fmt(rto.without),
+                r.ttl,
+                fmt(svc.detection_budget())
+            ));
+        }
+    }
+    out
+}
+
 /// An address or network in an allow list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IpNet {
@@ -899,6 +956,26 @@ ttl = 5
         assert_eq!(z.records[0].ttl, 5);
         assert_eq!(z.records[0].kind, RecordKind::Failover { service: "www".into(), suspect_ttl: Some(1) });
         assert_eq!((z.records[0].ttl_now(false), z.records[0].ttl_now(true)), (5, 1));
+    }
+
+    #[test]
+    fn client_rto_with_and_without_the_suspicion_ttl() {
+        // interval 1s, timeout 500ms, fall 3, fast_interval default: detection budget below.
+        let (cfg, _) = load(&format!("{QUICK_START}{DNS_BLOCK}")).unwrap();
+        let svc = &cfg.services[0];
+        let d = svc.detection_budget();
+        let dns = cfg.dns.as_ref().unwrap();
+        let rto = ClientRto::of(&dns.zones[0].records[0], svc);
+        assert_eq!(rto.without, d + Duration::from_secs(5));
+        let first_failure = Duration::from_millis(1500) + Duration::from_secs(5);
+        assert_eq!(rto.with_suspect, Some((d + Duration::from_secs(1)).max(first_failure)));
+        assert!(rto.with_suspect.unwrap() <= rto.without);
+        let lines = client_rto_lines(dns, &cfg.services);
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].starts_with("www.example.test. (service www): worst-case client RTO"), "{}", lines[0]);
+        assert!(lines[0].contains("with suspect_ttl 1s"), "{}", lines[0]);
+        let off = load(&format!("{QUICK_START}{}", DNS_BLOCK.replace("ttl = 5", "ttl = 5\nsuspect_ttl = false"))).unwrap().0;
+        assert_eq!(ClientRto::of(&off.dns.as_ref().unwrap().zones[0].records[0], svc).with_suspect, None);
     }
 
     #[test]
