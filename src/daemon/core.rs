@@ -425,7 +425,9 @@ impl Core {
         let troubled = result.ok && result.latency >= svc.cfg.check.timeout / 2;
         let was_suspect = target.health.suspect();
         let flip = target.health.observe_graded(result.ok, troubled, result.started_us, th);
-        if target.health.suspect() != was_suspect
+        // Tell the DNS server on a flip, and at a target's first result (a restored verdict may
+        // start it suspect).
+        if (target.health.suspect() != was_suspect || target.last.is_none())
             && let Some(dns) = &self.dns
             && dns.set_suspect(&svc.cfg.name, target.cfg.address, target.health.suspect()) == Some(true)
         {

@@ -369,6 +369,12 @@ impl Dns {
             st.issue(s);
         }
         st.served = served_for(&cfg, services, std::mem::take(&mut st.served), current);
+        // Suspicion is kept for the targets services still have (the core reports new ones).
+        let targets: HashMap<&str, Vec<IpAddr>> = services.iter().map(|s| (s.name.as_str(), s.targets.iter().map(|t| t.address).collect())).collect();
+        st.suspect.retain(|svc, set| {
+            set.retain(|a| targets.get(svc.as_str()).is_some_and(|t| t.contains(a)));
+            !set.is_empty()
+        });
         // Services whose records changed only in data keep their epoch, addresses and suspicion.
         st.serials = serials;
         st.cfg = Arc::new(cfg);
