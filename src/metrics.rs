@@ -96,6 +96,8 @@ pub struct Metrics {
     /// Checks the monitor could not make (probe::checker): no health input.
     pub checker_errors: Family<TargetLabels, Counter>,
     pub failovers: Family<ServiceLabels, Counter>,
+    /// Times a service's failover records started being answered with their suspicion TTL.
+    pub dns_suspect: Family<ServiceLabels, Counter>,
     pub decisions: Family<ReasonLabels, Counter>,
     pub actuations: Family<ActuatorLabels, Counter>,
     pub event_log_errors: Counter,
@@ -126,6 +128,7 @@ impl Metrics {
             checks: Family::default(),
             checker_errors: Family::default(),
             failovers: Family::default(),
+            dns_suspect: Family::default(),
             decisions: Family::default(),
             actuations: Family::default(),
             event_log_errors: Counter::default(),
@@ -151,6 +154,11 @@ impl Metrics {
             m.checker_errors.clone(),
         );
         registry.register("understudy_failovers", "Failovers (traffic moved because a target failed)", m.failovers.clone());
+        registry.register(
+            "understudy_dns_suspect",
+            "Times a service's failover records were answered with suspect_ttl because the served target showed trouble",
+            m.dns_suspect.clone(),
+        );
         registry.register("understudy_decisions", "Decisions, by reason", m.decisions.clone());
         registry.register("understudy_actuations", "Actuator steps, by result", m.actuations.clone());
         registry.register("understudy_event_log_errors", "Failed attempts to write the durable event log (each is retried)", m.event_log_errors.clone());

@@ -42,7 +42,11 @@ pub struct DnsRecord {
     /// Addresses answered now (empty: NODATA, failing closed).
     pub addresses: Vec<IpAddr>,
     pub types: Vec<String>,
+    /// The TTL answered now (`suspect_ttl` while the served target is suspect).
     pub ttl: u32,
+    /// The served target shows signs of trouble: answered with `suspect_ttl` (see `dns/`).
+    #[serde(default)]
+    pub suspect: bool,
     /// Decision epoch last applied (null before the first decision: serving the primary).
     pub epoch: Option<u64>,
     /// When these addresses started being served (RFC 3339).

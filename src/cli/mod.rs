@@ -311,6 +311,11 @@ fn check_config(file: &std::path::Path) -> ExitCode {
                 None => String::new(),
             };
             println!("{}: OK ({} services, {} targets{dns})", file.display(), cfg.services.len(), targets);
+            if let Some(d) = &cfg.dns {
+                for line in crate::dns::config::client_rto_lines(d, &cfg.services) {
+                    println!("  dns {line}");
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {

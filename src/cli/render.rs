@@ -82,10 +82,11 @@ pub fn services(list: &[wire::Service]) -> String {
             let epoch = r.epoch.map(|e| format!("epoch {e}")).unwrap_or_else(|| "before the first decision".into());
             let _ = writeln!(
                 out,
-                "  dns {} {} -> {served}, TTL {}, {epoch}, serial {}, since {}",
+                "  dns {} {} -> {served}, TTL {}{}, {epoch}, serial {}, since {}",
                 r.name,
                 r.types.join("/"),
                 r.ttl,
+                if r.suspect { " (suspect_ttl: the target shows trouble)" } else { "" },
                 r.serial,
                 clock(&r.since)
             );

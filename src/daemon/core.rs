@@ -420,7 +420,20 @@ impl Core {
             result.reason = format!("forced down (drill); the real check said: {}", result.reason);
         }
         let target = &mut svc.targets[ti];
-        let flip = target.health.observe(result.ok, result.started_us, th);
+        // A pass that took half the timeout or more (the point where a hedged attempt starts)
+        // shows trouble too: it turns the target suspect without counting against its health.
+        let troubled = result.ok && result.latency >= svc.cfg.check.timeout / 2;
+        let was_suspect = target.health.suspect();
+        let flip = target.health.observe_graded(result.ok, troubled, result.started_us, th);
+        // Tell the DNS server on a flip, and at a target's first result (a restored verdict may
+        // start it suspect).
+        if (target.health.suspect() != was_suspect || target.last.is_none())
+            && let Some(dns) = &self.dns
+            && dns.set_suspect(&svc.cfg.name, target.cfg.address, target.health.suspect()) == Some(true)
+        {
+            m.dns_suspect.get_or_create(&ServiceLabels { service: svc.cfg.name.clone() }).inc();
+            tracing::info!(service = %svc.cfg.name, target = %target.cfg.name, reason = %result.reason, "dns: target suspect; answering with suspect_ttl until it passes rise checks");
+        }
         let cadence = target.health.cadence(th);
         target.cadence.send_if_modified(|c| std::mem::replace(c, cadence) != cadence);
         let reason = result.reason.clone();
@@ -922,6 +935,7 @@ impl Core {
                     addresses: r.addresses,
                     types: r.types,
                     ttl: r.ttl,
+                    suspect: r.suspect,
                     epoch: r.epoch,
                     since: format_time_us(r.since_us),
                     serial: r.serial,

@@ -36,7 +36,7 @@ impl DnsActuator {
         let mut v = Vec::new();
         for z in &self.dns.config().zones {
             for r in &z.records {
-                if matches!(&r.kind, RecordKind::Failover { service } if **service == *self.service) {
+                if matches!(&r.kind, RecordKind::Failover { service, .. } if **service == *self.service) {
                     v.push(r.name.clone());
                 }
             }

@@ -23,6 +23,11 @@
 //! anything else is relative to the zone. Nameserver keys are always absolute (the trailing dot
 //! is optional there). TTLs are seconds (`ttl = 5`) or durations (`ttl = "5m"`).
 //!
+//! A failover record also takes `suspect_ttl` (default 1 s): the TTL answered while the target
+//! it serves shows signs of trouble (a failed check, a slow or hedged pass) and until it has
+//! passed `rise` clean checks again, so caches forget a failing target before the switch.
+//! `suspect_ttl = false` or `"0s"` turns it off; a value not below `ttl` has no effect.
+//!
 //! This module only reads and checks configuration; it builds no answers (`zone.rs`) and opens
 //! no sockets (`server.rs`).
 
@@ -164,6 +169,16 @@ pub struct RawRecord {
     pub value: Option<String>,
     pub values: Option<Vec<String>>,
     pub ttl: Option<RawTtl>,
+    /// Failover records only: the TTL while the served target is suspect (`false` or `"0s"`: off).
+    pub suspect_ttl: Option<RawSuspectTtl>,
+}
+
+/// `suspect_ttl`: seconds, a duration, or `false` (off) / `true` (the default, 1 s).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawSuspectTtl {
+    Switch(bool),
+    Ttl(RawTtl),
 }
 
 /// Seconds (`300`) or a duration (`"5m"`).
@@ -249,8 +264,76 @@ pub struct RecordConfig {
 pub enum RecordKind {
     /// Fixed data of one type.
     Static(Vec<Rdata>),
-    /// A for an IPv4 active target, AAAA for an IPv6 one.
-    Failover { service: String },
+    /// A for an IPv4 active target, AAAA for an IPv6 one. `suspect_ttl`: the TTL answered
+    /// while the served target is suspect (`None`: off, or not shorter than the record's TTL).
+    Failover { service: String, suspect_ttl: Option<u32> },
+}
+
+impl RecordConfig {
+    /// The TTL answered now: the suspicion TTL while the served target is suspect.
+    pub fn ttl_now(&self, suspect: bool) -> u32 {
+        match &self.kind {
+            RecordKind::Failover { suspect_ttl: Some(s), .. } if suspect => (*s).min(self.ttl),
+            _ => self.ttl,
+        }
+    }
+}
+
+/// The worst-case client RTO of one failover record: from the target failing to every client
+/// behind a TTL-respecting cache asking the new target, without counting the switch itself (the
+/// built-in server swaps its table in microseconds; hooks and providers add their own time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientRto {
+    /// `detection_budget + ttl`: a cache that refreshed just before the decision keeps the old
+    /// answer for a whole TTL.
+    pub without: Duration,
+    /// With the suspicion TTL (`None` when it is off): the larger of `detection_budget +
+    /// suspect_ttl` (a cache refreshed just before the decision, during the suspicion) and
+    /// `interval + timeout + ttl` (a cache refreshed just before the first failed check ended,
+    /// which still got the full TTL).
+    pub with_suspect: Option<Duration>,
+}
+
+impl ClientRto {
+    pub fn of(rec: &RecordConfig, svc: &ServiceConfig) -> ClientRto {
+        let secs = |s: u32| Duration::from_secs(s as u64);
+        let detection = svc.detection_budget();
+        let without = detection.saturating_add(secs(rec.ttl));
+        let with_suspect = match &rec.kind {
+            RecordKind::Failover { suspect_ttl: Some(s), .. } => {
+                let first_failure = svc.check.interval.saturating_add(svc.check.timeout);
+                Some(detection.saturating_add(secs(*s)).max(first_failure.saturating_add(secs(rec.ttl))).min(without))
+            }
+            _ => None,
+        };
+        ClientRto { without, with_suspect }
+    }
+}
+
+/// One line per failover record for `check-config`: its worst-case client RTO with and without
+/// the suspicion TTL.
+pub fn client_rto_lines(dns: &DnsConfig, services: &[ServiceConfig]) -> Vec<String> {
+    let fmt = |d: Duration| humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string();
+    let mut out = Vec::new();
+    for z in &dns.zones {
+        for r in &z.records {
+            let RecordKind::Failover { service, suspect_ttl } = &r.kind else { continue };
+            let Some(svc) = services.iter().find(|s| &s.name == service) else { continue };
+            let rto = ClientRto::of(r, svc);
+            let with = match (rto.with_suspect, suspect_ttl) {
+                (Some(w), Some(s)) => format!("{} with suspect_ttl {s}s", fmt(w)),
+                _ => "suspect_ttl off".to_string(),
+            };
+            out.push(format!(
+                "{} (service {service}): worst-case client RTO {} with TTL {}s alone, {with} (detection budget {}; add the switch time)",
+                r.name,
+                fmt(rto.without),
+                r.ttl,
+                fmt(svc.detection_budget())
+            ));
+        }
+    }
+    out
 }
 
 /// An address or network in an allow list.
@@ -297,6 +380,8 @@ impl IpNet {
 
 /// Default TTL of failover records: short, so resolvers follow a failover quickly.
 pub const DEFAULT_FAILOVER_TTL: u32 = 5;
+/// Default TTL of failover records while the served target is suspect.
+pub const DEFAULT_SUSPECT_TTL: u32 = 1;
 const DEFAULT_ZONE_TTL: u32 = 3600;
 const MAX_TTL: i64 = i32::MAX as i64; // RFC 2181 8
 
@@ -603,7 +688,20 @@ fn validate_zone(cx: &mut Ctx<'_>, rz: RawZone, zp: &[Seg], services: &HashMap<&
                         }
                     }
                 }
-                (ttl, RecordKind::Failover { service: svc.clone() })
+                let sp = with(&rp, &[k("suspect_ttl")]);
+                let suspect_ttl = match &rr.suspect_ttl {
+                    None | Some(RawSuspectTtl::Switch(true)) => Some(DEFAULT_SUSPECT_TTL),
+                    Some(RawSuspectTtl::Switch(false)) => None,
+                    Some(RawSuspectTtl::Ttl(t)) => match ttl_of(cx, &sp, &Some(t.clone()), 0) {
+                        0 => None,
+                        s if s >= ttl => {
+                            cx.warn(&sp, format!("suspect_ttl {s}s is not shorter than ttl {ttl}s, so it changes nothing"));
+                            None
+                        }
+                        s => Some(s),
+                    },
+                };
+                (ttl, RecordKind::Failover { service: svc.clone(), suspect_ttl: suspect_ttl.filter(|&s| s < ttl) })
             }
             (None, Some(t)) => {
                 let t_up = t.trim().to_ascii_uppercase();
@@ -636,6 +734,10 @@ fn validate_zone(cx: &mut Ctx<'_>, rz: RawZone, zp: &[Seg], services: &HashMap<&
                     continue;
                 }
                 let ttl = ttl_of(cx, &with(&rp, &[k("ttl")]), &rr.ttl, zone_ttl);
+                if rr.suspect_ttl.is_some() {
+                    cx.err(&with(&rp, &[k("suspect_ttl")]), "only a failover record (`service`) has a suspicion TTL; remove `suspect_ttl`");
+                    continue;
+                }
                 (ttl, RecordKind::Static(rdatas))
             }
         };
@@ -852,7 +954,52 @@ ttl = 5
         assert_eq!(z.soa.negative_ttl(), 60);
         assert_eq!(z.records[0].name.to_string(), "www.example.test.");
         assert_eq!(z.records[0].ttl, 5);
-        assert_eq!(z.records[0].kind, RecordKind::Failover { service: "www".into() });
+        assert_eq!(z.records[0].kind, RecordKind::Failover { service: "www".into(), suspect_ttl: Some(1) });
+        assert_eq!((z.records[0].ttl_now(false), z.records[0].ttl_now(true)), (5, 1));
+    }
+
+    #[test]
+    fn client_rto_with_and_without_the_suspicion_ttl() {
+        // interval 1s, timeout 500ms, fall 3, fast_interval default: detection budget below.
+        let (cfg, _) = load(&format!("{QUICK_START}{DNS_BLOCK}")).unwrap();
+        let svc = &cfg.services[0];
+        let d = svc.detection_budget();
+        let dns = cfg.dns.as_ref().unwrap();
+        let rto = ClientRto::of(&dns.zones[0].records[0], svc);
+        assert_eq!(rto.without, d + Duration::from_secs(5));
+        let first_failure = Duration::from_millis(1500) + Duration::from_secs(5);
+        assert_eq!(rto.with_suspect, Some((d + Duration::from_secs(1)).max(first_failure)));
+        assert!(rto.with_suspect.unwrap() <= rto.without);
+        let lines = client_rto_lines(dns, &cfg.services);
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].starts_with("www.example.test. (service www): worst-case client RTO"), "{}", lines[0]);
+        assert!(lines[0].contains("with suspect_ttl 1s"), "{}", lines[0]);
+        let off = load(&format!("{QUICK_START}{}", DNS_BLOCK.replace("ttl = 5", "ttl = 5\nsuspect_ttl = false"))).unwrap().0;
+        assert_eq!(ClientRto::of(&off.dns.as_ref().unwrap().zones[0].records[0], svc).with_suspect, None);
+    }
+
+    #[test]
+    fn suspect_ttl_is_on_by_default_and_can_be_set_or_turned_off() {
+        let suspect = |line: &str| -> Result<Option<u32>, String> {
+            let text = format!("{QUICK_START}{}", DNS_BLOCK.replace("ttl = 5", &format!("ttl = 5\n{line}")));
+            match load(&text) {
+                Ok((cfg, _)) => match &cfg.dns.unwrap().zones[0].records[0].kind {
+                    RecordKind::Failover { suspect_ttl, .. } => Ok(*suspect_ttl),
+                    k => Err(format!("{k:?}")),
+                },
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(suspect(""), Ok(Some(1)));
+        assert_eq!(suspect("suspect_ttl = 2"), Ok(Some(2)));
+        assert_eq!(suspect("suspect_ttl = \"2s\""), Ok(Some(2)));
+        assert_eq!(suspect("suspect_ttl = \"0s\""), Ok(None));
+        assert_eq!(suspect("suspect_ttl = false"), Ok(None));
+        assert_eq!(suspect("suspect_ttl = true"), Ok(Some(1)));
+        assert_eq!(suspect("suspect_ttl = 9"), Ok(None), "not shorter than the TTL: off, with a warning");
+        assert!(suspect("suspect_ttl = \"soon\"").unwrap_err().contains("suspect_ttl"));
+        let stat = format!("{QUICK_START}{DNS_BLOCK}\n[[dns.zone.record]]\nname = \"txt\"\ntype = \"TXT\"\nvalue = \"hi\"\nsuspect_ttl = 1\n");
+        assert!(load(&stat).unwrap_err().to_string().contains("only a failover record"));
     }
 
     #[test]

@@ -24,6 +24,20 @@
 //! the daemon's first decision replaces it within seconds. With no active target (fail
 //! closed), a failover record answers NODATA.
 //!
+//! # Suspicion TTL
+//! [`Dns::set_suspect`] marks a target address of a service as showing signs of trouble (the
+//! core calls it when `HealthState::suspect` flips). While a failover record *serves* a suspect
+//! address, it is answered with its `suspect_ttl` instead of its TTL, so resolvers that cache it
+//! come back within `suspect_ttl` of the switch instead of the full TTL. The TTL goes back when
+//! the target is clear again, or at once when the record switches to a target that is not
+//! suspect (in the same table as the new address: no window with the old address and the long
+//! TTL). Nothing is recompiled unless the TTL answered actually changes, and the hysteresis is in
+//! `health/`, so a healthy service costs nothing and one lost packet does not flap the TTL. The
+//! suspicion TTL is a property of this server's answers, not of the zone's data: the serial does
+//! not change and zone transfers carry the configured TTLs (secondaries answer with the normal
+//! TTL; an RFC 1996 NOTIFY for a TTL that changes back within seconds would only add load).
+//! DNS providers (RFC 2136 and others), when they exist, take the same signal.
+//!
 //! # Serials
 //! A zone's serial starts at the current Unix time and, on every change of its data, becomes
 //! `max(serial + 1, now)` in serial-number arithmetic (RFC 1982), so it increases on every
@@ -52,7 +66,7 @@ pub mod status;
 pub mod table;
 pub mod wire;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -110,9 +124,26 @@ struct State {
     high: u32,
     /// The serial reservation in the data directory, when there is one.
     reservation: Option<serial::Reservation>,
+    /// Target addresses showing signs of trouble, per service (see "Suspicion TTL").
+    suspect: HashMap<String, HashSet<IpAddr>>,
 }
 
 impl State {
+    /// Services whose failover records serve a suspect address now.
+    fn suspect_services(&self) -> HashSet<String> {
+        self.served
+            .iter()
+            .filter(|(svc, s)| self.suspect.get(*svc).is_some_and(|bad| s.addrs.iter().any(|a| bad.contains(a))))
+            .map(|(svc, _)| svc.clone())
+            .collect()
+    }
+
+    /// Compile the table for the current state.
+    fn compile(&self) -> Table {
+        let addrs: HashMap<String, Vec<IpAddr>> = self.served.iter().map(|(k, v)| (k.clone(), v.addrs.clone())).collect();
+        table::compile_with(&self.cfg, &addrs, &self.serials, &self.suspect_services())
+    }
+
     /// Note a serial about to be served.
     fn issue(&mut self, s: u32) {
         if serial::serial_gt(s, self.high) {
@@ -209,7 +240,7 @@ impl Dns {
                 listen: cfg.clone(),
                 table: Arc::new(ArcSwap::from_pointee(table)),
                 rrl: cfg.rrl.as_ref().map(|r| Arc::new(rrl::Rrl::new(r))),
-                state: Mutex::new(State { cfg: Arc::new(cfg), served, serials, high: first, reservation }),
+                state: Mutex::new(State { cfg: Arc::new(cfg), served, serials, high: first, reservation, suspect: HashMap::new() }),
                 local: Mutex::new(Vec::new()),
                 stop: Arc::new(AtomicBool::new(false)),
                 threads: Mutex::new(Vec::new()),
@@ -338,11 +369,16 @@ impl Dns {
             st.issue(s);
         }
         st.served = served_for(&cfg, services, std::mem::take(&mut st.served), current);
-        // Services whose records changed only in data keep their epoch and addresses.
-        let addrs: HashMap<String, Vec<IpAddr>> = st.served.iter().map(|(k, v)| (k.clone(), v.addrs.clone())).collect();
-        let table = table::compile(&cfg, &addrs, &serials);
+        // Suspicion is kept for the targets services still have (the core reports new ones).
+        let targets: HashMap<&str, Vec<IpAddr>> = services.iter().map(|s| (s.name.as_str(), s.targets.iter().map(|t| t.address).collect())).collect();
+        st.suspect.retain(|svc, set| {
+            set.retain(|a| targets.get(svc.as_str()).is_some_and(|t| t.contains(a)));
+            !set.is_empty()
+        });
+        // Services whose records changed only in data keep their epoch, addresses and suspicion.
         st.serials = serials;
         st.cfg = Arc::new(cfg);
+        let table = st.compile();
         self.inner.table.store(Arc::new(table));
         later
     }
@@ -387,7 +423,7 @@ impl Dns {
         let mut serials = Vec::new();
         let cfg = st.cfg.clone();
         for (i, z) in cfg.zones.iter().enumerate() {
-            let uses = z.records.iter().any(|r| matches!(&r.kind, RecordKind::Failover { service: s } if s == service));
+            let uses = z.records.iter().any(|r| matches!(&r.kind, RecordKind::Failover { service: s, .. } if s == service));
             if uses {
                 st.serials[i] = next_serial(st.serials[i], now);
                 let s = st.serials[i];
@@ -395,12 +431,40 @@ impl Dns {
                 serials.push(s);
             }
         }
-        let served: HashMap<String, Vec<IpAddr>> = st.served.iter().map(|(k, v)| (k.clone(), v.addrs.clone())).collect();
-        let mut table = table::compile(&cfg, &served, &st.serials);
+        let mut table = st.compile();
         table.epoch = Some(epoch);
         self.inner.table.store(Arc::new(table));
         drop(st);
         Ok(Applied { changed: true, addresses: addrs, serials, swap_time: started.elapsed() })
+    }
+
+    /// Mark `addr`, a target of `service`, as suspect or clear (see "Suspicion TTL" in the module
+    /// doc). Returns `Some(suspect)` when this changed the TTL the service's failover records are
+    /// answered with (a new table was swapped in), `None` when nothing answered changed: the
+    /// address is not the one served, the state is unchanged, or the service has no records.
+    pub fn set_suspect(&self, service: &str, addr: IpAddr, suspect: bool) -> Option<bool> {
+        let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !st.served.contains_key(service) {
+            return None;
+        }
+        let before = st.suspect_services().contains(service);
+        let set = st.suspect.entry(service.to_string()).or_default();
+        let changed = if suspect { set.insert(addr) } else { set.remove(&addr) };
+        if !changed || st.suspect_services().contains(service) == before {
+            return None;
+        }
+        let shortens = st.cfg.zones.iter().flat_map(|z| &z.records).any(|r| matches!(&r.kind, RecordKind::Failover { service: s, suspect_ttl: Some(_) } if s == service));
+        if !shortens {
+            return None;
+        }
+        let table = st.compile();
+        self.inner.table.store(Arc::new(table));
+        Some(!before)
+    }
+
+    /// Whether `service`'s failover records serve a suspect address now.
+    pub fn is_suspect(&self, service: &str) -> bool {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner()).suspect_services().contains(service)
     }
 
     /// What every failover record serves now (see [`status::RecordStatus`]).
@@ -434,7 +498,7 @@ fn served_for(cfg: &DnsConfig, services: &[ServiceConfig], mut old: HashMap<Stri
     let since_us = now_us();
     for z in &cfg.zones {
         for r in &z.records {
-            if let RecordKind::Failover { service } = &r.kind {
+            if let RecordKind::Failover { service, .. } = &r.kind {
                 if served.contains_key(service) {
                     continue;
                 }
@@ -462,6 +526,43 @@ impl Drop for Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn a_ttl(dns: &Dns) -> u32 {
+        let st = dns.inner.state.lock().unwrap();
+        let suspect = st.suspect_services().contains("www");
+        st.cfg.zones[0].records[0].ttl_now(suspect)
+    }
+
+    #[test]
+    fn the_suspicion_ttl_follows_the_served_address_and_swaps_only_on_change() {
+        let cfg = table::tests::sample();
+        let (quick, _) = crate::config::from_str(include_str!("../../examples/quickstart.toml"), std::path::Path::new("q.toml")).unwrap();
+        let dns = Dns::new(cfg, &quick.services);
+        let (primary, backup): (IpAddr, IpAddr) = ("127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap());
+        let t0 = dns.table();
+        assert_eq!(dns.set_suspect("www", backup, true), None, "the backup is not served: nothing changes");
+        assert!(Arc::ptr_eq(&t0, &dns.table()), "no swap");
+        assert_eq!(a_ttl(&dns), 5);
+        assert_eq!(dns.set_suspect("www", primary, true), Some(true));
+        assert_eq!(a_ttl(&dns), 1);
+        let serial = dns.table().zones[0].serial;
+        assert_eq!(serial, t0.zones[0].serial, "a TTL-only change keeps the serial");
+        let t1 = dns.table();
+        assert_eq!(dns.set_suspect("www", primary, true), None, "already suspect: no swap");
+        assert!(Arc::ptr_eq(&t1, &dns.table()));
+        // The switch to the backup (suspect as well) keeps the short TTL; once it is clear, the
+        // normal TTL returns. A switch to a clear target brings the normal TTL in the same table.
+        dns.apply("www", 1, Some(backup)).unwrap();
+        assert_eq!(a_ttl(&dns), 1);
+        assert_eq!(dns.set_suspect("www", backup, false), Some(false));
+        assert_eq!(a_ttl(&dns), 5);
+        dns.apply("www", 2, Some(primary)).unwrap();
+        assert_eq!(a_ttl(&dns), 1, "the primary is still suspect");
+        dns.apply("www", 3, Some(backup)).unwrap();
+        assert_eq!(a_ttl(&dns), 5);
+        assert_eq!(dns.set_suspect("nope", primary, true), None);
+        assert!(!dns.is_suspect("www"));
+    }
 
     #[test]
     fn serials_always_increase() {

@@ -21,7 +21,10 @@ pub struct RecordStatus {
     pub addresses: Vec<IpAddr>,
     /// Record types answered (`A`, `AAAA`).
     pub types: Vec<String>,
+    /// The TTL answered now: `suspect_ttl` while the served target is suspect, else the TTL.
     pub ttl: u32,
+    /// Whether the served target shows signs of trouble (answered with `suspect_ttl`).
+    pub suspect: bool,
     /// The decision epoch last applied; `None` before the daemon's first decision.
     pub epoch: Option<u64>,
     /// When these addresses started being served, wall time in microseconds since the Unix epoch.
@@ -34,9 +37,10 @@ pub struct RecordStatus {
 pub fn collect(dns: &Dns) -> Vec<RecordStatus> {
     let st = dns.inner.state.lock().unwrap_or_else(|e| e.into_inner());
     let mut out = Vec::new();
+    let suspect = st.suspect_services();
     for (i, z) in st.cfg.zones.iter().enumerate() {
         for r in &z.records {
-            let RecordKind::Failover { service } = &r.kind else { continue };
+            let RecordKind::Failover { service, .. } = &r.kind else { continue };
             let Some(s) = st.served.get(service) else { continue };
             let mut types = Vec::new();
             if s.addrs.iter().any(IpAddr::is_ipv4) {
@@ -51,7 +55,8 @@ pub fn collect(dns: &Dns) -> Vec<RecordStatus> {
                 service: service.clone(),
                 addresses: s.addrs.clone(),
                 types,
-                ttl: r.ttl,
+                ttl: r.ttl_now(suspect.contains(service)),
+                suspect: suspect.contains(service),
                 epoch: s.epoch,
                 since_us: s.since_us,
                 serial: st.serials[i],

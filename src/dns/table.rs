@@ -16,7 +16,7 @@
 //! notes when it was created so the handler can report how soon its first failover answer went
 //! out.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -129,16 +129,23 @@ type ZoneData = BTreeMap<Name, BTreeMap<u16, RRset>>;
 /// Compile the table. `served` gives each service's current addresses (services missing from
 /// it serve nothing); `serials[i]` is zone `i`'s SOA serial.
 pub fn compile(cfg: &DnsConfig, served: &HashMap<String, Vec<IpAddr>>, serials: &[u32]) -> Table {
+    compile_with(cfg, served, serials, &HashSet::new())
+}
+
+/// As [`compile`], with the failover records of the services in `suspect` answered with their
+/// suspicion TTL (`suspect_ttl`). Zone transfers keep the configured TTLs: the suspicion TTL is a
+/// property of this server's answers, not of the zone's data, so it needs no new serial.
+pub fn compile_with(cfg: &DnsConfig, served: &HashMap<String, Vec<IpAddr>>, serials: &[u32], suspect: &HashSet<String>) -> Table {
     let zones = cfg
         .zones
         .iter()
         .enumerate()
-        .map(|(i, z)| compile_zone(z, served, serials.get(i).copied().unwrap_or(1)))
+        .map(|(i, z)| compile_zone(z, served, serials.get(i).copied().unwrap_or(1), suspect))
         .collect();
     Table { zones, max_udp_payload: cfg.max_udp_payload, created: Instant::now(), first_failover_answer_ns: AtomicU64::new(0), epoch: None }
 }
 
-fn zone_data(z: &ZoneConfig, served: &HashMap<String, Vec<IpAddr>>, serial: u32) -> (ZoneData, Vec<Name>) {
+fn zone_data(z: &ZoneConfig, served: &HashMap<String, Vec<IpAddr>>, serial: u32, suspect: &HashSet<String>) -> (ZoneData, Vec<Name>) {
     let mut data: ZoneData = BTreeMap::new();
     let mut failover_names = Vec::new();
     let add = |data: &mut ZoneData, name: &Name, ttl: u32, r: Rdata| {
@@ -180,7 +187,7 @@ fn zone_data(z: &ZoneConfig, served: &HashMap<String, Vec<IpAddr>>, serial: u32)
                     add(&mut data, &rec.name, rec.ttl, r.clone());
                 }
             }
-            RecordKind::Failover { service } => {
+            RecordKind::Failover { service, .. } => {
                 data.entry(rec.name.clone()).or_default();
                 failover_names.push(rec.name.clone());
                 for ip in served.get(service).map(Vec::as_slice).unwrap_or_default() {
@@ -188,7 +195,7 @@ fn zone_data(z: &ZoneConfig, served: &HashMap<String, Vec<IpAddr>>, serial: u32)
                         IpAddr::V4(v4) => Rdata::A(*v4),
                         IpAddr::V6(v6) => Rdata::Aaaa(*v6),
                     };
-                    add(&mut data, &rec.name, rec.ttl, r);
+                    add(&mut data, &rec.name, rec.ttl_now(suspect.contains(service)), r);
                 }
             }
         }
@@ -208,8 +215,8 @@ fn zone_data(z: &ZoneConfig, served: &HashMap<String, Vec<IpAddr>>, serial: u32)
     (data, failover_names)
 }
 
-fn compile_zone(z: &ZoneConfig, served: &HashMap<String, Vec<IpAddr>>, serial: u32) -> ZoneTable {
-    let (data, failover_names) = zone_data(z, served, serial);
+fn compile_zone(z: &ZoneConfig, served: &HashMap<String, Vec<IpAddr>>, serial: u32, suspect: &HashSet<String>) -> ZoneTable {
+    let (data, failover_names) = zone_data(z, served, serial, suspect);
     let soa_rdata = data[&z.apex][&rtype::SOA].rdatas[0].clone();
     let neg_ttl = z.soa.negative_ttl();
 
@@ -241,7 +248,16 @@ fn compile_zone(z: &ZoneConfig, served: &HashMap<String, Vec<IpAddr>>, serial: u
     }
 
     let mut records = vec![(z.apex.clone(), z.soa.ttl, soa_rdata.clone())];
-    for (name, sets) in &data {
+    // Transfers carry the configured TTLs (see `compile_with`).
+    let shortened = z.records.iter().any(|r| matches!(&r.kind, RecordKind::Failover { service, suspect_ttl: Some(_) } if suspect.contains(service)));
+    let unshortened;
+    let configured = if shortened {
+        unshortened = zone_data(z, served, serial, &HashSet::new()).0;
+        &unshortened
+    } else {
+        &data
+    };
+    for (name, sets) in configured {
         for (t, set) in sets {
             if *t == rtype::SOA && name == &z.apex {
                 continue;
@@ -466,7 +482,7 @@ pub(crate) mod tests {
                 nameservers: vec![(n("ns1.example.test"), vec!["127.0.0.1".parse().unwrap()])],
                 allow_transfer: vec![],
                 records: vec![
-                    RecordConfig { name: n("www.example.test"), ttl: 5, kind: RecordKind::Failover { service: "www".into() } },
+                    RecordConfig { name: n("www.example.test"), ttl: 5, kind: RecordKind::Failover { service: "www".into(), suspect_ttl: Some(1) } },
                     RecordConfig { name: n("alias.example.test"), ttl: 300, kind: RecordKind::Static(vec![Rdata::Cname(n("www.example.test"))]) },
                     RecordConfig { name: n("mail.example.test"), ttl: 300, kind: RecordKind::Static(vec![Rdata::Mx { preference: 10, exchange: n("www.example.test") }]) },
                     RecordConfig { name: n("a.b.c.example.test"), ttl: 300, kind: RecordKind::Static(vec![Rdata::Txt(vec![b"hi".to_vec()])]) },
@@ -502,6 +518,45 @@ pub(crate) mod tests {
         let any = z.nodes[n("example.test").wire()].answer(rtype::ANY);
         assert_eq!((any.an, any.ar), (1, 1));
         assert_eq!(z.records.first().map(|r| r.2.rtype()), Some(rtype::SOA));
+    }
+
+    /// The TTL of the A record(s) in an answer body (each record: name pointer, type, class, TTL).
+    fn answer_ttls(a: &Answer) -> Vec<u32> {
+        let (b, mut i, mut out) = (&a.body, 0usize, Vec::new());
+        for _ in 0..a.an {
+            // Owner name: labels up to a root label or a compression pointer.
+            loop {
+                match b[i] {
+                    0 => break i += 1,
+                    l if l >= 0xC0 => break i += 2,
+                    l => i += 1 + l as usize,
+                }
+            }
+            out.push(u32::from_be_bytes([b[i + 4], b[i + 5], b[i + 6], b[i + 7]]));
+            i += 10 + u16::from_be_bytes([b[i + 8], b[i + 9]]) as usize;
+        }
+        out
+    }
+
+    #[test]
+    fn a_suspect_service_is_answered_with_its_suspicion_ttl_but_transferred_with_its_ttl() {
+        let cfg = sample();
+        let served = HashMap::from([("www".to_string(), vec!["127.0.0.2".parse().unwrap()])]);
+        let normal = compile(&cfg, &served, &[7]);
+        let suspect = compile_with(&cfg, &served, &[7], &HashSet::from(["www".to_string()]));
+        let a = |t: &Table, name: &str, ty| t.zones[0].nodes[n(name).wire()].answer(ty).clone();
+        assert_eq!(answer_ttls(&a(&normal, "www.example.test", rtype::A)), vec![5]);
+        assert_eq!(answer_ttls(&a(&suspect, "www.example.test", rtype::A)), vec![1]);
+        // Through a CNAME, the chain's A record carries the short TTL too; the CNAME keeps its own.
+        assert_eq!(answer_ttls(&a(&suspect, "alias.example.test", rtype::A)), vec![300, 1]);
+        assert_eq!(answer_ttls(&a(&suspect, "mail.example.test", rtype::MX)), vec![300]);
+        // Same serial, same zone data for transfers.
+        assert_eq!(suspect.zones[0].serial, normal.zones[0].serial);
+        assert_eq!(suspect.zones[0].records, normal.zones[0].records);
+        assert!(normal.zones[0].records.iter().any(|r| r.0 == n("www.example.test") && r.1 == 5));
+        // Another service being suspect changes nothing here.
+        let other = compile_with(&cfg, &served, &[7], &HashSet::from(["api".to_string()]));
+        assert_eq!(answer_ttls(&a(&other, "www.example.test", rtype::A)), vec![5]);
     }
 
     #[test]

@@ -22,6 +22,15 @@
 //! The scheduler turns these into `interval`, `fast_interval` and `down_interval`. A target that
 //! never fails a check is always [`Cadence::Steady`]: the fast cadence costs a healthy target
 //! nothing.
+//!
+//! # Suspicion
+//! [`HealthState::suspect`] says whether the target shows signs of trouble, for the suspicion
+//! TTL of the DNS answers that name it (`suspect_ttl`, see `dns/`). A target turns suspect on its
+//! first failed check or its first *troubled* pass (one the caller flags as slow, e.g. an answer
+//! that needed the hedge), and stays suspect until it has passed `rise` untroubled checks in a
+//! row: the same notion of "health changing" as [`Cadence::Fast`], so one lost packet costs at
+//! most `rise` checks of short TTL, never a TTL that flaps with every result. A down target is
+//! suspect until it is back up. A target that never shows trouble is never suspect.
 
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +86,10 @@ pub struct HealthState {
     streak_started_us: u64,
     last_ok_us: Option<u64>,
     last_fail_us: Option<u64>,
+    /// Shows signs of trouble (see the module doc).
+    suspect: bool,
+    /// Untroubled passes in a row.
+    clean: u32,
 }
 
 impl Default for HealthState {
@@ -87,14 +100,19 @@ impl Default for HealthState {
 
 impl HealthState {
     pub fn new() -> Self {
-        HealthState { health: Health::Unknown, streak_ok: false, streak: 0, streak_started_us: 0, last_ok_us: None, last_fail_us: None }
+        HealthState { health: Health::Unknown, streak_ok: false, streak: 0, streak_started_us: 0, last_ok_us: None, last_fail_us: None, suspect: false, clean: 0 }
     }
 
     /// A target whose verdict is already known (restored from the event log, or carried over
     /// from the check a reload replaced): it needs `fall`/`rise` results to flip, like any other.
     /// `Health::Unknown` gives the same state as [`HealthState::new`].
     pub fn restored(health: Health) -> Self {
-        HealthState { health, ..HealthState::new() }
+        HealthState { health, suspect: health == Health::Down, ..HealthState::new() }
+    }
+
+    /// Whether the target shows signs of trouble now (see the module doc).
+    pub fn suspect(&self) -> bool {
+        self.suspect
     }
 
     pub fn health(&self) -> Health {
@@ -125,6 +143,22 @@ impl HealthState {
     /// Feed one check result (`ok`, started at `at_us`). Returns the flip, if this result
     /// caused one.
     pub fn observe(&mut self, ok: bool, at_us: u64, th: Thresholds) -> Option<Transition> {
+        self.observe_graded(ok, false, at_us, th)
+    }
+
+    /// As [`HealthState::observe`], with `troubled`: a pass that still shows trouble (slow, or
+    /// rescued by a hedged attempt). It counts as a pass for health and as trouble for
+    /// [`HealthState::suspect`].
+    pub fn observe_graded(&mut self, ok: bool, troubled: bool, at_us: u64, th: Thresholds) -> Option<Transition> {
+        if !ok || troubled {
+            self.suspect = true;
+            self.clean = 0;
+        } else {
+            self.clean = self.clean.saturating_add(1);
+            if self.clean >= th.rise.max(1) {
+                self.suspect = false;
+            }
+        }
         let last_other = if ok { self.last_fail_us } else { self.last_ok_us };
         if self.streak == 0 || self.streak_ok != ok {
             self.streak_ok = ok;
@@ -250,7 +284,61 @@ mod tests {
         assert_eq!(first_down.cadence(th), Cadence::Down, "first result down at face value");
     }
 
+    #[test]
+    fn suspicion_starts_at_the_first_sign_of_trouble_and_ends_after_rise_clean_passes() {
+        let th = Thresholds { fall: 3, rise: 2 };
+        let mut h = HealthState::new();
+        h.observe(true, 0, th);
+        assert!(!h.suspect(), "a healthy target is not suspect");
+        h.observe_graded(false, false, 1, th);
+        assert!(h.suspect(), "the first failed check, long before `fall`");
+        assert_eq!(h.health(), Health::Up);
+        h.observe(true, 2, th);
+        assert!(h.suspect(), "one pass is not `rise` passes: no flapping back");
+        h.observe(true, 3, th);
+        assert!(!h.suspect(), "rise clean passes clear it");
+        h.observe_graded(true, true, 4, th);
+        assert!(h.suspect(), "a troubled pass (slow, hedged) is a sign of trouble too");
+        assert_eq!(h.health(), Health::Up, "but health only sees a pass");
+        h.observe_graded(true, true, 5, th);
+        h.observe(true, 6, th);
+        assert!(h.suspect(), "the count of clean passes restarts after each troubled one");
+        h.observe(true, 7, th);
+        assert!(!h.suspect());
+        for t in 8..11 {
+            h.observe(false, t, th);
+        }
+        assert_eq!((h.health(), h.suspect()), (Health::Down, true));
+        h.observe(true, 11, th);
+        assert!(h.suspect(), "recovering");
+        h.observe(true, 12, th);
+        assert_eq!((h.health(), h.suspect()), (Health::Up, false), "clear when back up");
+        assert!(HealthState::restored(Health::Down).suspect());
+        assert!(!HealthState::restored(Health::Up).suspect());
+    }
+
     proptest! {
+        /// Suspicion flips at most once per sign of trouble: between two troubled results it can
+        /// clear at most once, and only after `rise` clean passes.
+        #[test]
+        fn suspicion_never_flaps_faster_than_rise(results in proptest::collection::vec(0u8..3, 1..300), rise in 1u32..6) {
+            let th = Thresholds { fall: 3, rise };
+            let mut h = HealthState::new();
+            let mut clean = 0u32;
+            for (i, r) in results.iter().copied().enumerate() {
+                // 0: pass, 1: troubled pass, 2: failure
+                let before = h.suspect();
+                h.observe_graded(r != 2, r == 1, i as u64, th);
+                clean = if r == 0 { clean + 1 } else { 0 };
+                if r != 0 {
+                    prop_assert!(h.suspect());
+                } else if before && !h.suspect() {
+                    prop_assert_eq!(clean, rise, "cleared at exactly `rise` clean passes");
+                }
+                prop_assert!(before || r != 0 || !h.suspect(), "a clean pass never makes a target suspect");
+            }
+        }
+
         /// A target that never fails is always on the steady cadence.
         #[test]
         fn a_target_that_never_fails_is_never_fast(n in 1usize..300, rise in 1u32..6, fall in 1u32..6) {

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::netns::{API, Host, PRIMARY, bed};
+use crate::support::netns::{API, Host, MONITOR, PRIMARY, bed};
 use crate::support::wait_for;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,4 +104,74 @@ async fn a_block_drill_on_the_monitor_host_leaves_no_rule_behind() {
     let tables = b.tb.sh(Host::Monitor, "nft list tables");
     assert!(!tables.contains("understudy_drill"), "rule left behind: {tables}");
     wait_for(Duration::from_secs(5), "primary active again", || async { (b.active().await.as_deref() == Some("primary")).then_some(()) }).await;
+}
+
+/// The resolver's cached answer for www.example.test A: `(address, remaining TTL)`.
+fn resolver_answer(b: &crate::support::netns::Bed) -> Option<(String, u32)> {
+    let out = b.tb.sh(Host::Client, &format!("dig @{} -p 53 +time=1 +tries=1 +noall +answer www.example.test A", b.resolver.ip()));
+    out.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() == 5 && f[3] == "A").then(|| Some((f[4].to_string(), f[1].parse().ok()?))).flatten()
+    })
+}
+
+/// Issue 18: a degrading primary (every other connection from the monitor loses its SYN, so
+/// every check passes only thanks to its hedged attempt: a sign of trouble, never a failure)
+/// is answered with the suspicion TTL, so the caching resolver soon holds it for at most 1 s
+/// instead of the TTL of 5 s. When it then dies (a real outage through a drill), clients follow
+/// the switch within detection + switch + suspect_ttl + one sampling step + a margin for the
+/// resolver's whole-second clock, where TTL 5 alone allows up to detection + switch + 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_degrading_primary_is_served_with_the_suspicion_ttl_so_clients_follow_within_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ttl = 5;
+    let b = bed(dir.path(), "1s", "500ms", "5s", ttl).await;
+    let (ip, t) = resolver_answer(&b).expect("the resolver answers");
+    assert_eq!(ip, PRIMARY);
+    assert!(t > 1, "a healthy primary is served with its TTL through the resolver: {t}");
+
+    b.tb.sh(
+        Host::Primary,
+        &format!(
+            "nft add table inet degrade && \
+             nft 'add chain inet degrade in {{ type filter hook input priority 0 ; policy accept ; }}' && \
+             nft 'add rule inet degrade in ip saddr {MONITOR} tcp flags & (syn | ack) == syn numgen inc mod 2 == 0 counter drop'"
+        ),
+    );
+    // The resolver's copy ages out (at most 5 s) and comes back with the suspicion TTL: from
+    // then on every answer has at most 1 s left (a copy fetched with TTL 5 would show more than
+    // 1 s for 4 s of its 5, so 3 s of answers at 1 s or less rule it out).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut short_since: Option<Instant> = None;
+    loop {
+        let a = resolver_answer(&b);
+        match &a {
+            Some((ip, t)) if ip == PRIMARY && *t <= 1 => {
+                if short_since.get_or_insert_with(Instant::now).elapsed() >= Duration::from_secs(3) {
+                    break;
+                }
+            }
+            _ => short_since = None,
+        }
+        assert!(Instant::now() < deadline, "the resolver still holds the primary for longer than 1 s: {a:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = b.json(&["status", "www", "--json"]).await;
+    assert_eq!((status[0]["dns"][0]["ttl"].as_u64(), status[0]["dns"][0]["suspect"].as_bool()), (Some(1), Some(true)), "{status:#}");
+    assert_eq!(b.active().await.as_deref(), Some("primary"), "trouble is no failure");
+
+    let stop = format!("kill $(cat {})", b.primary_pidfile.display());
+    let resolver = b.resolver.to_string();
+    let out = b
+        .cli(&["drill", "www", "--fault", "exec", "--cmd", &stop, "--restore-cmd", &b.primary_start, "--resolver", &resolver, "--timeout", "120s", "--json"])
+        .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "drill failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(r["ok"], true, "{r:#}");
+    let (detection, switch, rto) = (r["detection_ms"].as_f64().unwrap(), r["switch_ms"].as_f64().unwrap(), r["client_rto_ms"].as_f64().unwrap());
+    eprintln!("suspicion TTL: detection {detection} ms, switch {switch} ms, client RTO {rto} ms");
+    // suspect_ttl 1 s, the observer's 50 ms step, 1.5 s for unbound's whole-second expiry.
+    assert!(rto <= detection + switch + 1000.0 + 50.0 + 1500.0, "client RTO {rto} ms: {r:#}");
+    b.tb.sh(Host::Primary, "nft delete table inet degrade");
 }
