@@ -59,6 +59,10 @@ pub struct DaemonConfig {
     /// TLS for the API: certificate chain and private key (PEM files).
     pub api_tls: Option<ApiTls>,
     pub log_format: LogFormat,
+    /// Start a new event log segment (with a snapshot) past this many bytes (0: never).
+    pub log_segment_size: u64,
+    /// Keep finished event log segments (for `events?since=`) this long after their last write.
+    pub log_retention: std::time::Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

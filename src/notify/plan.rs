@@ -34,7 +34,7 @@ use crate::events::{Event, Record};
 
 use super::notice::{Notice, NoticeEvent, Phase, Severity, Status, human_ms};
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Planner {
     book: IncidentBook,
     /// Severity announced for each open incident, and the one it opened with.
