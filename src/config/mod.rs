@@ -414,6 +414,21 @@ address = "192.0.2.2"
     }
 
     #[test]
+    fn log_segment_size_and_retention_parse_with_units_and_refuse_nonsense() {
+        let (c, _) = from_str("[daemon]\nlog_segment_size = \"512KiB\"\nlog_retention = \"7d\"\n", Path::new("u.toml")).unwrap();
+        assert_eq!((c.daemon.log_segment_size, c.daemon.log_retention), (512 << 10, std::time::Duration::from_secs(7 * 86_400)));
+        let (c, _) = from_str("[daemon]\nlog_segment_size = 4096\n", Path::new("u.toml")).unwrap();
+        assert_eq!(c.daemon.log_segment_size, 4096);
+        let (c, _) = from_str("[daemon]\n", Path::new("u.toml")).unwrap();
+        assert_eq!((c.daemon.log_segment_size, c.daemon.log_retention), (8 << 20, std::time::Duration::from_secs(90 * 86_400)));
+        let e = errors("[daemon]\nlog_segment_size = \"8 parsecs\"\nlog_retention = \"forever\"\n");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].contains("daemon.log_segment_size: expected a size such as \"8MiB\""), "{}", e[0]);
+        assert!(e[1].contains("daemon.log_retention: expected a duration such as \"90d\""), "{}", e[1]);
+        assert_eq!(errors("[daemon]\nlog_segment_size = -1\n").len(), 1);
+    }
+
+    #[test]
     fn a_huge_duration_is_a_located_error_not_a_panic() {
         let e = errors(HUGE_INTERVAL);
         assert_eq!(e.len(), 1, "{e:?}");
