@@ -616,6 +616,38 @@ mod tests {
         assert_eq!((s.cursor, s.channels[0].pending), (4, 1));
     }
 
+    /// Start from a log snapshot taken after event `snap` (the planner folded that far), with
+    /// the events after it as the tail.
+    async fn run_from_snapshot(dir: &Path, history: &[Record], snap: usize) -> wire::NotifyStatus {
+        let metrics = Arc::new(Metrics::new(Arc::new(crate::probe::lag::LagHistogram::default())));
+        let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
+        let mut planner = Planner::default();
+        for r in &history[..snap] {
+            planner.observe(r);
+        }
+        let all = history.to_vec();
+        let base = Base { planner, from_seq: snap as u64 + 1, older: Box::new(move || all) };
+        let h = start_from(&channel(), dir, base, &history[snap..], metrics, &tracker, cancel.clone()).unwrap();
+        let status = h.status();
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+        status
+    }
+
+    #[tokio::test]
+    async fn a_cursor_older_than_the_log_snapshot_still_plans_the_events_between_them() {
+        let dir = tempfile::tempdir().unwrap();
+        // The daemon died after the log started a segment at event 5 (snapshot of events 1-4)
+        // but before the dispatcher planned events 3 and 4.
+        Outbox::open(dir.path()).unwrap().0.plan(2, Vec::new(), 0).1.unwrap();
+        let s = run_from_snapshot(dir.path(), &history(), 4).await;
+        assert_eq!((s.cursor, s.channels[0].pending), (4, 1), "the incident_opened notice of event 4: {s:?}");
+        // With the cursor at the snapshot, the snapshot's planner is enough: nothing twice.
+        let s = run_from_snapshot(dir.path(), &history(), 4).await;
+        assert_eq!((s.cursor, s.channels[0].pending), (4, 1));
+    }
+
     #[tokio::test]
     async fn a_new_outbox_starts_at_the_end_of_the_history() {
         let dir = tempfile::tempdir().unwrap();
