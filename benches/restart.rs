@@ -37,63 +37,82 @@ fn arg(name: &str, default: u64) -> u64 {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// The `i`-th event of the history; every 1,000th is a decision, alternating between the
-/// targets, and the history ends on the backup.
+/// The `i`-th event of the history. Every 1,000th starts a failover to the backup that fails
+/// back 5 events later (the incident opens and closes), the rest is a healthy service's noise;
+/// the history ends with a failover, so the backup is active.
 fn event(i: u64, n: u64) -> Event {
     let service = "www".to_string();
     let t = 1_700_000_000_000_000 + i * 1000;
-    if i == n || i % 1000 == 0 {
-        let to_backup = i == n || (i / 1000) % 2 == 1;
+    let phase = if i == n { 0 } else { i % 1000 };
+    if phase == 0 || phase == 5 {
+        let to_backup = phase == 0;
         let (from, to) = if to_backup { ("primary", "backup") } else { ("backup", "primary") };
         return Event::Decision {
             service,
             epoch: i,
             from: Some(from.into()),
             to: Some(to.into()),
-            from_rank: Some(usize::from(to_backup) ^ 1),
+            from_rank: Some(usize::from(!to_backup)),
             to_rank: Some(usize::from(to_backup)),
             address: None,
             reason: if to_backup { Reason::Failover } else { Reason::Failback },
             all_down: false,
         };
     }
-    match i % 4 {
-        0 => Event::TargetDown {
+    match phase {
+        1 => Event::Actuated { service, epoch: i - 1, actuator: "dns".into(), step: Step::Applied, ok: true, detail: "www.example.test A 127.0.0.3".into(), duration_us: 40 },
+        2 => Event::Switched { service, epoch: i - 2, ok: true, steps: 1, duration_us: 60 },
+        3 => Event::TargetUp { service, target: "primary".into(), from: Health::Down, streak: 2, first_ok_us: t - 2000, reason: "HTTP 200 in 1.2 ms".into(), checks: Vec::new() },
+        _ if i % 2 == 0 => Event::TargetDown {
             service,
-            target: "primary".into(),
+            target: "backup".into(),
             from: Health::Up,
             streak: 3,
             first_failure_us: t - 3000,
             last_ok_us: Some(t - 4000),
-            reason: "connect 127.0.0.2:80: connection refused".into(),
+            reason: "connect 127.0.0.3:80: connection refused".into(),
             checks: Vec::new(),
         },
-        1 => Event::TargetUp { service, target: "primary".into(), from: Health::Down, streak: 2, first_ok_us: t - 2000, reason: "HTTP 200 in 1.2 ms".into(), checks: Vec::new() },
-        2 => Event::Actuated { service, epoch: i - i % 1000, actuator: "dns".into(), step: Step::Verified, ok: true, detail: "www.example.test A 127.0.0.3".into(), duration_us: 40 },
-        _ => Event::CheckerError { service, target: "backup".into(), reason: "EMFILE: too many open files".into(), suppressed: i % 7, resolved: false },
+        _ => Event::TargetUp { service, target: "backup".into(), from: Health::Down, streak: 2, first_ok_us: t - 2000, reason: "HTTP 200 in 0.9 ms".into(), checks: Vec::new() },
     }
 }
 
-fn write_segmented(dir: &Path, n: u64) {
+/// The records of `n` events and the incident events the daemon records after them.
+fn history(n: u64, mut each: impl FnMut(Record)) {
+    let mut book = understudy::events::incident::IncidentBook::default();
+    let mut seq = 0;
+    for i in 1..=n {
+        let mut queue = vec![event(i, n)];
+        while let Some(e) = queue.pop() {
+            seq += 1;
+            let r = Record { seq, time_us: 1_700_000_000_000_000 + seq * 1000, event: e };
+            queue.extend(book.react(&r));
+            book.apply(&r);
+            each(r);
+        }
+    }
+}
+
+fn write_segmented(dir: &Path, n: u64) -> u64 {
     let (mut log, _, _) = EventLog::open_with(dir, LogOptions::default()).expect("open the event log");
     log.set_fsync(false);
-    for i in 1..=n {
-        log.append(event(i, n), 1_700_000_000_000_000 + i * 1000);
-        if i % 50_000 == 0 {
+    let mut count = 0;
+    history(n, |r| {
+        assert_eq!(log.append(r.event, r.time_us).seq, r.seq);
+        count += 1;
+        if count % 50_000 == 0 {
             // Keep the queue short: the writer folds every record into the next snapshot.
             assert!(log.flush(Duration::from_secs(120)), "the writer keeps up");
         }
-    }
+    });
     assert!(log.flush(Duration::from_secs(120)));
+    count
 }
 
 fn write_single(dir: &Path, n: u64) {
     std::fs::create_dir_all(dir).unwrap();
     let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("events.log")).unwrap());
-    for i in 1..=n {
-        let r = Record { seq: i, time_us: 1_700_000_000_000_000 + i * 1000, event: event(i, n) };
-        f.write_all(understudy::crclog::encode(&r).as_bytes()).unwrap();
-    }
+    history(n, |r| f.write_all(understudy::crclog::encode(&r).as_bytes()).unwrap());
     f.into_inner().unwrap().sync_all().unwrap();
 }
 
@@ -228,12 +247,24 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let layouts = [("segmented", dir.path().join("segmented")), ("single file", dir.path().join("single"))];
     let t = Instant::now();
-    write_segmented(&layouts[0].1, n);
-    let segs = std::fs::read_dir(&layouts[0].1).unwrap().filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().starts_with("events"))).count();
-    println!("wrote {n} events through EventLog: {segs} segments ({:.1} s)", t.elapsed().as_secs_f64());
+    let records = write_segmented(&layouts[0].1, n);
+    let segs: Vec<u64> = std::fs::read_dir(&layouts[0].1).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("events")).map(|e| e.metadata().unwrap().len()).collect();
+    println!(
+        "wrote {records} records ({n} events and their incident events) through EventLog: {} segments, {:.0} MiB in all ({:.1} s)",
+        segs.len(),
+        segs.iter().sum::<u64>() as f64 / 1048576.0,
+        t.elapsed().as_secs_f64()
+    );
+    let mut names: Vec<_> = std::fs::read_dir(&layouts[0].1).unwrap().flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".log")).collect();
+    names.sort();
+    if let Some(newest) = names.last() {
+        let text = std::fs::read(newest).unwrap();
+        let head = text.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
+        println!("newest segment: {} KiB, of which the snapshot line {} KiB", text.len() / 1024, head / 1024);
+    }
     let t = Instant::now();
     write_single(&layouts[1].1, n);
-    println!("wrote {n} events as one events.log ({:.1} s)", t.elapsed().as_secs_f64());
+    println!("wrote the same records as one events.log ({:.1} s)", t.elapsed().as_secs_f64());
     println!("restart to first DNS answer, {runs} runs each:");
     for (name, data) in &layouts {
         let mut ms = Vec::new();

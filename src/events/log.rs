@@ -458,10 +458,8 @@ impl EventLog {
         if dirty && writable && sink.truncate(good_end).is_ok() {
             dirty = false;
         }
-        let mut folds = history.state.clone();
-        for r in &history.records {
-            folds.apply(r);
-        }
+        // The writer folds the tail itself, on its own thread: start-up does not wait for it.
+        let folds = (history.state.clone(), history.records.clone());
         let mut log = EventLog::with_sink(first, &history.records, history.last_seq(), Box::new(sink), good_end, dirty, sync, folds, opts);
         log.skip_to(newest_unread + 1);
         Ok((log, history, report))
@@ -476,7 +474,7 @@ impl EventLog {
         good_end: u64,
         dirty: bool,
         sync: Arc<AtomicBool>,
-        folds: Folds,
+        folds: (Folds, Vec<Record>),
         opts: LogOptions,
     ) -> EventLog {
         let shared = Arc::new(Durability {
@@ -485,7 +483,7 @@ impl EventLog {
             done: Condvar::new(),
             on_durable: Mutex::new(None),
         });
-        let w = Writer { shared: shared.clone(), sink, good_end, dirty, folds, opts, rotate_at: opts.segment_size };
+        let w = Writer { shared: shared.clone(), sink, good_end, dirty, folds: folds.0, unfolded: folds.1, opts, rotate_at: opts.segment_size };
         std::thread::Builder::new().name("event-log-writer".into()).spawn(move || w.run()).expect("spawn the event log writer thread");
         let recent = history.iter().rev().take(MEMORY_WINDOW).rev().cloned().collect();
         EventLog { path, next_seq: last + 1, recent, shared, sync }
@@ -600,8 +598,10 @@ struct Writer {
     /// The file may hold bytes after `good_end` (a failed write, or a torn tail that could not
     /// be cut at open): cut them before writing.
     dirty: bool,
-    /// Every start-up fold over the durable records (the next snapshot).
+    /// Every start-up fold over the durable records (the next snapshot)...
     folds: Folds,
+    /// ... once these (the records after the snapshot read at start-up) are folded in.
+    unfolded: Vec<Record>,
     opts: LogOptions,
     /// Rotate once `good_end` reaches this (moved on after a failed rotation).
     rotate_at: u64,
@@ -609,6 +609,9 @@ struct Writer {
 
 impl Writer {
     fn run(mut self) {
+        for r in std::mem::take(&mut self.unfolded) {
+            self.folds.apply(&r);
+        }
         let mut backoff = Duration::from_millis(50);
         loop {
             let (bytes, last_seq, count) = {
@@ -949,7 +952,7 @@ mod tests {
         let file = OpenOptions::new().append(true).create(true).open(&path).unwrap();
         let faults = Faults::default();
         let sink = FaultySink { file, faults: faults.clone() };
-        let mut log = EventLog::with_sink(path, &[], 0, Box::new(sink), 0, false, Arc::new(AtomicBool::new(true)), Folds::default(), LogOptions::default());
+        let mut log = EventLog::with_sink(path, &[], 0, Box::new(sink), 0, false, Arc::new(AtomicBool::new(true)), Default::default(), LogOptions::default());
         let fed = Arc::new(Mutex::new(Vec::new()));
         let f2 = fed.clone();
         log.on_durable(Box::new(move |r| lock(&f2).push(r.seq)));
