@@ -255,8 +255,9 @@ fn main() {
         segs.iter().sum::<u64>() as f64 / 1048576.0,
         t.elapsed().as_secs_f64()
     );
+    // `events.log` is the first segment, then `events-<seq>.log` in order.
     let mut names: Vec<_> = std::fs::read_dir(&layouts[0].1).unwrap().flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".log")).collect();
-    names.sort();
+    names.sort_by_key(|p| (!p.ends_with("events.log"), p.clone()));
     if let Some(newest) = names.last() {
         let text = std::fs::read(newest).unwrap();
         let head = text.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);

@@ -135,7 +135,7 @@ fn read_snapshot(path: &Path) -> Option<Snapshot> {
     use std::io::BufRead;
     let mut line = Vec::new();
     std::io::BufReader::new(File::open(path).ok()?).read_until(b'\n', &mut line).ok()?;
-    match crate::crclog::decode_bytes::<LogLine>(&line) {
+    match LogLine::decode(&line) {
         crate::crclog::Decoded::Good(LogLine::Snapshot(s)) => Some(*s),
         _ => None,
     }
@@ -396,7 +396,7 @@ impl EventLog {
         for (seq, path) in &all[start..all.len() - 1] {
             let err = |source| LogError::Open { path: path.clone(), source };
             let mut f = File::open(path).map_err(err)?;
-            let (r, _, _) = crate::crclog::scan(&mut f, |l: LogLine| {
+            let (r, _, _) = crate::crclog::scan_with(&mut f, LogLine::decode, |l: LogLine| {
                 match l {
                     LogLine::Record(r) if r.seq >= from_seq => history.records.push(r),
                     LogLine::Newer { seq } => newer.push(seq),
@@ -432,7 +432,7 @@ impl EventLog {
         let (active, good_end, size) = match &file {
             Some(f) => {
                 let mut f = f;
-                crate::crclog::scan(&mut f, |l: LogLine| {
+                crate::crclog::scan_with(&mut f, LogLine::decode, |l: LogLine| {
                     match l {
                         LogLine::Record(r) if r.seq >= from_seq => history.records.push(r),
                         LogLine::Newer { seq } => newer.push(seq),
@@ -742,6 +742,24 @@ enum LogLine {
     Snapshot(Box<Snapshot>),
 }
 
+impl LogLine {
+    /// One line of the log: a record is parsed straight away (start-up reads many); anything
+    /// else goes through the general path below.
+    fn decode(line: &[u8]) -> crate::crclog::Decoded<LogLine> {
+        use crate::crclog::Decoded;
+        let Some(json) = crate::crclog::checked_json(line) else {
+            return Decoded::Damaged;
+        };
+        if let Ok(r) = serde_json::from_slice::<Record>(json) {
+            return Decoded::Good(LogLine::Record(r));
+        }
+        match serde_json::from_slice(json) {
+            Ok(l) => Decoded::Good(l),
+            Err(_) => Decoded::Unreadable,
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for LogLine {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = serde_json::Value::deserialize(d)?;
@@ -782,7 +800,7 @@ pub fn read_since(path: &Path, since: u64, limit: usize) -> Result<Vec<Record>, 
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(err(e)),
         };
-        crate::crclog::scan(&mut f, |l: LogLine| {
+        crate::crclog::scan_with(&mut f, LogLine::decode, |l: LogLine| {
             if let LogLine::Record(r) = l
                 && r.seq > since
                 && out.last().is_none_or(|l: &Record| l.seq < r.seq)

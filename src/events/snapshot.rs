@@ -18,13 +18,31 @@ use super::state::Persisted;
 use crate::drill::ledger::Ledger;
 use crate::notify::plan::Planner;
 
-/// Everything a start-up fold needs, as of some point in the log.
+/// Everything a start-up fold needs, as of some point in the log. The planner's incident book
+/// is the same fold as `incidents`: it is written once and shared again when read.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "OnDisk")]
 pub struct Folds {
     pub persisted: Persisted,
     pub incidents: IncidentBook,
     pub drills: Ledger,
     pub planner: Planner,
+}
+
+#[derive(Deserialize)]
+struct OnDisk {
+    persisted: Persisted,
+    incidents: IncidentBook,
+    drills: Ledger,
+    planner: Planner,
+}
+
+impl From<OnDisk> for Folds {
+    fn from(d: OnDisk) -> Folds {
+        let mut planner = d.planner;
+        planner.restore_book(d.incidents.clone());
+        Folds { persisted: d.persisted, incidents: d.incidents, drills: d.drills, planner }
+    }
 }
 
 impl Folds {
