@@ -130,13 +130,14 @@ fn segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-/// The snapshot on the first line of the segment at `path`, if it has an intact one.
-fn read_snapshot(path: &Path) -> Option<Snapshot> {
+/// The snapshot on the first line of the segment at `path`, if it has an intact one, and the
+/// length of that line.
+fn read_snapshot(path: &Path) -> Option<(Snapshot, u64)> {
     use std::io::BufRead;
     let mut line = Vec::new();
     std::io::BufReader::new(File::open(path).ok()?).read_until(b'\n', &mut line).ok()?;
     match LogLine::decode(&line) {
-        crate::crclog::Decoded::Good(LogLine::Snapshot(s)) => Some(*s),
+        crate::crclog::Decoded::Good(LogLine::Snapshot(s)) => Some((*s, line.len() as u64)),
         _ => None,
     }
 }
@@ -378,14 +379,16 @@ impl EventLog {
         // Start from the newest intact snapshot (normally the active segment's first line);
         // without one, from the first segment there is.
         let mut history = History { from_seq: 1, ..History::default() };
-        let mut start = 0;
+        let (mut start, mut head) = (0, 0);
         for (i, (seq, path)) in all.iter().enumerate().rev() {
             if *seq == 0 {
                 continue;
             }
-            if let Some(snap) = read_snapshot(path) {
+            if let Some((snap, len)) = read_snapshot(path) {
                 history = History { state: snap.state, from_seq: snap.next_seq, records: Vec::new() };
                 start = i;
+                // The segment's size counts the records after its snapshot.
+                head = if i == all.len() - 1 { len } else { 0 };
                 break;
             }
             tracing::error!(path = %path.display(), "event log segment has no intact snapshot; reading the segment before it");
@@ -460,7 +463,7 @@ impl EventLog {
         }
         // The writer folds the tail itself, on its own thread: start-up does not wait for it.
         let folds = (history.state.clone(), history.records.clone());
-        let mut log = EventLog::with_sink(first, &history.records, history.last_seq(), Box::new(sink), good_end, dirty, sync, folds, opts);
+        let mut log = EventLog::with_sink(first, &history.records, history.last_seq(), Box::new(sink), good_end, dirty, sync, folds, opts, head);
         log.skip_to(newest_unread + 1);
         Ok((log, history, report))
     }
@@ -476,6 +479,7 @@ impl EventLog {
         sync: Arc<AtomicBool>,
         folds: (Folds, Vec<Record>),
         opts: LogOptions,
+        head: u64,
     ) -> EventLog {
         let shared = Arc::new(Durability {
             state: Mutex::new(State { durable_seq: last, last_seq: last, ..State::default() }),
@@ -483,7 +487,7 @@ impl EventLog {
             done: Condvar::new(),
             on_durable: Mutex::new(None),
         });
-        let w = Writer { shared: shared.clone(), sink, good_end, dirty, folds: folds.0, unfolded: folds.1, opts, rotate_at: opts.segment_size };
+        let w = Writer { shared: shared.clone(), sink, good_end, dirty, folds: folds.0, unfolded: folds.1, opts, rotate_at: head + opts.segment_size };
         std::thread::Builder::new().name("event-log-writer".into()).spawn(move || w.run()).expect("spawn the event log writer thread");
         let recent = history.iter().rev().take(MEMORY_WINDOW).rev().cloned().collect();
         EventLog { path, next_seq: last + 1, recent, shared, sync }
@@ -970,7 +974,7 @@ mod tests {
         let file = OpenOptions::new().append(true).create(true).open(&path).unwrap();
         let faults = Faults::default();
         let sink = FaultySink { file, faults: faults.clone() };
-        let mut log = EventLog::with_sink(path, &[], 0, Box::new(sink), 0, false, Arc::new(AtomicBool::new(true)), Default::default(), LogOptions::default());
+        let mut log = EventLog::with_sink(path, &[], 0, Box::new(sink), 0, false, Arc::new(AtomicBool::new(true)), Default::default(), LogOptions::default(), 0);
         let fed = Arc::new(Mutex::new(Vec::new()));
         let f2 = fed.clone();
         log.on_durable(Box::new(move |r| lock(&f2).push(r.seq)));
