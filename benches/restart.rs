@@ -5,9 +5,7 @@
 //! - `segmented`: written through the real `EventLog` (default `log_segment_size`), so start-up
 //!   reads the newest segment's snapshot and the records after it;
 //! - `single file`: one `events.log` with every record and no snapshot, as versions before
-//!   segments wrote it (what the first start after an upgrade reads);
-//! - `segmented, newest segment full`: the first layout plus noise until the newest segment
-//!   holds a whole `log_segment_size` of records after its snapshot: the worst case.
+//!   segments wrote it (what the first start after an upgrade reads).
 //!
 //! The events are a service's life: health flips, decisions, actuator steps, checker errors;
 //! the last decision puts `www` on its backup, so the first answer must be the backup's address
@@ -107,41 +105,6 @@ fn write_segmented(dir: &Path, n: u64) -> u64 {
             assert!(log.flush(Duration::from_secs(120)), "the writer keeps up");
         }
     });
-    assert!(log.flush(Duration::from_secs(120)));
-    count
-}
-
-/// The newest segment of `dir`: (its size, the size of its snapshot line).
-fn newest_segment(dir: &Path) -> (u64, u64) {
-    // `events.log` is the first segment, then `events-<seq>.log` in order.
-    let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".log")).collect();
-    names.sort_by_key(|p| (!p.ends_with("events.log"), p.clone()));
-    let Some(newest) = names.last() else { return (0, 0) };
-    let text = std::fs::read(newest).unwrap();
-    let head = text.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
-    (text.len() as u64, head as u64)
-}
-
-/// The segmented layout, then more of a healthy service's noise until the newest segment is
-/// full (the most a restart ever reads after its snapshot).
-fn write_segmented_full(dir: &Path, n: u64) -> u64 {
-    let mut count = write_segmented(dir, n);
-    let (mut log, _, _) = EventLog::open_with(dir, LogOptions::default()).expect("open the event log");
-    log.set_fsync(false);
-    let want = LogOptions::default().segment_size - (64 << 10);
-    // Bounded: 8 MiB of ~220-byte records is ~40,000 of them.
-    for k in 0..400_000 {
-        // Phases 6..999 of `event` are noise: no decision, the backup stays active.
-        log.append(event(1006 + k % 990, u64::MAX), 1_800_000_000_000_000 + k);
-        count += 1;
-        if k % 1000 == 999 {
-            assert!(log.flush(Duration::from_secs(120)));
-            let (size, head) = newest_segment(dir);
-            if size - head >= want {
-                break;
-            }
-        }
-    }
     assert!(log.flush(Duration::from_secs(120)));
     count
 }
@@ -282,11 +245,7 @@ fn main() {
     let runs = arg("--runs", 5);
     let n = arg("--events", 1_000_000);
     let dir = tempfile::tempdir().unwrap();
-    let layouts = [
-        ("segmented", dir.path().join("segmented")),
-        ("single file", dir.path().join("single")),
-        ("segmented, newest segment full", dir.path().join("full")),
-    ];
+    let layouts = [("segmented", dir.path().join("segmented")), ("single file", dir.path().join("single"))];
     let t = Instant::now();
     let records = write_segmented(&layouts[0].1, n);
     let segs: Vec<u64> = std::fs::read_dir(&layouts[0].1).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("events")).map(|e| e.metadata().unwrap().len()).collect();
@@ -296,11 +255,14 @@ fn main() {
         segs.iter().sum::<u64>() as f64 / 1048576.0,
         t.elapsed().as_secs_f64()
     );
-    let (size, head) = newest_segment(&layouts[0].1);
-    println!("  newest segment: {} KiB, of which the snapshot line {} KiB", size / 1024, head / 1024);
-    let full = write_segmented_full(&layouts[2].1, n);
-    let (size, head) = newest_segment(&layouts[2].1);
-    println!("wrote {full} records, newest segment full: {} KiB, of which the snapshot line {} KiB", size / 1024, head / 1024);
+    // `events.log` is the first segment, then `events-<seq>.log` in order.
+    let mut names: Vec<_> = std::fs::read_dir(&layouts[0].1).unwrap().flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".log")).collect();
+    names.sort_by_key(|p| (!p.ends_with("events.log"), p.clone()));
+    if let Some(newest) = names.last() {
+        let text = std::fs::read(newest).unwrap();
+        let head = text.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
+        println!("newest segment: {} KiB, of which the snapshot line {} KiB", text.len() / 1024, head / 1024);
+    }
     let t = Instant::now();
     write_single(&layouts[1].1, n);
     println!("wrote the same records as one events.log ({:.1} s)", t.elapsed().as_secs_f64());
@@ -314,10 +276,10 @@ fn main() {
             }
         }
         if ms.is_empty() {
-            println!("  {name:<31} no successful run");
+            println!("  {name:<12} no successful run");
             continue;
         }
         let (lo, hi) = (ms.iter().copied().fold(f64::INFINITY, f64::min), ms.iter().copied().fold(0.0, f64::max));
-        println!("  {name:<31} median {:7.1} ms  (min {lo:.1}, max {hi:.1}, {} runs)", median(&mut ms), ms.len());
+        println!("  {name:<12} median {:7.1} ms  (min {lo:.1}, max {hi:.1}, {} runs)", median(&mut ms), ms.len());
     }
 }
