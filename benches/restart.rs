@@ -63,7 +63,7 @@ fn event(i: u64, n: u64) -> Event {
         1 => Event::Actuated { service, epoch: i - 1, actuator: "dns".into(), step: Step::Applied, ok: true, detail: "www.example.test A 127.0.0.3".into(), duration_us: 40 },
         2 => Event::Switched { service, epoch: i - 2, ok: true, steps: 1, duration_us: 60 },
         3 => Event::TargetUp { service, target: "primary".into(), from: Health::Down, streak: 2, first_ok_us: t - 2000, reason: "HTTP 200 in 1.2 ms".into(), checks: Vec::new() },
-        _ if i % 2 == 0 => Event::TargetDown {
+        _ if i.is_multiple_of(2) => Event::TargetDown {
             service,
             target: "backup".into(),
             from: Health::Up,

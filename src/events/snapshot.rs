@@ -103,7 +103,7 @@ pub(crate) mod tests {
                 let from = Some(["primary", "backup"][1 - rank].to_string());
                 Event::Decision { service, epoch: seq, from, to, from_rank: Some(1 - rank), to_rank: (!all_down).then_some(rank), address: None, reason, all_down }
             }
-            3 => Event::Actuated { service, epoch: seq - 1, actuator: "dns".into(), step: [Step::Applied, Step::Verified][(a / 2 % 2) as usize], ok: b % 3 != 0, detail: String::new(), duration_us: 10 },
+            3 => Event::Actuated { service, epoch: seq - 1, actuator: "dns".into(), step: [Step::Applied, Step::Verified][(a / 2 % 2) as usize], ok: !b.is_multiple_of(3), detail: String::new(), duration_us: 10 },
             4 => {
                 let action = [OverrideAction::Drain, OverrideAction::Enable, OverrideAction::Switchover, OverrideAction::Clear, OverrideAction::ForceDown, OverrideAction::Unforce][(a / 2 % 6) as usize];
                 Event::Override { service, target: Some(target), action, by: "test".into(), expires_us: (action == OverrideAction::ForceDown).then_some(seq * 7) }
@@ -116,7 +116,7 @@ pub(crate) mod tests {
                 Some(id) => Event::DrillFinished {
                     id,
                     service,
-                    ok: b % 2 == 0,
+                    ok: b.is_multiple_of(2),
                     detection_ms: Some(f64::from(a) * 1.37),
                     switch_ms: Some(f64::from(b) / 3.0),
                     rto_ms: None,
