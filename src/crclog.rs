@@ -49,17 +49,20 @@ pub enum Decoded<T> {
     Damaged,
 }
 
-/// Check the CRC of one line (with or without its newline) and parse it.
-pub fn decode_bytes<T: DeserializeOwned>(line: &[u8]) -> Decoded<T> {
+/// The JSON of one line (with or without its newline) if its CRC is right.
+pub fn checked_json(line: &[u8]) -> Option<&[u8]> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
-    let Some(tab) = line.iter().rposition(|&b| b == b'\t') else {
-        return Decoded::Damaged;
-    };
+    let tab = line.iter().rposition(|&b| b == b'\t')?;
     let (json, crc) = (&line[..tab], &line[tab + 1..]);
     let crc = std::str::from_utf8(crc).ok().and_then(|c| u32::from_str_radix(c.trim_end(), 16).ok());
-    if crc != Some(crc32fast::hash(json)) {
+    (crc == Some(crc32fast::hash(json))).then_some(json)
+}
+
+/// Check the CRC of one line (with or without its newline) and parse it.
+pub fn decode_bytes<T: DeserializeOwned>(line: &[u8]) -> Decoded<T> {
+    let Some(json) = checked_json(line) else {
         return Decoded::Damaged;
-    }
+    };
     match serde_json::from_slice(json) {
         Ok(v) => Decoded::Good(v),
         Err(_) => Decoded::Unreadable,
@@ -93,7 +96,17 @@ pub fn recover<T: DeserializeOwned>(file: &mut File, mut each: impl FnMut(T)) ->
 /// Read like [`recover`] without changing anything: every good line goes to `each` until it
 /// returns `false`. Returns the report (whose `truncated_bytes` says what `recover` would cut),
 /// the offset after the last line to keep, and the bytes read.
-pub fn scan<T: DeserializeOwned, R: std::io::Read + Seek>(file: &mut R, mut each: impl FnMut(T) -> bool) -> std::io::Result<(OpenReport, u64, u64)> {
+pub fn scan<T: DeserializeOwned, R: std::io::Read + Seek>(file: &mut R, each: impl FnMut(T) -> bool) -> std::io::Result<(OpenReport, u64, u64)> {
+    scan_with(file, decode_bytes::<T>, each)
+}
+
+/// [`scan`] with the caller's decoder for each complete line (it must check the CRC, e.g.
+/// with [`checked_json`]).
+pub fn scan_with<T, R: std::io::Read + Seek>(
+    file: &mut R,
+    decode: impl Fn(&[u8]) -> Decoded<T>,
+    mut each: impl FnMut(T) -> bool,
+) -> std::io::Result<(OpenReport, u64, u64)> {
     let mut report = OpenReport::default();
     let mut good_end: u64 = 0;
     file.seek(SeekFrom::Start(0))?;
@@ -109,7 +122,7 @@ pub fn scan<T: DeserializeOwned, R: std::io::Read + Seek>(file: &mut R, mut each
         line_no += 1;
         offset += n as u64;
         let complete = buf.last() == Some(&b'\n');
-        let decoded = if complete { decode_bytes::<T>(&buf) } else { Decoded::Damaged };
+        let decoded = if complete { decode(&buf) } else { Decoded::Damaged };
         match decoded {
             Decoded::Good(v) => {
                 report.records += 1;

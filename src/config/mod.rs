@@ -59,6 +59,10 @@ pub struct DaemonConfig {
     /// TLS for the API: certificate chain and private key (PEM files).
     pub api_tls: Option<ApiTls>,
     pub log_format: LogFormat,
+    /// Start a new event log segment (with a snapshot) past this many bytes (0: never).
+    pub log_segment_size: u64,
+    /// Keep finished event log segments (for `events?since=`) this long after their last write.
+    pub log_retention: std::time::Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -407,6 +411,21 @@ address = "192.0.2.2"
 
     fn errors(text: &str) -> Vec<String> {
         from_str(text, Path::new("u.toml")).expect_err("must be refused").0.iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn log_segment_size_and_retention_parse_with_units_and_refuse_nonsense() {
+        let (c, _) = from_str("[daemon]\nlog_segment_size = \"512KiB\"\nlog_retention = \"7d\"\n", Path::new("u.toml")).unwrap();
+        assert_eq!((c.daemon.log_segment_size, c.daemon.log_retention), (512 << 10, std::time::Duration::from_secs(7 * 86_400)));
+        let (c, _) = from_str("[daemon]\nlog_segment_size = 4096\n", Path::new("u.toml")).unwrap();
+        assert_eq!(c.daemon.log_segment_size, 4096);
+        let (c, _) = from_str("[daemon]\n", Path::new("u.toml")).unwrap();
+        assert_eq!((c.daemon.log_segment_size, c.daemon.log_retention), (8 << 20, std::time::Duration::from_secs(90 * 86_400)));
+        let e = errors("[daemon]\nlog_segment_size = \"8 parsecs\"\nlog_retention = \"forever\"\n");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].contains("daemon.log_segment_size: expected a size such as \"8MiB\""), "{}", e[0]);
+        assert!(e[1].contains("daemon.log_retention: expected a duration such as \"90d\""), "{}", e[1]);
+        assert_eq!(errors("[daemon]\nlog_segment_size = -1\n").len(), 1);
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub struct RawDaemon {
     pub api_tls_key: Option<String>,
     #[serde(default = "default_log_format")]
     pub log_format: String,
+    /// Event log segment size: bytes, or a string with a unit ("8MiB", "64 KiB").
+    pub log_segment_size: Option<toml::Value>,
+    /// How long finished event log segments are kept ("90d").
+    pub log_retention: Option<String>,
 }
 
 impl Default for RawDaemon {
@@ -55,6 +59,8 @@ impl Default for RawDaemon {
             api_tls_cert: None,
             api_tls_key: None,
             log_format: default_log_format(),
+            log_segment_size: None,
+            log_retention: None,
         }
     }
 }

@@ -158,7 +158,42 @@ fn validate_daemon(cx: &mut Ctx<'_>, d: RawDaemon, base_dir: &Path) -> Option<Da
             None
         }
     };
-    Some(DaemonConfig { data_dir: PathBuf::from(d.data_dir), api: api?, api_token, api_token_file, api_hosts, api_tls, log_format })
+    let log_segment_size = match &d.log_segment_size {
+        None => crate::events::log::DEFAULT_SEGMENT_SIZE,
+        Some(v) => parse_size(v).unwrap_or_else(|| {
+            cx.err(&with(&p, &[k("log_segment_size")]), format!("expected a size such as \"8MiB\", \"512KiB\" or a number of bytes (0: never rotate), got {v}"));
+            crate::events::log::DEFAULT_SEGMENT_SIZE
+        }),
+    };
+    let log_retention = match &d.log_retention {
+        None => crate::events::log::DEFAULT_RETENTION,
+        Some(r) => humantime::parse_duration(r).unwrap_or_else(|e| {
+            cx.err(&with(&p, &[k("log_retention")]), format!("expected a duration such as \"90d\", got \"{r}\": {e}"));
+            crate::events::log::DEFAULT_RETENTION
+        }),
+    };
+    Some(DaemonConfig { data_dir: PathBuf::from(d.data_dir), api: api?, api_token, api_token_file, api_hosts, api_tls, log_format, log_segment_size, log_retention })
+}
+
+/// A byte count: an integer, or a string with a unit (B, KiB, MiB, GiB; K, M, G are the same).
+fn parse_size(v: &toml::Value) -> Option<u64> {
+    match v {
+        toml::Value::Integer(n) => u64::try_from(*n).ok(),
+        toml::Value::String(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (n, unit) = (s[..split].parse::<u64>().ok()?, s[split..].trim());
+            let mul: u64 = match unit.to_ascii_lowercase().as_str() {
+                "" | "b" => 1,
+                "k" | "kib" | "kb" => 1 << 10,
+                "m" | "mib" | "mb" => 1 << 20,
+                "g" | "gib" | "gb" => 1 << 30,
+                _ => return None,
+            };
+            n.checked_mul(mul)
+        }
+        _ => None,
+    }
 }
 
 pub(super) fn resolve(base: &Path, f: &str) -> PathBuf {

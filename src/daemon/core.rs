@@ -104,12 +104,12 @@ impl Core {
         cancel: CancellationToken,
         tracker: TaskTracker,
         lag: Arc<LagHistogram>,
-        history: &[Record],
+        history: &crate::events::log::History,
         persisted: Persisted,
         dns: Option<crate::dns::Dns>,
     ) -> Result<Core, DaemonError> {
-        let mut incidents = IncidentBook::default();
-        for r in history {
+        let mut incidents = history.state.incidents.clone();
+        for r in &history.records {
             incidents.apply(r);
         }
         let (probe_tx, probe_rx) = mpsc::unbounded_channel();
@@ -129,10 +129,10 @@ impl Core {
             incidents,
             recent_checks: HashMap::new(),
             dns,
-            drills: Ledger::default(),
+            drills: history.state.drills.clone(),
             log_watch: LogWatch::default(),
         };
-        for r in history {
+        for r in &history.records {
             core.drills.apply(r);
         }
         core.drills.restarted(now_us(), DRILL_RESTART_GRACE_US);

@@ -243,14 +243,19 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
     let data_dir = config.daemon.data_dir.clone();
     let lock = lock_data_dir(&data_dir)?;
 
-    let (mut log, records, report) = EventLog::open(&data_dir)?;
+    let opts = crate::events::log::LogOptions { segment_size: config.daemon.log_segment_size, retention: config.daemon.log_retention };
+    let (mut log, history, report) = EventLog::open_with(&data_dir, opts)?;
     if report.truncated_bytes > 0 {
         tracing::warn!(bytes = report.truncated_bytes, "cut a torn final write off the event log (the daemon died mid-write)");
     }
     if !report.skipped_lines.is_empty() {
         tracing::error!(lines = ?report.skipped_lines, path = %log.path().display(), "skipped damaged lines in the event log");
     }
-    let persisted = Persisted::fold(&records);
+    // Start-up folds begin at the newest snapshot and take the records after it.
+    let mut persisted = history.state.persisted.clone();
+    for r in &history.records {
+        persisted.apply(r);
+    }
     let api_token = match &config.daemon.api_token {
         Some(t) => t.clone(),
         // A full or read-only data disk must not stop the daemon (it still fails over): keep a
@@ -284,7 +289,10 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
     let metrics = Arc::new(Metrics::new(lag.clone()));
     let (control_tx, control_rx) = mpsc::channel(256);
     let (events, _) = broadcast::channel(4096);
-    let notify = crate::notify::start(&config.notify, &data_dir, &records, metrics.clone(), &tracker, cancel.clone())?;
+    let first_segment = log.path().to_owned();
+    let older = Box::new(move || crate::events::log::read_since(&first_segment, 0, usize::MAX).unwrap_or_default());
+    let base = crate::notify::Base { planner: history.state.planner.clone(), from_seq: history.from_seq, older };
+    let notify = crate::notify::start_from(&config.notify, &data_dir, base, &history.records, metrics.clone(), &tracker, cancel.clone())?;
     // A sequence number the outbox has seen is never given out again, even if the log lost it.
     log.skip_to(notify.status().cursor + 1);
     // Notifications are planned from events once they are on disk (the log's writer thread
@@ -308,8 +316,8 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
 
     let schedules = config.drill.schedules.clone();
     let heartbeat = config.heartbeat.clone();
-    let mut core = core::Core::new(config, shared.clone(), cancel.clone(), tracker.clone(), lag, &records, persisted, dns)?;
-    drop(records);
+    let mut core = core::Core::new(config, shared.clone(), cancel.clone(), tracker.clone(), lag, &history, persisted, dns)?;
+    drop(history);
     core.started();
 
     let api_shared = shared.clone();

@@ -85,7 +85,7 @@ pub struct Policy {
 }
 
 /// What a previous run of the daemon recorded (from the event log).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Restored {
     pub epoch: u64,
     pub active: Option<String>,

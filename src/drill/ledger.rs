@@ -17,7 +17,7 @@ use super::{Summary, Undo};
 use crate::events::{Event, Record, format_time_us};
 
 /// A drill a client has started and not finished.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Running {
     pub service: String,
     pub fault: String,
@@ -38,7 +38,7 @@ pub enum LeaseError {
 }
 
 /// Running and finished drills.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Ledger {
     running: BTreeMap<u64, Running>,
     finished: Vec<Summary>,

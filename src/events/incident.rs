@@ -21,19 +21,19 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{CheckSample, Event, Record, Step};
 use crate::decision::Reason;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimelineEntry {
     pub time_us: u64,
     pub what: String,
 }
 
 /// The check results that made a target flip, kept for the report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckWindow {
     pub target: String,
     /// `down` or `up`.
@@ -43,7 +43,7 @@ pub struct CheckWindow {
     pub samples: Vec<CheckSample>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Incident {
     pub id: u64,
     pub service: String,
@@ -53,7 +53,7 @@ pub struct Incident {
     pub closed_by: Option<String>,
     /// The target whose failure opened the incident, and its rank.
     pub failed: Option<String>,
-    #[serde(skip)]
+    #[serde(default)]
     failed_rank: Option<usize>,
     /// Where traffic went.
     pub to: Option<String>,
@@ -93,7 +93,7 @@ impl Incident {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct ServiceTrack {
     /// The last `TargetDown` per target: (time marked down, first failure, last ok).
     last_down: BTreeMap<String, (u64, u64, Option<u64>)>,
@@ -105,7 +105,7 @@ struct ServiceTrack {
 }
 
 /// All incidents, rebuilt from the log.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct IncidentBook {
     incidents: BTreeMap<u64, Incident>,
     services: BTreeMap<String, ServiceTrack>,

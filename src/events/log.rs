@@ -26,7 +26,28 @@
 //! the writer keeps trying to open it; the daemon runs meanwhile (its events wait in memory).
 //!
 //! A recent window of *durable* records stays in memory for the API; older ones are read from
-//! the file with the same recovery rules as start-up ([`read_since`]).
+//! the files with the same recovery rules as start-up ([`read_since`]).
+//!
+//! # Segments and snapshots
+//! The log is a series of files in the data directory: `events.log` (the first segment, and
+//! the whole log of versions before segments), then `events-<seq>.log`, where `<seq>` (20
+//! digits) is the first sequence number the segment may hold. When the active segment grows
+//! past [`LogOptions::segment_size`], the writer thread starts a new one whose first line is a
+//! [`Snapshot`]: the state of every start-up fold (see `snapshot.rs`) as of that point. The
+//! writer keeps those folds itself, applying each record once it is durable, so the core task
+//! never serializes or writes anything for it.
+//!
+//! Rotation is crash-safe: the new segment is written as `events-<seq>.log.tmp`, fsynced,
+//! renamed into place, and the directory fsynced, before anything is written to it; only then
+//! does the writer switch. A crash before the rename leaves a `.tmp` that the next start deletes
+//! (the old segment is still the active one and holds every record); after it, the old segment
+//! holds exactly the records below `<seq>` and the new one those from `<seq>` on. Two segments
+//! never claim the same sequence number, and nothing acknowledged is lost.
+//!
+//! Start-up ([`EventLog::open_with`]) reads only the newest segment whose snapshot is intact and
+//! the records after it ([`History`]). Older segments stay for `events?since=` until their last
+//! write is older than [`LogOptions::retention`]; then the writer deletes them (the active
+//! segment is never deleted).
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -38,6 +59,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use super::snapshot::{Folds, Snapshot};
 use super::{Event, Record};
 
 /// Records kept in memory for `since` queries without touching the disk.
@@ -45,6 +67,80 @@ const MEMORY_WINDOW: usize = 50_000;
 
 /// Longest pause between two attempts of a failing write.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// When segments rotate and how long old ones are kept (`[daemon] log_segment_size`,
+/// `log_retention`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Start a new segment once the active one is at least this big (bytes; 0: never).
+    pub segment_size: u64,
+    /// Delete a finished segment once its last write is older than this.
+    pub retention: Duration,
+}
+
+pub const DEFAULT_SEGMENT_SIZE: u64 = 8 << 20;
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions { segment_size: DEFAULT_SEGMENT_SIZE, retention: DEFAULT_RETENTION }
+    }
+}
+
+/// What start-up folds from: the state as of the newest snapshot, and every record after it.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    /// The folds over every record below `from_seq` (empty when there is no snapshot).
+    pub state: Folds,
+    /// The first sequence number `records` may hold (1 without a snapshot).
+    pub from_seq: u64,
+    /// The records after the snapshot, in order.
+    pub records: Vec<Record>,
+}
+
+impl History {
+    /// The highest sequence number the log holds (or held before the snapshot).
+    pub fn last_seq(&self) -> u64 {
+        self.records.last().map(|r| r.seq).unwrap_or(self.from_seq.saturating_sub(1))
+    }
+}
+
+/// The name of the segment whose records start at `seq` (`events.log` is the first one).
+fn segment_name(seq: u64) -> String {
+    format!("events-{seq:020}.log")
+}
+
+/// The segments in `dir`, oldest first: the first sequence number each may hold, and its path.
+fn segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name == "events.log" {
+            out.push((0, entry.path()));
+        } else if let Some(n) = name.strip_prefix("events-").and_then(|n| n.strip_suffix(".log"))
+            && n.len() == 20
+            && let Ok(seq) = n.parse::<u64>()
+        {
+            out.push((seq, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The snapshot on the first line of the segment at `path`, if it has an intact one, and the
+/// length of that line.
+fn read_snapshot(path: &Path) -> Option<(Snapshot, u64)> {
+    use std::io::BufRead;
+    let mut line = Vec::new();
+    std::io::BufReader::new(File::open(path).ok()?).read_until(b'\n', &mut line).ok()?;
+    match LogLine::decode(&line) {
+        crate::crclog::Decoded::Good(LogLine::Snapshot(s)) => Some((*s, line.len() as u64)),
+        _ => None,
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -70,10 +166,19 @@ pub(crate) trait Sink: Send {
     fn sync(&mut self) -> std::io::Result<()>;
     /// Cut the file to `len` bytes, durably.
     fn truncate(&mut self, len: u64) -> std::io::Result<()>;
+    /// Start a new segment for the records from `next_seq` on, whose first line is `head`, and
+    /// append to it from now on. Returns its size, or `None` when this sink has no segments.
+    fn rotate(&mut self, _next_seq: u64, _head: &[u8]) -> std::io::Result<Option<u64>> {
+        Ok(None)
+    }
+    /// Delete finished segments whose last write is older than `retention`.
+    fn prune(&mut self, _retention: Duration) {}
 }
 
 /// The real file, opened for appending on first use when it could not be at start-up.
 struct FileSink {
+    dir: PathBuf,
+    /// The active segment.
     path: PathBuf,
     file: Option<File>,
     sync: Arc<AtomicBool>,
@@ -99,6 +204,51 @@ impl Sink for FileSink {
         let f = self.file()?;
         f.set_len(len)?;
         f.sync_data()
+    }
+    fn rotate(&mut self, next_seq: u64, head: &[u8]) -> std::io::Result<Option<u64>> {
+        let path = self.dir.join(segment_name(next_seq));
+        let tmp = path.with_extension("log.tmp");
+        let sync_dir = |dir: &Path| File::open(dir).and_then(|d| d.sync_all());
+        let written = (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(head)?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, &path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?;
+        if let Err(e) = sync_dir(&self.dir) {
+            // The rename may not be durable: undo it so the old segment stays the only one
+            // holding the records from `next_seq` on. If even that fails, the new segment is
+            // in the directory and is the one to write to.
+            if std::fs::remove_file(&path).is_ok() && sync_dir(&self.dir).is_ok() {
+                return Err(e);
+            }
+            tracing::error!("cannot fsync the data directory after starting a new event log segment: {e}");
+        }
+        self.file = Some(OpenOptions::new().append(true).open(&path)?);
+        self.path = path;
+        Ok(Some(head.len() as u64))
+    }
+    fn prune(&mut self, retention: Duration) {
+        let Ok(all) = segments(&self.dir) else { return };
+        let cutoff = std::time::SystemTime::now().checked_sub(retention);
+        for (_, path) in all {
+            if path == self.path {
+                continue;
+            }
+            let old = std::fs::metadata(&path).and_then(|m| m.modified()).is_ok_and(|t| cutoff.is_some_and(|c| t < c));
+            if old {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => tracing::info!(path = %path.display(), "deleted an event log segment older than log_retention"),
+                    Err(e) => tracing::warn!(path = %path.display(), "cannot delete an old event log segment: {e}"),
+                }
+            }
+        }
     }
 }
 
@@ -158,15 +308,19 @@ impl Durability {
     /// Returns whether `seq` is durable.
     pub fn wait(&self, seq: u64, bound: Duration) -> bool {
         let mut st = lock(&self.state);
+        let mut handed_on = None;
         loop {
             if st.durable_seq >= seq {
                 return true;
             }
-            let Some(oldest) = st.pending.front().map(|p| p.queued) else {
-                return st.durable_seq >= seq;
-            };
             let now = Instant::now();
-            let deadline = oldest + bound;
+            let deadline = match st.pending.front() {
+                Some(p) => p.queued + bound,
+                // The writer has taken the records and is handing them on: it publishes them
+                // next (waiting up to the bound, from now).
+                None if seq <= st.last_seq => *handed_on.get_or_insert(now + bound),
+                None => return false,
+            };
             if now >= deadline {
                 return false;
             }
@@ -197,13 +351,72 @@ pub struct EventLog {
 }
 
 impl EventLog {
-    /// Open (or create) `dir/events.log`, verify it and return every record in order. When the
-    /// file cannot be opened for writing (read-only or full disk) it is read as it is and the
-    /// writer keeps trying; only an unreadable existing log is an error.
-    pub fn open(dir: &Path) -> Result<(EventLog, Vec<Record>, OpenReport), LogError> {
-        let path = dir.join("events.log");
-        let open_err = |source| LogError::Open { path: path.clone(), source };
+    /// [`EventLog::open_with`] with the default segment size and retention.
+    pub fn open(dir: &Path) -> Result<(EventLog, History, OpenReport), LogError> {
+        EventLog::open_with(dir, LogOptions::default())
+    }
+
+    /// Open (or create) the log in `dir`, verify it and return the newest snapshot and every
+    /// record after it, in order. When the active segment cannot be opened for writing
+    /// (read-only or full disk) it is read as it is and the writer keeps trying; only an
+    /// unreadable existing log is an error.
+    pub fn open_with(dir: &Path, opts: LogOptions) -> Result<(EventLog, History, OpenReport), LogError> {
+        let first = dir.join("events.log");
         let _ = std::fs::create_dir_all(dir);
+        let mut all = segments(dir).map_err(|source| LogError::Open { path: dir.to_owned(), source })?;
+        // A segment whose rotation did not finish: the previous one is still the active one.
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                if name.to_str().is_some_and(|n| n.starts_with("events-") && n.ends_with(".log.tmp")) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        if all.is_empty() {
+            all.push((0, first.clone()));
+        }
+        // Start from the newest intact snapshot (normally the active segment's first line);
+        // without one, from the first segment there is.
+        let mut history = History { from_seq: 1, ..History::default() };
+        let (mut start, mut head) = (0, 0);
+        for (i, (seq, path)) in all.iter().enumerate().rev() {
+            if *seq == 0 {
+                continue;
+            }
+            if let Some((snap, len)) = read_snapshot(path) {
+                history = History { state: snap.state, from_seq: snap.next_seq, records: Vec::new() };
+                start = i;
+                // The segment's size counts the records after its snapshot.
+                head = if i == all.len() - 1 { len } else { 0 };
+                break;
+            }
+            tracing::error!(path = %path.display(), "event log segment has no intact snapshot; reading the segment before it");
+        }
+        let mut report = OpenReport::default();
+        let mut newer = Vec::new();
+        let from_seq = history.from_seq;
+        for (seq, path) in &all[start..all.len() - 1] {
+            let err = |source| LogError::Open { path: path.clone(), source };
+            let mut f = File::open(path).map_err(err)?;
+            let (r, _, _) = crate::crclog::scan_with(&mut f, LogLine::decode, |l: LogLine| {
+                match l {
+                    LogLine::Record(r) if r.seq >= from_seq => history.records.push(r),
+                    LogLine::Newer { seq } => newer.push(seq),
+                    _ => {}
+                }
+                true
+            })
+            .map_err(err)?;
+            if r.truncated_bytes > 0 || !r.skipped_lines.is_empty() {
+                tracing::error!(path = %path.display(), first_seq = seq, torn_bytes = r.truncated_bytes, lines = ?r.skipped_lines, "damaged lines in a finished event log segment were stepped over");
+            }
+            report.records += r.records;
+            report.skipped_lines.extend(r.skipped_lines);
+            report.unreadable_lines.extend(r.unreadable_lines);
+        }
+        let path = all.last().expect("at least one segment").1.clone();
+        let open_err = |source| LogError::Open { path: path.clone(), source };
         let writable = OpenOptions::new().read(true).append(true).create(true).open(&path);
         let (file, writable) = match writable {
             Ok(f) => (Some(f), true),
@@ -219,15 +432,14 @@ impl EventLog {
                 Err(_) => return Err(open_err(e)),
             },
         };
-        let mut records = Vec::new();
-        let mut newer = Vec::new();
-        let (report, good_end, size) = match &file {
+        let (active, good_end, size) = match &file {
             Some(f) => {
                 let mut f = f;
-                crate::crclog::scan(&mut f, |l: LogLine| {
+                crate::crclog::scan_with(&mut f, LogLine::decode, |l: LogLine| {
                     match l {
-                        LogLine::Record(r) => records.push(r),
+                        LogLine::Record(r) if r.seq >= from_seq => history.records.push(r),
                         LogLine::Newer { seq } => newer.push(seq),
+                        _ => {}
                     }
                     true
                 })
@@ -235,35 +447,53 @@ impl EventLog {
             }
             None => (OpenReport::default(), 0, 0),
         };
+        report.records += active.records;
+        report.truncated_bytes = active.truncated_bytes;
+        report.skipped_lines.extend(active.skipped_lines);
+        report.unreadable_lines.extend(active.unreadable_lines);
         if !newer.is_empty() {
             tracing::warn!(seqs = ?newer, path = %path.display(), "skipped events this version cannot read (written by a newer version?); they are kept and their numbers are not reused");
         }
         let newest_unread = newer.iter().copied().max().unwrap_or(0);
         let sync = Arc::new(AtomicBool::new(true));
-        let mut sink = FileSink { path: path.clone(), file: if writable { file } else { None }, sync: sync.clone() };
+        let mut sink = FileSink { dir: dir.to_owned(), path, file: if writable { file } else { None }, sync: sync.clone() };
         let mut dirty = size != good_end;
         if dirty && writable && sink.truncate(good_end).is_ok() {
             dirty = false;
         }
-        let mut log = EventLog::with_sink(path, &records, Box::new(sink), good_end, dirty, sync);
+        // The writer folds the tail itself, on its own thread: start-up does not wait for it.
+        let folds = (history.state.clone(), history.records.clone());
+        let mut log = EventLog::with_sink(first, &history.records, history.last_seq(), Box::new(sink), good_end, dirty, sync, folds, opts, head);
         log.skip_to(newest_unread + 1);
-        Ok((log, records, report))
+        Ok((log, history, report))
     }
 
-    fn with_sink(path: PathBuf, history: &[Record], sink: Box<dyn Sink>, good_end: u64, dirty: bool, sync: Arc<AtomicBool>) -> EventLog {
-        let last = history.last().map(|r| r.seq).unwrap_or(0);
+    #[allow(clippy::too_many_arguments)] // the writer's whole starting state
+    fn with_sink(
+        path: PathBuf,
+        history: &[Record],
+        last: u64,
+        sink: Box<dyn Sink>,
+        good_end: u64,
+        dirty: bool,
+        sync: Arc<AtomicBool>,
+        folds: (Folds, Vec<Record>),
+        opts: LogOptions,
+        head: u64,
+    ) -> EventLog {
         let shared = Arc::new(Durability {
             state: Mutex::new(State { durable_seq: last, last_seq: last, ..State::default() }),
             work: Condvar::new(),
             done: Condvar::new(),
             on_durable: Mutex::new(None),
         });
-        let w = Writer { shared: shared.clone(), sink, good_end, dirty };
+        let w = Writer { shared: shared.clone(), sink, good_end, dirty, folds: folds.0, unfolded: folds.1, opts, rotate_at: head + opts.segment_size };
         std::thread::Builder::new().name("event-log-writer".into()).spawn(move || w.run()).expect("spawn the event log writer thread");
         let recent = history.iter().rev().take(MEMORY_WINDOW).rev().cloned().collect();
         EventLog { path, next_seq: last + 1, recent, shared, sync }
     }
 
+    /// The first segment (`events.log`); the others are next to it ([`read_since`]).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -372,10 +602,20 @@ struct Writer {
     /// The file may hold bytes after `good_end` (a failed write, or a torn tail that could not
     /// be cut at open): cut them before writing.
     dirty: bool,
+    /// Every start-up fold over the durable records (the next snapshot)...
+    folds: Folds,
+    /// ... once these (the records after the snapshot read at start-up) are folded in.
+    unfolded: Vec<Record>,
+    opts: LogOptions,
+    /// Rotate once `good_end` reaches this (moved on after a failed rotation).
+    rotate_at: u64,
 }
 
 impl Writer {
     fn run(mut self) {
+        for r in std::mem::take(&mut self.unfolded) {
+            self.folds.apply(&r);
+        }
         let mut backoff = Duration::from_millis(50);
         loop {
             let (bytes, last_seq, count) = {
@@ -386,11 +626,25 @@ impl Writer {
                 if st.pending.is_empty() {
                     return;
                 }
-                let mut bytes = Vec::new();
+                // The segment is full: the next record starts a new one (an idle log does not
+                // rotate, and a record is durable only once its segment is in place).
+                let first = st.pending.front().map(|p| p.record.seq).unwrap_or(0);
+                if self.opts.segment_size > 0 && self.good_end >= self.rotate_at && !self.dirty {
+                    drop(st);
+                    self.rotate(first);
+                    st = lock(&self.shared.state);
+                }
+                // Everything waiting, in one write; but a segment ends with the first record
+                // that reaches its size, so a burst does not make it any bigger.
+                let (mut bytes, mut count, mut last) = (Vec::new(), 0, 0);
                 for p in &st.pending {
                     bytes.extend_from_slice(p.line.as_bytes());
+                    (count, last) = (count + 1, p.record.seq);
+                    if self.opts.segment_size > 0 && self.good_end + bytes.len() as u64 >= self.rotate_at {
+                        break;
+                    }
                 }
-                (bytes, st.pending.back().map(|p| p.record.seq).unwrap_or(0), st.pending.len())
+                (bytes, last, count)
             };
             match self.write(&bytes) {
                 Ok(()) => {
@@ -404,6 +658,9 @@ impl Writer {
                         for r in &done {
                             f(r);
                         }
+                    }
+                    for r in &done {
+                        self.folds.apply(r);
                     }
                     let mut st = lock(&self.shared.state);
                     st.durable_seq = last_seq;
@@ -426,6 +683,29 @@ impl Writer {
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
+            }
+        }
+    }
+
+    /// Start a new segment with a snapshot of the folds, for the records from `next_seq` on. A
+    /// failure leaves the active segment as it is (it grows on; rotation is tried again after
+    /// another eighth of a segment) and is logged.
+    fn rotate(&mut self, next_seq: u64) {
+        let snapshot = Snapshot { next_seq, time_us: crate::probe::now_us(), state: self.folds.clone() };
+        let head = crate::crclog::encode(&super::snapshot::SnapshotLine { snapshot });
+        match self.sink.rotate(next_seq, head.as_bytes()) {
+            Ok(Some(size)) => {
+                self.good_end = size;
+                self.dirty = false;
+                // The size counts the records after the snapshot.
+                self.rotate_at = size + self.opts.segment_size;
+                tracing::info!(next_seq, snapshot_bytes = size, "started a new event log segment");
+                self.sink.prune(self.opts.retention);
+            }
+            Ok(None) => self.rotate_at = u64::MAX,
+            Err(e) => {
+                tracing::error!(next_seq, "cannot start a new event log segment (the current one grows on): {e}");
+                self.rotate_at = self.good_end + (self.opts.segment_size / 8).max(1);
             }
         }
     }
@@ -462,11 +742,34 @@ enum LogLine {
     Newer {
         seq: u64,
     },
+    /// The head of a segment.
+    Snapshot(Box<Snapshot>),
+}
+
+impl LogLine {
+    /// One line of the log: a record is parsed straight away (start-up reads many); anything
+    /// else goes through the general path below.
+    fn decode(line: &[u8]) -> crate::crclog::Decoded<LogLine> {
+        use crate::crclog::Decoded;
+        let Some(json) = crate::crclog::checked_json(line) else {
+            return Decoded::Damaged;
+        };
+        if let Ok(r) = serde_json::from_slice::<Record>(json) {
+            return Decoded::Good(LogLine::Record(r));
+        }
+        match serde_json::from_slice(json) {
+            Ok(l) => Decoded::Good(l),
+            Err(_) => Decoded::Unreadable,
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for LogLine {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = serde_json::Value::deserialize(d)?;
+        if let Some(s) = v.get("snapshot") {
+            return Snapshot::deserialize(s).map(|s| LogLine::Snapshot(Box::new(s))).map_err(serde::de::Error::custom);
+        }
         match Record::deserialize(&v) {
             Ok(r) => Ok(LogLine::Record(r)),
             Err(e) => {
@@ -481,22 +784,40 @@ impl<'de> Deserialize<'de> for LogLine {
     }
 }
 
-/// Records with `seq > since` from the log file at `path`, at most `limit`, oldest first.
-/// Reads with the same rules as start-up (a damaged or unreadable line is stepped over), and
-/// never changes the file.
+/// Records with `seq > since` from the log whose first segment is `path` (`events.log`), at
+/// most `limit`, oldest first, walking the segments next to it (those older than the log's
+/// retention are gone). Reads with the same rules as start-up (a damaged or unreadable line is
+/// stepped over), and never changes a file.
 pub fn read_since(path: &Path, since: u64, limit: usize) -> Result<Vec<Record>, LogError> {
-    let err = |source| LogError::Read { path: path.to_owned(), source };
-    let mut f = File::open(path).map_err(err)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let all = segments(dir).map_err(|source| LogError::Read { path: dir.to_owned(), source })?;
     let mut out = Vec::new();
-    crate::crclog::scan(&mut f, |l: LogLine| {
-        if let LogLine::Record(r) = l
-            && r.seq > since
-        {
-            out.push(r);
+    for (i, (_, seg)) in all.iter().enumerate() {
+        // Skip segments that end before `since`: the next one starts at or below `since + 1`.
+        if all.get(i + 1).is_some_and(|(next, _)| *next <= since + 1) {
+            continue;
         }
-        out.len() < limit
-    })
-    .map_err(err)?;
+        let err = |source| LogError::Read { path: seg.clone(), source };
+        let mut f = match File::open(seg) {
+            Ok(f) => f,
+            // Deleted by retention since it was listed.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(err(e)),
+        };
+        crate::crclog::scan_with(&mut f, LogLine::decode, |l: LogLine| {
+            if let LogLine::Record(r) = l
+                && r.seq > since
+                && out.last().is_none_or(|l: &Record| l.seq < r.seq)
+            {
+                out.push(r);
+            }
+            out.len() < limit
+        })
+        .map_err(err)?;
+        if out.len() >= limit {
+            break;
+        }
+    }
     Ok(out)
 }
 
@@ -519,14 +840,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let (mut log, recs, _) = EventLog::open(dir.path()).unwrap();
-            assert!(recs.is_empty());
+            assert!(recs.records.is_empty());
             for i in 0..5 {
                 assert_eq!(append(&mut log, ev(i), 100 + i as u64).seq, i as u64 + 1);
             }
         }
         let (mut log, recs, report) = EventLog::open(dir.path()).unwrap();
-        assert_eq!(recs.len(), 5);
-        assert_eq!(recs[4].event, ev(4));
+        assert_eq!(recs.records.len(), 5);
+        assert_eq!(recs.records[4].event, ev(4));
         assert_eq!(log.next_seq(), 6);
         assert_eq!(report.truncated_bytes, 0);
         assert_eq!(log.since(3, 10).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>(), vec![4, 5]);
@@ -566,12 +887,12 @@ mod tests {
             bytes.extend_from_slice(&third.as_bytes()[..cut]);
             std::fs::write(&path, &bytes).unwrap();
             let (mut log, recs, report) = EventLog::open(dir.path()).unwrap();
-            assert_eq!(recs.len(), 2, "cut at {cut}");
+            assert_eq!(recs.records.len(), 2, "cut at {cut}");
             assert_eq!(report.truncated_bytes, cut as u64);
             assert_eq!(append(&mut log, ev(9), 9).seq, 3);
             drop(log);
             let (_, recs, _) = EventLog::open(dir.path()).unwrap();
-            assert_eq!(recs.len(), 3);
+            assert_eq!(recs.records.len(), 3);
             std::fs::write(&path, &full).unwrap();
         }
     }
@@ -590,7 +911,7 @@ mod tests {
         let damaged = text.replacen("test 1", "test X", 1);
         std::fs::write(&path, damaged).unwrap();
         let (_, recs, report) = EventLog::open(dir.path()).unwrap();
-        assert_eq!(recs.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(recs.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 3]);
         assert_eq!(report.skipped_lines, vec![2]);
     }
 
@@ -653,7 +974,7 @@ mod tests {
         let file = OpenOptions::new().append(true).create(true).open(&path).unwrap();
         let faults = Faults::default();
         let sink = FaultySink { file, faults: faults.clone() };
-        let mut log = EventLog::with_sink(path, &[], Box::new(sink), 0, false, Arc::new(AtomicBool::new(true)));
+        let mut log = EventLog::with_sink(path, &[], 0, Box::new(sink), 0, false, Arc::new(AtomicBool::new(true)), Default::default(), LogOptions::default(), 0);
         let fed = Arc::new(Mutex::new(Vec::new()));
         let f2 = fed.clone();
         log.on_durable(Box::new(move |r| lock(&f2).push(r.seq)));
@@ -692,8 +1013,8 @@ mod tests {
         assert_eq!(*lock(&fed), vec![1, 2, 3, 4]);
         drop(log);
         let (_, recs, report) = EventLog::open(dir.path()).unwrap();
-        assert_eq!(recs.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
-        assert_eq!(recs[1].event, ev(2));
+        assert_eq!(recs.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        assert_eq!(recs.records[1].event, ev(2));
         assert_eq!(report, OpenReport { records: 4, ..OpenReport::default() });
     }
 
@@ -721,7 +1042,7 @@ mod tests {
         let text = std::fs::read_to_string(dir.path().join("events.log")).unwrap();
         assert_eq!(text.lines().count(), 4, "no torn line left behind:\n{text}");
         let (_, recs, report) = EventLog::open(dir.path()).unwrap();
-        assert_eq!(recs.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        assert_eq!(recs.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
         assert!(report.skipped_lines.is_empty() && report.truncated_bytes == 0, "{report:?}");
     }
 
@@ -744,7 +1065,7 @@ mod tests {
         // Root ignores file modes; only check the fallback where the mode is enforced.
         let enforced = OpenOptions::new().append(true).open(&path).is_err();
         let (mut log, recs, _) = EventLog::open(dir.path()).unwrap();
-        assert_eq!(recs.len(), 1);
+        assert_eq!(recs.records.len(), 1);
         let r = log.append(ev(2), 2);
         assert_eq!(r.seq, 2);
         if enforced {
@@ -756,7 +1077,128 @@ mod tests {
         assert!(log.flush(Duration::from_secs(15)));
         drop(log);
         let (_, recs, report) = EventLog::open(dir.path()).unwrap();
-        assert_eq!(recs.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(recs.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!(report.truncated_bytes, 0, "the torn tail was cut before the write");
+    }
+
+    fn tiny(segment_size: u64) -> LogOptions {
+        LogOptions { segment_size, retention: DEFAULT_RETENTION }
+    }
+
+    /// Write `records`' events through the log (same numbers, same times) and wait for them.
+    fn write_all(log: &mut EventLog, records: &[Record]) {
+        for r in records {
+            assert_eq!(log.append(r.event.clone(), r.time_us).seq, r.seq);
+        }
+        assert!(log.flush(Duration::from_secs(30)));
+    }
+
+    fn segment_files(dir: &Path) -> Vec<String> {
+        segments(dir).unwrap().into_iter().map(|(_, p)| p.file_name().unwrap().to_string_lossy().into_owned()).collect()
+    }
+
+    #[test]
+    fn segments_rotate_with_a_snapshot_and_start_up_folds_snapshot_plus_tail_to_the_full_state() {
+        let ops: Vec<(u8, u8, u8)> = (0..300u32).map(|i| ((i * 5 % 9) as u8, (i * 11 % 256) as u8, (i * 29 % 256) as u8)).collect();
+        let records = crate::events::snapshot::tests::history(&ops);
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut log, h, _) = EventLog::open_with(dir.path(), tiny(4096)).unwrap();
+            log.set_fsync(false);
+            assert!(h.records.is_empty());
+            write_all(&mut log, &records);
+        }
+        let files = segment_files(dir.path());
+        assert!(files.len() > 3, "rotated: {files:?}");
+        assert_eq!(files[0], "events.log", "the first segment keeps the old name");
+        let (mut log, h, report) = EventLog::open_with(dir.path(), tiny(4096)).unwrap();
+        assert!(report.skipped_lines.is_empty() && report.unreadable_lines.is_empty() && report.truncated_bytes == 0, "{report:?}");
+        assert!(h.from_seq > 1 && h.records.len() < records.len(), "only the tail is read: from {} ({} records)", h.from_seq, h.records.len());
+        assert!(h.records.first().is_none_or(|r| r.seq == h.from_seq), "the tail starts right after the snapshot");
+        assert_eq!(h.last_seq(), records.len() as u64);
+        let mut state = h.state.clone();
+        for r in &h.records {
+            state.apply(r);
+        }
+        assert_eq!(state, crate::events::snapshot::tests::fold(&records), "snapshot + tail = every record");
+        assert_eq!(log.next_seq(), records.len() as u64 + 1);
+        // Every segment is read for `since`, each record once, in order.
+        assert_eq!(read_since(log.path(), 0, usize::MAX).unwrap(), records);
+        assert_eq!(read_since(log.path(), 250, 5).unwrap(), records[250..255].to_vec());
+        assert_eq!(log.since_in_memory(h.from_seq - 1, usize::MAX), Some(records[h.from_seq as usize - 1..].to_vec()), "the memory window holds the tail");
+        assert_eq!(log.since(0, usize::MAX).unwrap(), records, "older records come from the older segments");
+        assert_eq!(append(&mut log, ev(1), 1).seq, records.len() as u64 + 1);
+    }
+
+    #[test]
+    fn a_single_events_log_from_an_older_version_is_the_first_segment() {
+        let records = crate::events::snapshot::tests::history(&[(2, 0, 1), (0, 0, 0), (2, 0, 1), (1, 0, 0), (2, 2, 0)]);
+        let dir = tempfile::tempdir().unwrap();
+        let old: String = records.iter().map(crate::crclog::encode).collect();
+        std::fs::write(dir.path().join("events.log"), old).unwrap();
+        let (mut log, h, _) = EventLog::open_with(dir.path(), tiny(1)).unwrap();
+        assert_eq!((h.from_seq, &h.records), (1, &records));
+        let next = append(&mut log, ev(1), 1);
+        drop(log);
+        assert_eq!(segment_files(dir.path()), vec!["events.log".to_string(), segment_name(next.seq)]);
+        let (_, h, _) = EventLog::open_with(dir.path(), tiny(1)).unwrap();
+        assert_eq!((h.from_seq, h.records.len()), (next.seq, 1));
+        assert_eq!(h.state, crate::events::snapshot::tests::fold(&records));
+    }
+
+    #[test]
+    fn a_rotation_cut_short_by_a_crash_leaves_the_old_segment_active() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut log, _, _) = EventLog::open(dir.path()).unwrap();
+            append(&mut log, ev(1), 1);
+            append(&mut log, ev(2), 2);
+        }
+        // The process died after writing part of the new segment, before the rename.
+        let tmp = dir.path().join(format!("{}.tmp", segment_name(3)));
+        std::fs::write(&tmp, b"{\"snapshot\":{\"next_se").unwrap();
+        let (mut log, h, _) = EventLog::open(dir.path()).unwrap();
+        assert_eq!(h.records.len(), 2);
+        assert!(!tmp.exists(), "the unfinished segment is removed");
+        assert_eq!(append(&mut log, ev(3), 3).seq, 3);
+        drop(log);
+        assert_eq!(segment_files(dir.path()), vec!["events.log"]);
+        // A renamed segment whose head is damaged anyway (disk corruption) is not trusted: the
+        // state comes from the segment before it, and its records are still read.
+        {
+            let (mut log, _, _) = EventLog::open_with(dir.path(), tiny(1)).unwrap();
+            append(&mut log, ev(4), 4);
+            append(&mut log, ev(5), 5);
+        }
+        assert_eq!(segment_files(dir.path()), vec!["events.log".to_string(), segment_name(4), segment_name(5)]);
+        let newest = dir.path().join(segment_name(5));
+        let text = std::fs::read_to_string(&newest).unwrap();
+        std::fs::write(&newest, text.replacen("next_seq", "next_sex", 1)).unwrap();
+        let (_, h, _) = EventLog::open_with(dir.path(), tiny(1)).unwrap();
+        assert_eq!(h.from_seq, 4, "the snapshot before it");
+        assert_eq!(h.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![4, 5]);
+    }
+
+    #[test]
+    fn segments_older_than_the_retention_are_deleted_and_start_up_does_not_need_them() {
+        let records = crate::events::snapshot::tests::history(&(0..60u8).map(|i| (i % 9, i, i / 3)).collect::<Vec<_>>());
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogOptions { segment_size: 2048, retention: Duration::ZERO };
+        {
+            let (mut log, _, _) = EventLog::open_with(dir.path(), opts).unwrap();
+            log.set_fsync(false);
+            write_all(&mut log, &records);
+        }
+        let files = segment_files(dir.path());
+        assert!(files.len() <= 2 && !files.contains(&"events.log".to_string()), "old segments deleted: {files:?}");
+        let (log, h, _) = EventLog::open_with(dir.path(), opts).unwrap();
+        let mut state = h.state.clone();
+        for r in &h.records {
+            state.apply(r);
+        }
+        assert_eq!(state, crate::events::snapshot::tests::fold(&records));
+        let kept = read_since(log.path(), 0, usize::MAX).unwrap();
+        assert!(!kept.is_empty() && kept.len() < records.len());
+        assert_eq!(kept[..], records[records.len() - kept.len()..], "what is kept is the newest records, in order");
     }
 }

@@ -10,7 +10,7 @@ use crate::decision::Restored;
 use crate::health::Health;
 
 /// Operator intent for one service.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Overrides {
     pub drained: BTreeSet<String>,
     pub pinned: Option<String>,
@@ -46,7 +46,7 @@ impl Overrides {
 }
 
 /// Persisted state of every service, by name.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Persisted {
     pub overrides: BTreeMap<String, Overrides>,
     pub decisions: BTreeMap<String, Restored>,

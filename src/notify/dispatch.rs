@@ -101,6 +101,30 @@ pub fn start(
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> Result<NotifyHandle, OutboxError> {
+    let base = Base { planner: Planner::default(), from_seq: 1, older: Box::new(Vec::new) };
+    start_from(configs, data_dir, base, history, metrics, tracker, cancel)
+}
+
+/// Where the planner's start-up fold begins: its state as of a log snapshot.
+pub struct Base {
+    /// The planner folded over every record below `from_seq`.
+    pub planner: Planner,
+    pub from_seq: u64,
+    /// Every record the log still has from its start (read only when the outbox's cursor is
+    /// older than the snapshot: the notices of records between them were never planned).
+    pub older: Box<dyn FnOnce() -> Vec<Record>>,
+}
+
+/// [`start`] from a snapshot of the planner and the records after it (`history`).
+pub fn start_from(
+    configs: &[NotifyConfig],
+    data_dir: &Path,
+    base: Base,
+    history: &[Record],
+    metrics: Arc<Metrics>,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> Result<NotifyHandle, OutboxError> {
     let (mut outbox, report) = Outbox::open(data_dir)?;
     if report.truncated_bytes > 0 {
         tracing::warn!(bytes = report.truncated_bytes, "cut a torn final write off the notification outbox");
@@ -108,7 +132,7 @@ pub fn start(
     if !report.skipped_lines.is_empty() {
         tracing::error!(lines = ?report.skipped_lines, path = %outbox.path().display(), "skipped damaged lines in the notification outbox");
     }
-    let last = history.last().map(|r| r.seq).unwrap_or(0);
+    let last = history.last().map(|r| r.seq).unwrap_or(base.from_seq.saturating_sub(1));
     let cursor = match outbox.cursor() {
         Some(c) => c,
         None => {
@@ -119,14 +143,27 @@ pub fn start(
             last
         }
     };
-    let mut planner = Planner::default();
+    // The daemon died after a snapshot but before planning every record before it: fold
+    // from the start of what the log still has, so those notices are planned too.
+    let mut older = Vec::new();
+    let mut planner = base.planner;
+    if cursor + 1 < base.from_seq {
+        let all = (base.older)();
+        if all.first().is_some_and(|r| r.seq <= cursor + 1) {
+            planner = Planner::default();
+            older = all.into_iter().filter(|r| r.seq < base.from_seq).collect();
+        } else {
+            tracing::error!(from = cursor + 1, to = base.from_seq - 1, "the event log no longer holds these events (log_retention); their notifications are not planned");
+        }
+    }
     let mut items = Vec::new();
-    for r in history {
+    for r in older.iter().chain(history) {
         let notices = planner.observe(r);
         if r.seq > cursor {
             items.extend(route(&notices, configs));
         }
     }
+    drop(older);
     let replanned = items.len();
     let (_, written) = outbox.plan(last.max(cursor), items, now_us());
     if let Err(e) = written {
@@ -576,6 +613,38 @@ mod tests {
         assert_eq!(s.channels[0].pending, 1, "the incident_opened notice: {s:?}");
         // Starting again plans nothing new.
         let s = run_once(dir.path(), &history()).await;
+        assert_eq!((s.cursor, s.channels[0].pending), (4, 1));
+    }
+
+    /// Start from a log snapshot taken after event `snap` (the planner folded that far), with
+    /// the events after it as the tail.
+    async fn run_from_snapshot(dir: &Path, history: &[Record], snap: usize) -> wire::NotifyStatus {
+        let metrics = Arc::new(Metrics::new(Arc::new(crate::probe::lag::LagHistogram::default())));
+        let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
+        let mut planner = Planner::default();
+        for r in &history[..snap] {
+            planner.observe(r);
+        }
+        let all = history.to_vec();
+        let base = Base { planner, from_seq: snap as u64 + 1, older: Box::new(move || all) };
+        let h = start_from(&channel(), dir, base, &history[snap..], metrics, &tracker, cancel.clone()).unwrap();
+        let status = h.status();
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+        status
+    }
+
+    #[tokio::test]
+    async fn a_cursor_older_than_the_log_snapshot_still_plans_the_events_between_them() {
+        let dir = tempfile::tempdir().unwrap();
+        // The daemon died after the log started a segment at event 5 (snapshot of events 1-4)
+        // but before the dispatcher planned events 3 and 4.
+        Outbox::open(dir.path()).unwrap().0.plan(2, Vec::new(), 0).1.unwrap();
+        let s = run_from_snapshot(dir.path(), &history(), 4).await;
+        assert_eq!((s.cursor, s.channels[0].pending), (4, 1), "the incident_opened notice of event 4: {s:?}");
+        // With the cursor at the snapshot, the snapshot's planner is enough: nothing twice.
+        let s = run_from_snapshot(dir.path(), &history(), 4).await;
         assert_eq!((s.cursor, s.channels[0].pending), (4, 1));
     }
 

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use crate::config::notify::{NotifyConfig, NotifyKind};
 
-pub use dispatch::{NotifyHandle, start};
+pub use dispatch::{Base, NotifyHandle, start, start_from};
 pub use notice::Notice;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -34,8 +34,11 @@ use crate::events::{Event, Record};
 
 use super::notice::{Notice, NoticeEvent, Phase, Severity, Status, human_ms};
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Planner {
+    /// Not in a log snapshot: it is the snapshot's own `IncidentBook` (the same fold), put
+    /// back with [`Planner::restore_book`].
+    #[serde(skip)]
     book: IncidentBook,
     /// Severity announced for each open incident, and the one it opened with.
     severity: BTreeMap<u64, Severity>,
@@ -92,6 +95,11 @@ fn incident_details(i: &Incident) -> Vec<String> {
 }
 
 impl Planner {
+    /// Put back the incident book a snapshot leaves out (the same fold over the same records).
+    pub fn restore_book(&mut self, book: IncidentBook) {
+        self.book = book;
+    }
+
     /// The incidents as this planner has folded them.
     pub fn incidents(&self) -> &IncidentBook {
         &self.book

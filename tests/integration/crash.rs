@@ -113,7 +113,8 @@ address = "127.0.0.3"
         let acknowledged = d.events().await;
         assert!(acknowledged.len() > round * 3, "events are being written");
         d.kill9();
-        let (_, records, report) = EventLog::open(&data).expect("log reopens");
+        let (_, history, report) = EventLog::open(&data).expect("log reopens");
+        let records = history.records;
         assert!(report.skipped_lines.is_empty(), "round {round}: damaged lines {:?}", report.skipped_lines);
         assert!(records.len() >= acknowledged.len(), "round {round}: lost events");
         for (r, a) in records.iter().zip(&acknowledged) {
@@ -147,6 +148,6 @@ async fn sigterm_stops_cleanly_and_a_second_daemon_cannot_share_the_data_dir() {
 
     let status = d.terminate().await;
     assert!(status.success(), "exit status {status:?}\n{}", d.logs());
-    let (_, records, _) = EventLog::open(&data).unwrap();
+    let records = EventLog::open(&data).unwrap().1.records;
     assert_eq!(records.last().unwrap().event.kind(), "daemon_stopped");
 }
