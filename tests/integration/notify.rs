@@ -500,7 +500,9 @@ async fn a_real_smtp_server_receives_the_incident_email() {
 
     let mail = wait_for(Duration::from_secs(15), "both e-mails at the SMTP server", || async {
         let m = smtp.received();
-        (m.matches("---------- MESSAGE FOLLOWS ----------").count() >= 2).then_some(m)
+        // Count whole messages: the handler prints a message in several writes, and the file
+        // can be read between them.
+        (m.matches("------------ END MESSAGE ------------").count() >= 2).then_some(m)
     })
     .await;
     let mail = mail.replace("\n ", " "); // unfold long headers (RFC 5322)
