@@ -497,8 +497,10 @@ pub async fn serve_tcp(listener: std::net::TcpListener, table: Arc<ArcSwap<Table
     conns.shutdown().await;
 }
 
-async fn tcp_connection(mut stream: tokio::net::TcpStream, peer: IpAddr, table: &ArcSwap<Table>, opts: &TcpOptions, active: &AtomicU64, now_ms: impl Fn() -> u64) -> io::Result<()> {
+async fn tcp_connection(stream: tokio::net::TcpStream, peer: IpAddr, table: &ArcSwap<Table>, opts: &TcpOptions, active: &AtomicU64, now_ms: impl Fn() -> u64) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
+    // Buffered reads: pipelined queries come out of one read (writes pass straight through).
+    let mut stream = tokio::io::BufReader::with_capacity(4096, stream);
     let idle = opts.idle_timeout;
     let mut req = Vec::with_capacity(512);
     let mut out = Vec::with_capacity(1024);
@@ -538,11 +540,14 @@ async fn tcp_connection(mut stream: tokio::net::TcpStream, peer: IpAddr, table: 
             }
         }
         active.store(now_ms(), Ordering::Relaxed);
+        // One query per turn: a client pipelining thousands of queries waits its turn like
+        // everyone else instead of holding the runtime thread for a whole batch.
+        tokio::task::yield_now().await;
     }
 }
 
 /// Write all of `buf`, or fail when the client has not taken it within `limit`.
-async fn write_within(stream: &mut tokio::net::TcpStream, buf: &[u8], limit: Duration) -> io::Result<()> {
+async fn write_within(stream: &mut tokio::io::BufReader<tokio::net::TcpStream>, buf: &[u8], limit: Duration) -> io::Result<()> {
     match tokio::time::timeout(limit, stream.write_all(buf)).await {
         Ok(r) => r,
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "client did not read the reply")),
