@@ -360,9 +360,23 @@ pub struct TcpOptions {
     pub max_per_client: usize,
 }
 
+/// Who a connection counts against for the per-client cap: the IPv4 address, or the IPv6 /64
+/// (one host usually holds a whole /64, so counting single IPv6 addresses would cap nothing).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(a) => {
+            let mut o = a.octets();
+            o[8..].fill(0);
+            IpAddr::from(o)
+        }
+    }
+}
+
 /// One open connection, as the accept loop sees it.
 struct Slot {
     id: u64,
+    /// The client, as counted for the per-client cap (see `client_key`).
     peer: IpAddr,
     /// Milliseconds since the loop started when the connection last made progress (accepted,
     /// a query read, a reply written).
@@ -468,7 +482,8 @@ pub async fn serve_tcp(listener: std::net::TcpListener, table: Arc<ArcSwap<Table
                     }
                 };
                 let ip = peer.ip();
-                match slots.admit(ip, &opts) {
+                let client = client_key(ip);
+                match slots.admit(client, &opts) {
                     Admit::Yes => {}
                     Admit::ClientFull => {
                         drop(stream); // over this client's cap: close at once
@@ -480,7 +495,7 @@ pub async fn serve_tcp(listener: std::net::TcpListener, table: Arc<ArcSwap<Table
                         old.stop.cancel();
                     }
                 }
-                let (id, active, stop) = slots.insert(ip, now_ms());
+                let (id, active, stop) = slots.insert(client, now_ms());
                 let table = table.clone();
                 let cancel = cancel.clone();
                 conns.spawn(async move {
@@ -594,6 +609,10 @@ mod tests {
         s.insert(new, 11);
         assert_eq!(s.open.len(), 3);
         assert_eq!(s.per_client.get(&ips[1]), None);
+        // IPv6 clients count per /64.
+        assert_eq!(client_key("2001:db8:1:2:aaaa::1".parse().unwrap()), client_key("2001:db8:1:2:bbbb::9".parse().unwrap()));
+        assert_ne!(client_key("2001:db8:1:2::1".parse().unwrap()), client_key("2001:db8:1:3::1".parse().unwrap()));
+        assert_eq!(client_key(ips[0]), ips[0]);
         // A finished connection frees its slot and its client's count.
         let id = s.open.iter().find(|x| x.peer == ips[0]).unwrap().id;
         s.remove(id);
