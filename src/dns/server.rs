@@ -13,8 +13,9 @@
 //! connection answered in order, an idle timeout, a write timeout (a client that does not read
 //! its replies is dropped), a cap on open connections per client address, a cap on open
 //! connections in all (when it is reached, a new connection closes the least recently active
-//! one, so no client can keep the others out), and zone transfers sent as a series of
-//! messages.
+//! one, so no client can keep the others out), one query per scheduler turn (a client
+//! pipelining thousands of queries waits its turn like everyone else), and zone transfers sent
+//! as a series of messages.
 //!
 //! Bind errors are returned to the caller, who treats them as fatal at start-up. This module
 //! decides nothing about answers; it never touches the table except to read it.
