@@ -13,8 +13,9 @@
 //! connection answered in order, an idle timeout, a write timeout (a client that does not read
 //! its replies is dropped), a cap on open connections per client address, a cap on open
 //! connections in all (when it is reached, a new connection closes the least recently active
-//! one, so no client can keep the others out), and zone transfers sent as a series of
-//! messages.
+//! one, so no client can keep the others out), one query per scheduler turn (a client
+//! pipelining thousands of queries waits its turn like everyone else), and zone transfers sent
+//! as a series of messages.
 //!
 //! Bind errors are returned to the caller, who treats them as fatal at start-up. This module
 //! decides nothing about answers; it never touches the table except to read it.
@@ -360,9 +361,23 @@ pub struct TcpOptions {
     pub max_per_client: usize,
 }
 
+/// Who a connection counts against for the per-client cap: the IPv4 address, or the IPv6 /64
+/// (one host usually holds a whole /64, so counting single IPv6 addresses would cap nothing).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(a) => {
+            let mut o = a.octets();
+            o[8..].fill(0);
+            IpAddr::from(o)
+        }
+    }
+}
+
 /// One open connection, as the accept loop sees it.
 struct Slot {
     id: u64,
+    /// The client, as counted for the per-client cap (see `client_key`).
     peer: IpAddr,
     /// Milliseconds since the loop started when the connection last made progress (accepted,
     /// a query read, a reply written).
@@ -468,7 +483,8 @@ pub async fn serve_tcp(listener: std::net::TcpListener, table: Arc<ArcSwap<Table
                     }
                 };
                 let ip = peer.ip();
-                match slots.admit(ip, &opts) {
+                let client = client_key(ip);
+                match slots.admit(client, &opts) {
                     Admit::Yes => {}
                     Admit::ClientFull => {
                         drop(stream); // over this client's cap: close at once
@@ -480,7 +496,7 @@ pub async fn serve_tcp(listener: std::net::TcpListener, table: Arc<ArcSwap<Table
                         old.stop.cancel();
                     }
                 }
-                let (id, active, stop) = slots.insert(ip, now_ms());
+                let (id, active, stop) = slots.insert(client, now_ms());
                 let table = table.clone();
                 let cancel = cancel.clone();
                 conns.spawn(async move {
@@ -497,8 +513,10 @@ pub async fn serve_tcp(listener: std::net::TcpListener, table: Arc<ArcSwap<Table
     conns.shutdown().await;
 }
 
-async fn tcp_connection(mut stream: tokio::net::TcpStream, peer: IpAddr, table: &ArcSwap<Table>, opts: &TcpOptions, active: &AtomicU64, now_ms: impl Fn() -> u64) -> io::Result<()> {
+async fn tcp_connection(stream: tokio::net::TcpStream, peer: IpAddr, table: &ArcSwap<Table>, opts: &TcpOptions, active: &AtomicU64, now_ms: impl Fn() -> u64) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
+    // Buffered reads: pipelined queries come out of one read (writes pass straight through).
+    let mut stream = tokio::io::BufReader::with_capacity(4096, stream);
     let idle = opts.idle_timeout;
     let mut req = Vec::with_capacity(512);
     let mut out = Vec::with_capacity(1024);
@@ -538,11 +556,14 @@ async fn tcp_connection(mut stream: tokio::net::TcpStream, peer: IpAddr, table: 
             }
         }
         active.store(now_ms(), Ordering::Relaxed);
+        // One query per turn: a client pipelining thousands of queries waits its turn like
+        // everyone else instead of holding the runtime thread for a whole batch.
+        tokio::task::yield_now().await;
     }
 }
 
 /// Write all of `buf`, or fail when the client has not taken it within `limit`.
-async fn write_within(stream: &mut tokio::net::TcpStream, buf: &[u8], limit: Duration) -> io::Result<()> {
+async fn write_within(stream: &mut tokio::io::BufReader<tokio::net::TcpStream>, buf: &[u8], limit: Duration) -> io::Result<()> {
     match tokio::time::timeout(limit, stream.write_all(buf)).await {
         Ok(r) => r,
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "client did not read the reply")),
@@ -589,6 +610,10 @@ mod tests {
         s.insert(new, 11);
         assert_eq!(s.open.len(), 3);
         assert_eq!(s.per_client.get(&ips[1]), None);
+        // IPv6 clients count per /64.
+        assert_eq!(client_key("2001:db8:1:2:aaaa::1".parse().unwrap()), client_key("2001:db8:1:2:bbbb::9".parse().unwrap()));
+        assert_ne!(client_key("2001:db8:1:2::1".parse().unwrap()), client_key("2001:db8:1:3::1".parse().unwrap()));
+        assert_eq!(client_key(ips[0]), ips[0]);
         // A finished connection frees its slot and its client's count.
         let id = s.open.iter().find(|x| x.peer == ips[0]).unwrap().id;
         s.remove(id);
