@@ -111,26 +111,9 @@ impl ServiceConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Failback {
-    /// Return to a better target once it has been eligible for `failback_hold`.
-    Auto,
-    /// Stay on the current target until an operator moves traffic.
-    Manual,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AllDown {
-    /// Serve the primary anyway (Route 53 and gdnsd behave this way): a degraded primary is more
-    /// likely to answer than nothing.
-    Primary,
-    /// Stay on whatever was active.
-    Keep,
-    /// Fail closed: no active target.
-    None,
-}
+// The policy enums belong to the decision engine (which must not depend on config); the config
+// names them as its own.
+pub use crate::decision::{AllDown, Failback};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckConfig {

@@ -29,8 +29,30 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AllDown, Failback};
 use crate::health::Health;
+
+/// What happens when a better target becomes eligible again (`failback` in a service's config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failback {
+    /// Return to a better target once it has been eligible for `failback_hold`.
+    Auto,
+    /// Stay on the current target until an operator moves traffic.
+    Manual,
+}
+
+/// What is active when no target is eligible (`all_down` in a service's config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllDown {
+    /// Serve the primary anyway (Route 53 and gdnsd behave this way): a degraded primary is more
+    /// likely to answer than nothing.
+    Primary,
+    /// Stay on whatever was active.
+    Keep,
+    /// Fail closed: no active target.
+    None,
+}
 
 /// Why a decision was made. Hooks can filter on these (`on = ["failover"]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

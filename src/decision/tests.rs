@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 
 use super::*;
-use crate::config::{AllDown, Failback};
+use super::{AllDown, Failback};
 use crate::health::{Health, HealthState, Thresholds};
 
 const HOLD: Duration = Duration::from_secs(10);
