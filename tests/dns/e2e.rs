@@ -9,25 +9,6 @@ use super::support::require;
 
 const DIG: &str = "/usr/bin/dig";
 
-pub(super) fn dns_block(listen: &str) -> String {
-    format!(
-        r#"
-[dns]
-listen = ["{listen}"]
-udp_workers = 1
-
-[[dns.zone]]
-name = "example.test"
-nameservers = {{ "ns1.example.test" = "127.0.0.1" }}
-
-[[dns.zone.record]]
-name = "www"
-service = "www"
-ttl = 5
-"#
-    )
-}
-
 /// `dig +noall +answer` lines for www.example.test A, whitespace-normalised.
 pub(super) async fn dig_www(server: &str, port: u16) -> Vec<String> {
     let out = tokio::process::Command::new(DIG)

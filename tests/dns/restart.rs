@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::common::*;
-use super::e2e::{dig_www, dns_block};
+use super::e2e::dig_www;
 use super::support::require;
 
 const DIG: &str = "/usr/bin/dig";

@@ -9,28 +9,9 @@ use super::support::require;
 
 const DIG: &str = "/usr/bin/dig";
 
+/// The test zone plus a TXT record whose change (a new `rev`) changes the zone's data.
 fn dns_block(listen: &str, rev: u32) -> String {
-    format!(
-        r#"
-[dns]
-listen = ["{listen}"]
-udp_workers = 1
-
-[[dns.zone]]
-name = "example.test"
-nameservers = {{ "ns1.example.test" = "127.0.0.1" }}
-
-[[dns.zone.record]]
-name = "www"
-service = "www"
-ttl = 5
-
-[[dns.zone.record]]
-name = "rev"
-type = "TXT"
-value = "revision {rev}"
-"#
-    )
+    super::common::dns_block(listen) + &format!("\n[[dns.zone.record]]\nname = \"rev\"\ntype = \"TXT\"\nvalue = \"revision {rev}\"\n")
 }
 
 /// The zone's SOA serial as dig sees it.

@@ -95,25 +95,6 @@ timeout = "3s"
     assert!(started.elapsed() < Duration::from_secs(3), "neither hook waited for its timeout: {:?}", started.elapsed());
 }
 
-fn dns_block(listen: &str) -> String {
-    format!(
-        r#"
-[dns]
-listen = ["{listen}"]
-udp_workers = 1
-
-[[dns.zone]]
-name = "example.test"
-nameservers = {{ "ns1.example.test" = "127.0.0.1" }}
-
-[[dns.zone.record]]
-name = "www"
-service = "www"
-ttl = 5
-"#
-    )
-}
-
 /// The addresses `dig` gets for www.example.test A.
 async fn dig_www(server: &str, port: u16) -> Vec<String> {
     let out = tokio::process::Command::new(DIG)

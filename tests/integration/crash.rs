@@ -67,46 +67,10 @@ async fn kill_9_at_random_moments_corrupts_nothing_earlier() {
     let flag = dir.path().join("up");
     let api = api_addr();
     let data = dir.path().join("data");
-    let cfg = format!(
-        r#"[daemon]
-data_dir = "{data}"
-api = "{api}"
-
-[[service]]
-name = "flappy"
-failback_hold = "0s"
-[service.check]
-kind = "exec"
-command = "test -e {flag}"
-interval = "50ms"
-timeout = "40ms"
-fall = 1
-rise = 1
-[[service.target]]
-name = "a"
-address = "127.0.0.2"
-[[service.target]]
-name = "b"
-address = "127.0.0.3"
-"#,
-        data = data.display(),
-        flag = flag.display()
-    );
+    let cfg = flappy_config(&data, api, &flag, "");
     let mut d = Daemon::start(dir.path(), &cfg, api).await;
     // Toggle the flag file so targets flip (and events are written) many times a second.
-    let toggler = {
-        let flag = flag.clone();
-        tokio::spawn(async move {
-            for i in 0..2000u32 {
-                if i % 2 == 0 {
-                    let _ = std::fs::write(&flag, b"");
-                } else {
-                    let _ = std::fs::remove_file(&flag);
-                }
-                tokio::time::sleep(Duration::from_millis(70)).await;
-            }
-        })
-    };
+    let toggler = toggle_flag(&flag, 2000, Duration::from_millis(70));
     let delays_ms = [730u64, 1190, 410, 1530, 960];
     for (round, delay) in delays_ms.iter().enumerate() {
         tokio::time::sleep(Duration::from_millis(*delay)).await;

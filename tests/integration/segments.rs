@@ -23,46 +23,9 @@ async fn kill_9_during_rotation_loses_nothing_acknowledged_and_never_duplicates_
     let flag = dir.path().join("up");
     let api = api_addr();
     let data = dir.path().join("data");
-    let cfg = format!(
-        r#"[daemon]
-data_dir = "{data}"
-api = "{api}"
-log_segment_size = "2KiB"
-
-[[service]]
-name = "flappy"
-failback_hold = "0s"
-[service.check]
-kind = "exec"
-command = "test -e {flag}"
-interval = "50ms"
-timeout = "40ms"
-fall = 1
-rise = 1
-[[service.target]]
-name = "a"
-address = "127.0.0.2"
-[[service.target]]
-name = "b"
-address = "127.0.0.3"
-"#,
-        data = data.display(),
-        flag = flag.display()
-    );
+    let cfg = flappy_config(&data, api, &flag, "log_segment_size = \"2KiB\"\n");
     let mut d = Daemon::start(dir.path(), &cfg, api).await;
-    let toggler = {
-        let flag = flag.clone();
-        tokio::spawn(async move {
-            for i in 0..3000u32 {
-                if i % 2 == 0 {
-                    let _ = std::fs::write(&flag, b"");
-                } else {
-                    let _ = std::fs::remove_file(&flag);
-                }
-                tokio::time::sleep(Duration::from_millis(60)).await;
-            }
-        })
-    };
+    let toggler = toggle_flag(&flag, 3000, Duration::from_millis(60));
     let first_segment = data.join("events.log");
     let mut tmp_seen = 0;
     for round in 0..6 {

@@ -444,3 +444,70 @@ impl Drop for Proc {
         }
     }
 }
+
+/// A `[dns]` block for the test zone `example.test` on `listen`, with the failover record
+/// `www` (TTL 5) for service `www`. Append more `[[dns.zone.record]]` tables after it.
+pub fn dns_block(listen: &str) -> String {
+    format!(
+        r#"
+[dns]
+listen = ["{listen}"]
+udp_workers = 1
+
+[[dns.zone]]
+name = "example.test"
+nameservers = {{ "ns1.example.test" = "127.0.0.1" }}
+
+[[dns.zone.record]]
+name = "www"
+service = "www"
+ttl = 5
+"#
+    )
+}
+
+/// A service whose two targets flip with a flag file (exec check `test -e FLAG`, 50 ms, fall and
+/// rise 1): events are written many times a second while [`toggle_flag`] runs. `daemon_extra`
+/// goes into `[daemon]`.
+pub fn flappy_config(data: &Path, api: SocketAddr, flag: &Path, daemon_extra: &str) -> String {
+    format!(
+        r#"[daemon]
+data_dir = "{data}"
+api = "{api}"
+{daemon_extra}
+[[service]]
+name = "flappy"
+failback_hold = "0s"
+[service.check]
+kind = "exec"
+command = "test -e {flag}"
+interval = "50ms"
+timeout = "40ms"
+fall = 1
+rise = 1
+[[service.target]]
+name = "a"
+address = "127.0.0.2"
+[[service.target]]
+name = "b"
+address = "127.0.0.3"
+"#,
+        data = data.display(),
+        flag = flag.display()
+    )
+}
+
+/// Create and remove `flag` every `every`, `times` times (bounded: it stops by itself).
+pub fn toggle_flag(flag: &Path, times: u32, every: Duration) -> tokio::task::JoinHandle<()> {
+    let flag = flag.to_path_buf();
+    tokio::spawn(async move {
+        for i in 0..times {
+            if i % 2 == 0 {
+                let _ = std::fs::write(&flag, b"");
+            } else {
+                let _ = std::fs::remove_file(&flag);
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
+}
