@@ -76,7 +76,7 @@ impl Actuator for Hook {
     fn apply<'a>(&'a self, desired: &'a Desired) -> ActFuture<'a> {
         Box::pin(async move {
             let out = crate::process::run_clean(&self.command, &environment(desired), self.timeout, OUTPUT_CAP).await;
-            Outcome { ok: out.ok, detail: out.summary() }
+            if out.ok { Outcome::ok(out.summary()) } else { Outcome::failed(out.summary()) }
         })
     }
 

@@ -9,10 +9,13 @@
 //! verify are re-verified periodically (see [`runner`]).
 //!
 //! One implementation per file: `hooks.rs` (commands, like keepalived's notify scripts).
-//! The DNS server (`dns/`) provides another. Actuators do not decide anything and do not
-//! write events themselves: they return [`Outcome`]s, and the runner turns them into events.
+//! The DNS server (`dns/`) provides another. Every kind is built from config by
+//! [`registry`], which the daemon asks for a service's actuators. Actuators do not decide
+//! anything and do not write events themselves: they return [`Outcome`]s, and the runner turns
+//! them into events.
 
 pub mod hooks;
+pub mod registry;
 pub mod runner;
 
 use std::future::Future;
@@ -54,6 +57,27 @@ pub struct Outcome {
     pub ok: bool,
     /// What happened, for people: the hook's output, "serving 127.0.0.3 since serial 12"...
     pub detail: String,
+    /// For a failure: whether trying again can help (a timeout, a refused connection) or not
+    /// (a rejected key, a record that does not exist). A failure that cannot be retried is
+    /// reported once and waits for the next decision or reload.
+    pub retryable: bool,
+}
+
+impl Outcome {
+    /// The step worked.
+    pub fn ok(detail: impl Into<String>) -> Outcome {
+        Outcome { ok: true, detail: detail.into(), retryable: false }
+    }
+
+    /// The step failed; trying again may work.
+    pub fn failed(detail: impl Into<String>) -> Outcome {
+        Outcome { ok: false, detail: detail.into(), retryable: true }
+    }
+
+    /// The step failed and trying again cannot help until something changes (config, key).
+    pub fn fatal(detail: impl Into<String>) -> Outcome {
+        Outcome { ok: false, detail: detail.into(), retryable: false }
+    }
 }
 
 pub type ActFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
@@ -87,4 +111,13 @@ pub trait Actuator: Send + Sync + 'static {
         let _ = desired;
         None
     }
+}
+
+/// What a service serves now (its last recorded decision), as kinds that keep state of their
+/// own (the DNS server, a proxy) need it when they start or reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Current {
+    pub epoch: u64,
+    /// `None`: the decision was to serve nothing (`all_down = "none"`).
+    pub active: Option<IpAddr>,
 }

@@ -284,8 +284,8 @@ async fn worker(mut rx: watch::Receiver<Option<Job>>, reports: mpsc::UnboundedSe
                 if !job.actuator.wants(&job.desired) {
                     continue;
                 }
-                let ok = attempt(&job, &reports, &finished).await;
-                next = schedule(&job, ok, &mut failures);
+                let (ok, retryable) = attempt(&job, &reports, &finished).await;
+                next = schedule(&job, ok, retryable, &mut failures);
                 current = Some(job);
             }
             _ = sleep => {
@@ -293,25 +293,25 @@ async fn worker(mut rx: watch::Receiver<Option<Job>>, reports: mpsc::UnboundedSe
                     next = None;
                     continue;
                 };
-                let ok = match why {
+                let (ok, retryable) = match why {
                     Wake::Retry => attempt(&job, &reports, &finished).await,
                     Wake::Verify => verify_or_repair(&job, &reports).await,
                 };
-                next = schedule(&job, ok, &mut failures);
+                next = schedule(&job, ok, retryable, &mut failures);
             }
         }
     }
 }
 
-/// The next wake-up after a step that ended `ok` (or not).
-fn schedule(job: &Job, ok: bool, failures: &mut u32) -> Option<(tokio::time::Instant, Wake)> {
+/// The next wake-up after a step that ended `ok` (or failed, `retryable` or not).
+fn schedule(job: &Job, ok: bool, retryable: bool, failures: &mut u32) -> Option<(tokio::time::Instant, Wake)> {
     let now = tokio::time::Instant::now();
     if ok {
         *failures = 0;
         let verifies = job.actuator.verify(&job.desired).is_some();
         return verifies.then(|| (now + job.verify_every, Wake::Verify));
     }
-    if !job.actuator.retries() {
+    if !job.actuator.retries() || !retryable {
         return None;
     }
     *failures += 1;
@@ -319,11 +319,13 @@ fn schedule(job: &Job, ok: bool, failures: &mut u32) -> Option<(tokio::time::Ins
 }
 
 /// Apply, then verify if the apply worked; report each step and the result. Returns whether
-/// both worked.
-async fn attempt(job: &Job, reports: &mpsc::UnboundedSender<Report>, finished: &mpsc::UnboundedSender<Finished>) -> bool {
+/// both worked, and if not whether a retry can help.
+async fn attempt(job: &Job, reports: &mpsc::UnboundedSender<Report>, finished: &mpsc::UnboundedSender<Finished>) -> (bool, bool) {
     let (d, a) = (&job.desired, &job.actuator);
-    let send = |step: Step, outcome: Outcome, started: Instant| {
+    let mut retryable = true;
+    let mut send = |step: Step, outcome: Outcome, started: Instant| {
         let ok = outcome.ok;
+        retryable = outcome.retryable;
         let _ = reports.send(Report::Step(StepReport {
             service: d.service.clone(),
             epoch: d.epoch,
@@ -343,25 +345,25 @@ async fn attempt(job: &Job, reports: &mpsc::UnboundedSender<Report>, finished: &
         steps += 1;
     }
     let _ = finished.send(Finished { actuator: a.name().to_string(), epoch: d.epoch, ok, steps });
-    ok
+    (ok, retryable)
 }
 
 /// The periodic check: verify; on failure apply again (and verify), reporting the drift.
-async fn verify_or_repair(job: &Job, reports: &mpsc::UnboundedSender<Report>) -> bool {
+async fn verify_or_repair(job: &Job, reports: &mpsc::UnboundedSender<Report>) -> (bool, bool) {
     let (d, a) = (&job.desired, &job.actuator);
-    let Some(verify) = a.verify(d) else { return true };
+    let Some(verify) = a.verify(d) else { return (true, false) };
     let check = verify.await;
     if check.ok {
-        return true;
+        return (true, false);
     }
     let mut repair = a.apply(d).await;
     if repair.ok
         && let Some(verify) = a.verify(d)
     {
         let after = verify.await;
-        repair = Outcome { ok: after.ok, detail: format!("{}; {}", repair.detail, after.detail) };
+        repair = Outcome { ok: after.ok, detail: format!("{}; {}", repair.detail, after.detail), retryable: after.retryable };
     }
-    let ok = repair.ok;
+    let (ok, retryable) = (repair.ok, repair.retryable);
     let _ = reports.send(Report::Drift(DriftReport {
         service: d.service.clone(),
         epoch: d.epoch,
@@ -369,7 +371,7 @@ async fn verify_or_repair(job: &Job, reports: &mpsc::UnboundedSender<Report>) ->
         drift: check.detail,
         repair,
     }));
-    ok
+    (ok, retryable)
 }
 
 #[cfg(test)]
@@ -389,6 +391,8 @@ mod tests {
         failures_left: AtomicU32,
         retries: bool,
         verifies: bool,
+        /// Failures say that retrying cannot help (a rejected key).
+        fatal: bool,
         world: AtomicU64,
         applied: Mutex<Vec<u64>>,
     }
@@ -401,6 +405,7 @@ mod tests {
                 failures_left: AtomicU32::new(0),
                 retries: true,
                 verifies: false,
+                fatal: false,
                 world: AtomicU64::new(0),
                 applied: Mutex::new(Vec::new()),
             }
@@ -418,10 +423,10 @@ mod tests {
                 self.applied.lock().unwrap().push(d.epoch);
                 let failing = self.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
                 if failing {
-                    return Outcome { ok: false, detail: "refused".into() };
+                    return if self.fatal { Outcome::fatal("key rejected") } else { Outcome::failed("refused") };
                 }
                 self.world.store(d.epoch, Ordering::SeqCst);
-                Outcome { ok: true, detail: format!("epoch {}", d.epoch) }
+                Outcome::ok(format!("epoch {}", d.epoch))
             })
         }
 
@@ -433,7 +438,7 @@ mod tests {
             self.verifies.then(|| -> ActFuture<'a> {
                 Box::pin(async move {
                     let w = self.world.load(Ordering::SeqCst);
-                    Outcome { ok: w == d.epoch, detail: format!("world at epoch {w}") }
+                    Outcome { ok: w == d.epoch, detail: format!("world at epoch {w}"), retryable: true }
                 })
             })
         }
@@ -561,6 +566,18 @@ mod tests {
         assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1), "{first:?}");
         assert!(second >= Duration::from_secs(1) && second <= Duration::from_secs(2), "{second:?}");
         rig.quiet_for(Duration::from_secs(600)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_that_cannot_be_retried_is_reported_once_and_the_next_epoch_still_applies() {
+        let a = Arc::new(Fake { failures_left: AtomicU32::new(1), fatal: true, ..Fake::new("dns") });
+        let mut rig = Rig::start();
+        rig.tx.send_replace(Some(cmd(1, std::slice::from_ref(&a))));
+        rig.expect(&["dns@1 applied failed", "done@1 failed"]).await;
+        rig.quiet_for(Duration::from_secs(600)).await;
+        assert_eq!(*a.applied.lock().unwrap(), [1]);
+        rig.tx.send_replace(Some(cmd(2, std::slice::from_ref(&a))));
+        rig.expect(&["dns@2 applied ok", "done@2 ok"]).await;
     }
 
     #[tokio::test(start_paused = true)]

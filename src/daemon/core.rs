@@ -18,10 +18,12 @@ use tokio_util::task::TaskTracker;
 use super::services::{self, ProbeCtx, ServiceRt, TargetRt};
 use super::{DaemonError, Refusal, Shared};
 use crate::actuator::runner::{self, Command};
-use crate::actuator::{Desired, TargetRef};
+use crate::actuator::registry::Registry;
+use crate::actuator::{Current, Desired, TargetRef};
 use crate::api::wire;
 use crate::config::{CheckKind, Config};
 use crate::decision::{Decision, Reason};
+use crate::dns::actuator::DnsKind;
 use crate::drill::ledger::Ledger;
 use crate::events::incident::IncidentBook;
 use crate::events::state::Persisted;
@@ -70,8 +72,8 @@ pub struct Core {
     incidents: IncidentBook,
     /// The last few check results per probe id, carried by health flips into incident reports.
     recent_checks: HashMap<u64, std::collections::VecDeque<CheckSample>>,
-    /// The built-in DNS server, when `[dns]` is configured.
-    dns: Option<crate::dns::Dns>,
+    /// Every actuator kind the config asks for (the DNS server, hooks...).
+    registry: Registry,
     /// Running drills, their faults and leases, and finished drills.
     drills: Ledger,
     /// Whether the event log is behind the disk, and what the metrics last saw of it.
@@ -106,7 +108,7 @@ impl Core {
         lag: Arc<LagHistogram>,
         history: &crate::events::log::History,
         persisted: Persisted,
-        dns: Option<crate::dns::Dns>,
+        registry: Registry,
     ) -> Result<Core, DaemonError> {
         let mut incidents = history.state.incidents.clone();
         for r in &history.records {
@@ -128,7 +130,7 @@ impl Core {
             reports_rx,
             incidents,
             recent_checks: HashMap::new(),
-            dns,
+            registry,
             drills: history.state.drills.clone(),
             log_watch: LogWatch::default(),
         };
@@ -142,7 +144,7 @@ impl Core {
             let restored = persisted.decisions.get(&cfg.name).cloned();
             let overrides = persisted.overrides.get(&cfg.name).cloned().unwrap_or_default();
             let health = persisted.health.get(&cfg.name).cloned().unwrap_or_default();
-            let svc = services::build(cfg, restored, overrides, &health, &mut core.probe_ctx, &core.tracker, &core.reports_tx, core.dns.as_ref(), t)?;
+            let svc = services::build(cfg, restored, overrides, &health, &mut core.probe_ctx, &core.tracker, &core.reports_tx, &core.registry, t)?;
             core.services.push(svc);
         }
         core.index_probes();
@@ -282,12 +284,13 @@ impl Core {
         self.recent_checks.retain(|id, _| self.probes.contains_key(id));
     }
 
-    /// What each decided service serves now, for DNS records that start serving mid-run.
-    fn dns_current(&self) -> HashMap<String, crate::dns::Current> {
+    /// What each decided service serves now, for actuator kinds that start serving a service
+    /// mid-run (a DNS record added by reload).
+    fn current(&self) -> HashMap<String, Current> {
         self.services
             .iter()
             .filter(|s| s.engine.has_decided())
-            .map(|s| (s.cfg.name.clone(), crate::dns::Current { epoch: s.engine.epoch(), active: s.engine.active().map(|a| s.targets[a].cfg.address) }))
+            .map(|s| (s.cfg.name.clone(), Current { epoch: s.engine.epoch(), active: s.engine.active().map(|a| s.targets[a].cfg.address) }))
             .collect()
     }
 
@@ -335,6 +338,7 @@ impl Core {
                 Ok(None) | Err(_) => break,
             }
         }
+        self.registry.shutdown().await;
         self.record(Event::DaemonStopped { reason: "shutdown requested".into() });
         let (durability, last) = {
             let log = self.shared.log.lock().unwrap_or_else(|e| e.into_inner());
@@ -425,11 +429,10 @@ impl Core {
         let troubled = result.ok && result.latency >= svc.cfg.check.timeout / 2;
         let was_suspect = target.health.suspect();
         let flip = target.health.observe_graded(result.ok, troubled, result.started_us, th);
-        // Tell the DNS server on a flip, and at a target's first result (a restored verdict may
-        // start it suspect).
+        // Tell the actuators (the DNS suspicion TTL) on a flip, and at a target's first result
+        // (a restored verdict may start it suspect).
         if (target.health.suspect() != was_suspect || target.last.is_none())
-            && let Some(dns) = &self.dns
-            && dns.set_suspect(&svc.cfg.name, target.cfg.address, target.health.suspect()) == Some(true)
+            && self.registry.suspect(&svc.cfg.name, target.cfg.address, target.health.suspect())
         {
             m.dns_suspect.get_or_create(&ServiceLabels { service: svc.cfg.name.clone() }).inc();
             tracing::info!(service = %svc.cfg.name, target = %target.cfg.name, reason = %result.reason, "dns: target suspect; answering with suspect_ttl until it passes rise checks");
@@ -713,17 +716,8 @@ impl Core {
         if config.drill.schedules != self.config.drill.schedules || config.heartbeat != self.config.heartbeat {
             tracing::warn!("[[drill.schedule]] or [heartbeat] changed; they take effect at the next restart");
         }
-        if config.dns != self.config.dns {
-            match (&self.dns, &config.dns) {
-                (Some(dns), Some(new)) => {
-                    // A record added for a running service serves its current decision at once.
-                    let current = self.dns_current();
-                    for setting in dns.reload_from(new.clone(), &config.services, &current) {
-                        tracing::warn!("{setting} changed; it takes effect at the next restart");
-                    }
-                }
-                _ => tracing::warn!("[dns] was added or removed; that takes effect at the next restart"),
-            }
+        for later in self.registry.reload(&config, &self.current()) {
+            tracing::warn!("{later}");
         }
         let t = now();
         let mut old: HashMap<String, ServiceRt> = std::mem::take(&mut self.services).into_iter().map(|s| (s.cfg.name.clone(), s)).collect();
@@ -738,7 +732,7 @@ impl Core {
                     }
                     svc
                 }
-                None => match services::build(cfg, None, Default::default(), &Default::default(), &mut self.probe_ctx, &self.tracker, &self.reports_tx, self.dns.as_ref(), t) {
+                None => match services::build(cfg, None, Default::default(), &Default::default(), &mut self.probe_ctx, &self.tracker, &self.reports_tx, &self.registry, t) {
                     Ok(s) => s,
                     Err(e) => {
                         // Put back what we took, so the old config keeps running.
@@ -776,7 +770,7 @@ impl Core {
     fn carry_over(&mut self, mut prev: ServiceRt, cfg: crate::config::ServiceConfig, t: Instant) -> (ServiceRt, bool) {
         let same_targets = prev.cfg.targets.iter().map(|x| (&x.name, x.address)).eq(cfg.targets.iter().map(|x| (&x.name, x.address)));
         let same_policy = services::policy(&prev.cfg) == services::policy(&cfg);
-        let actuators = services::actuators(&cfg, self.dns.as_ref());
+        let actuators = self.registry.actuators(&cfg);
         let same_actuators = prev.cfg.hooks == cfg.hooks && prev.actuators.iter().map(|a| a.name()).eq(actuators.iter().map(|a| a.name()));
         // Targets: keep probe + health where the check is unchanged.
         let mut old_targets: HashMap<String, TargetRt> = std::mem::take(&mut prev.targets).into_iter().map(|x| (x.cfg.name.clone(), x)).collect();
@@ -923,9 +917,9 @@ impl Core {
                 .collect(),
             open_incident: self.incidents.open_for(&s.cfg.name).map(|i| i.id),
             dns: self
-                .dns
-                .as_ref()
-                .map(|d| d.status())
+                .registry
+                .get::<DnsKind>()
+                .map(|k| k.dns.status())
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|r| r.service == s.cfg.name)

@@ -46,8 +46,8 @@ pub enum DaemonError {
     Probe(#[from] crate::probe::ProbeError),
     #[error(transparent)]
     Outbox(#[from] crate::notify::outbox::OutboxError),
-    #[error("cannot start the DNS server: {0}")]
-    Dns(#[from] crate::dns::DnsError),
+    #[error(transparent)]
+    Actuator(#[from] crate::actuator::registry::RegistryError),
     #[error("API TLS: {0}")]
     ApiTls(String),
 }
@@ -218,9 +218,10 @@ impl Handle {
     }
 }
 
-/// The last recorded decision of each configured service, as the DNS server serves it. A
-/// decision whose target has left the config is ignored (the service starts on its primary).
-fn restored_dns(config: &Config, persisted: &Persisted) -> std::collections::HashMap<String, crate::dns::Current> {
+/// The last recorded decision of each configured service, as actuator kinds with state of their
+/// own (the DNS server) start serving it. A decision whose target has left the config is
+/// ignored (the service starts on its primary).
+fn restored_current(config: &Config, persisted: &Persisted) -> std::collections::HashMap<String, crate::actuator::Current> {
     let mut current = std::collections::HashMap::new();
     for (name, r) in &persisted.decisions {
         let Some(svc) = config.services.iter().find(|s| &s.name == name) else { continue };
@@ -231,7 +232,7 @@ fn restored_dns(config: &Config, persisted: &Persisted) -> std::collections::Has
             },
             None => None,
         };
-        current.insert(name.clone(), crate::dns::Current { epoch: r.epoch, active });
+        current.insert(name.clone(), crate::actuator::Current { epoch: r.epoch, active });
     }
     current
 }
@@ -277,13 +278,13 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
         .map_err(|source| DaemonError::BindApi { addr: config.daemon.api, source })?;
     let api_addr = listener.local_addr().map_err(|source| DaemonError::BindApi { addr: config.daemon.api, source })?;
 
-    // The DNS server answers from the start, each failover record with the decision restored
-    // from the event log (its primary when the service has none), so a restart never serves a
-    // target the daemon had failed away from; a bind error is fatal here, before anything runs.
-    let dns = match &config.dns {
-        Some(d) => Some(crate::dns::Dns::start_with(d.clone(), &config.services, &restored_dns(&config, &persisted), Some(&data_dir), cancel.clone())?),
-        None => None,
-    };
+    // Actuator kinds start before anything decides: the DNS server answers from the start,
+    // each failover record with the decision restored from the event log (its primary when the
+    // service has none), so a restart never serves a target the daemon had failed away from;
+    // a bind error is fatal here, before anything runs.
+    let current = restored_current(&config, &persisted);
+    let start_ctx = crate::actuator::registry::StartCtx { config: &config, current: &current, data_dir: &data_dir, cancel: cancel.clone() };
+    let registry = crate::actuator::registry::Registry::start(&start_ctx)?;
 
     let lag = Arc::new(crate::probe::lag::LagHistogram::default());
     let metrics = Arc::new(Metrics::new(lag.clone()));
@@ -316,7 +317,7 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
 
     let schedules = config.drill.schedules.clone();
     let heartbeat = config.heartbeat.clone();
-    let mut core = core::Core::new(config, shared.clone(), cancel.clone(), tracker.clone(), lag, &history, persisted, dns)?;
+    let mut core = core::Core::new(config, shared.clone(), cancel.clone(), tracker.clone(), lag, &history, persisted, registry)?;
     drop(history);
     core.started();
 

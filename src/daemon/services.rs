@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::actuator::runner::{self, Command};
-use crate::actuator::{Actuator, hooks::Hook};
+use crate::actuator::Actuator;
+use crate::actuator::registry::Registry;
 use crate::config::{CheckConfig, ServiceConfig, TargetConfig};
 use crate::decision::{Engine, Policy, Restored};
 use crate::events::state::Overrides;
@@ -103,17 +104,6 @@ pub fn thresholds(check: &CheckConfig) -> Thresholds {
     Thresholds { fall: check.fall, rise: check.rise }
 }
 
-/// The actuators of a service: the built-in DNS server, then the hooks. The runner gives each
-/// its own task, so hooks that take seconds never delay the answer.
-pub fn actuators(cfg: &ServiceConfig, dns: Option<&crate::dns::Dns>) -> Vec<Arc<dyn Actuator>> {
-    let mut v: Vec<Arc<dyn Actuator>> = Vec::new();
-    if let Some(a) = dns.and_then(|d| d.actuator(&cfg.name)) {
-        v.push(Arc::new(a));
-    }
-    v.extend(cfg.hooks.iter().map(|h| Arc::new(Hook::new(h)) as Arc<dyn Actuator>));
-    v
-}
-
 /// Build a service from scratch (start-up, or a service added by reload). `health` is each
 /// target's last recorded verdict (empty for a new service): those targets start from it and need
 /// `fall`/`rise` results to flip, so the engine can decide at once from the restored state.
@@ -126,7 +116,7 @@ pub fn build(
     probes: &mut ProbeCtx,
     tracker: &TaskTracker,
     reports: &mpsc::UnboundedSender<runner::Report>,
-    dns: Option<&crate::dns::Dns>,
+    registry: &Registry,
     now: Instant,
 ) -> Result<ServiceRt, ProbeError> {
     let names: Vec<String> = cfg.targets.iter().map(|t| t.name.clone()).collect();
@@ -154,7 +144,7 @@ pub fn build(
     tracker.spawn(runner::run(runner_rx, reports));
     Ok(ServiceRt {
         name: Arc::from(cfg.name.as_str()),
-        actuators: actuators(&cfg, dns).into(),
+        actuators: registry.actuators(&cfg).into(),
         cfg,
         engine,
         targets,

@@ -16,7 +16,9 @@ use super::config::RecordKind;
 use super::name::Name;
 use super::wire::{rcode, rtype};
 use super::{Dns, client};
-use crate::actuator::{ActFuture, Actuator, Desired, Outcome};
+use crate::actuator::registry::{Kind, StartCtx, StartError};
+use crate::actuator::{ActFuture, Actuator, Current, Desired, Outcome};
+use crate::config::{Config, ServiceConfig};
 
 /// How long `verify` waits for each answer, and how often it asks.
 const VERIFY_TIMEOUT: Duration = Duration::from_millis(500);
@@ -50,7 +52,7 @@ impl DnsActuator {
 
     async fn check(&self, desired: &Desired) -> Outcome {
         let Some(server) = self.dns.self_query_addr() else {
-            return Outcome { ok: false, detail: "dns server is not listening; cannot verify".into() };
+            return Outcome::failed("dns server is not listening; cannot verify");
         };
         let want: Option<IpAddr> = desired.active.as_ref().map(|t| t.address);
         let qtype = match want {
@@ -76,7 +78,7 @@ impl DnsActuator {
                 }
             }
             if !ok {
-                return Outcome { ok: false, detail: format!("{server} does not serve the new answer: {last}") };
+                return Outcome::failed(format!("{server} does not serve the new answer: {last}"));
             }
             seen.push(name.to_string());
         }
@@ -90,7 +92,7 @@ impl DnsActuator {
             _ => String::new(),
         };
         let what = want.map(|w| w.to_string()).unwrap_or_else(|| "NODATA".into());
-        Outcome { ok: true, detail: format!("{server} answers {} with {what}{first}", seen.join(", ")) }
+        Outcome::ok(format!("{server} answers {} with {what}{first}", seen.join(", ")))
     }
 }
 
@@ -103,30 +105,67 @@ impl Actuator for DnsActuator {
         Box::pin(async move {
             let active = desired.active.as_ref().map(|t| t.address);
             match self.dns.apply(&self.service, desired.epoch, active) {
-                Ok(a) if a.changed => Outcome {
-                    ok: true,
-                    detail: format!(
+                Ok(a) if a.changed => Outcome::ok(format!(
                         "serving {} (epoch {}, serial {:?}); table swapped in {}",
                         a.addresses.first().map(|a| a.to_string()).unwrap_or_else(|| "nothing (NODATA)".into()),
                         desired.epoch,
                         a.serials,
                         Self::fmt_us(a.swap_time)
-                    ),
-                },
-                Ok(a) => Outcome {
-                    ok: true,
-                    detail: format!(
+                )),
+                Ok(a) => Outcome::ok(format!(
                         "already serving {} (epoch {})",
                         a.addresses.first().map(|a| a.to_string()).unwrap_or_else(|| "nothing (NODATA)".into()),
                         desired.epoch
-                    ),
-                },
-                Err(e) => Outcome { ok: false, detail: e.to_string() },
+                )),
+                Err(e) => Outcome::failed(e.to_string()),
             }
         })
     }
 
     fn verify<'a>(&'a self, desired: &'a Desired) -> Option<ActFuture<'a>> {
         Some(Box::pin(self.check(desired)))
+    }
+}
+
+/// The built-in DNS server as an actuator kind: started (sockets bound, each failover record
+/// serving the restored decision) before anything else runs, reloaded in place, told about
+/// suspect targets (the suspicion TTL), and handing each service with a failover record one
+/// [`DnsActuator`].
+pub struct DnsKind {
+    pub dns: Dns,
+}
+
+/// [`crate::actuator::registry::KINDS`]' entry for `[dns]`.
+pub fn start_kind(ctx: &StartCtx) -> Result<Box<dyn Kind>, StartError> {
+    let cfg = ctx.config.dns.clone().ok_or("no [dns] section")?;
+    let dns = Dns::start_with(cfg, &ctx.config.services, ctx.current, Some(ctx.data_dir), ctx.cancel.clone())?;
+    Ok(Box::new(DnsKind { dns }))
+}
+
+impl Kind for DnsKind {
+    fn name(&self) -> &'static str {
+        "dns"
+    }
+
+    fn actuators(&self, service: &ServiceConfig) -> Vec<Arc<dyn Actuator>> {
+        self.dns.actuator(&service.name).map(|a| Arc::new(a) as Arc<dyn Actuator>).into_iter().collect()
+    }
+
+    fn reload(&self, config: &Config, current: &std::collections::HashMap<String, Current>) -> Vec<String> {
+        match &config.dns {
+            Some(new) if *new != *self.dns.config() => {
+                // A record added for a running service serves its current decision at once.
+                self.dns.reload_from(new.clone(), &config.services, current)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn suspect(&self, service: &str, address: IpAddr, suspect: bool) -> bool {
+        self.dns.set_suspect(service, address, suspect) == Some(true)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }

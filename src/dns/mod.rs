@@ -203,12 +203,7 @@ pub fn next_serial(old: u32, now: u32) -> u32 {
 /// What a service's failover records serve before this DNS server has applied a decision of its
 /// own: the decision restored from the event log at start-up, or the current decision when a
 /// reload adds a record. A service without one serves its first target (the primary).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Current {
-    pub epoch: u64,
-    /// `None`: the decision was to serve nothing (`all_down = "none"`).
-    pub active: Option<IpAddr>,
-}
+pub use crate::actuator::Current;
 
 impl Dns {
     /// Build the server state without sockets: each failover record serves its service's
