@@ -9,6 +9,7 @@
 
 pub mod actuator;
 pub mod config;
+pub mod coordinator;
 pub mod crclog;
 pub mod decision;
 pub mod dns;

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::hooks::Hook;
 use super::{Actuator, Current};
 use crate::config::{Config, ServiceConfig};
+use crate::health::Health;
 
 /// Why a kind could not start (a socket that would not bind, a key file that cannot be read).
 pub type StartError = Box<dyn std::error::Error + Send + Sync>;
@@ -62,6 +63,13 @@ pub trait Kind: Send + Sync + 'static {
     fn suspect(&self, service: &str, address: IpAddr, suspect: bool) -> bool {
         let _ = (service, address, suspect);
         false
+    }
+
+    /// A target of `service` turned up or down (after `fall`/`rise`, as the engine sees it).
+    /// Kinds that act on health themselves (a virtual IP that resigns when the local service is
+    /// down) listen here; the decision itself still comes through the actuators.
+    fn health(&self, service: &str, target: &str, health: Health) {
+        let _ = (service, target, health);
     }
 
     /// The daemon is stopping and every runner has finished: release what the kind holds.
@@ -143,6 +151,13 @@ impl Registry {
     /// Tell every kind that a target turned suspect or clear; true if any acted on it.
     pub fn suspect(&self, service: &str, address: IpAddr, suspect: bool) -> bool {
         self.kinds.iter().fold(false, |acted, k| k.suspect(service, address, suspect) || acted)
+    }
+
+    /// Tell every kind about a health flip.
+    pub fn health(&self, service: &str, target: &str, health: Health) {
+        for k in &self.kinds {
+            k.health(service, target, health);
+        }
     }
 
     /// The started kind of type `K`, for its typed status.

@@ -474,6 +474,7 @@ impl Core {
             },
         };
         self.record(event);
+        self.registry.health(&self.services[si].cfg.name, &self.services[si].targets[ti].cfg.name, flip.to);
         let t = now();
         self.services[si].engine.set_health(ti, flip.to, t);
         self.evaluate(si, t);
