@@ -18,6 +18,7 @@ pub mod health;
 pub mod events;
 pub mod process;
 pub mod retry;
+pub mod service;
 pub mod api;
 pub mod daemon;
 pub mod metrics;

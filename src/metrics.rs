@@ -13,6 +13,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::decision::Reason;
+use crate::events::{Event, Step};
+use crate::health::Health;
 use crate::probe::lag::LagHistogram;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -183,17 +186,45 @@ impl Metrics {
         out
     }
 
-    pub fn api_refused(&self, r: &crate::api::guard::Rejection) {
-        use crate::api::guard::Rejection;
-        let reason = match r {
-            Rejection::BadHost(_) => "host",
-            Rejection::CrossOrigin(_) => "origin",
-            Rejection::NotJson => "content_type",
-        };
-        self.api_refused.get_or_create(&RefusedLabels { reason: reason.into() }).inc();
+    /// Count what an event says happened: decisions (and failovers), actuator steps, drift
+    /// repairs. Called for every recorded event.
+    pub fn observe(&self, event: &Event) {
+        match event {
+            Event::Decision { service, reason, .. } => {
+                self.decisions.get_or_create(&ReasonLabels { service: service.clone(), reason: reason.to_string() }).inc();
+                if *reason == Reason::Failover {
+                    self.failovers.get_or_create(&ServiceLabels { service: service.clone() }).inc();
+                }
+            }
+            Event::Actuated { service, actuator, step, ok, .. } => {
+                let step = match step {
+                    Step::Applied => "applied",
+                    Step::Verified => "verified",
+                };
+                let result = format!("{step}_{}", if *ok { "ok" } else { "failed" });
+                self.actuations.get_or_create(&ActuatorLabels { service: service.clone(), actuator: actuator.clone(), result }).inc();
+            }
+            Event::DriftRepaired { service, actuator, ok, .. } => {
+                let result = if *ok { "drift_repaired" } else { "drift_unrepaired" };
+                self.actuations.get_or_create(&ActuatorLabels { service: service.clone(), actuator: actuator.clone(), result: result.into() }).inc();
+            }
+            _ => {}
+        }
     }
 
-    pub fn set_target_up(&self, service: &str, target: &str, up: bool) {
-        self.target_up.get_or_create(&TargetLabels { service: service.into(), target: target.into() }).set(up as i64);
+    /// The gauges that follow a service's state: each target's health, drain and activity, the
+    /// epoch and the all-down flag.
+    pub fn publish_service(&self, st: &crate::service::Status) {
+        for t in &st.targets {
+            let l = TargetLabels { service: st.name.clone(), target: t.cfg.name.clone() };
+            self.target_up.get_or_create(&l).set((t.health == Health::Up) as i64);
+            self.target_enabled.get_or_create(&l).set(t.enabled as i64);
+            self.active_target.get_or_create(&l).set(t.active as i64);
+        }
+        let l = ServiceLabels { service: st.name.clone() };
+        let _ = self.failovers.get_or_create(&l);
+        let _ = self.check_duration.get_or_create(&l);
+        self.epoch.get_or_create(&l).set(st.epoch as i64);
+        self.all_down.get_or_create(&l).set(st.all_down as i64);
     }
 }

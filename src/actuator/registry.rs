@@ -150,7 +150,12 @@ impl Registry {
 
     /// Tell every kind that a target turned suspect or clear; true if any acted on it.
     pub fn suspect(&self, service: &str, address: IpAddr, suspect: bool) -> bool {
-        self.kinds.iter().fold(false, |acted, k| k.suspect(service, address, suspect) || acted)
+        // Every kind hears it, whatever the others did.
+        let mut acted = false;
+        for k in &self.kinds {
+            acted |= k.suspect(service, address, suspect);
+        }
+        acted
     }
 
     /// Tell every kind about a health flip.

@@ -23,7 +23,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::wire;
-use crate::daemon::Shared;
 
 /// The longest a request may take, from its first body byte to the response.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -179,14 +178,19 @@ pub fn check(
 }
 
 /// The axum middleware around every route.
-pub async fn layer(State(shared): State<Shared>, req: Request, next: Next) -> Response {
+pub async fn layer(State(api): State<super::ApiState>, req: Request, next: Next) -> Response {
     if let Err(r) = check(
-        &shared.api_hosts,
+        &api.hosts,
         req.method(),
         req.headers(),
         req.uri().authority().map(|a| a.as_str()),
     ) {
-        shared.metrics.api_refused(&r);
+        let reason = match &r {
+            Rejection::BadHost(_) => "host",
+            Rejection::CrossOrigin(_) => "origin",
+            Rejection::NotJson => "content_type",
+        };
+        api.daemon.metrics.api_refused.get_or_create(&crate::metrics::RefusedLabels { reason: reason.into() }).inc();
         return r.into_response();
     }
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {

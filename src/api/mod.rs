@@ -16,10 +16,14 @@ pub mod guard;
 pub mod serve;
 pub mod tls;
 pub mod token;
+pub mod view;
 pub mod wire;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -64,7 +68,7 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-pub fn router(shared: Shared) -> Router {
+pub fn router(api: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -87,19 +91,91 @@ pub fn router(shared: Shared) -> Router {
         .route("/api/v1/incidents/{id}/close", post(close_incident))
         .route("/api/v1/notify", get(notify_status))
         .route("/api/v1/notify/{channel}/test", post(notify_test))
-        .layer(axum::middleware::from_fn_with_state(shared.clone(), guard::layer))
-        .with_state(shared)
+        .layer(axum::middleware::from_fn_with_state(api.clone(), guard::layer))
+        .with_state(api)
 }
 
-/// Checks the bearer token; returns who is acting, for the event. A daemon always has a token
-/// (configured or generated); a `Shared` without one refuses every mutation.
-fn authorize(shared: &Shared, headers: &HeaderMap) -> ApiResult<String> {
-    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
-    match (given, &shared.api_token) {
-        (Some(g), Some(token)) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok("api".into()),
-        _ => {
-            shared.metrics.api_refused.get_or_create(&crate::metrics::RefusedLabels { reason: "token".into() }).inc();
-            Err(ApiError::Unauthorized)
+/// The state every handler sees: the daemon's [`Shared`] handle plus what only the API has
+/// (its token, the names it answers to, its TLS certificate). Handlers that only talk to the
+/// daemon take `State<Shared>`.
+#[derive(Clone)]
+pub struct ApiState {
+    pub daemon: Shared,
+    /// The bearer token mutating calls need (configured, or generated in `data_dir/api-token`);
+    /// without one every mutation is refused.
+    pub token: Option<String>,
+    /// The names the API answers to (`Host` and `Origin` checks).
+    pub hosts: Arc<guard::Hosts>,
+    /// The API's TLS certificate, when it serves https (in-process clients trust it).
+    pub tls: Option<crate::config::ApiTls>,
+}
+
+impl FromRef<ApiState> for Shared {
+    fn from_ref(api: &ApiState) -> Shared {
+        api.daemon.clone()
+    }
+}
+
+impl ApiState {
+    /// How an in-process client (scheduled drills) reaches this API.
+    pub fn endpoint(&self) -> client::Endpoint {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        client::Endpoint {
+            api: Some(format!("{scheme}://{}", self.hosts.addr)),
+            token: self.token.clone(),
+            ca_file: self.tls.as_ref().map(|t| t.cert.clone()),
+            ..Default::default()
+        }
+    }
+}
+
+/// Why the API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind the API on {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("API TLS: {0}")]
+    Tls(String),
+}
+
+/// Bind the API for a prepared daemon and serve it until the daemon stops. The token is the
+/// configured one, or the daemon's `data_dir/api-token` (created on first start).
+pub async fn start(daemon: &Shared, cfg: &crate::config::DaemonConfig, tracker: &tokio_util::task::TaskTracker, cancel: &tokio_util::sync::CancellationToken) -> Result<ApiState, StartError> {
+    let token = match &cfg.api_token {
+        Some(t) => t.clone(),
+        // A full or read-only data disk must not stop the daemon (it still fails over): keep a
+        // token in memory only; mutations are refused until the file can be written.
+        None => token::ensure(&cfg.data_dir).unwrap_or_else(|e| {
+            tracing::error!("{e}; mutating API calls will be refused until it can be written and the daemon restarted");
+            token::generate()
+        }),
+    };
+    let tls_config = match &cfg.api_tls {
+        Some(t) => Some(tls::server_config(t).map_err(StartError::Tls)?),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(cfg.api).await.map_err(|source| StartError::Bind { addr: cfg.api, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: cfg.api, source })?;
+    let state = ApiState { daemon: daemon.clone(), token: Some(token), hosts: Arc::new(guard::Hosts { addr, extra: cfg.api_hosts.clone() }), tls: cfg.api_tls.clone() };
+    let (app, metrics, cancel) = (router(state.clone()), daemon.metrics.clone(), cancel.clone());
+    tracker.spawn(async move { serve::serve(listener, app, tls_config, metrics, cancel).await });
+    Ok(state)
+}
+
+/// A request that carried the right bearer token; holds who is acting, for the event.
+pub struct Authorized(pub String);
+
+impl FromRequestParts<ApiState> for Authorized {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &ApiState) -> ApiResult<Authorized> {
+        let given = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+        match (given, &api.token) {
+            (Some(g), Some(token)) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(Authorized("api".into())),
+            _ => {
+                api.daemon.metrics.api_refused.get_or_create(&crate::metrics::RefusedLabels { reason: "token".into() }).inc();
+                Err(ApiError::Unauthorized)
+            }
         }
     }
 }
@@ -131,40 +207,36 @@ async fn metrics(State(shared): State<Shared>) -> Response {
 }
 
 async fn services(State(shared): State<Shared>) -> ApiResult<Json<Vec<wire::Service>>> {
-    Ok(Json(shared.services().await?))
+    Ok(Json(shared.services().await?.iter().map(view::service).collect()))
 }
 
 async fn service(State(shared): State<Shared>, Path(name): Path<String>) -> ApiResult<Json<wire::Service>> {
     let all = shared.services().await?;
-    all.into_iter().find(|s| s.name == name).map(Json).ok_or(ApiError::Refused(Refusal::NoService(name)))
+    all.iter().find(|s| s.status.name == name).map(|s| Json(view::service(s))).ok_or(ApiError::Refused(Refusal::NoService(name)))
 }
 
 async fn switchover(
     State(shared): State<Shared>,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    Authorized(by): Authorized,
     body: Result<Json<wire::SwitchoverRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<wire::Service>> {
-    let by = authorize(&shared, &headers)?;
     let Json(req) = body.map_err(|e| bad_json(e, "expected a JSON body like {\"target\": \"backup\"}: "))?;
     shared.operate(&name, Some(&req.target), OverrideAction::Switchover, &by).await?;
     service(State(shared), Path(name)).await
 }
 
-async fn clear(State(shared): State<Shared>, Path(name): Path<String>, headers: HeaderMap) -> ApiResult<Json<wire::Service>> {
-    let by = authorize(&shared, &headers)?;
+async fn clear(State(shared): State<Shared>, Path(name): Path<String>, Authorized(by): Authorized) -> ApiResult<Json<wire::Service>> {
     shared.operate(&name, None, OverrideAction::Clear, &by).await?;
     service(State(shared), Path(name)).await
 }
 
-async fn drain(State(shared): State<Shared>, Path((name, target)): Path<(String, String)>, headers: HeaderMap) -> ApiResult<Json<wire::Service>> {
-    let by = authorize(&shared, &headers)?;
+async fn drain(State(shared): State<Shared>, Path((name, target)): Path<(String, String)>, Authorized(by): Authorized) -> ApiResult<Json<wire::Service>> {
     shared.operate(&name, Some(&target), OverrideAction::Drain, &by).await?;
     service(State(shared), Path(name)).await
 }
 
-async fn enable(State(shared): State<Shared>, Path((name, target)): Path<(String, String)>, headers: HeaderMap) -> ApiResult<Json<wire::Service>> {
-    let by = authorize(&shared, &headers)?;
+async fn enable(State(shared): State<Shared>, Path((name, target)): Path<(String, String)>, Authorized(by): Authorized) -> ApiResult<Json<wire::Service>> {
     shared.operate(&name, Some(&target), OverrideAction::Enable, &by).await?;
     service(State(shared), Path(name)).await
 }
@@ -175,10 +247,9 @@ const MAX_FORCE: std::time::Duration = std::time::Duration::from_secs(24 * 3600)
 async fn force_down(
     State(shared): State<Shared>,
     Path((name, target)): Path<(String, String)>,
-    headers: HeaderMap,
+    Authorized(by): Authorized,
     body: Option<Json<wire::ForceDownRequest>>,
 ) -> ApiResult<Json<wire::Service>> {
-    let by = authorize(&shared, &headers)?;
     let req = body.map(|Json(b)| b).unwrap_or_default();
     let lasts = match req.lasts.as_deref() {
         Some(s) => crate::config::parse_duration(s).map_err(|e| ApiError::BadRequest(format!("for: {e}")))?,
@@ -192,8 +263,7 @@ async fn force_down(
     service(State(shared), Path(name)).await
 }
 
-async fn unforce(State(shared): State<Shared>, Path((name, target)): Path<(String, String)>, headers: HeaderMap) -> ApiResult<Json<wire::Service>> {
-    let by = authorize(&shared, &headers)?;
+async fn unforce(State(shared): State<Shared>, Path((name, target)): Path<(String, String)>, Authorized(by): Authorized) -> ApiResult<Json<wire::Service>> {
     shared.operate(&name, Some(&target), OverrideAction::Unforce, &by).await?;
     service(State(shared), Path(name)).await
 }
@@ -204,10 +274,9 @@ async fn drills(State(shared): State<Shared>) -> ApiResult<Json<Vec<crate::drill
 
 async fn drill_start(
     State(shared): State<Shared>,
-    headers: HeaderMap,
+    _: Authorized,
     body: Result<Json<crate::drill::StartRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<crate::drill::StartResponse>> {
-    authorize(&shared, &headers)?;
     let Json(req) = body.map_err(|e| bad_json(e, ""))?;
     Ok(Json(shared.drill_start(req).await?))
 }
@@ -215,10 +284,9 @@ async fn drill_start(
 async fn drill_finish(
     State(shared): State<Shared>,
     Path(id): Path<u64>,
-    headers: HeaderMap,
+    _: Authorized,
     body: Result<Json<crate::drill::Report>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<crate::drill::Summary>> {
-    authorize(&shared, &headers)?;
     let Json(report) = body.map_err(|e| bad_json(e, ""))?;
     if report.id != id {
         return Err(ApiError::BadRequest(format!("report is for drill #{}, not #{id}", report.id)));
@@ -231,10 +299,9 @@ async fn drill_finish(
 async fn drill_lease(
     State(shared): State<Shared>,
     Path(id): Path<u64>,
-    headers: HeaderMap,
+    _: Authorized,
     body: Result<Json<crate::drill::LeaseRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<crate::drill::LeaseResponse>> {
-    authorize(&shared, &headers)?;
     let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let lasts = match req.lasts.as_deref() {
         Some(s) => crate::config::parse_duration(s).map_err(|e| ApiError::BadRequest(format!("for: {e}")))?,
@@ -292,16 +359,15 @@ async fn event_log(State(shared): State<Shared>) -> ApiResult<Json<wire::EventLo
 }
 
 async fn incidents(State(shared): State<Shared>) -> ApiResult<Json<Vec<wire::Incident>>> {
-    Ok(Json(shared.incidents().await?))
+    Ok(Json(shared.incidents().await?.iter().map(wire::Incident::from).collect()))
 }
 
 async fn incident(State(shared): State<Shared>, Path(id): Path<u64>) -> ApiResult<Json<wire::Incident>> {
     let all = shared.incidents().await?;
-    all.into_iter().find(|i| i.id == id).map(Json).ok_or(ApiError::Refused(Refusal::NoIncident(id)))
+    all.iter().find(|i| i.id == id).map(|i| Json(wire::Incident::from(i))).ok_or(ApiError::Refused(Refusal::NoIncident(id)))
 }
 
-async fn close_incident(State(shared): State<Shared>, Path(id): Path<u64>, headers: HeaderMap) -> ApiResult<Json<wire::Incident>> {
-    let by = authorize(&shared, &headers)?;
+async fn close_incident(State(shared): State<Shared>, Path(id): Path<u64>, Authorized(by): Authorized) -> ApiResult<Json<wire::Incident>> {
     shared.close_incident(id, &by).await?;
     incident(State(shared), Path(id)).await
 }
@@ -312,10 +378,7 @@ async fn notify_status(State(shared): State<Shared>) -> Json<wire::NotifyStatus>
 
 /// Sends a test message now; the receiver's refusal is a 200 with `ok: false` (the daemon did
 /// its part), an unknown channel a 404.
-async fn notify_test(State(shared): State<Shared>, Path(channel): Path<String>, headers: HeaderMap) -> Response {
-    if let Err(e) = authorize(&shared, &headers) {
-        return e.into_response();
-    }
+async fn notify_test(State(shared): State<Shared>, Path(channel): Path<String>, _: Authorized) -> Response {
     match shared.notify.test(&channel).await {
         Ok(r) => Json(wire::NotifyTestResult { channel, ok: true, answer: r.answer }).into_response(),
         Err(crate::notify::dispatch::TestError::NoChannel(c)) => {

@@ -6,7 +6,12 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AllDown, Failback};
-use crate::events::{Event, Record, format_time_us};
+
+
+/// Incidents and event records have one JSON shape, shared with notifications.
+pub use crate::events::report::{CheckResult, CheckWindow, EventRecord, Incident, TimelineEntry};
+/// Delivery state of notification channels.
+pub use crate::notify::status::{NotifyChannel, NotifyStatus};
 use crate::health::Health;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,20 +121,6 @@ pub struct LastCheck {
     pub at: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EventRecord {
-    pub seq: u64,
-    pub time: String,
-    pub time_us: u64,
-    pub summary: String,
-    pub event: Event,
-}
-
-impl From<&Record> for EventRecord {
-    fn from(r: &Record) -> Self {
-        EventRecord { seq: r.seq, time: format_time_us(r.time_us), time_us: r.time_us, summary: r.event.summary(), event: r.event.clone() }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Events {
@@ -138,96 +129,6 @@ pub struct Events {
     pub next: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Incident {
-    pub id: u64,
-    pub service: String,
-    pub open: bool,
-    pub opened: String,
-    pub closed: Option<String>,
-    pub closed_by: Option<String>,
-    pub failed: Option<String>,
-    pub to: Option<String>,
-    pub epoch: u64,
-    /// Marked down minus first failed check.
-    pub detection_ms: Option<f64>,
-    /// Verified (or applied) minus marked down.
-    pub switch_ms: Option<f64>,
-    /// Verified (or applied) minus first failed check.
-    pub rto_ms: Option<f64>,
-    pub actuator_failures: u32,
-    pub recovered: Option<String>,
-    pub failed_back: Option<String>,
-    pub timeline: Vec<TimelineEntry>,
-    /// Check results around the fault (see `events::incident::CheckWindow`).
-    #[serde(default)]
-    pub checks: Vec<CheckWindow>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CheckWindow {
-    pub target: String,
-    /// `down` or `up`: the flip these results caused.
-    pub flip: String,
-    pub at: String,
-    pub results: Vec<CheckResult>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CheckResult {
-    pub at: String,
-    pub ok: bool,
-    pub latency_ms: f64,
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TimelineEntry {
-    pub time: String,
-    pub time_us: u64,
-    pub what: String,
-}
-
-impl From<&crate::events::incident::Incident> for Incident {
-    fn from(i: &crate::events::incident::Incident) -> Self {
-        let ms = |us: Option<u64>| us.map(|u| u as f64 / 1000.0);
-        let mut timeline: Vec<TimelineEntry> =
-            i.timeline.iter().map(|e| TimelineEntry { time: format_time_us(e.time_us), time_us: e.time_us, what: e.what.clone() }).collect();
-        timeline.sort_by_key(|e| e.time_us);
-        Incident {
-            id: i.id,
-            service: i.service.clone(),
-            open: i.open,
-            opened: format_time_us(i.opened_us),
-            closed: i.closed_us.map(format_time_us),
-            closed_by: i.closed_by.clone(),
-            failed: i.failed.clone(),
-            to: i.to.clone(),
-            epoch: i.epoch,
-            detection_ms: ms(i.detection_us()),
-            switch_ms: ms(i.switch_us()),
-            rto_ms: ms(i.rto_us()),
-            actuator_failures: i.actuator_failures,
-            recovered: i.recovered_us.map(format_time_us),
-            failed_back: i.failed_back_us.map(format_time_us),
-            timeline,
-            checks: i
-                .checks
-                .iter()
-                .map(|w| CheckWindow {
-                    target: w.target.clone(),
-                    flip: w.flip.clone(),
-                    at: format_time_us(w.at_us),
-                    results: w
-                        .samples
-                        .iter()
-                        .map(|c| CheckResult { at: format_time_us(c.at_us), ok: c.ok, latency_ms: c.latency_us as f64 / 1000.0, reason: c.reason.clone() })
-                        .collect(),
-                })
-                .collect(),
-        }
-    }
-}
 
 /// Body of `POST /api/v1/services/{name}/switchover`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -271,39 +172,6 @@ pub struct EventLogStatus {
     pub error: Option<String>,
     /// Failed write attempts since start (each is retried).
     pub write_errors: u64,
-}
-
-/// `GET /api/v1/notify`: each notification channel's delivery state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NotifyStatus {
-    /// The last event sequence number turned into outbox entries.
-    pub cursor: u64,
-    pub channels: Vec<NotifyChannel>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NotifyChannel {
-    pub name: String,
-    /// `alertmanager`, `pagerduty`, `slack`, `webhook`, `email`; null when the channel is no
-    /// longer configured but still has entries in the outbox.
-    pub kind: Option<String>,
-    pub configured: bool,
-    /// Entries waiting in the outbox.
-    pub pending: u64,
-    pub oldest_pending: Option<String>,
-    /// Totals over the life of the data directory.
-    pub delivered: u64,
-    pub superseded: u64,
-    pub rejected: u64,
-    /// Failed attempts since the daemon started (each is retried).
-    pub failed_attempts: u64,
-    pub last_error: Option<String>,
-    pub last_error_at: Option<String>,
-    pub last_delivered: Option<String>,
-    /// The receiver's last answer to a delivery.
-    pub last_answer: Option<String>,
-    /// When the next retry is due, while backing off.
-    pub next_attempt: Option<String>,
 }
 
 /// `POST /api/v1/notify/{channel}/test`.

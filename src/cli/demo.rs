@@ -147,7 +147,7 @@ pub async fn run(interval: &str, hold: &str) -> Result<()> {
     println!("checks: HTTP GET /health every {}, 3 failures to fail over, failback after {hold} of health", humantime::format_duration(interval));
     println!("config written to {}\n", path.display());
 
-    let handle = crate::daemon::start(cfg).await.context("cannot start the daemon")?;
+    let handle = super::run::start(cfg).await.context("cannot start the daemon")?;
     let mut rx = handle.subscribe();
     clock.say(format!("daemon started, API on http://{}", handle.api_addr));
     let result = async {
@@ -162,7 +162,7 @@ pub async fn run(interval: &str, hold: &str) -> Result<()> {
         until(&mut rx, &clock, budget, "the failover", |e| matches!(e, Event::IncidentOpened { .. })).await?;
         until(&mut rx, &clock, Duration::from_secs(10), "the switch to be applied", |e| matches!(e, Event::Actuated { .. })).await?;
         let services = handle.shared.services().await?;
-        clock.say(format!("traffic is on: {}", services[0].active.as_deref().unwrap_or("(none)")));
+        clock.say(format!("traffic is on: {}", services[0].status.active.as_deref().unwrap_or("(none)")));
 
         tokio::time::sleep(interval * 3).await;
         println!();
@@ -177,11 +177,12 @@ pub async fn run(interval: &str, hold: &str) -> Result<()> {
         until(&mut rx, &clock, Duration::from_secs(10), "the failback to be applied", |e| matches!(e, Event::Actuated { .. })).await?;
 
         println!();
-        let incidents: Vec<wire::Incident> = handle.shared.incidents().await?;
+        let incidents = handle.shared.incidents().await?;
         let inc = incidents.iter().find(|i| i.id == id).context("incident vanished")?;
-        print!("{}", render::incident(inc));
+        print!("{}", render::incident(&wire::Incident::from(inc)));
         println!();
-        print!("{}", render::services(&handle.shared.services().await?));
+        let services: Vec<wire::Service> = handle.shared.services().await?.iter().map(crate::api::view::service).collect();
+        print!("{}", render::services(&services));
         Ok::<_, anyhow::Error>(())
     }
     .await;

@@ -12,6 +12,7 @@ mod commands;
 mod demo;
 mod drill;
 mod render;
+pub mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -384,7 +385,7 @@ async fn run_daemon(path: PathBuf, log_json: bool) -> ExitCode {
     for w in &warnings {
         tracing::warn!("{}: {}", w.key, w.message);
     }
-    let handle = match crate::daemon::start(cfg).await {
+    let handle = match run::start(cfg).await {
         Ok(h) => h,
         Err(e) => {
             tracing::error!("{e}");
@@ -400,7 +401,7 @@ async fn run_daemon(path: PathBuf, log_json: bool) -> ExitCode {
 
 /// Wait for SIGTERM/SIGINT (returns) while handling SIGHUP (reload). A second SIGTERM/SIGINT
 /// during shutdown exits at once.
-async fn signals(handle: &crate::daemon::Handle, path: &std::path::Path) {
+async fn signals(handle: &run::Running, path: &std::path::Path) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
         (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
@@ -426,7 +427,7 @@ async fn signals(handle: &crate::daemon::Handle, path: &std::path::Path) {
     });
 }
 
-async fn reload(handle: &crate::daemon::Handle, path: &std::path::Path) {
+async fn reload(handle: &run::Running, path: &std::path::Path) {
     tracing::info!("SIGHUP: reloading {}", path.display());
     let outcome = match config::load_guarded(path) {
         Ok((cfg, warnings)) => {

@@ -1,20 +1,23 @@
-//! The daemon: wires probes, health, decision, actuators, events and the API together.
+//! The runtime: carries out what the service machines decide. It never decides.
 //!
-//! [`start`] opens the data directory, replays the event log (overrides, epochs, incidents),
-//! binds the API, spawns one probe task per target and one actuator runner per service, and
-//! runs the [`core`] loop, which owns all mutable state. Everything else talks to the core
-//! through channels: probes send results, runners send actuator reports, the API sends
-//! [`Control`] messages and waits for the reply. [`run`] is `start` plus waiting for a
-//! shutdown future, so tests and `main` control shutdown the same way.
+//! [`prepare`] opens the data directory (and locks it), replays the event log (overrides,
+//! epochs, health, incidents), starts the actuator kinds from the registry (the DNS server
+//! binds here, serving the restored decisions), builds one machine per service
+//! (`crate::service`) with one probe task per target and one actuator runner per service, and
+//! returns a [`Prepared`] daemon; [`Prepared::run`] starts the [`core`] loop, which owns all
+//! mutable state and carries out the machines' effects. Everything else talks to the core
+//! through channels: probes send results, runners send actuator reports, the API (started by
+//! the caller, `crate::cli::run`) sends [`Control`] messages and waits for the reply.
 //!
-//! Shutdown (SIGTERM/SIGINT, or the future given to `run`): probes stop, an actuator apply in
-//! progress is finished, a `daemon_stopped` event is written, the API closes.
+//! Shutdown ([`Handle::shutdown`]): probes stop, an actuator apply in progress is finished,
+//! actuator kinds shut down, a `daemon_stopped` event is written.
 
 mod core;
+mod drills;
+mod reload;
 mod services;
 pub mod systemd;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -23,7 +26,6 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::wire;
 use crate::config::Config;
 use crate::events::log::EventLog;
 use crate::events::state::Persisted;
@@ -31,13 +33,24 @@ use crate::events::{OverrideAction, Record};
 use crate::metrics::Metrics;
 
 pub use self::core::Control;
+pub use crate::service::Refusal;
+
+/// What the API shows of one service: its machine's status, and what the runtime adds.
+#[derive(Debug, Clone)]
+pub struct ServiceView {
+    pub status: crate::service::Status,
+    pub config: crate::config::ServiceConfig,
+    /// What each target's probe checks ("tcp 127.0.0.2:80"), by target name.
+    pub checks: std::collections::HashMap<String, String>,
+    pub open_incident: Option<u64>,
+    /// The built-in DNS server's failover records of this service.
+    pub dns: Vec<crate::dns::RecordStatus>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
     Log(#[from] crate::events::log::LogError),
-    #[error("cannot bind the API on {addr}: {source}")]
-    BindApi { addr: SocketAddr, source: std::io::Error },
     #[error("data directory {path} is in use by another understudy (lock held on {path}/lock)")]
     Locked { path: PathBuf },
     #[error("cannot lock data directory {path}: {source}")]
@@ -48,25 +61,6 @@ pub enum DaemonError {
     Outbox(#[from] crate::notify::outbox::OutboxError),
     #[error(transparent)]
     Actuator(#[from] crate::actuator::registry::RegistryError),
-    #[error("API TLS: {0}")]
-    ApiTls(String),
-}
-
-/// A refused operator request (unknown service, target not eligible...).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    #[error("no service named \"{0}\"")]
-    NoService(String),
-    #[error("service \"{service}\" has no target named \"{target}\"")]
-    NoTarget { service: String, target: String },
-    #[error("no incident #{0}")]
-    NoIncident(u64),
-    #[error("no report for drill #{0}")]
-    NoDrill(u64),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("the daemon is shutting down")]
-    ShuttingDown,
 }
 
 /// Shared with the API: how to reach the core and what it can read without asking.
@@ -82,12 +76,6 @@ pub struct Shared {
     pub last_check_us: Arc<AtomicU64>,
     /// Checks are stalled when none arrived for this long (0: no checks configured).
     pub stall_after_us: Arc<AtomicU64>,
-    /// The bearer token mutating calls need (configured, or generated in `data_dir/api-token`).
-    pub api_token: Option<String>,
-    /// The names the API answers to (`Host` and `Origin` checks).
-    pub api_hosts: Arc<crate::api::guard::Hosts>,
-    /// The API's TLS certificate, when it serves https (in-process clients trust it).
-    pub api_tls: Option<crate::config::ApiTls>,
     /// Notifications: every recorded event is fed here (never blocks).
     pub notify: crate::notify::NotifyHandle,
     /// Where drill reports are stored (`<data_dir>/drills`).
@@ -120,17 +108,6 @@ impl Shared {
         Ok(format!("ok: core loop ran {core_age} ms ago, last check result {} ms ago", check_age / 1000))
     }
 
-    /// How an in-process client (scheduled drills) reaches this daemon's API.
-    pub fn self_endpoint(&self) -> crate::api::client::Endpoint {
-        let scheme = if self.api_tls.is_some() { "https" } else { "http" };
-        crate::api::client::Endpoint {
-            api: Some(format!("{scheme}://{}", self.api_hosts.addr)),
-            token: self.api_token.clone(),
-            ca_file: self.api_tls.as_ref().map(|t| t.cert.clone()),
-            ..Default::default()
-        }
-    }
-
     pub async fn drill_start(&self, req: crate::drill::StartRequest) -> Result<crate::drill::StartResponse, Refusal> {
         self.ask(|reply| Control::DrillStart { req, reply }).await?
     }
@@ -154,11 +131,11 @@ impl Shared {
         rx.await.map_err(|_| Refusal::ShuttingDown)
     }
 
-    pub async fn services(&self) -> Result<Vec<wire::Service>, Refusal> {
+    pub async fn services(&self) -> Result<Vec<ServiceView>, Refusal> {
         self.ask(Control::Services).await
     }
 
-    pub async fn incidents(&self) -> Result<Vec<wire::Incident>, Refusal> {
+    pub async fn incidents(&self) -> Result<Vec<crate::events::incident::Incident>, Refusal> {
         self.ask(Control::Incidents).await
     }
 
@@ -193,7 +170,6 @@ impl Shared {
 
 /// A running daemon.
 pub struct Handle {
-    pub api_addr: SocketAddr,
     pub shared: Shared,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -201,6 +177,11 @@ pub struct Handle {
 }
 
 impl Handle {
+    /// Where to spawn tasks that must stop with the daemon.
+    pub fn tasks(&self) -> (&TaskTracker, &CancellationToken) {
+        (&self.tracker, &self.cancel)
+    }
+
     /// Live events (only those appended after subscribing).
     pub fn subscribe(&self) -> broadcast::Receiver<Record> {
         self.shared.events.subscribe()
@@ -237,8 +218,8 @@ fn restored_current(config: &Config, persisted: &Persisted) -> std::collections:
     current
 }
 
-/// Start the daemon. Returns once the API is bound and the core is running.
-pub async fn start(config: Config) -> Result<Handle, DaemonError> {
+/// Load the state, start actuator kinds and probes; see [`Prepared`].
+pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let data_dir = config.daemon.data_dir.clone();
@@ -257,26 +238,9 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
     for r in &history.records {
         persisted.apply(r);
     }
-    let api_token = match &config.daemon.api_token {
-        Some(t) => t.clone(),
-        // A full or read-only data disk must not stop the daemon (it still fails over): keep a
-        // token in memory only; mutations are refused until the file can be written.
-        None => crate::api::token::ensure(&data_dir).unwrap_or_else(|e| {
-            tracing::error!("{e}; mutating API calls will be refused until it can be written and the daemon restarted");
-            crate::api::token::generate()
-        }),
-    };
-    let api_tls_config = match &config.daemon.api_tls {
-        Some(t) => Some(crate::api::tls::server_config(t).map_err(DaemonError::ApiTls)?),
-        None => None,
-    };
     if !report.unreadable_lines.is_empty() {
         tracing::warn!(lines = ?report.unreadable_lines, path = %log.path().display(), "skipped event log lines this version cannot read (written by a newer version?); they are kept");
     }
-    let listener = tokio::net::TcpListener::bind(config.daemon.api)
-        .await
-        .map_err(|source| DaemonError::BindApi { addr: config.daemon.api, source })?;
-    let api_addr = listener.local_addr().map_err(|source| DaemonError::BindApi { addr: config.daemon.api, source })?;
 
     // Actuator kinds start before anything decides: the DNS server answers from the start,
     // each failover record with the decision restored from the event log (its primary when the
@@ -308,41 +272,64 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
         heartbeat_us: Arc::new(AtomicU64::new(crate::probe::now_us())),
         last_check_us: Arc::new(AtomicU64::new(crate::probe::now_us())),
         stall_after_us: Arc::new(AtomicU64::new(0)),
-        api_token: Some(api_token),
-        api_hosts: Arc::new(crate::api::guard::Hosts { addr: api_addr, extra: config.daemon.api_hosts.clone() }),
-        api_tls: config.daemon.api_tls.clone(),
         notify,
         data_dir: data_dir.clone(),
     };
 
-    let schedules = config.drill.schedules.clone();
-    let heartbeat = config.heartbeat.clone();
-    let mut core = core::Core::new(config, shared.clone(), cancel.clone(), tracker.clone(), lag, &history, persisted, registry)?;
+    let core = core::Core::new(config, shared.clone(), cancel.clone(), tracker.clone(), lag, &history, persisted, registry)?;
     drop(history);
-    core.started();
+    Ok(Prepared { core, control_rx, shared, cancel, tracker, lock })
+}
 
-    let api_shared = shared.clone();
-    let api_cancel = cancel.clone();
-    tracker.spawn(async move {
-        let metrics = api_shared.metrics.clone();
-        let app = crate::api::router(api_shared);
-        crate::api::serve::serve(listener, app, api_tls_config, metrics, api_cancel).await;
-    });
-    crate::drill::schedule::spawn(&tracker, &cancel, &schedules, heartbeat.as_ref(), &shared);
-    let core = tokio::spawn(async move {
-        core.run(control_rx).await;
-        drop(lock);
-    });
-    if let Some(n) = systemd::Notify::from_env() {
-        // Every listener (API, DNS) is bound and the core runs: tell systemd we are up.
-        if let Err(e) = n.send("READY=1") {
-            tracing::warn!("cannot notify systemd (NOTIFY_SOCKET): {e}");
-        }
-        if let Some(every) = systemd::watchdog_interval() {
-            tracker.spawn(watchdog(n, every, shared.heartbeat_us.clone(), cancel.clone()));
-        }
+/// A daemon whose state is loaded, whose actuator kinds (the DNS server) are bound and whose
+/// probes run, but whose core loop has not started deciding yet: the caller binds what it adds
+/// (the API) and then calls [`Prepared::run`], or [`Prepared::abandon`] if that failed.
+pub struct Prepared {
+    core: core::Core,
+    control_rx: mpsc::Receiver<Control>,
+    shared: Shared,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    lock: std::fs::File,
+}
+
+impl Prepared {
+    pub fn shared(&self) -> &Shared {
+        &self.shared
     }
-    Ok(Handle { api_addr, shared, cancel, tracker, core })
+
+    /// Where to spawn tasks that must stop with the daemon.
+    pub fn tasks(&self) -> (&TaskTracker, &CancellationToken) {
+        (&self.tracker, &self.cancel)
+    }
+
+    /// Record the start and run the core loop.
+    pub fn run(self) -> Handle {
+        let Prepared { mut core, control_rx, shared, cancel, tracker, lock } = self;
+        core.started();
+        let core = tokio::spawn(async move {
+            core.run(control_rx).await;
+            drop(lock);
+        });
+        if let Some(n) = systemd::Notify::from_env() {
+            // Every listener (API, DNS) is bound and the core runs: tell systemd we are up.
+            if let Err(e) = n.send("READY=1") {
+                tracing::warn!("cannot notify systemd (NOTIFY_SOCKET): {e}");
+            }
+            if let Some(every) = systemd::watchdog_interval() {
+                tracker.spawn(watchdog(n, every, shared.heartbeat_us.clone(), cancel.clone()));
+            }
+        }
+        Handle { shared, cancel, tracker, core }
+    }
+
+    /// Stop everything started so far (the start-up failed after this point).
+    pub async fn abandon(self) {
+        self.cancel.cancel();
+        drop(self.core);
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
 }
 
 /// Ping systemd's watchdog while the core loop turns (it beats at least once a second). A core
@@ -364,15 +351,6 @@ async fn watchdog(n: systemd::Notify, every: std::time::Duration, heartbeat_us: 
             tracing::error!("the core loop last ran {age_ms} ms ago; not pinging the systemd watchdog");
         }
     }
-}
-
-/// Run until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), DaemonError> {
-    let handle = start(config).await?;
-    tracing::info!(api = %handle.api_addr, "understudy is running");
-    shutdown.await;
-    handle.shutdown().await;
-    Ok(())
 }
 
 /// An exclusive `flock` on `<data_dir>/lock`, held for the life of the daemon.

@@ -338,6 +338,12 @@ impl Engine {
         Some(Decision { epoch: self.epoch, from: self.active, to: self.active, reason: Reason::Reconcile, all_down: self.all_down })
     }
 
+    /// The coordinator committed the last decision with `epoch` (at least the proposed one):
+    /// later decisions count on from it, so epochs stay fencing tokens.
+    pub fn adopt_epoch(&mut self, epoch: u64) {
+        self.epoch = self.epoch.max(epoch);
+    }
+
     /// When the engine wants to be evaluated again even if no input changes: the end of the
     /// start-up grace, or the moment a failback hold expires.
     pub fn next_deadline(&self) -> Option<Instant> {

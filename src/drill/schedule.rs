@@ -16,18 +16,22 @@ use super::config::{HeartbeatConfig, Schedule};
 use super::observer::{ObserveSpec, Resolver};
 use super::{Fault, Summary, run};
 use crate::api::client::{Client, Endpoint};
-use crate::daemon::Shared;
 
-/// Start every schedule and the heartbeat. They stop with `cancel`.
+/// Whether the daemon is working (`Err` says why not); the heartbeat is withheld while not.
+pub type SelfHealth = std::sync::Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
+
+/// Start every schedule and the heartbeat. They stop with `cancel`. Scheduled drills reach the
+/// daemon through its API at `endpoint`.
 pub fn spawn(
     tracker: &TaskTracker,
     cancel: &CancellationToken,
     schedules: &[Schedule],
     heartbeat: Option<&HeartbeatConfig>,
-    shared: &Shared,
+    endpoint: &Endpoint,
+    health: SelfHealth,
 ) {
     for s in schedules {
-        let (s, cancel, endpoint) = (s.clone(), cancel.clone(), shared.self_endpoint());
+        let (s, cancel, endpoint) = (s.clone(), cancel.clone(), endpoint.clone());
         tracker.spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => {}
@@ -36,11 +40,11 @@ pub fn spawn(
         });
     }
     if let Some(hb) = heartbeat {
-        let (hb, cancel, shared) = (hb.clone(), cancel.clone(), shared.clone());
+        let (hb, cancel) = (hb.clone(), cancel.clone());
         tracker.spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                _ = beat(hb, shared) => {}
+                _ = beat(hb, health) => {}
             }
         });
     }
@@ -102,7 +106,7 @@ async fn scheduled(s: Schedule, endpoint: Endpoint, cancel: CancellationToken) {
     }
 }
 
-async fn beat(hb: HeartbeatConfig, shared: Shared) {
+async fn beat(hb: HeartbeatConfig, health: SelfHealth) {
     crate::probe::http::install_crypto_provider();
     let client = match reqwest::Client::builder().timeout(hb.timeout).build() {
         Ok(c) => c,
@@ -112,7 +116,7 @@ async fn beat(hb: HeartbeatConfig, shared: Shared) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match shared.self_health() {
+        match health() {
             Ok(_) => match client.request(hb.method.clone(), hb.url.clone()).send().await {
                 Ok(r) if r.status().is_success() => tracing::debug!("heartbeat sent ({})", r.status()),
                 // Only the origin: a ping URL's path is usually its secret (hc-ping.com/<uuid>).

@@ -10,6 +10,7 @@
 
 pub mod incident;
 pub mod log;
+pub mod report;
 pub mod snapshot;
 pub mod state;
 

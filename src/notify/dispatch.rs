@@ -33,7 +33,6 @@ use tokio_util::task::TaskTracker;
 use super::outbox::{Outbox, OutboxError, Outcome, Pick};
 use super::plan::Planner;
 use super::{DeliveryError, Notice, Notifier, Receipt};
-use crate::api::wire;
 use crate::config::notify::{NotifyConfig, RateLimit};
 use crate::events::{Record, format_time_us};
 use crate::metrics::{ChannelLabels, ChannelResultLabels, Metrics};
@@ -214,7 +213,7 @@ impl NotifyHandle {
     }
 
     /// Per-channel delivery state, for the API and `understudy notify status`.
-    pub fn status(&self) -> wire::NotifyStatus {
+    pub fn status(&self) -> super::status::NotifyStatus {
         let channels = lock(&self.inner.channels).clone();
         let outbox = lock(&self.inner.outbox);
         let mut names: Vec<String> = channels.keys().cloned().chain(outbox.channels()).collect();
@@ -227,7 +226,7 @@ impl NotifyHandle {
                 let stats = ch.map(|c| lock(&c.stats).clone()).unwrap_or_default();
                 let totals = outbox.totals(&name);
                 let pending: Vec<_> = outbox.pending(&name).collect();
-                wire::NotifyChannel {
+                super::status::NotifyChannel {
                     kind: ch.map(|c| c.cfg.kind.name().to_string()),
                     configured: ch.is_some(),
                     pending: pending.len() as u64,
@@ -245,7 +244,7 @@ impl NotifyHandle {
                 }
             })
             .collect();
-        wire::NotifyStatus { cursor: outbox.cursor().unwrap_or(0), channels: list }
+        super::status::NotifyStatus { cursor: outbox.cursor().unwrap_or(0), channels: list }
     }
 
     /// Send a test notice through `channel` now (not through the outbox) and return the
@@ -591,7 +590,7 @@ mod tests {
         crate::config::from_str(text, Path::new("t.toml")).unwrap().0.notify
     }
 
-    async fn run_once(dir: &Path, history: &[Record]) -> wire::NotifyStatus {
+    async fn run_once(dir: &Path, history: &[Record]) -> super::status::NotifyStatus {
         let metrics = Arc::new(Metrics::new(Arc::new(crate::probe::lag::LagHistogram::default())));
         let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
         let h = start(&channel(), dir, history, metrics, &tracker, cancel.clone()).unwrap();
@@ -618,7 +617,7 @@ mod tests {
 
     /// Start from a log snapshot taken after event `snap` (the planner folded that far), with
     /// the events after it as the tail.
-    async fn run_from_snapshot(dir: &Path, history: &[Record], snap: usize) -> wire::NotifyStatus {
+    async fn run_from_snapshot(dir: &Path, history: &[Record], snap: usize) -> super::status::NotifyStatus {
         let metrics = Arc::new(Metrics::new(Arc::new(crate::probe::lag::LagHistogram::default())));
         let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
         let mut planner = Planner::default();

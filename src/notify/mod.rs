@@ -24,6 +24,7 @@ pub mod outbox;
 pub mod pagerduty;
 pub mod plan;
 pub mod slack;
+pub mod status;
 pub mod template;
 pub mod webhook;
 

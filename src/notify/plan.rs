@@ -28,7 +28,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::api::wire;
+use crate::events::report as wire;
 use crate::events::incident::{Incident, IncidentBook};
 use crate::events::{Event, Record};
 

@@ -141,7 +141,7 @@ fn samples() -> [Notice; 2] {
     full.service = Some(awkward("service"));
     full.target = Some(awkward("target"));
     full.ended_us = Some(1_700_000_001_000_000);
-    full.incident = Some(crate::api::wire::Incident {
+    full.incident = Some(crate::events::report::Incident {
         id: 42,
         service: awkward("service"),
         open: false,
@@ -157,7 +157,7 @@ fn samples() -> [Notice; 2] {
         actuator_failures: 1,
         recovered: None,
         failed_back: None,
-        timeline: vec![crate::api::wire::TimelineEntry { time: "2023-11-14T22:13:20.000000Z".into(), time_us: 1, what: awkward("what") }],
+        timeline: vec![crate::events::report::TimelineEntry { time: "2023-11-14T22:13:20.000000Z".into(), time_us: 1, what: awkward("what") }],
         checks: Vec::new(),
     });
     let mut empty = Notice::test(0);

@@ -6,7 +6,7 @@ use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
-pub(crate) async fn daemon(token: Option<&str>) -> (tempfile::TempDir, understudy::daemon::Handle) {
+pub(crate) async fn daemon(token: Option<&str>) -> (tempfile::TempDir, understudy::cli::run::Running) {
     let dir = tempfile::tempdir().unwrap();
     let mut text = format!("[daemon]\ndata_dir = \"{}\"\napi = \"127.0.0.1:0\"\n", dir.path().join("data").display());
     if let Some(t) = token {
@@ -20,11 +20,11 @@ pub(crate) async fn daemon(token: Option<&str>) -> (tempfile::TempDir, understud
     let path = dir.path().join("understudy.toml");
     std::fs::write(&path, &text).unwrap();
     let (cfg, _) = understudy::config::load(&path).unwrap();
-    let handle = understudy::daemon::start(cfg).await.unwrap();
+    let handle = understudy::cli::run::start(cfg).await.unwrap();
     (dir, handle)
 }
 
-pub(crate) async fn call(h: &understudy::daemon::Handle, method: &str, uri: &str, auth: Option<&str>, body: Option<&str>) -> (StatusCode, String) {
+pub(crate) async fn call(h: &understudy::cli::run::Running, method: &str, uri: &str, auth: Option<&str>, body: Option<&str>) -> (StatusCode, String) {
     // What a CLI or curl sends: the API's own address as Host, JSON on every mutation.
     let mut req = Request::builder().method(method).uri(uri).header(header::HOST, h.api_addr.to_string());
     if method == "POST" {
@@ -34,7 +34,7 @@ pub(crate) async fn call(h: &understudy::daemon::Handle, method: &str, uri: &str
         req = req.header(header::AUTHORIZATION, format!("Bearer {a}"));
     }
     let req = req.body(body.map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty)).unwrap();
-    let resp = understudy::api::router(h.shared.clone()).oneshot(req).await.unwrap();
+    let resp = understudy::api::router(h.api.clone()).oneshot(req).await.unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&bytes).into_owned())
@@ -43,7 +43,7 @@ pub(crate) async fn call(h: &understudy::daemon::Handle, method: &str, uri: &str
 #[tokio::test]
 async fn errors_are_json_with_fitting_status_codes() {
     let (_dir, h) = daemon(None).await;
-    let token = h.shared.api_token.clone().expect("a generated token");
+    let token = h.api.token.clone().expect("a generated token");
     let tok = Some(token.as_str());
     let (s, body) = call(&h, "GET", "/api/v1/services/nope", None, None).await;
     assert_eq!((s, body.as_str()), (StatusCode::NOT_FOUND, r#"{"error":"no service named \"nope\""}"#));

@@ -22,20 +22,20 @@ use crate::support::*;
 const DRAIN: &str = "/api/v1/services/www/targets/primary/drain";
 
 /// A request through the router with exactly these headers.
-async fn raw(h: &understudy::daemon::Handle, method: &str, uri: &str, headers: &[(&str, &str)], body: &str) -> (StatusCode, String) {
+async fn raw(h: &understudy::cli::run::Running, method: &str, uri: &str, headers: &[(&str, &str)], body: &str) -> (StatusCode, String) {
     let mut req = Request::builder().method(method).uri(uri);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = understudy::api::router(h.shared.clone()).oneshot(req.body(Body::from(body.to_string())).unwrap()).await.unwrap();
+    let resp = understudy::api::router(h.api.clone()).oneshot(req.body(Body::from(body.to_string())).unwrap()).await.unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 
-async fn primary_enabled(h: &understudy::daemon::Handle) -> bool {
+async fn primary_enabled(h: &understudy::cli::run::Running) -> bool {
     let svc = h.shared.services().await.unwrap();
-    svc[0].targets[0].enabled
+    svc[0].status.targets[0].enabled
 }
 
 #[tokio::test]
@@ -45,7 +45,7 @@ async fn router_refuses_cross_site_rebound_and_tokenless_mutations() {
     let token_path = dir.path().join("data").join("api-token");
     let token = std::fs::read_to_string(&token_path).expect("the daemon created data_dir/api-token").trim().to_string();
     assert_eq!(std::fs::metadata(&token_path).unwrap().permissions().mode() & 0o777, 0o600);
-    assert_eq!(Some(&token), h.shared.api_token.as_ref());
+    assert_eq!(Some(&token), h.api.token.as_ref());
     let bearer = format!("Bearer {token}");
 
     // The request: form content type, Origin evil.example, no token.
@@ -101,8 +101,8 @@ async fn api_hosts_admit_a_proxy_name_and_a_configured_token_file_wins() {
     let path = dir.path().join("understudy.toml");
     std::fs::write(&path, text).unwrap();
     let (cfg, _) = understudy::config::load(&path).unwrap();
-    let h = understudy::daemon::start(cfg).await.unwrap();
-    assert_eq!(h.shared.api_token.as_deref(), Some("from-the-config"));
+    let h = understudy::cli::run::start(cfg).await.unwrap();
+    assert_eq!(h.api.token.as_deref(), Some("from-the-config"));
     assert!(!dir.path().join("data").join("api-token").exists(), "no token generated when one is configured");
     let (s, _) = raw(&h, "GET", "/healthz", &[("host", "understudy.example.net:443")], "").await;
     assert_eq!(s, StatusCode::OK);
@@ -314,7 +314,7 @@ async fn an_unwritable_token_file_does_not_stop_the_daemon() {
     let path = dir.path().join("understudy.toml");
     std::fs::write(&path, format!("[daemon]\ndata_dir = \"{}\"\napi = \"127.0.0.1:0\"\n", data.display())).unwrap();
     let (cfg, _) = understudy::config::load(&path).unwrap();
-    let h = understudy::daemon::start(cfg).await.expect("the daemon starts without its token file");
+    let h = understudy::cli::run::start(cfg).await.expect("the daemon starts without its token file");
     let host = h.api_addr.to_string();
     let (s, _) = raw(&h, "GET", "/healthz", &[("host", &host)], "").await;
     assert_eq!(s, StatusCode::OK);

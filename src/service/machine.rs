@@ -1,0 +1,388 @@
+//! The per-service state machine. See the module doc in `mod.rs`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use super::{Actuate, Effect, Refusal};
+use crate::actuator::TargetRef;
+use crate::config::{CheckConfig, ServiceConfig, TargetConfig};
+use crate::coordinator::{Commit, Coordinator, Proposal};
+use crate::decision::{Decision, Engine, Policy, Restored};
+use crate::events::state::Overrides;
+use crate::events::{CHECK_SAMPLES, CheckSample, Event, OverrideAction};
+use crate::health::{Cadence, Health, HealthState, Thresholds};
+use crate::probe::CheckResult;
+use crate::probe::checker::Throttle;
+
+/// The time, as the caller read it: the monotonic clock for timers, wall microseconds for
+/// what is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub mono: Instant,
+    pub wall_us: u64,
+}
+
+/// One target as the machine knows it.
+#[derive(Debug)]
+pub(super) struct Target {
+    pub(super) cfg: TargetConfig,
+    pub(super) health: HealthState,
+    /// Wall time the health last flipped.
+    pub(super) health_since_us: Option<u64>,
+    pub(super) last: Option<CheckResult>,
+    /// The cadence last asked of its probe.
+    pub(super) cadence: Cadence,
+    /// Rate limit of this target's `checker_error` events.
+    pub(super) checker_errors: Throttle,
+    /// The last few results, carried by health flips into incident reports.
+    pub(super) recent: VecDeque<CheckSample>,
+}
+
+impl Target {
+    /// A target starting from `health` (its last recorded verdict, or unknown): the first
+    /// results after a (re)start are not taken at face value, a flip needs `fall`/`rise`.
+    pub(super) fn new(cfg: TargetConfig, health: Health) -> Target {
+        Target {
+            cfg,
+            health: HealthState::restored(health),
+            health_since_us: None,
+            last: None,
+            cadence: Cadence::Steady,
+            checker_errors: Throttle::default(),
+            recent: VecDeque::new(),
+        }
+    }
+}
+
+/// One service: its config, engine, targets (in config order = engine slot order) and
+/// operator overrides.
+#[derive(Debug)]
+pub struct Service {
+    pub(super) cfg: ServiceConfig,
+    pub(super) engine: Engine,
+    pub(super) targets: Vec<Target>,
+    pub(super) overrides: Overrides,
+    /// Wall time the current active target became active.
+    pub(super) active_since_us: Option<u64>,
+}
+
+/// How long the engine waits for every target's first result before deciding anyway: probes
+/// start at a random offset within one interval and then need up to `timeout`.
+pub fn startup_grace(check: &CheckConfig) -> Duration {
+    check.interval + check.timeout + Duration::from_millis(100)
+}
+
+pub(super) fn policy(cfg: &ServiceConfig) -> Policy {
+    Policy { failback: cfg.failback, failback_hold: cfg.failback_hold, all_down: cfg.all_down, startup_grace: startup_grace(&cfg.check) }
+}
+
+fn thresholds(check: &CheckConfig) -> Thresholds {
+    Thresholds { fall: check.fall, rise: check.rise }
+}
+
+/// Put operator intent into an engine (drains for targets that exist, the pin if it exists).
+pub(super) fn apply_overrides(engine: &mut Engine, o: &Overrides, now: Instant) {
+    for i in 0..engine.len() {
+        let drained = o.drained.contains(engine.target_name(i));
+        engine.set_enabled(i, !drained, now);
+    }
+    let pin = o.pinned.as_deref().and_then(|p| engine.index_of(p));
+    engine.set_pin(pin);
+}
+
+impl Service {
+    /// A service from config and what the event log remembers of it: its last decision
+    /// (`restored`), its overrides and each target's last verdict (`health`; empty for a new
+    /// service). Targets with a verdict start from it, so a restarted daemon can decide at once.
+    pub fn new(cfg: ServiceConfig, restored: Option<Restored>, overrides: Overrides, health: &BTreeMap<String, Health>, now: Instant) -> Service {
+        let names: Vec<String> = cfg.targets.iter().map(|t| t.name.clone()).collect();
+        let mut engine = Engine::new(policy(&cfg), &names, restored, now);
+        apply_overrides(&mut engine, &overrides, now);
+        let mut targets = Vec::new();
+        for (i, t) in cfg.targets.iter().enumerate() {
+            let known = health.get(&t.name).copied().unwrap_or(Health::Unknown);
+            engine.set_health(i, known, now);
+            targets.push(Target::new(t.clone(), known));
+        }
+        Service { cfg, engine, targets, overrides, active_since_us: None }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.cfg
+    }
+
+    /// The earliest instant the engine wants to re-evaluate (failback hold, start-up grace).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.engine.next_deadline()
+    }
+
+    /// What each target's probe should be checking at now.
+    pub fn cadence(&self, target: &str) -> Option<Cadence> {
+        self.targets.iter().find(|t| t.cfg.name == target).map(|t| t.cadence)
+    }
+
+    /// The active target's address once decided (`None` before the first decision or when
+    /// failing closed), with the epoch: what actuators that start mid-run must serve.
+    pub fn current(&self) -> Option<(u64, Option<IpAddr>)> {
+        self.engine.has_decided().then(|| (self.engine.epoch(), self.engine.active().map(|a| self.targets[a].cfg.address)))
+    }
+
+    /// The engine's slots are in config order: find a target's.
+    fn index(&self, target: &str) -> Option<usize> {
+        self.engine.index_of(target)
+    }
+
+    fn target_ref(&self, i: Option<usize>) -> Option<TargetRef> {
+        i.map(|i| TargetRef { name: self.targets[i].cfg.name.clone(), address: self.targets[i].cfg.address })
+    }
+
+    /// A check result for `target`. Returns nothing for a target the service no longer has
+    /// (a probe stopped by a reload can still deliver one result).
+    pub fn on_check(&mut self, target: &str, mut result: CheckResult, now: Now, coord: &mut dyn Coordinator) -> Vec<Effect> {
+        let Some(ti) = self.index(target) else { return Vec::new() };
+        let mut fx = Vec::new();
+        let service = self.cfg.name.clone();
+        let t = &mut self.targets[ti];
+        if result.checker_error {
+            // The monitor's fault, not the target's: no health input (see probe::checker).
+            if let Some(suppressed) = t.checker_errors.admit(now.wall_us) {
+                fx.push(Effect::Record(Event::CheckerError { service, target: t.cfg.name.clone(), reason: result.reason.clone(), suppressed, resolved: false }));
+            }
+            t.last = Some(result);
+            return fx;
+        }
+        if let Some(suppressed) = t.checker_errors.recovered() {
+            fx.push(Effect::Record(Event::CheckerError { service: service.clone(), target: t.cfg.name.clone(), reason: result.reason.clone(), suppressed, resolved: true }));
+        }
+        if self.overrides.is_forced(&t.cfg.name, now.wall_us) {
+            result.ok = false;
+            result.reason = format!("forced down (drill); the real check said: {}", result.reason);
+        }
+        let th = thresholds(&self.cfg.check);
+        // A pass that took half the timeout or more (the point where a hedged attempt starts)
+        // shows trouble too: it turns the target suspect without counting against its health.
+        let troubled = result.ok && result.latency >= self.cfg.check.timeout / 2;
+        let was_suspect = t.health.suspect();
+        let flip = t.health.observe_graded(result.ok, troubled, result.started_us, th);
+        // On a change, and at a target's first result (a restored verdict may start it suspect).
+        if t.health.suspect() != was_suspect || t.last.is_none() {
+            fx.push(Effect::Suspect { target: t.cfg.name.clone(), address: t.cfg.address, suspect: t.health.suspect(), reason: result.reason.clone() });
+        }
+        let cadence = t.health.cadence(th);
+        if cadence != t.cadence {
+            t.cadence = cadence;
+            fx.push(Effect::Cadence { target: t.cfg.name.clone(), cadence });
+        }
+        if t.recent.len() == CHECK_SAMPLES {
+            t.recent.pop_front();
+        }
+        let reason = result.reason.clone();
+        t.recent.push_back(CheckSample { at_us: result.started_us, ok: result.ok, latency_us: result.latency.as_micros() as u64, reason: reason.clone() });
+        t.last = Some(result);
+        let Some(flip) = flip else { return fx };
+        t.health_since_us = Some(now.wall_us);
+        let checks: Vec<CheckSample> = t.recent.iter().cloned().collect();
+        let target = t.cfg.name.clone();
+        fx.push(Effect::Record(match flip.to {
+            Health::Up => Event::TargetUp { service, target: target.clone(), from: flip.from, streak: flip.streak, first_ok_us: flip.streak_started_us, reason, checks },
+            _ => Event::TargetDown {
+                service,
+                target: target.clone(),
+                from: flip.from,
+                streak: flip.streak,
+                first_failure_us: flip.streak_started_us,
+                last_ok_us: flip.last_other_us,
+                reason,
+                checks,
+            },
+        }));
+        fx.push(Effect::Health { target: target.clone(), health: flip.to });
+        if let Some(verdict) = coord.observe(&self.cfg.name, &target, flip.to) {
+            self.engine.set_health(ti, verdict, now.mono);
+            self.evaluate(now, coord, &mut fx);
+        }
+        fx
+    }
+
+    /// The cluster's verdict on `target` arrived (a coordinator that waits for other nodes).
+    pub fn on_verdict(&mut self, target: &str, health: Health, now: Now, coord: &mut dyn Coordinator) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        if let Some(ti) = self.index(target) {
+            self.engine.set_health(ti, health, now.mono);
+            self.evaluate(now, coord, &mut fx);
+        }
+        fx
+    }
+
+    /// Re-evaluate (a deadline passed, or at start-up after a restart).
+    pub fn tick(&mut self, now: Now, coord: &mut dyn Coordinator) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        self.evaluate(now, coord, &mut fx);
+        fx
+    }
+
+    /// Re-issue the current decision with a fresh epoch (the actuators changed).
+    pub fn reconcile(&mut self, now: Now, coord: &mut dyn Coordinator) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        if let Some(d) = self.engine.reconcile() {
+            self.commit(d, now, coord, &mut fx);
+        }
+        fx
+    }
+
+    fn evaluate(&mut self, now: Now, coord: &mut dyn Coordinator, fx: &mut Vec<Effect>) {
+        if let Some(d) = self.engine.evaluate(now.mono) {
+            self.commit(d, now, coord, fx);
+        }
+    }
+
+    /// Propose the engine's decision; once committed, record it, then hand it to actuators.
+    fn commit(&mut self, mut d: Decision, now: Now, coord: &mut dyn Coordinator, fx: &mut Vec<Effect>) {
+        let proposal = Proposal { epoch: d.epoch, active: d.to.map(|i| self.targets[i].cfg.name.clone()), all_down: d.all_down };
+        match coord.propose(&self.cfg.name, &proposal) {
+            Commit::Now { epoch } => {
+                self.engine.adopt_epoch(epoch);
+                d.epoch = epoch;
+            }
+            Commit::Refused { why } => {
+                fx.push(Effect::Refused { epoch: d.epoch, why });
+                return;
+            }
+        }
+        let (from, to) = (self.target_ref(d.from), self.target_ref(d.to));
+        fx.push(Effect::Record(Event::Decision {
+            service: self.cfg.name.clone(),
+            epoch: d.epoch,
+            from: from.as_ref().map(|t| t.name.clone()),
+            to: to.as_ref().map(|t| t.name.clone()),
+            from_rank: d.from,
+            to_rank: d.to,
+            address: to.as_ref().map(|t| t.address),
+            reason: d.reason,
+            all_down: d.all_down,
+        }));
+        if d.to != d.from || self.active_since_us.is_none() {
+            self.active_since_us = Some(now.wall_us);
+        }
+        fx.push(Effect::Actuate(Actuate { epoch: d.epoch, active: to, previous: from, reason: d.reason, all_down: d.all_down }));
+    }
+
+    /// An operator command (drain, enable, force-down, switchover, pin...).
+    pub fn operate(
+        &mut self,
+        target: Option<&str>,
+        action: OverrideAction,
+        by: &str,
+        expires_us: Option<u64>,
+        now: Now,
+        coord: &mut dyn Coordinator,
+    ) -> Result<Vec<Effect>, Refusal> {
+        let service = self.cfg.name.clone();
+        let ti = match target {
+            Some(t) => Some(self.index(t).ok_or_else(|| Refusal::NoTarget { service: service.clone(), target: t.into() })?),
+            None => None,
+        };
+        if action == OverrideAction::Switchover {
+            let ti = ti.ok_or_else(|| Refusal::Conflict("switchover needs a target".into()))?;
+            if !self.engine.is_eligible(ti) {
+                let why = match (self.engine.is_enabled(ti), self.engine.health(ti)) {
+                    (false, _) => "it is drained (enable it first)".to_string(),
+                    (true, h) => format!("its checks say it is {}", format!("{h:?}").to_lowercase()),
+                };
+                return Err(Refusal::Conflict(format!("cannot switch {service} over to {}: {why}", target.unwrap_or_default())));
+            }
+        }
+        if matches!(action, OverrideAction::ForceDown | OverrideAction::Unforce | OverrideAction::Drain | OverrideAction::Enable) && ti.is_none() {
+            return Err(Refusal::Conflict(format!("{action:?} needs a target").to_lowercase()));
+        }
+        let mut fx = vec![Effect::Record(Event::Override { service, target: target.map(str::to_string), action, by: by.into(), expires_us })];
+        self.overrides.apply(target, action, expires_us);
+        apply_overrides(&mut self.engine, &self.overrides, now.mono);
+        self.evaluate(now, coord, &mut fx);
+        Ok(fx)
+    }
+
+    /// Lift force-downs whose time is up (a drill that died cannot leave one behind).
+    pub fn expire_forces(&mut self, now: Now, coord: &mut dyn Coordinator) -> Vec<Effect> {
+        let expired: Vec<String> = self.overrides.forced.iter().filter(|(_, until)| **until <= now.wall_us).map(|(t, _)| t.clone()).collect();
+        let mut fx = Vec::new();
+        for target in expired {
+            if self.index(&target).is_none() {
+                self.overrides.forced.remove(&target); // the target left the config
+                continue;
+            }
+            match self.operate(Some(&target), OverrideAction::Unforce, "expiry", None, now, coord) {
+                Ok(more) => fx.extend(more),
+                Err(e) => fx.push(Effect::Refused { epoch: self.engine.epoch(), why: format!("cannot lift the expired force-down of {}/{target}: {e}", self.cfg.name) }),
+            }
+        }
+        fx
+    }
+
+    /// Everything the machine knows, for status views.
+    pub fn status(&self) -> Status {
+        let e = &self.engine;
+        let active = if e.has_decided() { e.active() } else { None };
+        Status {
+            name: self.cfg.name.clone(),
+            active: active.map(|a| self.targets[a].cfg.name.clone()),
+            active_address: active.map(|a| self.targets[a].cfg.address),
+            active_since_us: active.and(self.active_since_us),
+            epoch: e.epoch(),
+            decided: e.has_decided(),
+            all_down: e.all_down(),
+            pinned: e.pinned().map(|p| self.targets[p].cfg.name.clone()),
+            targets: self
+                .targets
+                .iter()
+                .enumerate()
+                .map(|(i, t)| TargetStatus {
+                    cfg: t.cfg.clone(),
+                    health: e.health(i),
+                    health_since_us: t.health_since_us,
+                    enabled: e.is_enabled(i),
+                    forced_down_until_us: self.overrides.forced.get(&t.cfg.name).copied(),
+                    eligible: e.is_eligible(i),
+                    active: active == Some(i),
+                    streak: t.health.streak().1,
+                    cadence: t.cadence,
+                    last: t.last.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A service as status views show it (see [`Service::status`]).
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub name: String,
+    pub active: Option<String>,
+    pub active_address: Option<IpAddr>,
+    pub active_since_us: Option<u64>,
+    pub epoch: u64,
+    pub decided: bool,
+    pub all_down: bool,
+    pub pinned: Option<String>,
+    pub targets: Vec<TargetStatus>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetStatus {
+    pub cfg: TargetConfig,
+    pub health: Health,
+    pub health_since_us: Option<u64>,
+    pub enabled: bool,
+    /// Wall microseconds (`u64::MAX`: until lifted).
+    pub forced_down_until_us: Option<u64>,
+    pub eligible: bool,
+    pub active: bool,
+    pub streak: u32,
+    pub cadence: Cadence,
+    pub last: Option<CheckResult>,
+}
