@@ -590,7 +590,7 @@ mod tests {
         crate::config::from_str(text, Path::new("t.toml")).unwrap().0.notify
     }
 
-    async fn run_once(dir: &Path, history: &[Record]) -> super::status::NotifyStatus {
+    async fn run_once(dir: &Path, history: &[Record]) -> crate::notify::status::NotifyStatus {
         let metrics = Arc::new(Metrics::new(Arc::new(crate::probe::lag::LagHistogram::default())));
         let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
         let h = start(&channel(), dir, history, metrics, &tracker, cancel.clone()).unwrap();
@@ -617,7 +617,7 @@ mod tests {
 
     /// Start from a log snapshot taken after event `snap` (the planner folded that far), with
     /// the events after it as the tail.
-    async fn run_from_snapshot(dir: &Path, history: &[Record], snap: usize) -> super::status::NotifyStatus {
+    async fn run_from_snapshot(dir: &Path, history: &[Record], snap: usize) -> crate::notify::status::NotifyStatus {
         let metrics = Arc::new(Metrics::new(Arc::new(crate::probe::lag::LagHistogram::default())));
         let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
         let mut planner = Planner::default();
