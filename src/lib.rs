@@ -10,7 +10,9 @@
 pub mod actuator;
 pub mod config;
 pub mod coordinator;
+pub mod clock;
 pub mod crclog;
+pub mod crypto;
 pub mod decision;
 pub mod dns;
 pub mod probe;
@@ -25,3 +27,5 @@ pub mod metrics;
 pub mod notify;
 pub mod cli;
 pub mod drill;
+#[cfg(test)]
+mod layers;

@@ -90,7 +90,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(t: &Endpoint) -> Result<Client> {
-        crate::probe::http::install_crypto_provider();
+        crate::crypto::install_provider();
         let config = t
             .config
             .clone()

@@ -84,19 +84,7 @@ impl Hosts {
     }
 }
 
-/// `name:port` → `name`, `[::1]:port` → `[::1]`, a bare IPv6 address stays whole.
-pub fn host_part(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return authority
-            .find(']')
-            .map(|i| &authority[..=i])
-            .unwrap_or(authority);
-    }
-    match authority.rsplit_once(':') {
-        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => authority,
-    }
-}
+pub use crate::config::host_part;
 
 /// Why a request was turned away before reaching a handler.
 #[derive(Debug, PartialEq, Eq)]

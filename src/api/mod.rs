@@ -14,7 +14,6 @@
 pub mod client;
 pub mod guard;
 pub mod serve;
-pub mod tls;
 pub mod token;
 pub mod view;
 pub mod wire;
@@ -151,7 +150,7 @@ pub async fn start(daemon: &Shared, cfg: &crate::config::DaemonConfig, tracker: 
         }),
     };
     let tls_config = match &cfg.api_tls {
-        Some(t) => Some(tls::server_config(t).map_err(StartError::Tls)?),
+        Some(t) => Some(crate::crypto::server_config(&t.cert, &t.key).map_err(StartError::Tls)?),
         None => None,
     };
     let listener = tokio::net::TcpListener::bind(cfg.api).await.map_err(|source| StartError::Bind { addr: cfg.api, source })?;

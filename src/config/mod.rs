@@ -15,7 +15,6 @@
 
 pub(crate) mod duration;
 pub(crate) mod locate;
-pub mod notify;
 pub mod raw;
 pub(crate) mod validate;
 
@@ -34,9 +33,9 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub services: Vec<ServiceConfig>,
     /// `[[notify]]` channels.
-    pub notify: Vec<notify::NotifyConfig>,
+    pub notify: Vec<crate::notify::config::NotifyConfig>,
     /// The authoritative DNS server (`[dns]`), when configured.
-    pub dns: Option<crate::dns::DnsConfig>,
+    pub dns: Option<crate::dns::config::DnsConfig>,
     /// `[drill]`: targets drills must meet, scheduled drills.
     pub drill: crate::drill::config::DrillConfig,
     /// `[heartbeat]`: the dead man's switch.
@@ -524,5 +523,19 @@ address = "192.0.2.2"
         cfg.services[0].check.fall = u32::MAX;
         cfg.services[0].check.fast_interval = Duration::MAX;
         assert_eq!(cfg.services[0].detection_budget(), Duration::MAX);
+    }
+}
+
+/// `name:port` → `name`, `[::1]:port` → `[::1]`, a bare IPv6 address stays whole.
+pub fn host_part(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority
+            .find(']')
+            .map(|i| &authority[..=i])
+            .unwrap_or(authority);
+    }
+    match authority.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
     }
 }

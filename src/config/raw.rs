@@ -18,7 +18,7 @@ pub struct RawConfig {
     #[serde(default, rename = "service")]
     pub services: Vec<RawService>,
     #[serde(default)]
-    pub notify: Vec<super::notify::RawNotify>,
+    pub notify: Vec<crate::notify::config::RawNotify>,
     /// The authoritative DNS server; its structs live with the server in `dns/config.rs`.
     pub dns: Option<crate::dns::config::RawDns>,
     /// Drill targets and schedules; the structs live with drills in `drill/config.rs`.

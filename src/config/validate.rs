@@ -54,7 +54,7 @@ pub(crate) fn with(path: &[Seg], more: &[Seg]) -> Vec<Seg> {
 }
 
 /// Names end up in URLs, metric labels, DNS records and environment variables.
-pub(super) fn valid_name(s: &str) -> bool {
+pub(crate) fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
@@ -82,7 +82,7 @@ pub fn validate(raw: RawConfig, text: &str, file: &Path) -> Result<(Config, Vec<
     let dns = raw.dns.and_then(|d| crate::dns::config::validate(&mut cx, d, &services));
     let drill = crate::drill::config::validate(&mut cx, raw.drill, &services);
     let heartbeat = raw.heartbeat.and_then(|h| crate::drill::config::validate_heartbeat(&mut cx, h));
-    let notify = super::notify::validate_all(&mut cx, raw.notify, &base_dir, &names);
+    let notify = crate::notify::config::validate_all(&mut cx, raw.notify, &base_dir, &names);
 
     if cx.errors.is_empty() {
         let daemon = daemon.expect("daemon validated without errors");
@@ -138,12 +138,12 @@ fn validate_daemon(cx: &mut Ctx<'_>, d: RawDaemon, base_dir: &Path) -> Option<Da
         if !valid {
             cx.err(&with(&p, &[k("api_hosts"), Seg::Index(i)]), format!("expected a host name such as \"understudy.example.net\", got \"{h}\""));
         }
-        api_hosts.push(crate::api::guard::host_part(&h).to_string());
+        api_hosts.push(crate::config::host_part(&h).to_string());
     }
     let api_tls = match (&d.api_tls_cert, &d.api_tls_key) {
         (Some(c), Some(k_)) => {
             let tls = super::ApiTls { cert: resolve(base_dir, c), key: resolve(base_dir, k_) };
-            if let Err(e) = crate::api::tls::server_config(&tls) {
+            if let Err(e) = crate::crypto::server_config(&tls.cert, &tls.key) {
                 cx.err(&with(&p, &[k("api_tls_cert")]), e);
             }
             Some(tls)
@@ -159,17 +159,17 @@ fn validate_daemon(cx: &mut Ctx<'_>, d: RawDaemon, base_dir: &Path) -> Option<Da
         }
     };
     let log_segment_size = match &d.log_segment_size {
-        None => crate::events::log::DEFAULT_SEGMENT_SIZE,
+        None => crate::events::DEFAULT_SEGMENT_SIZE,
         Some(v) => parse_size(v).unwrap_or_else(|| {
             cx.err(&with(&p, &[k("log_segment_size")]), format!("expected a size such as \"8MiB\", \"512KiB\" or a number of bytes (0: never rotate), got {v}"));
-            crate::events::log::DEFAULT_SEGMENT_SIZE
+            crate::events::DEFAULT_SEGMENT_SIZE
         }),
     };
     let log_retention = match &d.log_retention {
-        None => crate::events::log::DEFAULT_RETENTION,
+        None => crate::events::DEFAULT_RETENTION,
         Some(r) => humantime::parse_duration(r).unwrap_or_else(|e| {
             cx.err(&with(&p, &[k("log_retention")]), format!("expected a duration such as \"90d\", got \"{r}\": {e}"));
-            crate::events::log::DEFAULT_RETENTION
+            crate::events::DEFAULT_RETENTION
         }),
     };
     Some(DaemonConfig { data_dir: PathBuf::from(d.data_dir), api: api?, api_token, api_token_file, api_hosts, api_tls, log_format, log_segment_size, log_retention })
@@ -196,7 +196,7 @@ fn parse_size(v: &toml::Value) -> Option<u64> {
     }
 }
 
-pub(super) fn resolve(base: &Path, f: &str) -> PathBuf {
+pub(crate) fn resolve(base: &Path, f: &str) -> PathBuf {
     let p = PathBuf::from(f);
     if p.is_absolute() { p } else { base.join(p) }
 }

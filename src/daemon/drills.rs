@@ -5,7 +5,7 @@
 use super::Refusal;
 use super::core::{Control, Core};
 use crate::events::{Event, OverrideAction, format_time_us};
-use crate::probe::now_us;
+use crate::clock::now_us;
 
 impl Core {
     pub(super) fn drill_start(&mut self, req: crate::drill::StartRequest) -> Result<crate::drill::StartResponse, Refusal> {

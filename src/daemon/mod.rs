@@ -86,7 +86,7 @@ impl Shared {
     /// Is the daemon itself working? `Err` says why not. Used by `/healthz` and the heartbeat.
     pub fn self_health(&self) -> Result<String, String> {
         use std::sync::atomic::Ordering::Relaxed;
-        let now = crate::probe::now_us();
+        let now = crate::clock::now_us();
         let core_age = now.saturating_sub(self.heartbeat_us.load(Relaxed)) / 1000;
         if core_age >= 5_000 {
             return Err(format!("stalled: the core loop last ran {core_age} ms ago"));
@@ -147,7 +147,7 @@ impl Shared {
     /// Make `target`'s checks count as failing for at most `lasts` (drills).
     pub async fn force_down(&self, service: &str, target: &str, lasts: std::time::Duration, by: &str) -> Result<(), Refusal> {
         let (service, target, by) = (service.to_string(), Some(target.to_string()), by.to_string());
-        let expires_us = Some(crate::probe::now_us() + lasts.as_micros() as u64);
+        let expires_us = Some(crate::clock::now_us() + lasts.as_micros() as u64);
         let action = OverrideAction::ForceDown;
         self.ask(|reply| Control::Override { service, target, action, by, expires_us, reply }).await?
     }
@@ -269,8 +269,8 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         log: Arc::new(std::sync::Mutex::new(log)),
         metrics,
         events,
-        heartbeat_us: Arc::new(AtomicU64::new(crate::probe::now_us())),
-        last_check_us: Arc::new(AtomicU64::new(crate::probe::now_us())),
+        heartbeat_us: Arc::new(AtomicU64::new(crate::clock::now_us())),
+        last_check_us: Arc::new(AtomicU64::new(crate::clock::now_us())),
         stall_after_us: Arc::new(AtomicU64::new(0)),
         notify,
         data_dir: data_dir.clone(),
@@ -342,7 +342,7 @@ async fn watchdog(n: systemd::Notify, every: std::time::Duration, heartbeat_us: 
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let age_ms = crate::probe::now_us().saturating_sub(heartbeat_us.load(Relaxed)) / 1000;
+        let age_ms = crate::clock::now_us().saturating_sub(heartbeat_us.load(Relaxed)) / 1000;
         if age_ms < 5_000 {
             if let Err(e) = n.send("WATCHDOG=1") {
                 tracing::debug!("watchdog ping failed: {e}");

@@ -51,28 +51,7 @@ impl Fault {
     }
 }
 
-/// How the daemon undoes a drill's fault when the drill's client stops renewing its lease.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Undo {
-    /// Lift the force-down of `target`.
-    Unforce { target: String },
-    /// Run the drill's restore command (`/bin/sh -c`), on the daemon's host.
-    Command { cmd: String },
-    /// Delete the nftables table the drill installed on the daemon's host.
-    NftTable { table: String },
-}
-
-impl Undo {
-    /// The shell command that undoes this fault, for the kinds that run one.
-    pub fn command(&self) -> Option<String> {
-        match self {
-            Undo::Unforce { .. } => None,
-            Undo::Command { cmd } => Some(cmd.clone()),
-            Undo::NftTable { table } => Some(format!("nft delete table inet {table}")),
-        }
-    }
-}
+pub use crate::events::Undo;
 
 /// `POST /api/v1/drills/{id}/lease` body: keep the drill's fault alive for `for` (default
 /// [`LeaseRequest::DEFAULT`]); the first call also registers what undoes it.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::probe::now_us;
+use crate::clock::now_us;
 
 /// How the observer turns the name into an address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +67,7 @@ const MAX_SAMPLES: usize = 200_000;
 
 impl Observer {
     pub fn start(spec: ObserveSpec) -> Observer {
-        crate::probe::http::install_crypto_provider();
+        crate::crypto::install_provider();
         let samples = Arc::new(Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(spec, samples.clone(), stop.clone()));

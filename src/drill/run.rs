@@ -25,7 +25,7 @@ use super::{Fault, LeaseRequest, LeaseResponse, Report, StartRequest, StartRespo
 use crate::api::client::Client;
 use crate::api::wire;
 use crate::events::Event;
-use crate::probe::now_us;
+use crate::clock::now_us;
 
 /// Everything a drill needs to know.
 #[derive(Debug, Clone)]

@@ -69,7 +69,7 @@ async fn scheduled(s: Schedule, endpoint: Endpoint, cancel: CancellationToken) {
         Ok(c) => c,
         Err(e) => return tracing::error!("scheduled drills for {} cannot run: {e:#}", s.service),
     };
-    let started = crate::probe::now_us();
+    let started = crate::clock::now_us();
     loop {
         let last = client
             .get::<Vec<Summary>>("/api/v1/drills")
@@ -80,7 +80,7 @@ async fn scheduled(s: Schedule, endpoint: Endpoint, cancel: CancellationToken) {
             .map(|t| t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros() as u64)
             .unwrap_or(started);
         let due = last + s.every.as_micros() as u64;
-        let now = crate::probe::now_us();
+        let now = crate::clock::now_us();
         if due > now {
             tokio::time::sleep(Duration::from_micros(due - now)).await;
         }
@@ -107,7 +107,7 @@ async fn scheduled(s: Schedule, endpoint: Endpoint, cancel: CancellationToken) {
 }
 
 async fn beat(hb: HeartbeatConfig, health: SelfHealth) {
-    crate::probe::http::install_crypto_provider();
+    crate::crypto::install_provider();
     let client = match reqwest::Client::builder().timeout(hb.timeout).build() {
         Ok(c) => c,
         Err(e) => return tracing::error!("heartbeat cannot run: {e}"),

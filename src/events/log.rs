@@ -78,8 +78,7 @@ pub struct LogOptions {
     pub retention: Duration,
 }
 
-pub const DEFAULT_SEGMENT_SIZE: u64 = 8 << 20;
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
+pub use super::{DEFAULT_RETENTION, DEFAULT_SEGMENT_SIZE};
 
 impl Default for LogOptions {
     fn default() -> Self {
@@ -691,7 +690,7 @@ impl Writer {
     /// failure leaves the active segment as it is (it grows on; rotation is tried again after
     /// another eighth of a segment) and is logged.
     fn rotate(&mut self, next_seq: u64) {
-        let snapshot = Snapshot { next_seq, time_us: crate::probe::now_us(), state: self.folds.clone() };
+        let snapshot = Snapshot { next_seq, time_us: crate::clock::now_us(), state: self.folds.clone() };
         let head = crate::crclog::encode(&super::snapshot::SnapshotLine { snapshot });
         match self.sink.rotate(next_seq, head.as_bytes()) {
             Ok(Some(size)) => {

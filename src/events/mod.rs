@@ -136,7 +136,7 @@ pub enum Event {
     DrillFault {
         id: u64,
         service: String,
-        undo: crate::drill::Undo,
+        undo: Undo,
     },
     /// Checks of a target could not be made because of the monitor itself (out of file
     /// descriptors, no route from the monitor...): neither a pass nor a failure. Recorded at
@@ -197,6 +197,11 @@ pub struct CheckSample {
     pub latency_us: u64,
     pub reason: String,
 }
+
+/// The event log's defaults for `[daemon]` `log_segment_size` and `log_retention` (the config
+/// reads them from here, the log uses them when given no options).
+pub const DEFAULT_SEGMENT_SIZE: u64 = 8 << 20;
+pub const DEFAULT_RETENTION: std::time::Duration = std::time::Duration::from_secs(90 * 86_400);
 
 /// How many recent check results a health flip carries.
 pub const CHECK_SAMPLES: usize = 8;
@@ -321,9 +326,9 @@ impl Event {
             Event::DrillStarted { service, fault, target, by } => format!("{service}: drill started: {fault} on {target} (by {by})"),
             Event::DrillFault { id, service, undo } => {
                 let how = match undo {
-                    crate::drill::Undo::Unforce { target } => format!("lift the force-down of {target}"),
-                    crate::drill::Undo::Command { cmd } => format!("run `{cmd}`"),
-                    crate::drill::Undo::NftTable { table } => format!("delete nftables table {table}"),
+                    Undo::Unforce { target } => format!("lift the force-down of {target}"),
+                    Undo::Command { cmd } => format!("run `{cmd}`"),
+                    Undo::NftTable { table } => format!("delete nftables table {table}"),
                 };
                 format!("{service}: drill #{id} fault registered; the daemon will {how} if the drill's client goes away")
             }
@@ -397,6 +402,29 @@ fn before_year_10000<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::E
 pub fn format_time_us(us: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(us.min(YEAR_10000_US - 1));
     humantime::format_rfc3339_micros(t).to_string()
+}
+
+/// How the daemon undoes a drill's fault when the drill's client stops renewing its lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Undo {
+    /// Lift the force-down of `target`.
+    Unforce { target: String },
+    /// Run the drill's restore command (`/bin/sh -c`), on the daemon's host.
+    Command { cmd: String },
+    /// Delete the nftables table the drill installed on the daemon's host.
+    NftTable { table: String },
+}
+
+impl Undo {
+    /// The shell command that undoes this fault, for the kinds that run one.
+    pub fn command(&self) -> Option<String> {
+        match self {
+            Undo::Unforce { .. } => None,
+            Undo::Command { cmd } => Some(cmd.clone()),
+            Undo::NftTable { table } => Some(format!("nft delete table inet {table}")),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use super::notice::{Notice, Severity, Status, human_ms};
 use super::{BoxFuture, DeliveryError, Notifier, Receipt, http_client, send_http};
 use crate::events::format_time_us;
-use crate::probe::now_us;
+use crate::clock::now_us;
 
 pub struct Alertmanager {
     client: reqwest::Client,

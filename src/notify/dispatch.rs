@@ -33,10 +33,10 @@ use tokio_util::task::TaskTracker;
 use super::outbox::{Outbox, OutboxError, Outcome, Pick};
 use super::plan::Planner;
 use super::{DeliveryError, Notice, Notifier, Receipt};
-use crate::config::notify::{NotifyConfig, RateLimit};
+use crate::notify::config::{NotifyConfig, RateLimit};
 use crate::events::{Record, format_time_us};
 use crate::metrics::{ChannelLabels, ChannelResultLabels, Metrics};
-use crate::probe::now_us;
+use crate::clock::now_us;
 
 enum Msg {
     Record(Record),

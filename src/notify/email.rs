@@ -14,7 +14,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::notice::Notice;
 use super::{BoxFuture, DeliveryError, Notifier, Receipt, error_chain, hostname};
-use crate::config::notify::{EmailConfig, SmtpTls};
+use crate::notify::config::{EmailConfig, SmtpTls};
 
 pub struct Email {
     transport: AsyncSmtpTransport<Tokio1Executor>,
@@ -25,7 +25,7 @@ pub struct Email {
 
 impl Email {
     pub fn new(cfg: &EmailConfig, timeout: Duration) -> Result<Self, String> {
-        crate::probe::http::install_crypto_provider();
+        crate::crypto::install_provider();
         let params = || -> Result<TlsParameters, String> {
             let mut b = TlsParameters::builder(cfg.host.clone());
             if let Some(pem) = &cfg.ca_pem {

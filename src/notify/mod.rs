@@ -17,6 +17,7 @@
 //! - Every notice has an idempotency key that does not change across retries and restarts.
 
 pub mod alertmanager;
+pub mod config;
 pub mod dispatch;
 pub mod email;
 pub mod notice;
@@ -33,7 +34,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::notify::{NotifyConfig, NotifyKind};
+use crate::notify::config::{NotifyConfig, NotifyKind};
 
 pub use dispatch::{Base, NotifyHandle, start, start_from};
 pub use notice::Notice;
@@ -100,7 +101,7 @@ pub fn build(cfg: &NotifyConfig) -> Result<Arc<dyn Notifier>, String> {
 
 /// An HTTP client for notifiers: no proxy from the environment, no redirects, a timeout.
 pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
-    crate::probe::http::install_crypto_provider();
+    crate::crypto::install_provider();
     reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())

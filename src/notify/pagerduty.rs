@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::notice::{Notice, Severity, Status};
 use super::{BoxFuture, DeliveryError, Notifier, Receipt, hostname, http_client, send_http};
-use crate::config::notify::Secret;
+use crate::notify::config::Secret;
 use crate::events::format_time_us;
 
 pub struct PagerDuty {

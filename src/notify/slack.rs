@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::notice::{Notice, Severity, Status, human_ms};
 use super::{BoxFuture, DeliveryError, Notifier, Receipt, http_client, send_http};
-use crate::config::notify::Secret;
+use crate::notify::config::Secret;
 
 pub struct Slack {
     client: reqwest::Client,

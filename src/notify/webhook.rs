@@ -15,7 +15,7 @@ use sha2::Sha256;
 use super::notice::Notice;
 use super::template::Template;
 use super::{BoxFuture, DeliveryError, Notifier, Receipt, http_client, send_http};
-use crate::config::notify::Secret;
+use crate::notify::config::Secret;
 use crate::events::format_time_us;
 
 pub struct Webhook {

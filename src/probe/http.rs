@@ -21,12 +21,8 @@ use crate::config::{HttpCheck, StatusRange};
 /// The most body we read when looking for `body_contains`.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// Install rustls' `ring` crypto provider as the process default, if no provider is installed
-/// yet. Building a reqwest client without a provider panics; calling this first never does.
-pub fn install_crypto_provider() {
-    // Err means a provider is already installed (ours or someone else's): both are fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+/// Kept for callers that still name it here; it lives in `crate::crypto`.
+pub use crate::crypto::install_provider as install_crypto_provider;
 
 /// The TLS settings every verifying https probe shares: the platform's trust store behind one
 /// verifier, loaded once per process instead of once per probe.

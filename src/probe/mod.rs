@@ -109,7 +109,5 @@ pub fn build(check: &CheckConfig, target: &TargetConfig) -> Result<Arc<dyn Probe
     })
 }
 
-/// Microseconds since the Unix epoch, now.
-pub fn now_us() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
-}
+/// Kept for callers that still name it here; the clock lives in `crate::clock`.
+pub use crate::clock::now_us;

@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::duration::serde_duration;
-use super::locate::Seg;
-use super::validate::{Ctx, k, resolve, valid_name, with};
-use crate::notify::notice::{NoticeEvent, Severity};
-use crate::notify::template::Template;
+use crate::config::duration::serde_duration;
+use crate::config::locate::Seg;
+use crate::config::validate::{Ctx, k, resolve, valid_name, with};
+use super::notice::{NoticeEvent, Severity};
+use super::template::Template;
 
 /// The largest `ca_file` read: a system-wide bundle of every public CA is about 200 KiB.
 const MAX_CA_FILE: u64 = 4 * 1024 * 1024;
@@ -221,7 +221,7 @@ fn read_secret(cx: &mut Ctx<'_>, path: &[Seg], base: &Path, s: SecretSource<'_>)
     if let Some(f) = s.file {
         let p = resolve(base, &f);
         let at = with(path, &[k(&format!("{key}_file"))]);
-        return match super::read_secret_file(&p) {
+        return match crate::config::read_secret_file(&p) {
             Ok(t) => Some(Secret(t)),
             Err(e) => {
                 cx.err(&at, e);
@@ -272,7 +272,7 @@ fn parse_rate_limit(s: &str) -> Result<RateLimit, String> {
     let bad = || format!("expected a count per duration such as \"30/1m\" or \"5/10s\", got \"{s}\"");
     let (n, per) = s.split_once('/').ok_or_else(bad)?;
     let count: u32 = n.trim().parse().map_err(|_| bad())?;
-    let per = super::parse_duration(per).map_err(|_| bad())?;
+    let per = crate::config::parse_duration(per).map_err(|_| bad())?;
     if count == 0 || per.is_zero() {
         return Err(format!("expected at least one message per period above zero, got \"{s}\""));
     }
@@ -281,7 +281,7 @@ fn parse_rate_limit(s: &str) -> Result<RateLimit, String> {
 
 /// Validate every `[[notify]]`. `services` are the configured service names (a filter naming
 /// another one is most likely a typo).
-pub(super) fn validate_all(cx: &mut Ctx<'_>, raw: Vec<RawNotify>, base: &Path, services: &HashSet<String>) -> Vec<NotifyConfig> {
+pub(crate) fn validate_all(cx: &mut Ctx<'_>, raw: Vec<RawNotify>, base: &Path, services: &HashSet<String>) -> Vec<NotifyConfig> {
     let mut out = Vec::new();
     let mut names = HashSet::new();
     for (i, rn) in raw.into_iter().enumerate() {
@@ -507,7 +507,7 @@ fn validate_one(cx: &mut Ctx<'_>, rn: RawNotify, path: &[Seg], base: &Path, serv
             if let Some(f) = &rn.ca_file {
                 let p = resolve(base, f);
                 let at = with(path, &[k("ca_file")]);
-                match super::read_capped(&p, MAX_CA_FILE) {
+                match crate::config::read_capped(&p, MAX_CA_FILE) {
                     Ok(pem) if lettre::transport::smtp::client::Certificate::from_pem(&pem).is_ok() => ca_pem = Some(pem),
                     Ok(_) => cx.err(&at, format!("{} holds no PEM certificate", p.display())),
                     Err(e) => cx.err(&at, e),

@@ -1,5 +1,6 @@
-//! TLS for the API (`daemon.api_tls_cert` / `daemon.api_tls_key`): loading the PEM files into a
-//! rustls server config (ring provider), and the client side's trust in that certificate.
+//! Crypto set-up shared by every module: installing rustls' `ring` provider as the process
+//! default, and TLS for the API (`daemon.api_tls_cert` / `daemon.api_tls_key`): loading the PEM
+//! files into a rustls server config (ring provider).
 //!
 //! Config validation calls [`server_config`] so a bad certificate or key is a located config
 //! error, never a failure at bind time. Errors name the file, never print key material.
@@ -9,10 +10,22 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::ApiTls;
+use std::path::Path;
+
+/// Install rustls' `ring` crypto provider as the process default, if no provider is installed
+/// yet. Building a reqwest client without a provider panics; calling this first never does.
+pub fn install_provider() {
+    // Err means a provider is already installed (ours or someone else's): both are fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 
 /// A rustls server config from the PEM certificate chain and private key.
-pub fn server_config(tls: &ApiTls) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+    struct Files<'a> {
+        cert: &'a Path,
+        key: &'a Path,
+    }
+    let tls = Files { cert, key };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert)
         .map_err(|e| format!("cannot read certificate {}: {e}", tls.cert.display()))?
         .collect::<Result<_, _>>()
