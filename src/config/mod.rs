@@ -37,6 +37,9 @@ pub struct Config {
     pub notify: Vec<notify::NotifyConfig>,
     /// The authoritative DNS server (`[dns]`), when configured.
     pub dns: Option<crate::dns::DnsConfig>,
+    /// `[[dns.provider]]`: DNS servers and services understudy updates (RFC 2136, PowerDNS,
+    /// Route 53, Cloudflare).
+    pub dns_providers: Vec<crate::provider::ProviderConfig>,
     /// `[drill]`: targets drills must meet, scheduled drills.
     pub drill: crate::drill::config::DrillConfig,
     /// `[heartbeat]`: the dead man's switch.

@@ -197,14 +197,14 @@ impl NotifyConfig {
 }
 
 /// One secret given inline, as `<key>_file` or as `<key>_env`.
-struct SecretSource<'a> {
-    key: &'a str,
-    inline: Option<String>,
-    file: Option<String>,
-    env: Option<String>,
+pub(crate) struct SecretSource<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) inline: Option<String>,
+    pub(crate) file: Option<String>,
+    pub(crate) env: Option<String>,
 }
 
-fn read_secret(cx: &mut Ctx<'_>, path: &[Seg], base: &Path, s: SecretSource<'_>) -> Option<Secret> {
+pub(crate) fn read_secret(cx: &mut Ctx<'_>, path: &[Seg], base: &Path, s: SecretSource<'_>) -> Option<Secret> {
     let given = [s.inline.is_some(), s.file.is_some(), s.env.is_some()].iter().filter(|x| **x).count();
     let key = s.key;
     if given > 1 {

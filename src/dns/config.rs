@@ -49,8 +49,8 @@ use crate::config::{ServiceConfig, parse_duration};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDns {
-    #[serde(default = "default_listen")]
-    pub listen: Vec<String>,
+    /// Absent: port 53 on every address (see `default_listen`).
+    pub listen: Option<Vec<String>>,
     /// UDP worker threads per listen address (each with its own `SO_REUSEPORT` socket).
     pub udp_workers: Option<u32>,
     /// How long an idle TCP connection is kept open (RFC 7766 6.2.3).
@@ -68,6 +68,18 @@ pub struct RawDns {
     pub max_udp_payload: u16,
     #[serde(default, rename = "zone")]
     pub zones: Vec<RawZone>,
+    /// `[[dns.provider]]`: DNS servers and services understudy updates (`provider/config.rs`);
+    /// they need no built-in server.
+    #[serde(default, rename = "provider")]
+    pub providers: Vec<crate::provider::config::RawProvider>,
+}
+
+impl RawDns {
+    /// Whether this `[dns]` asks for the built-in server: it has zones or listen addresses, or
+    /// no providers (then the missing zone is reported).
+    pub fn wants_server(&self) -> bool {
+        !self.zones.is_empty() || self.listen.is_some() || self.providers.is_empty()
+    }
 }
 
 /// `rrl = false`, `rrl = true` or `rrl = { rate = 20, slip = 2, window = "15s" }`.
@@ -413,10 +425,11 @@ pub(crate) fn validate(cx: &mut Ctx<'_>, raw: RawDns, services: &[ServiceConfig]
     let p = vec![k("dns")];
 
     let mut listen = Vec::new();
-    if raw.listen.is_empty() {
+    let raw_listen = raw.listen.unwrap_or_else(default_listen);
+    if raw_listen.is_empty() {
         cx.err(&with(&p, &[k("listen")]), "expected at least one address such as \"0.0.0.0:53\"");
     }
-    for (i, l) in raw.listen.iter().enumerate() {
+    for (i, l) in raw_listen.iter().enumerate() {
         let parsed = l.parse::<SocketAddr>().or_else(|_| l.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)));
         match parsed {
             Ok(a) if listen.contains(&a) => cx.err(&with(&p, &[k("listen"), Seg::Index(i)]), format!("{a} is listed twice")),
