@@ -111,6 +111,12 @@ impl Provider {
         Ok(Provider { config, backend, applied: tokio::sync::Mutex::new(HashMap::new()), suspects: Mutex::new(HashSet::new()) })
     }
 
+    /// The actuator of `service` at this provider (the kind hands these out; benchmarks and
+    /// tests drive one directly).
+    pub fn actuator(self: &Arc<Self>, service: &str) -> ProviderActuator {
+        ProviderActuator { provider: self.clone(), service: service.into(), name: format!("provider:{}", self.config.name) }
+    }
+
     fn is_suspect(&self, service: &str, address: IpAddr) -> bool {
         self.suspects.lock().expect("suspects lock").contains(&(service.to_string(), address))
     }
@@ -254,7 +260,7 @@ impl Kind for ProviderKindHandle {
         self.providers
             .iter()
             .filter(|p| p.serves(&service.name))
-            .map(|p| Arc::new(ProviderActuator { provider: p.clone(), service: service.name.as_str().into(), name: format!("provider:{}", p.config.name) }) as Arc<dyn Actuator>)
+            .map(|p| Arc::new(p.actuator(&service.name)) as Arc<dyn Actuator>)
             .collect()
     }
 
