@@ -84,7 +84,7 @@ pub fn validate(raw: RawConfig, text: &str, file: &Path) -> Result<(Config, Vec<
         Some(mut d) => {
             let wants_server = d.wants_server();
             let providers = crate::provider::config::validate_all(&mut cx, std::mem::take(&mut d.providers), &services, &base_dir);
-            let server = if wants_server { crate::dns::config::validate(&mut cx, d, &services) } else { None };
+            let server = if wants_server { crate::dns::config::validate(&mut cx, d, &services, &base_dir) } else { None };
             (server, providers)
         }
     };

@@ -655,3 +655,102 @@ async fn the_suspicion_ttl_is_written_with_one_update() {
     let log = std::fs::read_to_string(bind.dir.join("named.log")).unwrap();
     assert!(log.contains("adding an RR at 'www.example.test' A 127.0.0.2"), "{log}");
 }
+
+/// understudy's own server as a hidden primary: real Knot and BIND are its secondaries with
+/// TSIG-signed transfers (key `xfr`), and their refresh timer is a day, so only understudy's
+/// NOTIFY explains them serving the new address after a failover. Also: an unknown TSIG key
+/// gets a BADKEY error record (RFC 8945), and an unsigned transfer is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_primary_notifies_tsig_secondaries() {
+    use understudy::dns::name::Name;
+    use understudy::provider::{msg, tsig};
+    let (dir, port, mut primary, _backup) = two_nginx().await;
+    let s = secret();
+    let dns_port = free_port("127.0.0.1");
+    let (knot_port, bind_port) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
+    let extra = format!(
+        "\n[dns]\nlisten = [\"127.0.0.1:{dns_port}\"]\nudp_workers = 1\n\n[[dns.key]]\nname = \"xfr\"\nalgorithm = \"hmac-sha256\"\nsecret = \"{s}\"\n\n\
+         [[dns.zone]]\nname = \"example.test\"\nnameservers = {{ \"ns1.example.test\" = \"127.0.0.1\" }}\ntransfer_key = \"xfr\"\n\
+         notify = [\"127.0.0.1:{knot_port}\", \"127.0.0.1:{bind_port}\"]\n\n[dns.zone.soa]\nrefresh = 86400\nretry = 86400\n\n\
+         [[dns.zone.record]]\nname = \"www\"\nservice = \"www\"\nttl = 5\n"
+    );
+    let api = api_addr();
+    let cfg = two_target_config(&dir.path().join("data"), api, port, 200, "1h", &extra);
+    let d = Daemon::start(dir.path(), &cfg, api).await;
+    let ours: SocketAddr = format!("127.0.0.1:{dns_port}").parse().unwrap();
+    wait_www(ours, "127.0.0.2", "understudy").await;
+
+    // Knot as a secondary.
+    let kdir = dir.path().join("knot-secondary");
+    std::fs::create_dir_all(&kdir).unwrap();
+    let kd = kdir.display();
+    std::fs::write(
+        kdir.join("knot.conf"),
+        format!(
+            "server:\n    listen: 127.0.0.1@{knot_port}\n    rundir: {kd}\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n\
+             key:\n  - id: xfr\n    algorithm: hmac-sha256\n    secret: {s}\n\
+             remote:\n  - id: hidden\n    address: 127.0.0.1@{dns_port}\n    key: xfr\n\
+             acl:\n  - id: notify_acl\n    address: 127.0.0.1\n    key: xfr\n    action: notify\n\
+             database:\n    storage: {kd}\n\
+             log:\n  - target: stderr\n    any: info\n\
+             zone:\n  - domain: example.test\n    master: hidden\n    acl: notify_acl\n    file: {kd}/example.test.zone\n    zonefile-sync: -1\n"
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(kdir.join("knot.log")).unwrap();
+    let child = Command::new(KNOTD).arg("-c").arg(kdir.join("knot.conf")).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("start knotd");
+    let knot = Peer { child, addr: format!("127.0.0.1:{knot_port}").parse().unwrap(), dir: kdir };
+
+    // BIND as a secondary.
+    require(NAMED, "bind9");
+    let bdir = dir.path().join("bind-secondary");
+    std::fs::create_dir_all(&bdir).unwrap();
+    let bd = bdir.display();
+    std::fs::write(
+        bdir.join("named.conf"),
+        format!(
+            "options {{\n  directory \"{bd}\";\n  listen-on port {bind_port} {{ 127.0.0.1; }};\n  listen-on-v6 {{ none; }};\n  pid-file \"{bd}/named.pid\";\n  \
+             session-keyfile \"{bd}/session.key\";\n  managed-keys-directory \"{bd}\";\n  recursion no;\n  dnssec-validation no;\n  notify no;\n}};\n\
+             controls {{ }};\nkey \"xfr\" {{ algorithm hmac-sha256; secret \"{s}\"; }};\n\
+             zone \"example.test\" {{ type secondary; primaries port {dns_port} {{ 127.0.0.1 key xfr; }}; file \"{bd}/example.test.db\"; }};\n"
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(bdir.join("named.log")).unwrap();
+    let child = Command::new(NAMED).args(["-g", "-n", "1", "-c"]).arg(bdir.join("named.conf")).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("start named");
+    let bind = Peer { child, addr: format!("127.0.0.1:{bind_port}").parse().unwrap(), dir: bdir };
+
+    // Both transfer the zone at start-up (signed), then serve it.
+    wait_www(knot.addr, "127.0.0.2", "the Knot secondary").await;
+    wait_www(bind.addr, "127.0.0.2", "the BIND secondary").await;
+
+    primary.kill();
+    d.wait_active("www", "backup", Duration::from_secs(10)).await;
+    wait_www(ours, "127.0.0.3", "understudy").await;
+    // The refresh timer is a day: only the NOTIFY brings the new serial this fast.
+    wait_www(knot.addr, "127.0.0.3", "the Knot secondary after NOTIFY").await;
+    wait_www(bind.addr, "127.0.0.3", "the BIND secondary after NOTIFY").await;
+    let klog = std::fs::read_to_string(knot.dir.join("knot.log")).unwrap();
+    assert!(klog.contains("notify"), "Knot logged the NOTIFY: {klog}");
+    let blog = std::fs::read_to_string(bind.dir.join("named.log")).unwrap();
+    assert!(blog.contains("notify from 127.0.0.1"), "BIND logged the NOTIFY: {blog}");
+    assert!(blog.contains("TSIG xfr"), "BIND's transfer was signed: {blog}");
+
+    // An unknown key: NOTAUTH with a TSIG error record BADKEY.
+    let zone = Name::parse_absolute("example.test").unwrap();
+    let stranger = tsig::Key { name: Name::parse_absolute("stranger").unwrap(), algorithm: tsig::Algorithm::HmacSha256, secret: b"0123456789abcdef".to_vec() };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let (q, _) = tsig::sign(&msg::query(77, &zone, 6), &stranger, now, None);
+    let answer = msg::exchange(ours, &q, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(msg::parse(&answer).unwrap().rcode, 9, "NOTAUTH");
+    let found = tsig::find(&answer).expect("a TSIG record in the answer");
+    assert_eq!((found.error, found.key_name.to_string().as_str(), found.mac.len()), (tsig::error::BADKEY, "stranger.", 0));
+    // The right key: a signed answer that verifies.
+    let xfr = tsig::Key { name: Name::parse_absolute("xfr").unwrap(), algorithm: tsig::Algorithm::HmacSha256, secret: base64::engine::general_purpose::STANDARD.decode(&s).unwrap() };
+    let (q, mac) = tsig::sign(&msg::query(78, &zone, 6), &xfr, now, None);
+    let answer = msg::exchange(ours, &q, Duration::from_secs(2)).await.unwrap();
+    assert!(matches!(tsig::verify(&answer, &xfr, now, Some(&mac)), tsig::Checked::Valid { .. }));
+    // An unsigned AXFR is refused: the zone transfers only with its key.
+    let axfr = Command::new(DIG).args(["+tcp", "+time=2", "+tries=1", "-p", &dns_port.to_string(), "@127.0.0.1", "example.test", "AXFR"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&axfr.stdout).contains("Transfer failed"), "{}", String::from_utf8_lossy(&axfr.stdout));
+}
