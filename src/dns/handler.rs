@@ -583,6 +583,46 @@ mod tests {
         assert_eq!((r, out[3] & 0x0F), (Reply::Message, rcode::NOTIMP));
     }
 
+    /// RFC 8945: a known key's request is answered signed (a transfer: every message, bound to
+    /// the request's MAC and then to the previous one); an unknown key gets NOTAUTH with BADKEY,
+    /// a wrong secret BADSIG; a zone with a transfer key refuses unsigned transfers.
+    #[test]
+    fn tsig_signed_requests_badkey_and_transfer_keys() {
+        use crate::provider::tsig::{self, Algorithm, Checked, Key};
+        let key = Key { name: crate::dns::name::Name::parse_absolute("xfr").unwrap(), algorithm: Algorithm::HmacSha256, secret: b"0123456789abcdef".to_vec() };
+        let mut cfg = crate::dns::table::tests::sample();
+        cfg.keys = vec![key.clone()];
+        cfg.zones[0].transfer_key = Some(key.name.clone());
+        let served = HashMap::from([("www".to_string(), vec!["127.0.0.2".parse().unwrap()])]);
+        let t = compile(&cfg, &served, &[42]);
+        let now = unix_now();
+        let client: IpAddr = "192.0.2.9".parse().unwrap();
+        let mut out = Vec::new();
+
+        let (signed, mac) = tsig::sign(&query("example.test", rtype::AXFR, None), &key, now, None);
+        let Reply::Transfer(msgs) = handle(&t, &signed, Transport::Tcp, client, &mut out) else { panic!("a signed transfer is allowed from any address") };
+        assert!(matches!(tsig::verify(&msgs[0], &key, now, Some(&mac)), Checked::Valid { .. }));
+
+        let (signed, mac) = tsig::sign(&query("www.example.test", rtype::A, None), &key, now, None);
+        assert_eq!(handle(&t, &signed, Transport::Udp, client, &mut out), Reply::Message);
+        assert!(matches!(tsig::verify(&out, &key, now, Some(&mac)), Checked::Valid { .. }));
+        assert_eq!(out[3] & 0x0F, rcode::NOERROR);
+
+        let stranger = Key { name: crate::dns::name::Name::parse_absolute("stranger").unwrap(), ..key.clone() };
+        let (signed, _) = tsig::sign(&query("www.example.test", rtype::A, None), &stranger, now, None);
+        handle(&t, &signed, Transport::Udp, client, &mut out);
+        assert_eq!(out[3] & 0x0F, rcode::NOTAUTH);
+        assert_eq!(tsig::find(&out).map(|f| (f.error, f.mac.len())), Some((tsig::error::BADKEY, 0)));
+
+        let wrong = Key { secret: b"another secret..".to_vec(), ..key.clone() };
+        let (signed, _) = tsig::sign(&query("www.example.test", rtype::A, None), &wrong, now, None);
+        handle(&t, &signed, Transport::Udp, client, &mut out);
+        assert_eq!(tsig::find(&out).map(|f| f.error), Some(tsig::error::BADSIG));
+
+        let r = handle(&t, &query("example.test", rtype::AXFR, None), Transport::Tcp, client, &mut out);
+        assert_eq!((r, out[3] & 0x0F), (Reply::Message, rcode::REFUSED), "unsigned transfers are refused");
+    }
+
     #[test]
     fn malformed_and_responses() {
         let mut out = Vec::new();
