@@ -93,7 +93,7 @@ impl Rfc2136 {
         if !parsed.response || parsed.opcode != msg::OPCODE_UPDATE {
             return Err(ProviderError::retry(format!("{server} answered our UPDATE with something else (opcode {})", parsed.opcode)));
         }
-        let key_name = self.key.as_ref().map(|k| k.name.to_string()).unwrap_or_default();
+        let key_name = self.key.as_ref().map(|k| k.name.to_string().trim_end_matches('.').to_string()).unwrap_or_default();
         if let (Some(k), Some(mac)) = (&self.key, &mac) {
             match tsig::verify(&answer, k, now(), Some(mac)) {
                 Checked::Valid { .. } => {}
