@@ -27,18 +27,28 @@ PACKAGES=(
   procps           # ps, for process accounting in benchmarks
   prometheus-alertmanager  # a real Alertmanager for the notification tests
   systemd          # systemd-analyze verify on dist/understudy.service
+  pdns-server      # PowerDNS Authoritative: the powerdns provider's peer (its HTTP API)
+  pdns-backend-sqlite3  # the sqlite3 backend that PowerDNS test instance keeps its zone in
+  sqlite3          # creates that PowerDNS test database from PowerDNS's schema
 )
 
-# Python packages from PyPI: aiosmtpd is the SMTP server the e-mail notification tests talk to.
+# Python packages from PyPI: aiosmtpd is the SMTP server the e-mail notification tests talk to;
+# moto (server mode) stands in for the Route 53 API in the provider tests.
 # Debian's python3-aiosmtpd would serve only Debian's python3; the tests run whichever python3
 # is first on PATH, so install for that one. Only when missing: running this twice is a no-op.
 install_pip_packages() {
-  if python3 -c 'import aiosmtpd' 2>/dev/null; then
-    return
+  pip_install() {
+    python3 -m pip install --quiet --disable-pip-version-check "$@" \
+      || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "$@"
+  }
+  if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+    echo "test dependencies: pip install aiosmtpd"
+    pip_install aiosmtpd
   fi
-  echo "test dependencies: pip install aiosmtpd"
-  python3 -m pip install --quiet --disable-pip-version-check aiosmtpd \
-    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages aiosmtpd
+  if ! python3 -c 'import moto.server, flask_cors' 2>/dev/null; then
+    echo "test dependencies: pip install moto[server]"
+    pip_install 'moto[server]'
+  fi
 }
 
 missing=()

@@ -27,5 +27,6 @@ pub mod metrics;
 pub mod notify;
 pub mod cli;
 pub mod drill;
+pub mod provider;
 #[cfg(test)]
 mod layers;

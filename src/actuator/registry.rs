@@ -89,9 +89,11 @@ pub struct Entry {
 }
 
 /// Every actuator kind, in the order their actuators run for a service (each in its own task,
-/// so the order only matters for status listings): the built-in DNS server, then hooks.
+/// so the order only matters for status listings): the built-in DNS server, DNS providers
+/// (`[[dns.provider]]`), then hooks.
 pub const KINDS: &[Entry] = &[
     Entry { name: "dns", configured: |c| c.dns.is_some(), start: crate::dns::actuator::start_kind },
+    Entry { name: "dns-provider", configured: |c| !c.dns_providers.is_empty(), start: crate::provider::start_kind },
     Entry { name: "hooks", configured: |_| true, start: Hooks::start },
 ];
 

@@ -317,6 +317,9 @@ fn check_config(file: &std::path::Path) -> ExitCode {
                     println!("  dns {line}");
                 }
             }
+            for line in crate::provider::config::client_rto_lines(&cfg.dns_providers, &cfg.services) {
+                println!("  dns {line}");
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {

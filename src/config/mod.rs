@@ -16,6 +16,7 @@
 pub(crate) mod duration;
 pub(crate) mod locate;
 pub mod raw;
+pub mod secret;
 pub(crate) mod validate;
 
 use std::fmt;
@@ -36,6 +37,9 @@ pub struct Config {
     pub notify: Vec<crate::notify::config::NotifyConfig>,
     /// The authoritative DNS server (`[dns]`), when configured.
     pub dns: Option<crate::dns::config::DnsConfig>,
+    /// `[[dns.provider]]`: DNS servers and services understudy updates (RFC 2136, PowerDNS,
+    /// Route 53, Cloudflare).
+    pub dns_providers: Vec<crate::provider::config::ProviderConfig>,
     /// `[drill]`: targets drills must meet, scheduled drills.
     pub drill: crate::drill::config::DrillConfig,
     /// `[heartbeat]`: the dead man's switch.

@@ -79,14 +79,22 @@ pub fn validate(raw: RawConfig, text: &str, file: &Path) -> Result<(Config, Vec<
         }
     }
 
-    let dns = raw.dns.and_then(|d| crate::dns::config::validate(&mut cx, d, &services));
+    let (dns, dns_providers) = match raw.dns {
+        None => (None, Vec::new()),
+        Some(mut d) => {
+            let wants_server = d.wants_server();
+            let providers = crate::provider::config::validate_all(&mut cx, std::mem::take(&mut d.providers), &services, &base_dir);
+            let server = if wants_server { crate::dns::config::validate(&mut cx, d, &services, &base_dir) } else { None };
+            (server, providers)
+        }
+    };
     let drill = crate::drill::config::validate(&mut cx, raw.drill, &services);
     let heartbeat = raw.heartbeat.and_then(|h| crate::drill::config::validate_heartbeat(&mut cx, h));
     let notify = crate::notify::config::validate_all(&mut cx, raw.notify, &base_dir, &names);
 
     if cx.errors.is_empty() {
         let daemon = daemon.expect("daemon validated without errors");
-        Ok((Config { source: file.to_owned(), daemon, services, dns, drill, heartbeat, notify }, cx.warnings))
+        Ok((Config { source: file.to_owned(), daemon, services, dns, dns_providers, drill, heartbeat, notify }, cx.warnings))
     } else {
         Err(ConfigErrors(cx.errors))
     }

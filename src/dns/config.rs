@@ -49,8 +49,8 @@ use crate::config::{ServiceConfig, parse_duration};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDns {
-    #[serde(default = "default_listen")]
-    pub listen: Vec<String>,
+    /// Absent: port 53 on every address (see `default_listen`).
+    pub listen: Option<Vec<String>>,
     /// UDP worker threads per listen address (each with its own `SO_REUSEPORT` socket).
     pub udp_workers: Option<u32>,
     /// How long an idle TCP connection is kept open (RFC 7766 6.2.3).
@@ -68,6 +68,32 @@ pub struct RawDns {
     pub max_udp_payload: u16,
     #[serde(default, rename = "zone")]
     pub zones: Vec<RawZone>,
+    /// `[[dns.key]]`: TSIG keys for transfers and NOTIFY (the hidden-primary setup).
+    #[serde(default, rename = "key")]
+    pub keys: Vec<RawKey>,
+    /// `[[dns.provider]]`: DNS servers and services understudy updates (`provider/config.rs`);
+    /// they need no built-in server.
+    #[serde(default, rename = "provider")]
+    pub providers: Vec<crate::provider::config::RawProvider>,
+}
+
+/// A TSIG key secondaries use to transfer zones (`[[dns.key]]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    pub name: String,
+    pub algorithm: Option<String>,
+    pub secret: Option<String>,
+    pub secret_file: Option<String>,
+    pub secret_env: Option<String>,
+}
+
+impl RawDns {
+    /// Whether this `[dns]` asks for the built-in server: it has zones or listen addresses, or
+    /// no providers (then the missing zone is reported).
+    pub fn wants_server(&self) -> bool {
+        !self.zones.is_empty() || self.listen.is_some() || self.providers.is_empty()
+    }
 }
 
 /// `rrl = false`, `rrl = true` or `rrl = { rate = 20, slip = 2, window = "15s" }`.
@@ -140,6 +166,11 @@ pub struct RawZone {
     /// Client addresses or networks (`"10.0.0.0/8"`) allowed to transfer the zone (AXFR/IXFR).
     #[serde(default)]
     pub allow_transfer: Vec<String>,
+    /// A `[[dns.key]]` name: transfers must be signed with it (TSIG), and NOTIFYs are.
+    pub transfer_key: Option<String>,
+    /// Secondaries (`"ADDR:PORT"`) sent a NOTIFY whenever the zone's serial changes.
+    #[serde(default)]
+    pub notify: Vec<String>,
     #[serde(default, rename = "record")]
     pub records: Vec<RawRecord>,
 }
@@ -212,6 +243,8 @@ pub struct DnsConfig {
     /// UDP response rate limiting; `None` when turned off.
     pub rrl: Option<RrlConfig>,
     pub zones: Vec<ZoneConfig>,
+    /// TSIG keys (`[[dns.key]]`): requests signed with one are answered signed; others get BADKEY.
+    pub keys: Vec<crate::provider::tsig::Key>,
 }
 
 /// Response rate limiting (see `rrl.rs`).
@@ -232,6 +265,10 @@ pub struct ZoneConfig {
     /// Apex NS records, in the order written (sorted by name), with glue for in-zone names.
     pub nameservers: Vec<(Name, Vec<IpAddr>)>,
     pub allow_transfer: Vec<IpNet>,
+    /// Transfers must be signed with this key (a name in `DnsConfig::keys`).
+    pub transfer_key: Option<Name>,
+    /// Secondaries to NOTIFY when the serial changes.
+    pub notify: Vec<SocketAddr>,
     pub records: Vec<RecordConfig>,
 }
 
@@ -408,15 +445,42 @@ fn ttl_of(cx: &mut Ctx<'_>, path: &[Seg], t: &Option<RawTtl>, default: u32) -> u
 }
 
 /// Validate `[dns]`; `services` are the services that validated (for `service = ...`).
-pub(crate) fn validate(cx: &mut Ctx<'_>, raw: RawDns, services: &[ServiceConfig]) -> Option<DnsConfig> {
+pub(crate) fn validate(cx: &mut Ctx<'_>, raw: RawDns, services: &[ServiceConfig], base: &std::path::Path) -> Option<DnsConfig> {
     let before = cx.errors_len();
     let p = vec![k("dns")];
+    let mut keys: Vec<crate::provider::tsig::Key> = Vec::new();
+    for (i, rk) in raw.keys.into_iter().enumerate() {
+        let kp = with(&p, &[k("key"), Seg::Index(i)]);
+        let name = Name::parse_absolute(rk.name.trim()).map_err(|e| cx.err(&with(&kp, &[k("name")]), e)).ok();
+        let algorithm = match rk.algorithm.as_deref() {
+            None => Some(crate::provider::tsig::Algorithm::HmacSha256),
+            Some(a) => crate::provider::tsig::Algorithm::parse(a).or_else(|| {
+                cx.err(&with(&kp, &[k("algorithm")]), format!("expected hmac-sha256, hmac-sha384 or hmac-sha512, got \"{a}\""));
+                None
+            }),
+        };
+        let src = crate::config::secret::SecretSource { key: "secret", inline: rk.secret, file: rk.secret_file, env: rk.secret_env };
+        let secret = match crate::config::secret::read_secret(cx, &kp, base, src) {
+            Some(s) => crate::provider::tsig::parse_secret(s.expose()).map_err(|e| cx.err(&with(&kp, &[k("secret")]), e)).ok(),
+            None => {
+                cx.err(&kp, "a key needs its secret: secret, secret_file or secret_env (base64, or a BIND key file)");
+                None
+            }
+        };
+        if let (Some(name), Some(algorithm), Some(secret)) = (name, algorithm, secret) {
+            if keys.iter().any(|x| x.name == name) {
+                cx.err(&with(&kp, &[k("name")]), format!("key {name} is configured twice"));
+            }
+            keys.push(crate::provider::tsig::Key { name, algorithm, secret });
+        }
+    }
 
     let mut listen = Vec::new();
-    if raw.listen.is_empty() {
+    let raw_listen = raw.listen.unwrap_or_else(default_listen);
+    if raw_listen.is_empty() {
         cx.err(&with(&p, &[k("listen")]), "expected at least one address such as \"0.0.0.0:53\"");
     }
-    for (i, l) in raw.listen.iter().enumerate() {
+    for (i, l) in raw_listen.iter().enumerate() {
         let parsed = l.parse::<SocketAddr>().or_else(|_| l.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)));
         match parsed {
             Ok(a) if listen.contains(&a) => cx.err(&with(&p, &[k("listen"), Seg::Index(i)]), format!("{a} is listed twice")),
@@ -485,7 +549,7 @@ pub(crate) fn validate(cx: &mut Ctx<'_>, raw: RawDns, services: &[ServiceConfig]
     let mut zones: Vec<ZoneConfig> = Vec::new();
     for (i, rz) in raw.zones.into_iter().enumerate() {
         let zp = with(&p, &[k("zone"), Seg::Index(i)]);
-        if let Some(z) = validate_zone(cx, rz, &zp, &by_name) {
+        if let Some(z) = validate_zone(cx, rz, &zp, &by_name, &keys) {
             if let Some(other) = zones.iter().find(|o| z.apex.is_within(&o.apex) || o.apex.is_within(&z.apex)) {
                 let msg = if other.apex == z.apex {
                     format!("zone {} is configured twice", z.apex)
@@ -510,6 +574,7 @@ pub(crate) fn validate(cx: &mut Ctx<'_>, raw: RawDns, services: &[ServiceConfig]
         max_udp_payload: raw.max_udp_payload,
         rrl,
         zones,
+        keys,
     })
 }
 
@@ -548,7 +613,7 @@ fn validate_rrl(cx: &mut Ctx<'_>, raw: Option<RawRrl>, p: &[Seg]) -> Option<RrlC
     Some(RrlConfig { rate, slip, window, loopback })
 }
 
-fn validate_zone(cx: &mut Ctx<'_>, rz: RawZone, zp: &[Seg], services: &HashMap<&str, &ServiceConfig>) -> Option<ZoneConfig> {
+fn validate_zone(cx: &mut Ctx<'_>, rz: RawZone, zp: &[Seg], services: &HashMap<&str, &ServiceConfig>, keys: &[crate::provider::tsig::Key]) -> Option<ZoneConfig> {
     let before = cx.errors_len();
     let apex = match Name::parse_absolute(rz.name.trim()) {
         Ok(n) if !n.is_root() => n,
@@ -623,6 +688,26 @@ fn validate_zone(cx: &mut Ctx<'_>, rz: RawZone, zp: &[Seg], services: &HashMap<&
         match IpNet::parse(a) {
             Ok(n) => allow_transfer.push(n),
             Err(e) => cx.err(&with(zp, &[k("allow_transfer"), Seg::Index(i)]), e),
+        }
+    }
+
+    let transfer_key = match rz.transfer_key.as_deref().map(|n| Name::parse_absolute(n.trim())) {
+        None => None,
+        Some(Ok(n)) if keys.iter().any(|x| x.name == n) => Some(n),
+        Some(Ok(n)) => {
+            cx.err(&with(zp, &[k("transfer_key")]), format!("no [[dns.key]] named {n}"));
+            None
+        }
+        Some(Err(e)) => {
+            cx.err(&with(zp, &[k("transfer_key")]), e);
+            None
+        }
+    };
+    let mut notify = Vec::new();
+    for (i, s) in rz.notify.iter().enumerate() {
+        match crate::provider::config::parse_server(s) {
+            Some(a) => notify.push(a),
+            None => cx.err(&with(zp, &[k("notify"), Seg::Index(i)]), format!("expected a secondary's address such as \"192.0.2.54:53\", got \"{s}\"")),
         }
     }
 
@@ -789,7 +874,7 @@ fn validate_zone(cx: &mut Ctx<'_>, rz: RawZone, zp: &[Seg], services: &HashMap<&
     if cx.errors_len() > before {
         return None;
     }
-    Some(ZoneConfig { apex, soa, nameservers, allow_transfer, records })
+    Some(ZoneConfig { apex, soa, nameservers, allow_transfer, transfer_key, notify, records })
 }
 
 fn display_rel(apex: &Name) -> String {

@@ -20,11 +20,18 @@
 //!   returned as [`Reply::Transfer`];
 //! - over UDP, a response larger than the client's limit (512 without EDNS, else its payload
 //!   size capped by `max_udp_payload`) drops the additional section, then sets TC=1 and sends
-//!   the question alone.
+//!   the question alone;
+//! - TSIG (RFC 8945): a request signed with a key of `[[dns.key]]` is answered as usual and the
+//!   answer signed (every message of a transfer); an unknown key gets NOTAUTH with a TSIG
+//!   error record BADKEY, a wrong MAC BADSIG, a time outside the fudge BADTIME, all unsigned.
+//!   A zone with `transfer_key` transfers only to requests signed with it. Signed requests are
+//!   the one place the handler reads the clock (the TSIG time check) and allocates beyond the
+//!   reply buffer.
 
 use std::net::IpAddr;
 
-use super::name::MAX_NAME;
+use super::name::{MAX_NAME, Name};
+use crate::provider::tsig::{self, Key};
 use super::table::{Answer, Table, ZoneTable};
 use super::wire::{CLASS_IN, Writer, rcode, rtype};
 
@@ -292,10 +299,68 @@ pub fn handle(table: &Table, req: &[u8], transport: Transport, client: IpAddr, o
     if r.qdcount != 1 {
         return simple(out, 0, rcode::FORMERR);
     }
+    let mut signer: Option<(&Key, Vec<u8>)> = None;
     if r.tsig {
-        // We hold no TSIG keys, so no signature can be verified (RFC 8945 5.2).
-        return simple(out, 0, rcode::NOTAUTH);
+        let now = unix_now();
+        let Some(found) = tsig::find(req) else { return simple(out, 0, rcode::FORMERR) };
+        let Some(key) = table.keys.iter().find(|k| k.name == found.key_name && k.algorithm.name() == found.algorithm) else {
+            // RFC 8945 5.2.1: unknown key or algorithm: NOTAUTH, TSIG error BADKEY, unsigned.
+            simple(out, 0, rcode::NOTAUTH);
+            *out = tsig::error_record(out, &found.key_name, &found.algorithm, now, tsig::error::BADKEY);
+            return Reply::Message;
+        };
+        match tsig::verify(req, key, now, None) {
+            tsig::Checked::Valid { mac } => signer = Some((key, mac)),
+            other => {
+                let err = if matches!(other, tsig::Checked::BadTime(_)) { tsig::error::BADTIME } else { tsig::error::BADSIG };
+                simple(out, 0, rcode::NOTAUTH);
+                *out = tsig::error_record(out, &found.key_name, &found.algorithm, now, err);
+                return Reply::Message;
+            }
+        }
     }
+    let reply = answer(table, &r, q, qd, transport, client, out, limit, signer.as_ref().map(|(k, _)| &k.name));
+    let Some((key, request_mac)) = signer else { return reply };
+    let now = unix_now();
+    match reply {
+        Reply::Drop => Reply::Drop,
+        Reply::Message => {
+            *out = tsig::sign(out, key, now, Some(&request_mac)).0;
+            Reply::Message
+        }
+        Reply::Transfer(msgs) => {
+            let mut signed = Vec::with_capacity(msgs.len());
+            let mut prior: Option<Vec<u8>> = None;
+            for m in msgs {
+                let (s, mac) = match &prior {
+                    None => tsig::sign(&m, key, now, Some(&request_mac)),
+                    Some(p) => tsig::sign_next(&m, key, now, p),
+                };
+                prior = Some(mac);
+                signed.push(s);
+            }
+            Reply::Transfer(signed)
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The answer to a parsed, authenticated (or unsigned) query; `signed_with` names the TSIG key
+/// the request was signed with.
+#[allow(clippy::too_many_arguments)]
+fn answer(table: &Table, r: &Request<'_>, q: &[u8], qd: u16, transport: Transport, client: IpAddr, out: &mut Vec<u8>, limit: usize, signed_with: Option<&Name>) -> Reply {
+    let simple = |out: &mut Vec<u8>, flags: u8, rc: u8| {
+        let ar = u16::from(r.edns.is_some());
+        header(out, r.id, r.opcode, r.rd, r.cd, flags, rc, [qd, 0, 0, ar]);
+        out.extend_from_slice(q);
+        if let Some(e) = r.edns {
+            opt(out, table, e, 0);
+        }
+        Reply::Message
+    };
     // QCLASS ANY (255) matches our IN data (RFC 1035 3.2.5), as Knot and BIND answer it.
     if r.qclass != CLASS_IN && r.qclass != CLASS_ANY {
         return simple(out, 0, rcode::REFUSED);
@@ -312,19 +377,23 @@ pub fn handle(table: &Table, req: &[u8], transport: Transport, client: IpAddr, o
         if qname != zone.apex.wire() {
             return simple(out, 0, rcode::NOTAUTH);
         }
-        if !zone.allow_transfer.iter().any(|n| n.contains(client)) {
+        // With a transfer key, the key is what admits a secondary (and `allow_transfer`, when
+        // given, narrows the addresses); without one, the address list alone.
+        let key_ok = zone.transfer_key.as_ref().is_none_or(|k| signed_with == Some(k));
+        let addr_ok = zone.allow_transfer.iter().any(|n| n.contains(client)) || (zone.transfer_key.is_some() && zone.allow_transfer.is_empty());
+        if !(key_ok && addr_ok) {
             return simple(out, 0, rcode::REFUSED);
         }
         if transport == Transport::Udp {
             // IXFR over UDP: the current SOA tells the client to come back over TCP.
             let node = zone.nodes.get(qname);
             if let Some(a) = node.map(|n| n.answer(rtype::SOA)) {
-                write_answer(out, table, &r, q, a, limit);
+                write_answer(out, table, r, q, a, limit);
                 return Reply::Message;
             }
             return simple(out, 0, rcode::SERVFAIL);
         }
-        return Reply::Transfer(transfer(zone, &r, q));
+        return Reply::Transfer(transfer(zone, r, q));
     }
 
     match zone.nodes.get(qname) {
@@ -332,7 +401,7 @@ pub fn handle(table: &Table, req: &[u8], transport: Transport, client: IpAddr, o
             if node.failover {
                 table.note_failover_answer();
             }
-            write_answer(out, table, &r, q, node.answer(r.qtype), limit);
+            write_answer(out, table, r, q, node.answer(r.qtype), limit);
         }
         None => {
             // NXDOMAIN: SOA owner = pointer to the apex inside the question name.
@@ -512,6 +581,46 @@ mod tests {
         }
         let r = handle(&t, &axfr, Transport::Udp, "127.0.0.5".parse().unwrap(), &mut out);
         assert_eq!((r, out[3] & 0x0F), (Reply::Message, rcode::NOTIMP));
+    }
+
+    /// RFC 8945: a known key's request is answered signed (a transfer: every message, bound to
+    /// the request's MAC and then to the previous one); an unknown key gets NOTAUTH with BADKEY,
+    /// a wrong secret BADSIG; a zone with a transfer key refuses unsigned transfers.
+    #[test]
+    fn tsig_signed_requests_badkey_and_transfer_keys() {
+        use crate::provider::tsig::{self, Algorithm, Checked, Key};
+        let key = Key { name: crate::dns::name::Name::parse_absolute("xfr").unwrap(), algorithm: Algorithm::HmacSha256, secret: b"0123456789abcdef".to_vec() };
+        let mut cfg = crate::dns::table::tests::sample();
+        cfg.keys = vec![key.clone()];
+        cfg.zones[0].transfer_key = Some(key.name.clone());
+        let served = HashMap::from([("www".to_string(), vec!["127.0.0.2".parse().unwrap()])]);
+        let t = compile(&cfg, &served, &[42]);
+        let now = unix_now();
+        let client: IpAddr = "192.0.2.9".parse().unwrap();
+        let mut out = Vec::new();
+
+        let (signed, mac) = tsig::sign(&query("example.test", rtype::AXFR, None), &key, now, None);
+        let Reply::Transfer(msgs) = handle(&t, &signed, Transport::Tcp, client, &mut out) else { panic!("a signed transfer is allowed from any address") };
+        assert!(matches!(tsig::verify(&msgs[0], &key, now, Some(&mac)), Checked::Valid { .. }));
+
+        let (signed, mac) = tsig::sign(&query("www.example.test", rtype::A, None), &key, now, None);
+        assert_eq!(handle(&t, &signed, Transport::Udp, client, &mut out), Reply::Message);
+        assert!(matches!(tsig::verify(&out, &key, now, Some(&mac)), Checked::Valid { .. }));
+        assert_eq!(out[3] & 0x0F, rcode::NOERROR);
+
+        let stranger = Key { name: crate::dns::name::Name::parse_absolute("stranger").unwrap(), ..key.clone() };
+        let (signed, _) = tsig::sign(&query("www.example.test", rtype::A, None), &stranger, now, None);
+        handle(&t, &signed, Transport::Udp, client, &mut out);
+        assert_eq!(out[3] & 0x0F, rcode::NOTAUTH);
+        assert_eq!(tsig::find(&out).map(|f| (f.error, f.mac.len())), Some((tsig::error::BADKEY, 0)));
+
+        let wrong = Key { secret: b"another secret..".to_vec(), ..key.clone() };
+        let (signed, _) = tsig::sign(&query("www.example.test", rtype::A, None), &wrong, now, None);
+        handle(&t, &signed, Transport::Udp, client, &mut out);
+        assert_eq!(tsig::find(&out).map(|f| f.error), Some(tsig::error::BADSIG));
+
+        let r = handle(&t, &query("example.test", rtype::AXFR, None), Transport::Tcp, client, &mut out);
+        assert_eq!((r, out[3] & 0x0F), (Reply::Message, rcode::REFUSED), "unsigned transfers are refused");
     }
 
     #[test]

@@ -59,6 +59,7 @@ pub mod client;
 pub mod config;
 pub mod handler;
 pub mod name;
+pub mod notify;
 pub mod rrl;
 pub mod serial;
 pub mod server;
@@ -416,6 +417,7 @@ impl Dns {
         cur.since_us = now_us();
         let now = unix_secs();
         let mut serials = Vec::new();
+        let mut notify = Vec::new();
         let cfg = st.cfg.clone();
         for (i, z) in cfg.zones.iter().enumerate() {
             let uses = z.records.iter().any(|r| matches!(&r.kind, RecordKind::Failover { service: s, .. } if s == service));
@@ -424,12 +426,21 @@ impl Dns {
                 let s = st.serials[i];
                 st.issue(s);
                 serials.push(s);
+                if !z.notify.is_empty() {
+                    notify.push((i, s));
+                }
             }
         }
         let mut table = st.compile();
         table.epoch = Some(epoch);
         self.inner.table.store(Arc::new(table));
         drop(st);
+        // Secondaries hear of the new serial only after the table that serves it is in place.
+        for (i, serial) in notify {
+            let z = &cfg.zones[i];
+            let key = z.transfer_key.as_ref().and_then(|k| cfg.keys.iter().find(|x| &x.name == k));
+            notify::send(&z.apex, serial, &z.notify, key);
+        }
         Ok(Applied { changed: true, addresses: addrs, serials, swap_time: started.elapsed() })
     }
 

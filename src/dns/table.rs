@@ -75,6 +75,8 @@ pub struct ZoneTable {
     pub soa_tail: Box<[u8]>,
     pub serial: u32,
     pub allow_transfer: Vec<IpNet>,
+    /// Transfers must be signed with this key (see `DnsConfig::keys`).
+    pub transfer_key: Option<Name>,
     /// Every record, SOA first, for zone transfers.
     pub records: Vec<(Name, u32, Rdata)>,
 }
@@ -91,6 +93,8 @@ pub struct Table {
     pub first_failover_answer_ns: AtomicU64,
     /// The decision epoch whose change produced this table (`None` for the start-up table).
     pub epoch: Option<u64>,
+    /// TSIG keys signed requests are checked with (`[[dns.key]]`).
+    pub keys: Vec<crate::provider::tsig::Key>,
 }
 
 impl Table {
@@ -142,7 +146,7 @@ pub fn compile_with(cfg: &DnsConfig, served: &HashMap<String, Vec<IpAddr>>, seri
         .enumerate()
         .map(|(i, z)| compile_zone(z, served, serials.get(i).copied().unwrap_or(1), suspect))
         .collect();
-    Table { zones, max_udp_payload: cfg.max_udp_payload, created: Instant::now(), first_failover_answer_ns: AtomicU64::new(0), epoch: None }
+    Table { zones, max_udp_payload: cfg.max_udp_payload, created: Instant::now(), first_failover_answer_ns: AtomicU64::new(0), epoch: None, keys: cfg.keys.clone() }
 }
 
 fn zone_data(z: &ZoneConfig, served: &HashMap<String, Vec<IpAddr>>, serial: u32, suspect: &HashSet<String>) -> (ZoneData, Vec<Name>) {
@@ -267,7 +271,7 @@ fn compile_zone(z: &ZoneConfig, served: &HashMap<String, Vec<IpAddr>>, serial: u
             }
         }
     }
-    ZoneTable { apex: z.apex.clone(), nodes, soa_tail, serial, allow_transfer: z.allow_transfer.clone(), records }
+    ZoneTable { apex: z.apex.clone(), nodes, soa_tail, serial, allow_transfer: z.allow_transfer.clone(), transfer_key: z.transfer_key.clone(), records }
 }
 
 struct ZoneCx<'a> {
@@ -476,11 +480,14 @@ pub(crate) mod tests {
             tcp_write_timeout: std::time::Duration::from_secs(2),
             max_udp_payload: 1232,
             rrl: None,
+            keys: vec![],
             zones: vec![ZoneConfig {
                 apex: apex.clone(),
                 soa: SoaConfig { mname: n("ns1.example.test"), rname: n("hostmaster.example.test"), ttl: 3600, refresh: 3600, retry: 600, expire: 604800, minimum: 60 },
                 nameservers: vec![(n("ns1.example.test"), vec!["127.0.0.1".parse().unwrap()])],
                 allow_transfer: vec![],
+                transfer_key: None,
+                notify: vec![],
                 records: vec![
                     RecordConfig { name: n("www.example.test"), ttl: 5, kind: RecordKind::Failover { service: "www".into(), suspect_ttl: Some(1) } },
                     RecordConfig { name: n("alias.example.test"), ttl: 300, kind: RecordKind::Static(vec![Rdata::Cname(n("www.example.test"))]) },

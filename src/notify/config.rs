@@ -8,7 +8,6 @@
 //! environment variable), and are read here, so a missing secret is a located config error.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -103,21 +102,7 @@ fn default_resend() -> Duration {
     Duration::from_secs(60)
 }
 
-/// A value that must not show up in logs or `Debug` output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
+pub use crate::config::secret::Secret;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct NotifyConfig {
@@ -196,55 +181,7 @@ impl NotifyConfig {
     }
 }
 
-/// One secret given inline, as `<key>_file` or as `<key>_env`.
-struct SecretSource<'a> {
-    key: &'a str,
-    inline: Option<String>,
-    file: Option<String>,
-    env: Option<String>,
-}
-
-fn read_secret(cx: &mut Ctx<'_>, path: &[Seg], base: &Path, s: SecretSource<'_>) -> Option<Secret> {
-    let given = [s.inline.is_some(), s.file.is_some(), s.env.is_some()].iter().filter(|x| **x).count();
-    let key = s.key;
-    if given > 1 {
-        cx.err(&with(path, &[k(key)]), format!("give only one of `{key}`, `{key}_file` and `{key}_env`"));
-        return None;
-    }
-    if let Some(v) = s.inline {
-        if v.trim().is_empty() {
-            cx.err(&with(path, &[k(key)]), "expected a value, got an empty string");
-            return None;
-        }
-        return Some(Secret(v));
-    }
-    if let Some(f) = s.file {
-        let p = resolve(base, &f);
-        let at = with(path, &[k(&format!("{key}_file"))]);
-        return match crate::config::read_secret_file(&p) {
-            Ok(t) => Some(Secret(t)),
-            Err(e) => {
-                cx.err(&at, e);
-                None
-            }
-        };
-    }
-    if let Some(var) = s.env {
-        let at = with(path, &[k(&format!("{key}_env"))]);
-        return match std::env::var(&var) {
-            Ok(v) if !v.trim().is_empty() => Some(Secret(v.trim().to_string())),
-            Ok(_) => {
-                cx.err(&at, format!("environment variable {var} is empty"));
-                None
-            }
-            Err(_) => {
-                cx.err(&at, format!("environment variable {var} is not set"));
-                None
-            }
-        };
-    }
-    None
-}
+pub(crate) use crate::config::secret::{SecretSource, read_secret};
 
 /// `show` says whether the value may appear in the message: a secret URL (Slack, webhook) is
 /// described without it, since config errors reach logs, terminals and CI output.
