@@ -27,6 +27,8 @@ PACKAGES=(
   procps           # ps, for process accounting in benchmarks
   prometheus-alertmanager  # a real Alertmanager for the notification tests
   systemd          # systemd-analyze verify on dist/understudy.service
+  etcd-server      # a real three-member etcd for the cluster-mode tests (127.0.0.1-3)
+  etcd-client      # etcdctl, to look at what the cluster tests wrote
 )
 
 # Python packages from PyPI: aiosmtpd is the SMTP server the e-mail notification tests talk to.

@@ -37,6 +37,9 @@ use super::quorum::{Change, Committed, Key, Leader, Stored, View, health_text};
 use super::{ClusterStatus, Commit, Coordinator, Input, Proposal, Role};
 use crate::health::Health;
 
+/// How soon a failed renewal is tried again (through the next endpoint).
+const RETRY: Duration = Duration::from_millis(100);
+
 /// What the synchronous side asks the background task to do.
 #[derive(Debug)]
 enum Cmd {
@@ -170,6 +173,7 @@ impl Etcd {
         let cancel = CancellationToken::new();
         let task = Task { cfg, http, shared: shared.clone(), cmds: rx, cancel: cancel.clone() };
         tokio::spawn(task.run());
+        tokio::spawn(watchdog(shared.clone(), cancel.clone()));
         Ok(Etcd { shared, cmds: tx, cancel })
     }
 }
@@ -370,9 +374,9 @@ impl Task {
         let mut unpublished: BTreeMap<(String, String), Health> = BTreeMap::new();
         self.campaign(&gw, lease).await;
 
-        let mut tick = tokio::time::interval(self.cfg.renew_every());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
+        // The next renewal: every `renew_every` after a success; soon after a failure, through
+        // the next endpoint (an etcd member that died or is electing a new raft leader).
+        let mut next_renewal = sent + self.cfg.renew_every();
         let mut last_error = String::new();
         loop {
             let deadline = lock(&self.shared).act_until().expect("in a session");
@@ -383,10 +387,12 @@ impl Task {
                     let why = if last_error.is_empty() { "no answer".to_string() } else { last_error };
                     return End::Lost(format!("lease not renewed within {:?} ({why})", self.cfg.lease_ttl - self.cfg.safety_margin()));
                 }
-                _ = tick.tick() => {
+                _ = tokio::time::sleep_until(next_renewal.into()) => {
                     let sent = Instant::now();
+                    next_renewal = sent + RETRY;
                     match gw.keepalive(lease).await {
                         Ok(ttl) if ttl > 0 => {
+                            next_renewal = sent + self.cfg.renew_every();
                             let mut s = lock(&self.shared);
                             if let Some(sess) = s.session.as_mut() {
                                 sess.renewed_at = sent;
@@ -556,6 +562,20 @@ impl Task {
             Err(e) => {
                 let _ = s.inputs.send(Input::Refused { service: service.to_string(), epoch, why: format!("commit not confirmed: {e}") });
             }
+        }
+    }
+}
+
+/// Tell the core the moment this node's right to act ends, even while the session task waits
+/// on a slow request: `propose` already refuses from that instant on (it reads the clock), and
+/// the [`Input::Role`] says so without waiting for the session to notice.
+async fn watchdog(shared: Arc<Mutex<Shared>>, cancel: CancellationToken) {
+    loop {
+        let until = lock(&shared).act_until().filter(|t| *t > Instant::now());
+        let wake = until.unwrap_or_else(|| Instant::now() + Duration::from_millis(100));
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep_until(wake.into()) => lock(&shared).emit(),
         }
     }
 }

@@ -248,11 +248,15 @@ impl Gateway {
     /// objects, one per line, for as long as the connection lasts.
     pub async fn watch(&self, prefix: &str, start_revision: i64) -> Result<Watch, EtcdError> {
         let body = json!({ "create_request": { "key": b64(prefix.as_bytes()), "range_end": b64(&range_end(prefix)), "start_revision": start_revision.to_string() } });
-        let resp = self.request("v3/watch", &body)?.send().await.map_err(|e| self.transport(error_chain(&e)))?;
+        // Bounded until the answer's headers; the stream itself lasts as long as etcd keeps it.
+        let resp = match tokio::time::timeout(self.timeout, self.request("v3/watch", &body)?.send()).await {
+            Ok(r) => r.map_err(|e| self.transport(error_chain(&e)))?,
+            Err(_) => return Err(self.transport(format!("no answer to the watch within {:?}", self.timeout))),
+        };
         if !resp.status().is_success() {
             return Err(EtcdError::Refused { endpoint: self.endpoint().to_string(), status: resp.status().as_u16(), message: "watch refused".into() });
         }
-        Ok(Watch { resp, buf: Vec::new(), endpoint: self.endpoint().to_string(), prefix: format!("{prefix}") })
+        Ok(Watch { resp, buf: Vec::new(), endpoint: self.endpoint().to_string(), prefix: prefix.to_string() })
     }
 }
 
