@@ -314,7 +314,7 @@ impl Watch {
             let Some(rel) = kv.key.strip_prefix(&self.prefix) else { continue };
             let key = rel.to_string();
             match ev.get("type").and_then(Value::as_str) {
-                Some("DELETE") => changes.push(Change::Delete { key }),
+                Some("DELETE") => changes.push(Change::Delete { key, revision: kv.mod_revision }),
                 _ => changes.push(Change::Put { key, value: kv.value, create_revision: kv.create_revision, mod_revision: kv.mod_revision }),
             }
         }

@@ -148,7 +148,8 @@ pub struct Stored {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     Put { key: String, value: Vec<u8>, create_revision: i64, mod_revision: i64 },
-    Delete { key: String },
+    /// `revision`: the revision of the deletion.
+    Delete { key: String, revision: i64 },
 }
 
 /// What the keys under the prefix say: live nodes and their verdicts, the leader, the
@@ -178,11 +179,15 @@ impl View {
                     }
                     None => self.unreadable.push(key.clone()),
                 },
+                // The leader and decisions are also set from this node's own transactions, which
+                // can be ahead of the watch: an older event never rolls them back.
                 Some(Key::Leader) => match std::str::from_utf8(value) {
+                    Ok(_) if self.leader.as_ref().is_some_and(|l| l.revision > *create_revision) => {}
                     Ok(node) if !node.is_empty() => self.leader = Some(Leader { node: node.to_string(), revision: *create_revision }),
                     _ => self.unreadable.push(key.clone()),
                 },
                 Some(Key::Decision { service }) => match serde_json::from_slice::<Committed>(value) {
+                    Ok(_) if self.decisions.get(&service).is_some_and(|d| d.mod_revision > *mod_revision) => {}
                     Ok(decision) => {
                         self.decisions.insert(service, Stored { decision, mod_revision: *mod_revision });
                     }
@@ -190,7 +195,7 @@ impl View {
                 },
                 None => {}
             },
-            Change::Delete { key } => match Key::parse(key) {
+            Change::Delete { key, revision } => match Key::parse(key) {
                 Some(Key::Alive { node }) => {
                     self.alive.remove(&node);
                 }
@@ -202,9 +207,15 @@ impl View {
                         }
                     }
                 }
-                Some(Key::Leader) => self.leader = None,
+                Some(Key::Leader) => {
+                    if self.leader.as_ref().is_none_or(|l| l.revision < *revision) {
+                        self.leader = None;
+                    }
+                }
                 Some(Key::Decision { service }) => {
-                    self.decisions.remove(&service);
+                    if self.decisions.get(&service).is_none_or(|d| d.mod_revision < *revision) {
+                        self.decisions.remove(&service);
+                    }
                 }
                 None => {}
             },
@@ -318,10 +329,32 @@ mod tests {
         assert_eq!(v.decisions["www"].mod_revision, 6);
         assert_eq!(v.unreadable, vec!["decisions/bad".to_string()]);
         // b dies: its alive key goes; a alone is a majority of one.
-        v.apply(&Change::Delete { key: "nodes/b/alive".into() });
+        v.apply(&Change::Delete { key: "nodes/b/alive".into(), revision: 8 });
         assert_eq!(v.changed_verdicts(Quorum::Majority, &mut delivered), vec![]);
         assert_eq!(v.changed_verdicts(Quorum::Nodes(2), &mut delivered), vec![("www".into(), "p".into(), Health::Unknown)]);
-        v.apply(&Change::Delete { key: "leader".into() });
+        v.apply(&Change::Delete { key: "leader".into(), revision: 9 });
+        assert_eq!(v.leader, None);
+    }
+
+    #[test]
+    fn a_late_watch_event_never_rolls_back_this_node_s_own_commit_or_leadership() {
+        let decision = |epoch: u64| format!(r#"{{"epoch":{epoch},"active":"b","all_down":false,"by":"a"}}"#);
+        let mut v = View::default();
+        v.apply(&put("decisions/www", &decision(5), 10));
+        // This node's commit of epoch 6 succeeded at revision 12 and was recorded at once ...
+        v.decisions.insert("www".into(), Stored { decision: serde_json::from_str(&decision(6)).unwrap(), mod_revision: 12 });
+        // ... before the watch delivered the older write of epoch 5 (revision 11).
+        v.apply(&put("decisions/www", &decision(5), 11));
+        assert_eq!((v.decisions["www"].decision.epoch, v.decisions["www"].mod_revision), (6, 12), "the next commit must compare against revision 12");
+        v.apply(&put("decisions/www", &decision(6), 12));
+        assert_eq!(v.decisions["www"].mod_revision, 12);
+        // A campaign won at revision 20; the deletion of the previous leader key (revision 19)
+        // and the old key's put arrive afterwards.
+        v.leader = Some(Leader { node: "a".into(), revision: 20 });
+        v.apply(&put("leader", "b", 15));
+        v.apply(&Change::Delete { key: "leader".into(), revision: 19 });
+        assert_eq!(v.leader, Some(Leader { node: "a".into(), revision: 20 }));
+        v.apply(&Change::Delete { key: "leader".into(), revision: 21 });
         assert_eq!(v.leader, None);
     }
 
@@ -378,14 +411,14 @@ mod tests {
                     0 => vec![put(&format!("nodes/{node}/alive"), node, rev)],
                     1 | 2 => vec![put(&format!("nodes/{node}/health/www/{}", targets[t]), health_text(h), rev)],
                     // The lease lapses: etcd deletes every key of the node.
-                    _ => keys.keys().filter(|k| k.starts_with(&format!("nodes/{node}/"))).map(|k| Change::Delete { key: k.clone() }).collect(),
+                    _ => keys.keys().filter(|k| k.starts_with(&format!("nodes/{node}/"))).map(|k| Change::Delete { key: k.clone(), revision: rev }).collect(),
                 };
                 for change in &changes {
                     match change {
                         Change::Put { key, value, .. } => {
                             keys.insert(key.clone(), (String::from_utf8(value.clone()).unwrap(), rev));
                         }
-                        Change::Delete { key } => {
+                        Change::Delete { key, .. } => {
                             keys.remove(key);
                         }
                     }

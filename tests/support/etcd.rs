@@ -181,21 +181,36 @@ impl Node {
     /// Apply what the coordinator sent, checking that committed epochs only grow.
     pub fn pump(&mut self) {
         while let Ok(i) = self.rx.try_recv() {
-            match i {
-                Input::Verdict { service, target, health } => {
-                    self.verdict_log.push((service.clone(), target.clone(), health));
-                    self.verdicts.insert((service, target), health);
-                }
-                Input::Committed { service, epoch, active, by, .. } => {
-                    let log = self.committed.entry(service.clone()).or_default();
-                    if let Some((last, ..)) = log.last() {
-                        assert!(epoch > *last, "{}: epoch {epoch} for {service} after {last}", self.name);
-                    }
-                    log.push((epoch, active, by));
-                }
-                Input::Refused { service, epoch, why } => self.refused.push((service, epoch, why)),
-                Input::Role(r) => self.role = r,
+            self.apply(i);
+        }
+    }
+
+    /// Wait up to `within` for the next input and apply it; false when none came.
+    pub async fn recv(&mut self, within: Duration) -> bool {
+        match tokio::time::timeout(within, self.rx.recv()).await {
+            Ok(Some(i)) => {
+                self.apply(i);
+                true
             }
+            _ => false,
+        }
+    }
+
+    fn apply(&mut self, i: Input) {
+        match i {
+            Input::Verdict { service, target, health } => {
+                self.verdict_log.push((service.clone(), target.clone(), health));
+                self.verdicts.insert((service, target), health);
+            }
+            Input::Committed { service, epoch, active, by, .. } => {
+                let log = self.committed.entry(service.clone()).or_default();
+                if let Some((last, ..)) = log.last() {
+                    assert!(epoch > *last, "{}: epoch {epoch} for {service} after {last}", self.name);
+                }
+                log.push((epoch, active, by));
+            }
+            Input::Refused { service, epoch, why } => self.refused.push((service, epoch, why)),
+            Input::Role(r) => self.role = r,
         }
     }
 
@@ -220,8 +235,22 @@ pub async fn until(nodes: &mut [Node], within: Duration, what: &str, mut cond: i
         }
         let roles: Vec<String> = nodes.iter().map(|n| format!("{}: {:?}", n.name, n.role)).collect();
         assert!(start.elapsed() < within, "timed out after {within:?} waiting for {what}; roles: {roles:#?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// Wait, input by input (no polling), until `cond` holds on every node in turn; the time taken
+/// is when the last node got there.
+pub async fn until_each(nodes: &mut [Node], within: Duration, what: &str, cond: impl Fn(&Node) -> bool) -> Duration {
+    let start = Instant::now();
+    for n in nodes.iter_mut() {
+        n.pump();
+        while !cond(n) {
+            let left = within.saturating_sub(start.elapsed());
+            assert!(n.recv(left).await, "{}: timed out after {within:?} waiting for {what}; role {:?}, refused {:?}, last committed {:?}", n.name, n.role, n.refused, n.committed);
+        }
+    }
+    start.elapsed()
 }
 
 pub fn leaders(nodes: &[Node]) -> Vec<usize> {
