@@ -15,7 +15,6 @@
 //! PID at the end (also on panic).
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 #[path = "../tests/support/etcd.rs"]
 mod etcd_support;

@@ -256,10 +256,10 @@ pub(crate) fn validate(cx: &mut Ctx<'_>, raw: RawCluster, base: &Path) -> Option
     if raw.cert_file.is_some() != raw.key_file.is_some() {
         cx.err(&at(if raw.cert_file.is_some() { "cert_file" } else { "key_file" }), "give both `cert_file` and `key_file` (client certificate and its key)");
     }
-    if let Some(pem) = &ca_pem {
-        if reqwest::Certificate::from_pem(pem).is_err() {
-            cx.err(&at("ca_file"), "not a PEM certificate");
-        }
+    if let Some(pem) = &ca_pem
+        && reqwest::Certificate::from_pem(pem).is_err()
+    {
+        cx.err(&at("ca_file"), "not a PEM certificate");
     }
     let identity_pem = match (cert, key) {
         (Some(mut c), Some(key)) => {

@@ -153,6 +153,12 @@ impl Etcd {
     /// Start the background task (needs a Tokio runtime). Returns at once; the node connects in
     /// the background and reports through `inputs` (first an [`Input::Role`]).
     pub fn start(cfg: EtcdConfig, inputs: mpsc::UnboundedSender<Input>) -> Result<Etcd, String> {
+        if cfg.endpoints.is_empty() {
+            return Err("no etcd endpoint".into());
+        }
+        if cfg.lease_ttl < Duration::from_secs(2) || cfg.lease_ttl.subsec_nanos() != 0 {
+            return Err(format!("lease_ttl must be whole seconds, at least 2s (got {:?})", cfg.lease_ttl));
+        }
         let http = http_client(cfg.ca_pem.as_deref(), cfg.identity_pem.as_deref(), cfg.request_timeout())?;
         let shared = Arc::new(Mutex::new(Shared {
             node: cfg.node.clone(),
@@ -314,10 +320,10 @@ impl Task {
     /// One session: a lease, a fresh view, a watch; runs until etcd is lost or we stop.
     async fn session(&mut self, endpoint: &mut usize, old_lease: &mut Option<i64>) -> End {
         let mut gw = self.gateway(*endpoint);
-        if let Some((user, pw)) = &self.cfg.auth {
-            if let Err(e) = gw.authenticate(user, pw.expose()).await {
-                return End::Lost(format!("authentication failed: {e}"));
-            }
+        if let Some((user, pw)) = &self.cfg.auth
+            && let Err(e) = gw.authenticate(user, pw.expose()).await
+        {
+            return End::Lost(format!("authentication failed: {e}"));
         }
         // The previous lease's keys (our verdicts, perhaps the leader key) go at once rather
         // than when it lapses; it may be gone already.
@@ -480,10 +486,10 @@ impl Task {
     async fn rotate(&self, endpoint: &mut usize, gw: &mut Gateway) {
         *endpoint += 1;
         let mut next = self.gateway(*endpoint);
-        if let Some((user, pw)) = &self.cfg.auth {
-            if let Err(e) = next.authenticate(user, pw.expose()).await {
-                tracing::debug!("cluster: authentication at {} failed: {e}", next.endpoint());
-            }
+        if let Some((user, pw)) = &self.cfg.auth
+            && let Err(e) = next.authenticate(user, pw.expose()).await
+        {
+            tracing::debug!("cluster: authentication at {} failed: {e}", next.endpoint());
         }
         *gw = next;
     }
@@ -510,10 +516,10 @@ impl Task {
                         sess.leader_revision = Some(r.revision);
                     }
                     s.view.leader = Some(Leader { node: self.cfg.node.clone(), revision: r.revision });
-                } else if let Some(kv) = r.kvs.first() {
-                    if let Ok(node) = String::from_utf8(kv.value.clone()) {
-                        s.view.leader = Some(Leader { node, revision: kv.create_revision });
-                    }
+                } else if let Some(kv) = r.kvs.first()
+                    && let Ok(node) = String::from_utf8(kv.value.clone())
+                {
+                    s.view.leader = Some(Leader { node, revision: kv.create_revision });
                 }
                 s.emit();
             }

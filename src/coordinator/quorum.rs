@@ -207,16 +207,11 @@ impl View {
                         }
                     }
                 }
-                Some(Key::Leader) => {
-                    if self.leader.as_ref().is_none_or(|l| l.revision < *revision) {
-                        self.leader = None;
-                    }
+                Some(Key::Leader) if self.leader.as_ref().is_none_or(|l| l.revision < *revision) => self.leader = None,
+                Some(Key::Decision { service }) if self.decisions.get(&service).is_none_or(|d| d.mod_revision < *revision) => {
+                    self.decisions.remove(&service);
                 }
-                Some(Key::Decision { service }) => {
-                    if self.decisions.get(&service).is_none_or(|d| d.mod_revision < *revision) {
-                        self.decisions.remove(&service);
-                    }
-                }
+                Some(Key::Leader | Key::Decision { .. }) => {}
                 None => {}
             },
         }
