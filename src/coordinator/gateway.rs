@@ -5,7 +5,10 @@
 //! Why not the `etcd-client` crate: it speaks gRPC through tonic and prost and needs `protoc`
 //! (Debian `protobuf-compiler`) at build time; the gateway is the same API, served by the same
 //! etcd process, over the HTTP client the daemon already has (reqwest), with no new build step.
-//! Keys and values are base64 in JSON and 64-bit numbers are strings.
+//! Measured here: `etcd-client` 0.21 brings 25 crates this tree does not have (tonic, prost,
+//! prost-build, tonic-build, petgraph, regex, pulldown-cmark...) and its build script runs
+//! `protoc`; a fresh debug build of it with tokio took 83 s of CPU. This file adds none (base64
+//! was already in the tree). Keys and values are base64 in JSON and 64-bit numbers are strings.
 //!
 //! This module keeps no cluster state and makes no decisions: one request, one answer.
 

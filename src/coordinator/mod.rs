@@ -4,7 +4,7 @@
 //! The per-service machine (`crate::service`) decides *what* it wants; the coordinator says
 //! whether that stands and gives it its **epoch**, the fencing token every actuator checks.
 //! [`Standalone`] (the default, one node) commits at once: its epochs only grow per service and
-//! the durable event log makes them survive restarts. A cluster coordinator (etcd, next) commits
+//! the durable event log makes them survive restarts. A cluster coordinator ([`Etcd`], `etcd.rs`) commits
 //! through the cluster, so the epoch becomes cluster-wide and a node that is not the leader, or
 //! is cut off, cannot move traffic; it also combines every node's health verdicts (vantage
 //! points) into one.
