@@ -30,6 +30,8 @@ PACKAGES=(
   pdns-server      # PowerDNS Authoritative: the powerdns provider's peer (its HTTP API)
   pdns-backend-sqlite3  # the sqlite3 backend that PowerDNS test instance keeps its zone in
   sqlite3          # creates that PowerDNS test database from PowerDNS's schema
+  etcd-server      # a real three-member etcd for the cluster-mode tests (127.0.0.1-3)
+  etcd-client      # etcdctl, to look at what the cluster tests wrote
 )
 
 # Python packages from PyPI: aiosmtpd is the SMTP server the e-mail notification tests talk to;

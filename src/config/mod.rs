@@ -44,6 +44,8 @@ pub struct Config {
     pub drill: crate::drill::config::DrillConfig,
     /// `[heartbeat]`: the dead man's switch.
     pub heartbeat: Option<crate::drill::config::HeartbeatConfig>,
+    /// `[cluster]`: which coordinator commits decisions (standalone unless configured).
+    pub cluster: crate::coordinator::config::ClusterConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]

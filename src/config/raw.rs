@@ -25,6 +25,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub drill: crate::drill::config::RawDrill,
     pub heartbeat: Option<crate::drill::config::RawHeartbeat>,
+    /// `[cluster]`: standalone or etcd; the structs live with the coordinator in `coordinator/config.rs`.
+    pub cluster: Option<crate::coordinator::config::RawCluster>,
 }
 
 #[derive(Debug, Deserialize)]

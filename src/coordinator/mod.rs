@@ -4,7 +4,7 @@
 //! The per-service machine (`crate::service`) decides *what* it wants; the coordinator says
 //! whether that stands and gives it its **epoch**, the fencing token every actuator checks.
 //! [`Standalone`] (the default, one node) commits at once: its epochs only grow per service and
-//! the durable event log makes them survive restarts. A cluster coordinator (etcd, next) commits
+//! the durable event log makes them survive restarts. A cluster coordinator ([`Etcd`], `etcd.rs`) commits
 //! through the cluster, so the epoch becomes cluster-wide and a node that is not the leader, or
 //! is cut off, cannot move traffic; it also combines every node's health verdicts (vantage
 //! points) into one.
@@ -13,9 +13,16 @@
 //! They never block the core: a verdict or commit that needs the network comes back later as an
 //! [`Input`] on the core's channel.
 
+pub mod config;
+pub mod etcd;
+pub mod gateway;
+pub mod quorum;
 pub mod standalone;
 
+pub use etcd::Etcd;
 pub use standalone::Standalone;
+
+use std::collections::BTreeMap;
 
 use crate::health::Health;
 
@@ -37,6 +44,10 @@ pub enum Commit {
     /// Not this node's to make (another node leads, or the cluster is unreachable): the machine
     /// keeps its previous decision and its actuators are not touched.
     Refused { why: String },
+    /// Sent to the cluster (this node leads): the answer comes as [`Input::Committed`] (with the
+    /// epoch the cluster gave it) or [`Input::Refused`]. Until then the machine keeps its previous
+    /// decision and actuators are not touched.
+    Later,
 }
 
 /// What a coordinator tells the core later (cluster coordinators only).
@@ -44,6 +55,48 @@ pub enum Commit {
 pub enum Input {
     /// The cluster's verdict on a target changed.
     Verdict { service: String, target: String, health: Health },
+    /// A decision committed in the cluster, by this node or another (a follower learns every
+    /// decision this way, and every node hears the committed decisions when it (re)connects):
+    /// the machine adopts it as its current decision with this epoch, and the actuators apply it.
+    /// Sent at most once per service and epoch, with epochs strictly increasing per service.
+    /// It wins over an earlier [`Input::Refused`] of the same proposal (a commit whose answer
+    /// timed out may still have been committed).
+    Committed { service: String, epoch: u64, active: Option<String>, all_down: bool, by: String },
+    /// A proposal answered [`Commit::Later`] was not committed: leadership was lost, another
+    /// decision was committed meanwhile, or etcd could not be reached. The machine keeps its
+    /// previous decision (and may propose again).
+    Refused { service: String, epoch: u64, why: String },
+    /// This node's role changed: who leads, whether this node may decide and act, and why not.
+    Role(Role),
+}
+
+/// This node's place in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Role {
+    /// The leading node, as this node last saw it (`None`: no leader, or cut off).
+    pub leader: Option<String>,
+    /// This node leads, holds its lease within the safety margin, and may commit and act
+    /// (actuators that act outside, such as hooks, run only while this is true).
+    pub leading: bool,
+    /// This node reaches etcd and its lease is alive.
+    pub connected: bool,
+    /// Why this node does not decide (`None` while it leads): "mon-b leads", "no leader elected
+    /// yet", "cut off from etcd: ...".
+    pub why: Option<String>,
+}
+
+/// What a cluster coordinator knows, for the status API and CLI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterStatus {
+    pub kind: &'static str,
+    pub node: String,
+    pub role: Role,
+    /// Each live node's verdicts: node -> (service, target) -> health.
+    pub views: BTreeMap<String, BTreeMap<(String, String), Health>>,
+    /// The cluster's verdicts (the quorum of the views).
+    pub verdicts: BTreeMap<(String, String), Health>,
+    /// The last committed epoch per service.
+    pub epochs: BTreeMap<String, u64>,
 }
 
 /// Where decisions are committed. One per daemon; the core calls it from its loop, so every
@@ -59,4 +112,13 @@ pub trait Coordinator: Send + 'static {
 
     /// `service`'s machine proposes a decision.
     fn propose(&mut self, service: &str, proposal: &Proposal) -> Commit;
+
+    /// The cluster as this node sees it; `None` for a single node.
+    fn status(&self) -> Option<ClusterStatus> {
+        None
+    }
+
+    /// The daemon is stopping: hand leadership over now (release the lease) instead of letting
+    /// it lapse. Returns at once; the release is best effort.
+    fn release(&mut self) {}
 }

@@ -253,6 +253,12 @@ impl Service {
                 fx.push(Effect::Refused { epoch: d.epoch, why });
                 return;
             }
+            // A cluster coordinator answers later (`Input::Committed`); the daemon does not run
+            // one yet (issue 11), so nothing is actuated until then.
+            Commit::Later => {
+                fx.push(Effect::Refused { epoch: d.epoch, why: "proposed to the cluster; waiting for its commit".into() });
+                return;
+            }
         }
         let (from, to) = (self.target_ref(d.from), self.target_ref(d.to));
         fx.push(Effect::Record(Event::Decision {

@@ -12,6 +12,7 @@ mod actuators; // hooks: chatty, detaching, slow (DNS not delayed), retried; cle
 mod api; // the router through `oneshot`: status codes, auth, error bodies, metrics names
 mod api_security; // Host/Origin/Content-Type guard, generated token, TLS, caps, sd_notify, the systemd unit
 mod cadence; // the fast cadence with the real binary: fast re-checks, down interval, status
+mod cluster; // cluster mode on a real 3-member etcd: vantage quorum, one leader, failover, fencing, member loss
 mod config_errors; // check-config and run with bad files: file, line, key, expectation; exit 2
 mod crash; // kill -9 and restart: events, overrides, incidents intact; decision reconciled
 mod demo; // README's first command: `understudy demo` end to end
