@@ -1,14 +1,9 @@
 //! Check scheduler: one task per target, random initial offset, hard timeout, and a cadence that
 //! follows the target's health.
 //!
-//! Each target's task waits a random offset in `[0, interval)` (so N targets spread over the
-//! interval instead of firing together), then checks at `start + k * interval` while nothing is
-//! changing. The first slot is drawn on a process-wide grid of [`SLOT_GRAIN`] (5 ms), so with an
-//! interval that is a multiple of it (1 s, 250 ms...) every slot of every target falls on the
-//! grid: the runtime wakes up at most 200 times a second and starts the checks due in a batch,
-//! instead of once per millisecond with one or two checks each time (each wake-up is a context
-//! switch and an `epoll_wait`; HAProxy batches its checks the same way). Lag is still measured
-//! against the slot, which is on the grid. A check that overran its slot (the runtime was busy) skips the missed
+//! Each target's task waits a uniformly random offset in `[0, interval)` (so N targets spread
+//! over the interval instead of firing together), then checks at `start + k * interval` while
+//! nothing is changing. A check that overran its slot (the runtime was busy) skips the missed
 //! slots and resumes at the next future one: it never bursts to catch up. Before each check it
 //! records how late it woke into the [`LagHistogram`].
 //!
@@ -56,16 +51,6 @@ use crate::health::Cadence;
 /// Shortest interval we schedule at; config validation asks for much more, this only keeps a
 /// zero from becoming a busy loop.
 const MIN_INTERVAL: Duration = Duration::from_millis(1);
-
-/// Spacing of the grid first slots are drawn on (see the module doc). An interval shorter than
-/// two grains is not gridded.
-pub const SLOT_GRAIN: Duration = Duration::from_millis(5);
-
-/// The grid's origin, the same for every task of the process.
-fn grid_origin() -> Instant {
-    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    *ORIGIN.get_or_init(Instant::now)
-}
 
 /// One target's check, as the scheduler runs it.
 pub struct Scheduled {
@@ -132,7 +117,7 @@ async fn run(
         Cadence::Fast => fast,
         Cadence::Down => down,
     };
-    let mut next = first_slot(Instant::now(), grid_origin(), interval);
+    let mut next = Instant::now() + random_offset(interval);
     // The slot of the last check, once there has been one.
     let mut last: Option<Instant> = None;
     let mut hints_open = true;
@@ -262,24 +247,6 @@ async fn hedged(probe: &dyn Probe, timeout: Duration) -> Result<Verdict, tokio::
     tokio::time::timeout_at(deadline, run).await
 }
 
-/// The first slot of a task started at `now`: a random point in `[now, now + interval)`, on the
-/// [`SLOT_GRAIN`] grid that starts at `origin` when the interval spans at least two grains.
-fn first_slot(now: Instant, origin: Instant, interval: Duration) -> Instant {
-    let grain = SLOT_GRAIN.as_nanos();
-    let steps = interval.as_nanos() / grain;
-    if steps < 2 {
-        return now + random_offset(interval);
-    }
-    // The first grid point at or after `now` (the origin may lie on either side of it).
-    let to_grid = match now.checked_duration_since(origin) {
-        Some(since) => (grain - since.as_nanos() % grain) % grain,
-        None => origin.duration_since(now).as_nanos() % grain,
-    };
-    let step = rand::rng().random_range(0..steps);
-    // Both below `interval`, so the sum fits: to_grid < grain and (steps - 1) * grain <= interval - grain.
-    now + Duration::from_nanos(u64::try_from(to_grid + step * grain).unwrap_or(u64::MAX))
-}
-
 /// A uniformly random offset in `[0, interval)`.
 fn random_offset(interval: Duration) -> Duration {
     let nanos = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
@@ -323,35 +290,6 @@ mod tests {
         assert_eq!(next_slot(t0, t0 + s, s), t0 + 2 * s);
         assert_eq!(next_slot(t0, t0 + Duration::from_millis(1_200), s), t0 + 2 * s);
         assert_eq!(next_slot(t0, t0 + Duration::from_millis(3_500), s), t0 + 4 * s);
-    }
-
-    #[test]
-    fn first_slots_are_on_the_grid_and_inside_the_first_interval() {
-        let origin = Instant::now();
-        let s = Duration::from_secs(1);
-        for start_ns in [0u64, 1, 2_499_999, 5_000_000, 7_777_777, 123_456_789_012] {
-            // Tasks started after the origin, and (another test's runtime set it) before it.
-            for now in [origin + Duration::from_nanos(start_ns), origin.checked_sub(Duration::from_nanos(start_ns)).unwrap_or(origin)] {
-                for _ in 0..200 {
-                    let first = first_slot(now, origin, s);
-                    assert!(first >= now && first < now + s, "{:?} after start", first - now);
-                    let off = match first.checked_duration_since(origin) {
-                        Some(d) => d.as_nanos() % SLOT_GRAIN.as_nanos(),
-                        None => origin.duration_since(first).as_nanos() % SLOT_GRAIN.as_nanos(),
-                    };
-                    assert_eq!(off, 0, "{start_ns} ns: {off} ns off the grid");
-                }
-            }
-        }
-        // Slots spread over the whole interval: 1,000 draws fill most of the 200 grid points.
-        let distinct: std::collections::HashSet<Instant> = (0..1_000).map(|_| first_slot(origin, origin, s)).collect();
-        assert!(distinct.len() > 150, "{} distinct first slots", distinct.len());
-        // Too short an interval for a grid: any point in [now, now + interval).
-        let short = Duration::from_millis(7);
-        for _ in 0..200 {
-            let first = first_slot(origin, origin, short);
-            assert!(first < origin + short);
-        }
     }
 
     #[test]
