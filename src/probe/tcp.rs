@@ -7,7 +7,9 @@
 //! SYN-ACK, RST: the target's kernel answered from its listening socket, which is what the check
 //! asks, and drops the half-open connection on the RST, so the target's application never
 //! accepts it, neither side keeps a TIME_WAIT socket (10,000 targets at 1 s would keep the
-//! kernel's whole TIME_WAIT table full) and nobody processes a FIN exchange. `close = "fin"`
+//! kernel's whole TIME_WAIT table full) and nobody processes a FIN exchange. (When the monitor
+//! is too busy to close within the delayed-ACK time, 40 ms or more, the ACK goes out after all
+//! and the target may accept a connection that is then reset.) `close = "fin"`
 //! completes the handshake and closes normally, for a target that should see (or log) its
 //! checks. It must not retry, keep connections around or decide health: a
 //! refused or unreachable target is one failed check, reported with the operating system's words;
