@@ -236,6 +236,9 @@ impl Row {
     }
 }
 
+/// What the peers served, HAProxy's (user, system) CPU and its (`chkfail`, servers not UP).
+type Counters = (u64, (f64, f64), (u64, usize));
+
 /// The targets' side: something that counts what it was asked.
 enum Peers {
     Listener(Listener),
@@ -336,7 +339,7 @@ fn run_one(opts: &Options, n: usize) -> Result<Row, String> {
             move || {
                 let (peers, haproxy) = (peers.clone(), haproxy.clone());
                 async move {
-                    tokio::task::spawn_blocking(move || -> Result<(u64, (f64, f64), (u64, usize)), String> {
+                    tokio::task::spawn_blocking(move || -> Result<Counters, String> {
                         let served = peers.lock().map_err(|_| "peers lock poisoned")?.served()?;
                         Ok((served, haproxy.cpu()?, haproxy.failed_checks()?))
                     })
