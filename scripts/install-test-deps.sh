@@ -25,6 +25,7 @@ PACKAGES=(
   unbound          # caching resolver on the test bed's client host
   curl             # reading /metrics from inside test namespaces
   procps           # ps, for process accounting in benchmarks
+  haproxy          # the reference for health-check cost (bench/probes-vs-haproxy)
   prometheus-alertmanager  # a real Alertmanager for the notification tests
   systemd          # systemd-analyze verify on dist/understudy.service
   pdns-server      # PowerDNS Authoritative: the powerdns provider's peer (its HTTP API)

@@ -111,6 +111,16 @@ pub struct Metrics {
     pub lag: Arc<LagHistogram>,
     pub api_refused: Family<RefusedLabels, Counter>,
     pub api_connections_refused: Counter,
+    /// Time the core loop spends on one check result, fed by [`Metrics::core_result`].
+    pub core_result: Histogram,
+    /// Check results waiting for the core when it took the last one ([`Metrics::core_queue`]).
+    pub core_queue: Gauge,
+}
+
+/// 1 us .. ~16 ms: one result costs the core microseconds; a millisecond is already trouble at
+/// 10,000 results a second.
+fn core_result_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.000_001, 2.0, 15))
 }
 
 fn check_duration_histogram() -> Histogram {
@@ -142,6 +152,8 @@ impl Metrics {
             lag,
             api_refused: Family::default(),
             api_connections_refused: Counter::default(),
+            core_result: core_result_histogram(),
+            core_queue: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("understudy_target_up", "1 when the target's checks say it is up", m.target_up.clone());
@@ -176,7 +188,21 @@ impl Metrics {
             "API connections closed at once because the connection cap was reached",
             m.api_connections_refused.clone(),
         );
+        registry.register(
+            "understudy_core_result_seconds",
+            "Time the core loop spends handling one check result (health, decision, events, metrics)",
+            m.core_result.clone(),
+        );
+        registry.register("understudy_core_queue", "Check results waiting for the core loop (a number that keeps growing: the core does not keep up)", m.core_queue.clone());
         Metrics { registry, ..m }
+    }
+
+    /// The core loop handled one check result in `spent`, with `waiting` more results queued
+    /// behind it. Call it once per result, around the handling:
+    /// `let t = Instant::now(); self.on_check(r); metrics.core_result(t.elapsed(), probe_rx.len())`.
+    pub fn core_result(&self, spent: std::time::Duration, waiting: usize) {
+        self.core_result.observe(spent.as_secs_f64());
+        self.core_queue.set(i64::try_from(waiting).unwrap_or(i64::MAX));
     }
 
     /// The text exposition.
@@ -226,5 +252,21 @@ impl Metrics {
         let _ = self.check_duration.get_or_create(&l);
         self.epoch.get_or_create(&l).set(st.epoch as i64);
         self.all_down.get_or_create(&l).set(st.all_down as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_loop_time_and_queue_are_exposed() {
+        let m = Metrics::new(Arc::new(LagHistogram::new()));
+        m.core_result(std::time::Duration::from_micros(3), 0);
+        m.core_result(std::time::Duration::from_micros(5), 7);
+        let text = m.encode();
+        assert!(text.contains("understudy_core_result_seconds_count 2"), "{text}");
+        assert!(text.contains("understudy_core_result_seconds_sum 0.000008"), "{text}");
+        assert!(text.contains("understudy_core_queue 7"), "{text}");
     }
 }

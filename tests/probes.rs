@@ -34,6 +34,7 @@ fn http_check(path: &str) -> HttpCheck {
         expect_status: vec![StatusRange { lo: 200, hi: 399 }],
         body_contains: None,
         tls_verify: true,
+        keep_alive: false,
     }
 }
 
@@ -129,6 +130,56 @@ mod http {
         assert_eq!(http(&check, nginx.tls).await, Verdict::pass("HTTP 200"));
     }
 
+    /// The connection each logged request came on (nginx's `$connection` serial number).
+    fn connections(lines: &[String]) -> Vec<String> {
+        lines.iter().map(|l| l.split(' ').next().unwrap_or_default().to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn keep_alive_reuses_one_connection_and_the_default_opens_one_per_check() {
+        let nginx = Nginx::start();
+        let mut check = http_check("/health");
+        let fresh = probe::http::HttpProbe::new(&check, nginx.plain, Duration::from_secs(5)).expect("probe");
+        for _ in 0..3 {
+            assert_eq!(fresh.check().await, Verdict::pass("HTTP 200"));
+        }
+        let conns = connections(&nginx.log("plain.log", 3));
+        assert!(conns[0] != conns[1] && conns[1] != conns[2] && conns[0] != conns[2], "one connection per check by default: {conns:?}");
+
+        check.keep_alive = true;
+        let kept = probe::http::HttpProbe::new(&check, nginx.plain, Duration::from_secs(5)).expect("probe");
+        for _ in 0..3 {
+            assert_eq!(kept.check().await, Verdict::pass("HTTP 200"));
+        }
+        let conns = connections(&nginx.log("plain.log", 6));
+        assert!(conns[3] == conns[4] && conns[4] == conns[5], "keep_alive: one connection for three checks: {conns:?}");
+        assert!(!conns[..3].contains(&conns[3]), "{conns:?}");
+
+        // A target that goes away is still noticed: the kept connection dies with it.
+        let mut nginx = nginx;
+        nginx.kill();
+        let v = kept.check().await;
+        assert!(!v.ok, "a check after the target died: {v:?}");
+    }
+
+    #[tokio::test]
+    async fn https_checks_resume_the_tls_session() {
+        let nginx = Nginx::start();
+        let mut check = http_check("/health");
+        check.tls = true;
+        check.host = Some(HOST.into());
+        check.tls_verify = false;
+        let p = probe::http::HttpProbe::new(&check, nginx.tls, Duration::from_secs(5)).expect("probe");
+        for _ in 0..3 {
+            assert_eq!(p.check().await, Verdict::pass("HTTP 200"));
+        }
+        let lines = nginx.log("tls.log", 3);
+        let reused: Vec<&str> = lines.iter().map(|l| l.split(' ').nth(1).unwrap_or_default()).collect();
+        assert_eq!(reused, [".", "r", "r"], "a full handshake, then resumed sessions: {lines:?}");
+        let conns = connections(&lines);
+        assert!(conns[0] != conns[1] && conns[1] != conns[2], "still a fresh connection per check: {conns:?}");
+    }
+
     #[tokio::test]
     async fn https_against_a_plain_listener_fails_cleanly() {
         let nginx = Nginx::start();
@@ -204,7 +255,7 @@ mod tcp {
     async fn connects_to_nginx_and_build_picks_the_port() {
         let nginx = Nginx::start();
         let config = CheckConfig {
-            kind: CheckKind::Tcp(TcpCheck { port: nginx.tls.port() }),
+            kind: CheckKind::Tcp(TcpCheck { port: nginx.tls.port(), close: Default::default() }),
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(500),
             fall: 3,

@@ -186,6 +186,9 @@ pub struct HttpCheck {
     pub body_contains: Option<String>,
     /// Verify the server certificate (on by default; `tls_verify = false` opts out).
     pub tls_verify: bool,
+    /// Reuse one kept-alive connection between checks when the target allows it (off by
+    /// default: every check opens a fresh connection, so a dead listener is seen at once).
+    pub keep_alive: bool,
 }
 
 /// An inclusive range of HTTP status codes, written `200` or `"200-399"`.
@@ -210,6 +213,18 @@ impl fmt::Display for StatusRange {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TcpCheck {
     pub port: u16,
+    /// How the check's connection is closed once it is established (`close` in the config).
+    pub close: TcpClose,
+}
+
+/// How a TCP check closes its connection: `reset` (the default, `SO_LINGER` 0 like HAProxy: one
+/// packet and no TIME_WAIT socket on the monitor) or `fin` (a normal close).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TcpClose {
+    #[default]
+    Reset,
+    Fin,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -145,6 +145,9 @@ pub struct RawCheck {
     pub expect_status: Option<Vec<RawStatus>>,
     pub body_contains: Option<String>,
     pub tls_verify: Option<bool>,
+    pub keep_alive: Option<bool>,
+    // tcp
+    pub close: Option<super::TcpClose>,
     // exec
     pub command: Option<RawCommand>,
 }

@@ -240,7 +240,7 @@ fn validate_service(cx: &mut Ctx<'_>, rs: RawService, path: &[Seg]) -> Option<Se
         }
     }
     if let Some(c) = &check {
-        let needs_port = matches!(c.kind, CheckKind::Http(HttpCheck { port: 0, .. }) | CheckKind::Tcp(TcpCheck { port: 0 }));
+        let needs_port = matches!(c.kind, CheckKind::Http(HttpCheck { port: 0, .. }) | CheckKind::Tcp(TcpCheck { port: 0, .. }));
         if needs_port {
             for (i, t) in targets.iter().enumerate() {
                 if t.check_port.is_none() {
@@ -399,6 +399,8 @@ fn validate_check(cx: &mut Ctx<'_>, rc: RawCheck, path: &[Seg]) -> Option<CheckC
     only(cx, !is_http && rc.expect_status.is_some(), "expect_status", "http and https");
     only(cx, !is_http && rc.body_contains.is_some(), "body_contains", "http and https");
     only(cx, rc.kind != RawCheckKind::Https && rc.tls_verify.is_some(), "tls_verify", "https");
+    only(cx, !is_http && rc.keep_alive.is_some(), "keep_alive", "http and https");
+    only(cx, rc.kind != RawCheckKind::Tcp && rc.close.is_some(), "close", "tcp");
     only(cx, rc.kind == RawCheckKind::Exec && rc.port.is_some(), "port", "http, https and tcp");
     only(cx, rc.kind != RawCheckKind::Exec && rc.command.is_some(), "command", "exec");
 
@@ -442,9 +444,10 @@ fn validate_check(cx: &mut Ctx<'_>, rc: RawCheck, path: &[Seg]) -> Option<CheckC
                 expect_status: expect,
                 body_contains: rc.body_contains,
                 tls_verify: rc.tls_verify.unwrap_or(true),
+                keep_alive: rc.keep_alive.unwrap_or(false),
             })
         }
-        RawCheckKind::Tcp => CheckKind::Tcp(TcpCheck { port: rc.port.unwrap_or(0) }),
+        RawCheckKind::Tcp => CheckKind::Tcp(TcpCheck { port: rc.port.unwrap_or(0), close: rc.close.unwrap_or_default() }),
         RawCheckKind::Exec => match rc.command {
             Some(c) => CheckKind::Exec(ExecCheck { command: command_argv(cx, &with(path, &[k("command")]), c) }),
             None => {
@@ -508,5 +511,34 @@ mod actuator_keys {
         assert_eq!(errs, ["u.toml:3:1: service[0].verify_every: expected at least 1s"]);
         let errs = load("retry = \"yes\"\n").unwrap_err();
         assert!(errs[0].contains("retry") && errs[0].contains("bool"), "{errs:?}");
+    }
+}
+
+#[cfg(test)]
+mod check_cost_keys {
+    use super::*;
+
+    fn load(kind_and_keys: &str) -> Result<CheckKind, Vec<String>> {
+        let text = format!("[[service]]\nname = \"www\"\n[service.check]\n{kind_and_keys}\nport = 80\n[[service.target]]\nname = \"a\"\naddress = \"127.0.0.2\"\n");
+        crate::config::from_str(&text, Path::new("u.toml")).map(|(c, _)| c.services[0].check.kind.clone()).map_err(|e| e.0.iter().map(|e| e.to_string()).collect())
+    }
+
+    #[test]
+    fn tcp_checks_reset_by_default_and_close_chooses() {
+        assert!(matches!(load("kind = \"tcp\""), Ok(CheckKind::Tcp(TcpCheck { close: TcpClose::Reset, .. }))));
+        assert!(matches!(load("kind = \"tcp\"\nclose = \"fin\""), Ok(CheckKind::Tcp(TcpCheck { close: TcpClose::Fin, .. }))));
+        assert!(matches!(load("kind = \"tcp\"\nclose = \"reset\""), Ok(CheckKind::Tcp(TcpCheck { close: TcpClose::Reset, .. }))));
+        let errs = load("kind = \"tcp\"\nclose = \"linger\"").unwrap_err();
+        assert!(errs[0].contains("close") && errs[0].contains("reset") && errs[0].contains("fin"), "{errs:?}");
+        let errs = load("kind = \"http\"\nclose = \"fin\"").unwrap_err();
+        assert_eq!(errs, ["u.toml:5:1: service[0].check.close: `close` applies to tcp checks, not to http checks"]);
+    }
+
+    #[test]
+    fn keep_alive_is_off_by_default_and_only_for_http() {
+        assert!(matches!(load("kind = \"https\""), Ok(CheckKind::Http(HttpCheck { keep_alive: false, .. }))));
+        assert!(matches!(load("kind = \"http\"\nkeep_alive = true"), Ok(CheckKind::Http(HttpCheck { keep_alive: true, .. }))));
+        let errs = load("kind = \"tcp\"\nkeep_alive = true").unwrap_err();
+        assert!(errs[0].contains("`keep_alive` applies to http and https checks, not to tcp checks"), "{errs:?}");
     }
 }

@@ -202,7 +202,11 @@ impl Core {
                 _ = self.cancel.cancelled() => break,
                 Some(r) = self.reports_rx.recv() => self.on_actuated(r),
                 Some(c) = control.recv() => self.on_control(c),
-                Some(r) = self.probe_rx.recv() => self.on_check(r),
+                Some(r) = self.probe_rx.recv() => {
+                    let t = Instant::now();
+                    self.on_check(r);
+                    self.shared.metrics.core_result(t.elapsed(), self.probe_rx.len());
+                }
                 _ = sleep => self.tick_all(),
                 _ = heartbeat.tick() => {
                     self.expire_forces();

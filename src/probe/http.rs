@@ -1,9 +1,20 @@
 //! HTTP and HTTPS probe: one request, compare the status (and optionally the body).
 //!
-//! Every check opens a fresh connection to the exact check address (no connection pool, like
-//! HAProxy), so a listener that died is noticed on the next check rather than hidden behind a
-//! kept-alive connection. The configured `host` is used for the URL, the `Host` header and TLS
-//! SNI, but it is never looked up in DNS: the client resolves it to the check address.
+//! By default every check opens a fresh connection to the exact check address (no connection
+//! pool, like HAProxy), so a listener that died is noticed on the next check rather than hidden
+//! behind a kept-alive connection. `keep_alive = true` keeps one idle connection per probe and
+//! reuses it while the target allows it (it reads the rest of the body, up to 64 KiB, so the
+//! connection can be reused): no handshake per check, at the price of testing the listener's
+//! accept path only when the target closes the connection. The configured `host` is used for the
+//! URL, the `Host` header and TLS SNI, but it is never looked up in DNS: the client resolves it to
+//! the check address.
+//!
+//! HTTPS checks resume TLS sessions: each probe's client keeps its own small session cache, so
+//! the second and later checks of a target skip the certificate exchange and its verification
+//! (a full handshake only when the target has forgotten the session). Verifying probes share one
+//! certificate verifier (`shared_verifying_tls`) but not one session cache: rustls' default cache
+//! holds 256 server names, and a shared one would evict every session before its next use once
+//! more than 256 targets are checked in turn.
 //!
 //! It must not follow redirects (a 301 is a status to compare), use a proxy from the
 //! environment, read more than 64 KiB of body, panic on bad input, or decide health.
@@ -18,11 +29,15 @@ use super::tcp::io_reason;
 use super::{CheckFuture, Probe, ProbeError, Verdict};
 use crate::config::{HttpCheck, StatusRange};
 
-/// The most body we read when looking for `body_contains`.
+/// The most body we read when looking for `body_contains` (or draining it for keep-alive).
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// Kept for callers that still name it here; it lives in `crate::crypto`.
 pub use crate::crypto::install_provider as install_crypto_provider;
+
+/// Server names in one probe's TLS session cache: a probe talks to one target, so one name; two
+/// leave room for a `host` that changed on reload.
+const SESSIONS_PER_PROBE: usize = 2;
 
 /// The TLS settings every verifying https probe shares: the platform's trust store behind one
 /// verifier, loaded once per process instead of once per probe.
@@ -57,6 +72,7 @@ pub struct HttpProbe {
     body_contains: Option<String>,
     timeout: Duration,
     addr: SocketAddr,
+    keep_alive: bool,
 }
 
 impl HttpProbe {
@@ -68,14 +84,18 @@ impl HttpProbe {
         let what = || format!("{scheme}://{addr}{path}");
 
         let mut builder = Client::builder()
-            .pool_max_idle_per_host(0)
+            .pool_max_idle_per_host(if check.keep_alive { 1 } else { 0 })
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .timeout(timeout)
             .tls_danger_accept_invalid_certs(!check.tls_verify);
         if check.tls && check.tls_verify {
             match shared_verifying_tls() {
-                Ok(tls) => builder = builder.tls_backend_preconfigured(tls),
+                Ok(mut tls) => {
+                    // The verifier stays shared (an Arc in the clone); the session cache is ours.
+                    tls.resumption = rustls::client::Resumption::in_memory_sessions(SESSIONS_PER_PROBE);
+                    builder = builder.tls_backend_preconfigured(tls);
+                }
                 Err(e) => return Err(ProbeError::Tls { what: format!("{scheme}://{addr}{path}"), reason: e }),
             }
         }
@@ -127,6 +147,7 @@ impl HttpProbe {
             body_contains: check.body_contains.clone(),
             timeout,
             addr,
+            keep_alive: check.keep_alive,
         })
     }
 
@@ -152,6 +173,10 @@ impl HttpProbe {
             if !contains(&body, needle.as_bytes()) {
                 return Verdict::fail(format!("body does not contain {needle:?}"));
             }
+        } else if self.keep_alive {
+            // A connection goes back to the pool only once its body has been read to the end.
+            // The status has answered the check; a body that breaks off only costs the reuse.
+            let _ = read_capped(response, MAX_BODY).await;
         }
         Verdict::pass(format!("HTTP {status}"))
     }
@@ -265,7 +290,7 @@ fn build_headers(pairs: &[(String, String)]) -> Result<HeaderMap, String> {
     Ok(map)
 }
 
-/// Read at most `cap` bytes of body; the rest is left unread (the connection is not reused).
+/// Read at most `cap` bytes of body; the rest is left unread (then the connection is not reused).
 async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, reqwest::Error> {
     let mut body = Vec::new();
     while body.len() < cap {
@@ -299,6 +324,7 @@ mod tests {
             expect_status: vec![StatusRange { lo: 200, hi: 399 }],
             body_contains: None,
             tls_verify: true,
+            keep_alive: false,
         }
     }
 

@@ -103,7 +103,7 @@ pub fn build(check: &CheckConfig, target: &TargetConfig) -> Result<Arc<dyn Probe
         }
         CheckKind::Tcp(t) => {
             let port = target.check_port.unwrap_or(t.port);
-            Arc::new(tcp::TcpProbe::new(SocketAddr::new(ip, port)))
+            Arc::new(tcp::TcpProbe::with_close(SocketAddr::new(ip, port), t.close))
         }
         CheckKind::Exec(e) => Arc::new(exec::ExecProbe::new(e, target)),
     })

@@ -123,12 +123,19 @@ async fn run(
     let mut hints_open = true;
     let sleep = tokio::time::sleep_until(next);
     tokio::pin!(sleep);
+    // Made once and polled again on every turn: a fresh `cancelled()` or `closed()` future per
+    // select would register and unregister a waiter twice per check, on a list shared by every
+    // target's task.
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
+    let closed = tx.closed();
+    tokio::pin!(closed);
     loop {
         sleep.as_mut().reset(next);
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => return,
-            _ = tx.closed() => return,
+            _ = &mut cancelled => return,
+            _ = &mut closed => return,
             changed = cadences.current.changed(), if hints_open => {
                 match changed {
                     Ok(()) => {
@@ -149,8 +156,8 @@ async fn run(
         let started_us = now_us();
         let outcome = tokio::select! {
             biased;
-            _ = cancel.cancelled() => return,
-            _ = tx.closed() => return,
+            _ = &mut cancelled => return,
+            _ = &mut closed => return,
             outcome = hedged(job.probe.as_ref(), job.timeout) => outcome,
         };
         let (verdict, latency) = match outcome {

@@ -1,7 +1,17 @@
 //! TCP probe: a check passes when a TCP connection to the target can be opened.
 //!
-//! The connection is closed normally (FIN, no `SO_LINGER` tricks) as soon as it is established;
-//! nothing is sent or read. It must not retry, keep connections around or decide health: a
+//! Nothing is sent or read. By default (`close = "reset"`) the check does what HAProxy's TCP
+//! check does: the socket has `TCP_QUICKACK` off, so when the target's SYN-ACK arrives the kernel
+//! holds back the last ACK of the handshake (to piggyback it on data that never comes), and the
+//! check, now connected, closes at once with a reset (`SO_LINGER` 0). The exchange is SYN,
+//! SYN-ACK, RST: the target's kernel answered from its listening socket, which is what the check
+//! asks, and drops the half-open connection on the RST, so the target's application never
+//! accepts it, neither side keeps a TIME_WAIT socket (10,000 targets at 1 s would keep the
+//! kernel's whole TIME_WAIT table full) and nobody processes a FIN exchange. (When the monitor
+//! is too busy to close within the delayed-ACK time, 40 ms or more, the ACK goes out after all
+//! and the target may accept a connection that is then reset.) `close = "fin"`
+//! completes the handshake and closes normally, for a target that should see (or log) its
+//! checks. It must not retry, keep connections around or decide health: a
 //! refused or unreachable target is one failed check, reported with the operating system's words;
 //! a failure on the monitor's side (out of descriptors, no route from the monitor) is a checker
 //! error instead (`checker.rs`).
@@ -11,25 +21,52 @@ use std::io;
 use std::net::SocketAddr;
 
 use super::{CheckFuture, Probe, Verdict};
+pub use crate::config::TcpClose;
 
 /// Connects to one address.
 #[derive(Debug, Clone)]
 pub struct TcpProbe {
     addr: SocketAddr,
+    close: TcpClose,
 }
 
 impl TcpProbe {
+    /// A probe that closes with a reset (the default).
     pub fn new(addr: SocketAddr) -> Self {
-        TcpProbe { addr }
+        TcpProbe { addr, close: TcpClose::Reset }
+    }
+
+    /// A probe that closes the way `close` says.
+    pub fn with_close(addr: SocketAddr, close: TcpClose) -> Self {
+        TcpProbe { addr, close }
+    }
+}
+
+impl TcpProbe {
+    /// A connected stream; for `Reset` from a socket whose handshake ACK is held back.
+    async fn connect(&self) -> io::Result<tokio::net::TcpStream> {
+        let socket = if self.addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        if self.close == TcpClose::Reset {
+            // Without it the check still passes and closes with a reset; only the ACK goes out.
+            let _ = socket2::SockRef::from(&socket).set_tcp_quickack(false);
+        }
+        socket.connect(self.addr).await
     }
 }
 
 impl Probe for TcpProbe {
     fn check(&self) -> CheckFuture<'_> {
         Box::pin(async move {
-            match tokio::net::TcpStream::connect(self.addr).await {
-                // Dropping the stream closes it.
-                Ok(_stream) => Verdict::pass("connected"),
+            match self.connect().await {
+                Ok(stream) => {
+                    // Dropping the stream closes it; with linger 0 the close is a reset. When the
+                    // option cannot be set (it always can on a connected socket) the close is a
+                    // FIN: the check has passed either way.
+                    if self.close == TcpClose::Reset {
+                        let _ = stream.set_zero_linger();
+                    }
+                    Verdict::pass("connected")
+                }
                 Err(e) => match super::checker::monitor_fault(&e, self.addr) {
                     Some(why) => Verdict::checker_error(why),
                     None => Verdict::fail(io_reason(&e)),
@@ -98,5 +135,27 @@ mod tests {
         assert_eq!(probe.check().await, Verdict::fail("connection refused"));
         drop(listener);
         drop(closed);
+    }
+
+    /// What the target sees of a check: by default nothing its application can accept (SYN,
+    /// SYN-ACK, RST: the handshake never completes); with `close = "fin"` a connection that it
+    /// accepts and that ends in an orderly end of stream.
+    #[tokio::test]
+    async fn a_reset_check_never_reaches_the_targets_accept_queue_and_a_fin_check_does() {
+        use std::task::Poll;
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.9:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        assert_eq!(TcpProbe::new(addr).close, TcpClose::Reset, "reset is the default");
+        assert_eq!(TcpProbe::new(addr).check().await, Verdict::pass("connected"));
+        assert_eq!(TcpProbe::with_close(addr, TcpClose::Fin).check().await, Verdict::pass("connected"));
+        // On loopback each packet is handled within the system call that sends it, so both
+        // checks are over for the target's kernel too: the queue holds the fin check alone.
+        let (mut accepted, _) = tokio::time::timeout(std::time::Duration::from_secs(5), listener.accept()).await.expect("accepted in time").expect("accept");
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(std::time::Duration::from_secs(5), accepted.read(&mut buf)).await.expect("the close arrives in time");
+        assert!(matches!(read, Ok(0)), "the first connection in the queue is the fin check, closed normally: {read:?}");
+        let more = std::future::poll_fn(|cx| Poll::Ready(listener.poll_accept(cx).map(|r| r.map(|(_, peer)| peer)))).await;
+        assert!(more.is_pending(), "the reset check left nothing to accept: {more:?}");
     }
 }

@@ -3,7 +3,8 @@
 //! It serves three ports: `plain` (any host: `/health` 200 "ok", `/bad` 503, `/redirect` 301,
 //! `/degraded` 200 "status: degraded"), `vhost` (`health.example.test` 200 "host ok", every
 //! other host 404) and `tls` (HTTPS for `health.example.test` with a self-signed certificate
-//! made by the `openssl` CLI). nginx runs in the foreground without a master process and is
+//! made by the `openssl` CLI). `plain` and `tls` log `$connection $ssl_session_reused $uri` per
+//! request to `plain.log` and `tls.log` ([`Nginx::log`]). nginx runs in the foreground without a master process and is
 //! killed by PID on drop. It must not touch anything outside its temporary directory and must
 //! not skip when nginx or openssl is missing: it panics with a message saying what to install.
 
@@ -52,9 +53,11 @@ http {{
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
     default_type text/plain;
+    log_format conn '$connection $ssl_session_reused $uri';
 
     server {{
         listen {plain};
+        access_log {d}/plain.log conn;
         location = /health {{ return 200 "ok\n"; }}
         location = /bad {{ return 503; }}
         location = /redirect {{ return 301 /health; }}
@@ -79,6 +82,7 @@ http {{
         server_name {HOST};
         ssl_certificate {cert};
         ssl_certificate_key {key};
+        access_log {d}/tls.log conn;
         location = /health {{ return 200 "tls ok\n"; }}
     }}
 }}
@@ -122,6 +126,21 @@ http {{
                 panic!("nginx exited with {status} before listening on {addr}\n{stderr}\n{log}");
             }
             assert!(Instant::now() < deadline, "nginx did not listen on {addr} within 10 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The lines of the access log `name` (`plain.log`, `tls.log`) once it has at least `n`
+    /// (nginx writes a line when a request ends, just after the client has its answer).
+    pub fn log(&self, name: &str, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+            let lines: Vec<String> = text.lines().map(str::to_string).collect();
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(Instant::now() < deadline, "{name} has {} lines, not {n}, after 10 s: {lines:?}", lines.len());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
