@@ -14,6 +14,7 @@ mod api_security; // Host/Origin/Content-Type guard, generated token, TLS, caps,
 mod cadence; // the fast cadence with the real binary: fast re-checks, down interval, status
 mod config_errors; // check-config and run with bad files: file, line, key, expectation; exit 2
 mod crash; // kill -9 and restart: events, overrides, incidents intact; decision reconciled
+mod dashboard; // headless Chromium on the dashboard: live failover, token-gated drain, phone width; SSE order and Last-Event-ID resume
 mod demo; // README's first command: `understudy demo` end to end
 mod disk; // the data disk stuck (fsfreeze), full or read-only (tmpfs), damaged and forged log lines (root)
 mod drill; // drills from the CLI: force-down measured and restored, baseline refusal, missed targets
