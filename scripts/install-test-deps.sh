@@ -27,6 +27,10 @@ PACKAGES=(
   procps           # ps, for process accounting in benchmarks
   prometheus-alertmanager  # a real Alertmanager for the notification tests
   systemd          # systemd-analyze verify on dist/understudy.service
+  chromium         # headless browser for the dashboard test (driven over the DevTools protocol)
+  dpkg-dev         # dpkg-shlibdeps for scripts/build-deb.sh
+  binutils         # strip, for scripts/build-deb.sh
+  lintian          # checks the .deb scripts/build-deb.sh builds
 )
 
 # Python packages from PyPI: aiosmtpd is the SMTP server the e-mail notification tests talk to.

@@ -179,9 +179,9 @@ pub async fn run(interval: &str, hold: &str) -> Result<()> {
         println!();
         let incidents: Vec<wire::Incident> = handle.shared.incidents().await?;
         let inc = incidents.iter().find(|i| i.id == id).context("incident vanished")?;
-        print!("{}", render::incident(inc));
+        print!("{}", render::incident(inc, render::Paint::stdout()));
         println!();
-        print!("{}", render::services(&handle.shared.services().await?));
+        print!("{}", render::services(&handle.shared.services().await?, render::Paint::stdout()));
         Ok::<_, anyhow::Error>(())
     }
     .await;

@@ -20,6 +20,7 @@ mod disk; // the data disk stuck (fsfreeze), full or read-only (tmpfs), damaged 
 mod drill; // drills from the CLI: force-down measured and restored, baseline refusal, missed targets
 mod drill_lease; // a drill killed with SIGKILL: the daemon undoes its fault within the lease
 mod failover; // kill the primary: failover within budget; failback only after the hold; hooks
+mod frontdoor; // the .deb (contents, lintian, dpkg --root install, the daemon as its user, purge); --output json, colours, completions, man
 mod fuzz_findings; // inputs fuzzing found (issue 19): huge durations, quoted template placeholders, big secret files
 mod netbed; // namespaces: DNS-mode drill through unbound, 5% / 100% loss, a flapping primary (root)
 mod notify; // real Alertmanager, aiosmtpd and a stand-in HTTP receiver: alerts, formats, kill -9 with the receiver down
