@@ -316,7 +316,14 @@ let debounce = null;
 function follow(since) {
   const live = $("#live");
   const src = new EventSource(API + "/events/stream?since=" + since);
-  src.onopen = () => { live.dataset.state = "live"; live.textContent = "live"; };
+  let opened = false;
+  src.onopen = () => {
+    live.dataset.state = "live"; live.textContent = "live";
+    // After a reconnect (daemon restarted, network blip) the stream resumes by itself from
+    // Last-Event-ID; re-read the state too, which moved meanwhile.
+    if (opened) refresh();
+    opened = true;
+  };
   src.onerror = () => { live.dataset.state = "reconnecting"; live.textContent = "reconnecting…"; };
   // Every recorded event comes as a plain message (its kind is in the data).
   src.onmessage = onEvent;
