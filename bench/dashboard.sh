@@ -11,8 +11,9 @@
 # `curl -N` on the stream plus a loop making exactly those requests (a real Chromium per
 # client would mostly measure Chromium on this 2-core machine). In both phases an operator
 # drains and re-enables the backup every 2 s, so events flow to every stream.
-# Detection: at the end of each phase the primary nginx is killed three times (restarted and
-# failed back in between); the incident's measured detection and RTO are printed (median).
+# Detection: at the end of each phase (the operator stopped, the dashboards still open) the
+# primary nginx is killed three times (restarted and failed back in between); the incident's
+# measured detection and RTO are printed (median).
 # Everything listens on 127.0.0.x; every process started here is stopped by PID on exit.
 set -euo pipefail
 
@@ -108,6 +109,10 @@ operator() { # drain/enable the backup every 2 s
   done
 }
 
+enable_backup() {
+  curl -fs -o /dev/null -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' -d "{}" "$api/api/v1/services/www/targets/backup/enable" || true
+}
+
 browser() { # $1: index; one stream and the page's requests
   local log="$work/stream-$1"
   curl -sN "$api/api/v1/events/stream" > "$log" &
@@ -153,10 +158,15 @@ phase() { # $1: clients
   local rss; rss=$(rss_kb)
   local streams=0
   for i in $(seq "$1"); do ((streams += $(grep -c '^id:' "$work/stream-$i" || true))) || true; done
+  # The operator stops (a drained backup would hold the failover up); the dashboards stay.
+  kill "$op"; wait "$op" 2>/dev/null || true
+  enable_backup
   detection
   local det; det=$(cat "$work/detection")
-  kill "$op" "${clients[@]}" 2>/dev/null || true
-  wait "$op" "${clients[@]}" 2>/dev/null || true
+  if ((${#clients[@]})); then
+    kill "${clients[@]}" 2>/dev/null || true
+    wait "${clients[@]}" 2>/dev/null || true
+  fi
   python3 - "$1" "$t0" "$t1" "$r0" "$r1" "$hz" "$rss" "$streams" $det <<'EOF'
 import sys
 n, t0, t1, r0, r1, hz, rss, streams, det, rto = sys.argv[1:]
