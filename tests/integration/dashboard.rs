@@ -201,7 +201,7 @@ async fn the_dashboard_shows_a_failover_live_and_refuses_actions_without_the_tok
     let interval_ms = 200;
     let cfg = two_target_config(&dir.path().join("data"), api, port, interval_ms, "1h", "");
     let d = Daemon::start(dir.path(), &cfg, api).await;
-    d.wait_active("www", "primary", Duration::from_secs(5)).await;
+    d.wait_active("www", "primary", Duration::from_secs(15)).await;
 
     let browser = Chromium::start(dir.path()).await;
     let mut page = browser.new_page().await;
@@ -338,7 +338,7 @@ async fn the_event_stream_is_in_order_and_resumes_with_last_event_id_without_gap
     let api = api_addr();
     let cfg = two_target_config(&dir.path().join("data"), api, port, 200, "1h", "");
     let d = Daemon::start(dir.path(), &cfg, api).await;
-    d.wait_active("www", "primary", Duration::from_secs(5)).await;
+    d.wait_active("www", "primary", Duration::from_secs(15)).await;
 
     // A fresh stream starts with `hello` naming the last event on disk, then only new events.
     let mut s = SseClient::open(&d.api, None, "").await;

@@ -184,9 +184,9 @@ async fn read_commands_speak_json_and_colour_only_a_terminal_without_no_color() 
     let api = api_addr();
     let cfg = two_target_config(&dir.path().join("data"), api, port, 200, "1h", "");
     let d = Daemon::start(dir.path(), &cfg, api).await;
-    d.wait_active("www", "primary", Duration::from_secs(5)).await;
+    d.wait_active("www", "primary", Duration::from_secs(15)).await;
     primary.kill();
-    d.wait_active("www", "backup", Duration::from_secs(5)).await;
+    d.wait_active("www", "backup", Duration::from_secs(15)).await;
 
     // --output json (and its short form --json) on every read command: one JSON document.
     for args in [
