@@ -33,6 +33,10 @@ PACKAGES=(
   sqlite3          # creates that PowerDNS test database from PowerDNS's schema
   etcd-server      # a real three-member etcd for the cluster-mode tests (127.0.0.1-3)
   etcd-client      # etcdctl, to look at what the cluster tests wrote
+  chromium         # headless browser for the dashboard test (driven over the DevTools protocol)
+  dpkg-dev         # dpkg-shlibdeps for scripts/build-deb.sh
+  binutils         # strip, for scripts/build-deb.sh
+  lintian          # checks the .deb scripts/build-deb.sh builds
 )
 
 # Python packages from PyPI: aiosmtpd is the SMTP server the e-mail notification tests talk to;

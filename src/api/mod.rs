@@ -12,8 +12,10 @@
 //! connection cap, timeouts).
 
 pub mod client;
+pub mod dashboard;
 pub mod guard;
 pub mod serve;
+pub mod sse;
 pub mod token;
 pub mod view;
 pub mod wire;
@@ -69,6 +71,9 @@ type ApiResult<T> = Result<T, ApiError>;
 
 pub fn router(api: ApiState) -> Router {
     Router::new()
+        .route("/", get(dashboard::index))
+        .route("/dashboard/{file}", get(dashboard::file))
+        .route("/api/v1/events/stream", get(sse::stream))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/v1/services", get(services))

@@ -17,7 +17,7 @@ pub async fn status(t: &Target, service: Option<&str>, json: bool) -> Result<()>
     if json {
         println!("{}", serde_json::to_string_pretty(&services)?);
     } else {
-        print!("{}", render::services(&services));
+        print!("{}", render::services(&services, render::Paint::stdout()));
     }
     Ok(())
 }
@@ -52,7 +52,7 @@ pub async fn incidents(t: &Target, action: Option<IncidentCmd>, json: bool) -> R
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                print!("{}", render::incidents(&list));
+                print!("{}", render::incidents(&list, render::Paint::stdout()));
             }
         }
         Some(IncidentCmd::Show { id, format }) => {
@@ -60,7 +60,7 @@ pub async fn incidents(t: &Target, action: Option<IncidentCmd>, json: bool) -> R
             match (json, format) {
                 (true, _) | (_, ReportFormat::Json) => println!("{}", serde_json::to_string_pretty(&i)?),
                 (_, ReportFormat::Markdown) => print!("{}", render::incident_markdown(&i)),
-                (_, ReportFormat::Text) => print!("{}", render::incident(&i)),
+                (_, ReportFormat::Text) => print!("{}", render::incident(&i, render::Paint::stdout())),
             }
         }
         Some(IncidentCmd::Close { id }) => {

@@ -179,10 +179,10 @@ pub async fn run(interval: &str, hold: &str) -> Result<()> {
         println!();
         let incidents = handle.shared.incidents().await?;
         let inc = incidents.iter().find(|i| i.id == id).context("incident vanished")?;
-        print!("{}", render::incident(&wire::Incident::from(inc)));
+        print!("{}", render::incident(&wire::Incident::from(inc), render::Paint::stdout()));
         println!();
         let services: Vec<wire::Service> = handle.shared.services().await?.iter().map(crate::api::view::service).collect();
-        print!("{}", render::services(&services));
+        print!("{}", render::services(&services, render::Paint::stdout()));
         Ok::<_, anyhow::Error>(())
     }
     .await;

@@ -99,14 +99,14 @@ async fn drill(args: DrillArgs) -> Result<bool> {
         }
     });
     let started = std::time::Instant::now();
-    let quiet = args.json;
+    let quiet = args.out.json();
     let progress = move |line: &str| {
         if !quiet {
             println!("[{:>7.2}s] {line}", started.elapsed().as_secs_f64());
         }
     };
     let report: Report = protocol::run(&client, &opts, &progress, cancel).await?;
-    if args.json {
+    if args.out.json() {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!();

@@ -1,5 +1,10 @@
 //! The command line: `understudy run` starts the daemon; every other command except
-//! `check-config` and `demo` talks to a running daemon through its API.
+//! `check-config`, `demo`, `completions` and `man` talks to a running daemon through its API.
+//!
+//! Every read command takes `--output text|json` (`--json` is short for `--output json`); text
+//! is coloured only when standard output is a terminal and `NO_COLOR` is unset or empty
+//! ([`render::Paint`]). `completions` and `man` generate from this very definition (clap_complete,
+//! clap_mangen), so they never drift from the real flags.
 //!
 //! # Exit codes
 //! - 0: success.
@@ -13,11 +18,12 @@ mod demo;
 mod drill;
 mod render;
 pub mod run;
+mod shell;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config;
 
@@ -58,6 +64,32 @@ impl Target {
     }
 }
 
+/// How a read command prints its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Tables and lines for people (coloured on a terminal unless NO_COLOR is set).
+    Text,
+    /// The API's JSON, for scripts and jq.
+    Json,
+}
+
+/// `--output FORMAT` and its short form `--json`, shared by every read command.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct Output {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+    /// Same as --output json.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Output {
+    pub fn json(&self) -> bool {
+        self.json || self.format == OutputFormat::Json
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run the daemon in the foreground.
@@ -72,13 +104,15 @@ pub enum Cmd {
     /// Validate a config file without running anything.
     CheckConfig {
         file: PathBuf,
+        #[command(flatten)]
+        out: Output,
     },
     /// Show services, their targets and what is active.
     Status {
         /// Only this service.
         service: Option<String>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: Output,
         #[command(flatten)]
         target: Target,
     },
@@ -90,8 +124,8 @@ pub enum Cmd {
         /// Keep printing new events as they happen.
         #[arg(short, long)]
         follow: bool,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: Output,
         #[command(flatten)]
         target: Target,
     },
@@ -99,8 +133,8 @@ pub enum Cmd {
     Incidents {
         #[command(subcommand)]
         action: Option<IncidentCmd>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: Output,
         #[command(flatten)]
         target: Target,
     },
@@ -135,8 +169,8 @@ pub enum Cmd {
     Notify {
         #[command(subcommand)]
         action: NotifyCmd,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: Output,
         #[command(flatten)]
         target: Target,
     },
@@ -146,8 +180,8 @@ pub enum Cmd {
     Drills {
         /// Show one drill's full report.
         id: Option<u64>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: Output,
         /// With an id: print the report as Markdown.
         #[arg(long)]
         markdown: bool,
@@ -162,6 +196,18 @@ pub enum Cmd {
         /// How long the recovered primary must stay healthy before traffic returns.
         #[arg(long, default_value = "3s")]
         hold: String,
+    },
+    /// Print a shell completion script (e.g. `understudy completions bash >
+    /// /etc/bash_completion.d/understudy`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), or write one page per command into a directory.
+    Man {
+        /// Write understudy.1 and understudy-COMMAND.1 pages here instead of printing.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -201,8 +247,8 @@ pub struct DrillArgs {
     /// Print the plan and touch nothing.
     #[arg(long)]
     pub dry_run: bool,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub out: Output,
     #[command(flatten)]
     pub target: Target,
 }
@@ -275,14 +321,16 @@ pub enum NotifyCmd {
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Cmd::Run { config, log_json } => return run_daemon(config, log_json).await,
-        Cmd::CheckConfig { file } => return check_config(&file),
+        Cmd::CheckConfig { file, out } => return check_config(&file, out.json()),
+        Cmd::Completions { shell } => return shell::completions(shell),
+        Cmd::Man { dir } => return shell::man(dir.as_deref()),
         Cmd::Demo { interval, hold } => demo::run(&interval, &hold).await,
         Cmd::Drill(args) => return drill::run(args).await,
-        Cmd::Drills { id, json, markdown, target } => drill::list(&target, id, json, markdown).await,
-        Cmd::Status { service, json, target } => commands::status(&target, service.as_deref(), json).await,
-        Cmd::Events { since, follow, json, target } => commands::events(&target, since, follow, json).await,
-        Cmd::Incidents { action, json, target } => commands::incidents(&target, action, json).await,
-        Cmd::Notify { action, json, target } => commands::notify(&target, action, json).await,
+        Cmd::Drills { id, out, markdown, target } => drill::list(&target, id, out.json(), markdown).await,
+        Cmd::Status { service, out, target } => commands::status(&target, service.as_deref(), out.json()).await,
+        Cmd::Events { since, follow, out, target } => commands::events(&target, since, follow, out.json()).await,
+        Cmd::Incidents { action, out, target } => commands::incidents(&target, action, out.json()).await,
+        Cmd::Notify { action, out, target } => commands::notify(&target, action, out.json()).await,
         Cmd::Switchover { service, target_name, target } => commands::switchover(&target, &service, &target_name).await,
         Cmd::Clear { service, target } => commands::clear(&target, &service).await,
         Cmd::Drain { service, target_name, target } => commands::drain(&target, &service, &target_name, true).await,
@@ -297,13 +345,30 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn check_config(file: &std::path::Path) -> ExitCode {
+fn check_config(file: &std::path::Path, json: bool) -> ExitCode {
     match config::load_guarded(file) {
         Ok((cfg, warnings)) => {
+            let targets: usize = cfg.services.iter().map(|s| s.targets.len()).sum();
+            let rto = cfg.dns.as_ref().map(|d| crate::dns::config::client_rto_lines(d, &cfg.services)).unwrap_or_default();
+            if json {
+                let v = serde_json::json!({
+                    "file": file.display().to_string(),
+                    "ok": true,
+                    "services": cfg.services.len(),
+                    "targets": targets,
+                    "dns": cfg.dns.as_ref().map(|d| serde_json::json!({
+                        "zones": d.zones.len(),
+                        "records": d.zones.iter().map(|z| z.records.len()).sum::<usize>(),
+                        "client_rto": rto,
+                    })),
+                    "warnings": warnings.iter().map(|w| serde_json::json!({ "key": w.key, "message": w.message })).collect::<Vec<_>>(),
+                });
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                return ExitCode::SUCCESS;
+            }
             for w in &warnings {
                 eprintln!("warning: {}: {}", w.key, w.message);
             }
-            let targets: usize = cfg.services.iter().map(|s| s.targets.len()).sum();
             let dns = match &cfg.dns {
                 Some(d) => {
                     let records: usize = d.zones.iter().map(|z| z.records.len()).sum();
@@ -312,10 +377,8 @@ fn check_config(file: &std::path::Path) -> ExitCode {
                 None => String::new(),
             };
             println!("{}: OK ({} services, {} targets{dns})", file.display(), cfg.services.len(), targets);
-            if let Some(d) = &cfg.dns {
-                for line in crate::dns::config::client_rto_lines(d, &cfg.services) {
-                    println!("  dns {line}");
-                }
+            for line in rto {
+                println!("  dns {line}");
             }
             for line in crate::provider::config::client_rto_lines(&cfg.dns_providers, &cfg.services) {
                 println!("  dns {line}");
@@ -323,6 +386,15 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(errors) => {
+            if json {
+                let v = serde_json::json!({
+                    "file": file.display().to_string(),
+                    "ok": false,
+                    "errors": errors.0.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                });
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                return ExitCode::from(2);
+            }
             for e in &errors.0 {
                 eprintln!("error: {e}");
             }

@@ -1,8 +1,46 @@
 //! Text rendering for the CLI: tables and timelines for people. `--json` bypasses this.
+//! Colour comes from [`Paint`], decided once per command: only on a terminal, never with
+//! `NO_COLOR`. Cells are padded before they are painted, so columns line up either way.
 
 use std::fmt::Write;
 
 use crate::api::wire;
+
+/// Whether to colour text, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Paint(pub bool);
+
+impl Paint {
+    /// For standard output: a terminal, and `NO_COLOR` unset or empty (<https://no-color.org>).
+    pub fn stdout() -> Paint {
+        use std::io::IsTerminal;
+        Paint::wanted(std::io::stdout().is_terminal(), std::env::var_os("NO_COLOR").as_deref())
+    }
+
+    pub fn wanted(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> Paint {
+        Paint(terminal && no_color.is_none_or(|v| v.is_empty()))
+    }
+
+    fn code(self, code: &str, text: &str) -> String {
+        if self.0 { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
+    }
+
+    pub fn red(self, text: &str) -> String {
+        self.code("31", text)
+    }
+
+    pub fn green(self, text: &str) -> String {
+        self.code("32", text)
+    }
+
+    pub fn yellow(self, text: &str) -> String {
+        self.code("33", text)
+    }
+
+    pub fn bold(self, text: &str) -> String {
+        self.code("1", text)
+    }
+}
 
 fn ms(v: Option<f64>) -> String {
     match v {
@@ -17,7 +55,7 @@ fn clock(t: &str) -> &str {
     t.get(11..23).unwrap_or(t)
 }
 
-pub fn services(list: &[wire::Service]) -> String {
+pub fn services(list: &[wire::Service], paint: Paint) -> String {
     let mut out = String::new();
     for s in list {
         let active = match (&s.active, s.decided) {
@@ -27,16 +65,17 @@ pub fn services(list: &[wire::Service]) -> String {
         };
         let mut flags = Vec::new();
         if s.all_down {
-            flags.push("ALL DOWN".to_string());
+            flags.push(paint.red("ALL DOWN"));
         }
         if let Some(p) = &s.pinned {
-            flags.push(format!("pinned to {p}"));
+            flags.push(paint.yellow(&format!("pinned to {p}")));
         }
         if let Some(i) = s.open_incident {
-            flags.push(format!("incident #{i} open"));
+            flags.push(paint.red(&format!("incident #{i} open")));
         }
         let flags = if flags.is_empty() { String::new() } else { format!("  [{}]", flags.join(", ")) };
-        let _ = writeln!(out, "{}: active {active}, epoch {}{flags}", s.name, s.epoch);
+        let active = if s.active.is_some() && s.decided { paint.bold(&active) } else { paint.yellow(&active) };
+        let _ = writeln!(out, "{}: active {active}, epoch {}{flags}", paint.bold(&s.name), s.epoch);
         let _ = writeln!(
             out,
             "  {} check every {} ms{}, timeout {} ms, fall {}, rise {}; failback {:?} after {} ms",
@@ -71,7 +110,14 @@ pub fn services(list: &[wire::Service]) -> String {
                 last = format!("{last}  [checking every {every} ms: {why}]");
             }
             let addr = format!("{} {}", t.address, t.check);
-            let _ = writeln!(out, "  {mark:<2} {:<16} {addr:<40} {health:<8} {rotation:<8} {lat:>9}  {last}", t.name);
+            let health = format!("{health:<8}");
+            let health = if t.healthy { paint.green(&health) } else { paint.red(&health) };
+            let rotation = format!("{rotation:<8}");
+            let rotation = if t.enabled { rotation } else { paint.yellow(&rotation) };
+            let failed = t.last_check.as_ref().is_some_and(|l| !l.ok && !l.checker_error);
+            let last = if failed { paint.red(&last) } else { last };
+            let mark = paint.green(&format!("{mark:<2}"));
+            let _ = writeln!(out, "  {mark} {:<16} {addr:<40} {health} {rotation} {lat:>9}  {last}", t.name);
         }
         for r in &s.dns {
             let served = if r.addresses.is_empty() {
@@ -100,18 +146,18 @@ pub fn event(e: &wire::EventRecord) -> String {
     format!("#{:<6} {} {}", e.seq, e.time, e.summary)
 }
 
-pub fn incidents(list: &[wire::Incident]) -> String {
+pub fn incidents(list: &[wire::Incident], paint: Paint) -> String {
     if list.is_empty() {
         return "no incidents\n".into();
     }
     let mut out = String::new();
     let _ = writeln!(out, "{:<5} {:<12} {:<7} {:<24} {:<24} {:>10} {:>10} {:>10}", "ID", "SERVICE", "STATE", "OPENED", "FAILED -> TO", "DETECTION", "SWITCH", "RTO");
     for i in list {
-        let state = if i.open { "open" } else { "closed" };
+        let state = if i.open { paint.red("open   ") } else { "closed ".to_string() };
         let moved = format!("{} -> {}", i.failed.as_deref().unwrap_or("-"), i.to.as_deref().unwrap_or("(none)"));
         let _ = writeln!(
             out,
-            "{:<5} {:<12} {state:<7} {:<24} {moved:<24} {:>10} {:>10} {:>10}",
+            "{:<5} {:<12} {state} {:<24} {moved:<24} {:>10} {:>10} {:>10}",
             i.id,
             i.service,
             i.opened.get(..19).unwrap_or(&i.opened),
@@ -123,9 +169,9 @@ pub fn incidents(list: &[wire::Incident]) -> String {
     out
 }
 
-pub fn incident(i: &wire::Incident) -> String {
+pub fn incident(i: &wire::Incident, paint: Paint) -> String {
     let mut out = String::new();
-    let state = if i.open { "OPEN".to_string() } else { format!("closed by {}", i.closed_by.as_deref().unwrap_or("?")) };
+    let state = if i.open { paint.red("OPEN") } else { format!("closed by {}", i.closed_by.as_deref().unwrap_or("?")) };
     let _ = writeln!(out, "Incident #{} — {} — {state}", i.id, i.service);
     let _ = writeln!(out, "  failed target : {}", i.failed.as_deref().unwrap_or("-"));
     let _ = writeln!(out, "  traffic moved : {}", i.to.as_deref().unwrap_or("(none: failing closed)"));
@@ -142,7 +188,7 @@ pub fn incident(i: &wire::Incident) -> String {
     for w in &i.checks {
         let _ = writeln!(out, "  checks of {} that marked it {} ({}):", w.target, w.flip, clock(&w.at));
         for c in &w.results {
-            let verdict = if c.ok { "pass" } else { "FAIL" };
+            let verdict = if c.ok { paint.green("pass") } else { paint.red("FAIL") };
             let _ = writeln!(out, "    {}  {verdict}  {:>9}  {}", clock(&c.at), format!("{:.1} ms", c.latency_ms), c.reason);
         }
     }
@@ -244,4 +290,20 @@ pub fn notify_status(s: &wire::NotifyStatus) -> String {
     }
     let _ = writeln!(out, "(planned up to event #{})", s.cursor);
     out
+}
+
+#[cfg(test)]
+mod paint_tests {
+    use super::Paint;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_with_no_color() {
+        assert_eq!(Paint::wanted(true, None), Paint(true));
+        assert_eq!(Paint::wanted(false, None), Paint(false), "a pipe or a file gets plain text");
+        assert_eq!(Paint::wanted(true, Some(OsStr::new("1"))), Paint(false), "NO_COLOR=1");
+        assert_eq!(Paint::wanted(true, Some(OsStr::new(""))), Paint(true), "an empty NO_COLOR does not count (no-color.org)");
+        assert_eq!(Paint(false).red("down"), "down");
+        assert_eq!(Paint(true).red("down"), "\x1b[31mdown\x1b[0m");
+    }
 }

@@ -15,11 +15,13 @@ mod cadence; // the fast cadence with the real binary: fast re-checks, down inte
 mod cluster; // cluster mode on a real 3-member etcd: vantage quorum, one leader, failover, fencing, member loss
 mod config_errors; // check-config and run with bad files: file, line, key, expectation; exit 2
 mod crash; // kill -9 and restart: events, overrides, incidents intact; decision reconciled
+mod dashboard; // headless Chromium on the dashboard: live failover, token-gated drain, phone width; SSE order and Last-Event-ID resume
 mod demo; // README's first command: `understudy demo` end to end
 mod disk; // the data disk stuck (fsfreeze), full or read-only (tmpfs), damaged and forged log lines (root)
 mod drill; // drills from the CLI: force-down measured and restored, baseline refusal, missed targets
 mod drill_lease; // a drill killed with SIGKILL: the daemon undoes its fault within the lease
 mod failover; // kill the primary: failover within budget; failback only after the hold; hooks
+mod frontdoor; // the .deb (contents, lintian, dpkg --root install, the daemon as its user, purge); --output json, colours, completions, man
 mod fuzz_findings; // inputs fuzzing found (issue 19): huge durations, quoted template placeholders, big secret files
 mod netbed; // namespaces: DNS-mode drill through unbound, 5% / 100% loss, a flapping primary (root)
 mod notify; // real Alertmanager, aiosmtpd and a stand-in HTTP receiver: alerts, formats, kill -9 with the receiver down
