@@ -12,6 +12,7 @@ pub mod config;
 pub mod coordinator;
 pub mod crclog;
 pub mod decision;
+pub mod pg;
 pub mod dns;
 pub mod probe;
 pub mod health;
