@@ -27,6 +27,9 @@ PACKAGES=(
   procps           # ps, for process accounting in benchmarks
   prometheus-alertmanager  # a real Alertmanager for the notification tests
   systemd          # systemd-analyze verify on dist/understudy.service
+  postgresql-15    # PostgreSQL failover tests and benchmark: a primary and streaming standbys (initdb, pg_basebackup, pg_rewind, pgbench)
+  postgresql-client-15  # psql
+  postgresql-contrib    # pgbench (in postgresql-15 on Debian 12; the name is kept for other releases)
 )
 
 # Python packages from PyPI: aiosmtpd is the SMTP server the e-mail notification tests talk to.

@@ -23,6 +23,7 @@ mod fuzz_findings; // inputs fuzzing found (issue 19): huge durations, quoted te
 mod netbed; // namespaces: DNS-mode drill through unbound, 5% / 100% loss, a flapping primary (root)
 mod notify; // real Alertmanager, aiosmtpd and a stand-in HTTP receiver: alerts, formats, kill -9 with the receiver down
 mod operator; // drain / enable / switchover / clear through the CLI
+mod postgres; // real PostgreSQL 15: async failover with fast-forward and repoint, sync zero loss, fence and `pg rejoin`, lag gate
 mod reload; // SIGHUP: a bad file keeps the old config; a good one keeps unchanged health
 mod segments; // the segmented event log: kill -9 at random moments with a tiny segment size, rotations included
 mod suspect; // the suspicion TTL with dig: TTL 1 from the first failed check, before the switch; a blip; rise brings TTL 5 back
