@@ -5,7 +5,8 @@
 //! writable primary among the service's other targets (refuse when there is none or more than
 //! one); stop the local server if it runs (`pg_ctl stop -m fast`); `pg_rewind` it against the
 //! current primary (which also runs crash recovery first after a `kill -9`); write
-//! `standby.signal`; in `postgresql.auto.conf`, drop the fence (`default_transaction_read_only`)
+//! `standby.signal`; keep its own configuration files (pg_rewind copies the source's); in
+//! `postgresql.auto.conf`, drop the fence (`default_transaction_read_only`)
 //! and set `primary_conninfo` to the current primary; start it and wait until it streams.
 //!
 //! It changes only the data directory it is given and reads the others over SQL; it never
@@ -81,7 +82,14 @@ pub async fn rejoin(config: &Config, service: &str, target: &str, opts: &Options
     if let Some(p) = &check.password {
         rewind.env("PGPASSWORD", p);
     }
+    // pg_rewind copies the source's configuration files too; a server whose configuration lives
+    // in its data directory keeps its own (its address, port, access rules).
+    let kept: Vec<(PathBuf, Vec<u8>)> =
+        KEEP.iter().filter_map(|f| std::fs::read(pgdata.join(f)).ok().map(|b| (pgdata.join(f), b))).collect();
     let out = run(&mut rewind)?;
+    for (path, bytes) in &kept {
+        std::fs::write(path, bytes).map_err(|e| format!("cannot restore {}: {e}", path.display()))?;
+    }
     done.push(format!("pg_rewind: {}", out.lines().last().unwrap_or("done")));
     std::fs::write(pgdata.join("standby.signal"), b"").map_err(|e| format!("cannot write standby.signal: {e}"))?;
     let conninfo = pg.conninfo_for(target, primary.ip, primary.port);
@@ -109,6 +117,9 @@ pub async fn rejoin(config: &Config, service: &str, target: &str, opts: &Options
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Configuration files of the rejoining server that pg_rewind must not replace with the source's.
+const KEEP: &[&str] = &["postgresql.conf", "postgresql.auto.conf", "pg_hba.conf", "pg_ident.conf"];
 
 /// Drop `default_transaction_read_only` and `primary_conninfo` lines and set the new conninfo.
 fn rewrite_auto_conf(path: &Path, conninfo: &str) -> Result<(), String> {

@@ -33,12 +33,14 @@ pub struct PostgresProbe {
     timeout: Duration,
     /// How old the primary's last report may be to count as its current WAL position.
     fresh: Duration,
+    /// Since when this standby's replay has been behind, check after check.
+    behind_since: std::sync::Mutex<Option<Instant>>,
 }
 
 impl PostgresProbe {
     pub fn new(check: Arc<PgCheck>, target: &str, ip: IpAddr, port: u16, interval: Duration, timeout: Duration) -> Self {
         let login = Login { user: check.user.clone(), password: check.password.clone(), dbname: check.dbname.clone() };
-        PostgresProbe { check, target: target.to_string(), addr: SocketAddr::new(ip, port), login, timeout, fresh: (interval * 3).max(Duration::from_secs(3)) }
+        PostgresProbe { check, target: target.to_string(), addr: SocketAddr::new(ip, port), login, timeout, fresh: (interval * 3).max(Duration::from_secs(3)), behind_since: Default::default() }
     }
 
     async fn run(&self) -> Verdict {
@@ -57,7 +59,16 @@ impl PostgresProbe {
                 board::post(&self.check.service, report);
             }
         }
-        judge(&st, board::last(&self.check.service).as_ref(), &self.target, &self.check, Instant::now(), self.fresh)
+        let (primary, now) = (board::last(&self.check.service), Instant::now());
+        let behind = st.in_recovery && standby_lag(&st, primary.as_ref(), &self.target, now, self.fresh, None).0 > 0;
+        let since = {
+            let mut b = self.behind_since.lock().unwrap_or_else(|e| e.into_inner());
+            if !behind {
+                *b = None;
+            }
+            behind.then(|| *b.get_or_insert(now))
+        };
+        judge(&st, primary.as_ref(), &self.target, &self.check, now, self.fresh, since)
     }
 }
 
@@ -75,8 +86,12 @@ impl Probe for PostgresProbe {
     }
 }
 
-/// How far a standby's replay is behind: bytes, and seconds (zero when caught up).
-pub fn standby_lag(st: &Status, primary: Option<&PrimaryReport>, me: &str, now: Instant, fresh: Duration) -> (u64, Option<f64>) {
+/// How far a standby's replay is behind: bytes, and seconds (zero when caught up). The seconds
+/// are the time since the last replayed commit, but never more than `behind_since` (since when
+/// the probe has seen replay behind, check after check): after a long idle spell the first new
+/// commit does not make a standby look an hour late, and a standby that has replayed nothing
+/// since it started (no commit time yet) still gets a lag.
+pub fn standby_lag(st: &Status, primary: Option<&PrimaryReport>, me: &str, now: Instant, fresh: Duration, behind_since: Option<Instant>) -> (u64, Option<f64>) {
     let replay = st.replay_lsn.unwrap_or(0);
     let mut upstream = st.receive_lsn.unwrap_or(0).max(replay);
     if st.receiver.is_some() {
@@ -89,12 +104,17 @@ pub fn standby_lag(st: &Status, primary: Option<&PrimaryReport>, me: &str, now: 
         upstream = upstream.max(p.wal_lsn);
     }
     let bytes = upstream - replay;
-    let secs = if bytes == 0 { Some(0.0) } else { st.since_replay_s.map(|s| s.max(0.0)) };
+    let behind_for = behind_since.map(|t| now.saturating_duration_since(t).as_secs_f64());
+    let secs = match (bytes, st.since_replay_s.map(|s| s.max(0.0)), behind_for) {
+        (0, _, _) => Some(0.0),
+        (_, Some(s), Some(b)) => Some(s.min(b)),
+        (_, s, b) => s.or(b),
+    };
     (bytes, secs)
 }
 
 /// The verdict for one server's status (pure: time is a parameter).
-pub fn judge(st: &Status, primary: Option<&PrimaryReport>, me: &str, check: &PgCheck, now: Instant, fresh: Duration) -> Verdict {
+pub fn judge(st: &Status, primary: Option<&PrimaryReport>, me: &str, check: &PgCheck, now: Instant, fresh: Duration, behind_since: Option<Instant>) -> Verdict {
     if !st.in_recovery {
         if st.read_only {
             return Verdict::fail("primary fenced read-only (default_transaction_read_only = on): bring it back with `understudy pg rejoin`");
@@ -109,7 +129,7 @@ pub fn judge(st: &Status, primary: Option<&PrimaryReport>, me: &str, check: &PgC
         };
         return Verdict::pass(format!("primary at {wal}{followers}"));
     }
-    let (bytes, secs) = standby_lag(st, primary, me, now, fresh);
+    let (bytes, secs) = standby_lag(st, primary, me, now, fresh, behind_since);
     let lag = match secs {
         Some(s) => format!("{bytes} bytes / {s:.1} s behind"),
         None => format!("{bytes} bytes behind"),
@@ -178,8 +198,11 @@ mod tests {
         // The last commit was an hour ago, but replay has everything the primary wrote.
         let st = standby(1000, 1000, 3600.0);
         let p = report(now, 1000, &[]);
-        assert_eq!(standby_lag(&st, Some(&p), "pg2", now, FRESH), (0, Some(0.0)));
-        assert!(judge(&st, Some(&p), "pg2", &check(MaxLag::Time(Duration::from_secs(30)), false), now, FRESH).ok);
+        assert_eq!(standby_lag(&st, Some(&p), "pg2", now, FRESH, None), (0, Some(0.0)));
+        assert!(judge(&st, Some(&p), "pg2", &check(MaxLag::Time(Duration::from_secs(30)), false), now, FRESH, None).ok);
+        // The first write after the idle hour: replay is behind, but only since this check.
+        let st = standby(1200, 1000, 3600.0);
+        assert_eq!(standby_lag(&st, None, "pg2", now, FRESH, Some(now)), (200, Some(0.0)));
     }
 
     #[test]
@@ -187,12 +210,17 @@ mod tests {
         let now = Instant::now();
         let mut st = standby(5000, 1000, 42.5);
         st.replay_paused = true;
-        let v = judge(&st, None, "pg2", &check(MaxLag::Time(Duration::from_secs(30)), false), now, FRESH);
+        let v = judge(&st, None, "pg2", &check(MaxLag::Time(Duration::from_secs(30)), false), now, FRESH, Some(now - Duration::from_secs(60)));
         assert!(!v.ok);
         assert_eq!(v.reason, "standby replay lag 4000 bytes / 42.5 s behind exceeds max_lag 30s (streaming from 127.0.0.2, replay paused)");
         // The same standby under a byte limit.
-        assert!(judge(&st, None, "pg2", &check(MaxLag::Bytes(8192), false), now, FRESH).ok);
-        assert!(!judge(&st, None, "pg2", &check(MaxLag::Bytes(1024), false), now, FRESH).ok);
+        assert!(judge(&st, None, "pg2", &check(MaxLag::Bytes(8192), false), now, FRESH, None).ok);
+        assert!(!judge(&st, None, "pg2", &check(MaxLag::Bytes(1024), false), now, FRESH, None).ok);
+        // Paused before it replayed any commit since start: no commit time, the probe's own
+        // observation counts.
+        st.since_replay_s = None;
+        assert_eq!(standby_lag(&st, None, "pg2", now, FRESH, Some(now - Duration::from_secs(5))), (4000, Some(5.0)));
+        assert!(!judge(&st, None, "pg2", &check(MaxLag::Time(Duration::from_secs(2)), false), now, FRESH, Some(now - Duration::from_secs(5))).ok);
     }
 
     #[test]
@@ -203,11 +231,11 @@ mod tests {
         let mut st = standby(1000, 1000, 12.0);
         st.receiver = None;
         let p = report(now - Duration::from_secs(1), 1000 + (1 << 20), &[]);
-        assert_eq!(standby_lag(&st, Some(&p), "pg2", now, FRESH), (1 << 20, Some(12.0)));
-        assert!(!judge(&st, Some(&p), "pg2", &check(MaxLag::Bytes(1 << 16), false), now, FRESH).ok);
+        assert_eq!(standby_lag(&st, Some(&p), "pg2", now, FRESH, None), (1 << 20, Some(12.0)));
+        assert!(!judge(&st, Some(&p), "pg2", &check(MaxLag::Bytes(1 << 16), false), now, FRESH, None).ok);
         // After the primary died its last report goes stale: the standby is a candidate.
         let later = now + Duration::from_secs(10);
-        assert_eq!(standby_lag(&st, Some(&p), "pg2", later, FRESH), (0, Some(0.0)));
+        assert_eq!(standby_lag(&st, Some(&p), "pg2", later, FRESH, None), (0, Some(0.0)));
     }
 
     #[test]
@@ -215,20 +243,20 @@ mod tests {
         let now = Instant::now();
         let p = report(now, 1000, &[("pg2", "sync"), ("pg3", "potential")]);
         let c = check(MaxLag::Time(Duration::from_secs(30)), true);
-        assert!(judge(&standby(1000, 1000, 1.0), Some(&p), "pg2", &c, now, FRESH).ok);
-        let v = judge(&standby(1000, 1000, 1.0), Some(&p), "pg3", &c, now, FRESH);
+        assert!(judge(&standby(1000, 1000, 1.0), Some(&p), "pg2", &c, now, FRESH, None).ok);
+        let v = judge(&standby(1000, 1000, 1.0), Some(&p), "pg3", &c, now, FRESH, None);
         assert_eq!((v.ok, v.reason.as_str()), (false, "not a synchronous standby of pg1 (sync_state potential); synchronous = true"));
-        assert!(!judge(&standby(1000, 1000, 1.0), None, "pg2", &c, now, FRESH).ok);
+        assert!(!judge(&standby(1000, 1000, 1.0), None, "pg2", &c, now, FRESH, None).ok);
         // The last word of a dead primary still counts.
-        assert!(judge(&standby(1000, 1000, 1.0), Some(&p), "pg2", &c, now + Duration::from_secs(60), FRESH).ok);
+        assert!(judge(&standby(1000, 1000, 1.0), Some(&p), "pg2", &c, now + Duration::from_secs(60), FRESH, None).ok);
     }
 
     #[test]
     fn a_fenced_primary_fails() {
         let st = Status { in_recovery: false, wal_lsn: Some(5), read_only: true, ..standby(0, 0, 0.0) };
-        let v = judge(&st, None, "pg1", &check(MaxLag::Time(Duration::from_secs(30)), false), Instant::now(), FRESH);
+        let v = judge(&st, None, "pg1", &check(MaxLag::Time(Duration::from_secs(30)), false), Instant::now(), FRESH, None);
         assert!(!v.ok && v.reason.starts_with("primary fenced read-only"), "{}", v.reason);
         let open = Status { read_only: false, ..st };
-        assert_eq!(judge(&open, None, "pg1", &check(MaxLag::Time(Duration::from_secs(30)), false), Instant::now(), FRESH).reason, "primary at 0/5");
+        assert_eq!(judge(&open, None, "pg1", &check(MaxLag::Time(Duration::from_secs(30)), false), Instant::now(), FRESH, None).reason, "primary at 0/5");
     }
 }

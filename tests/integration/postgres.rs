@@ -32,12 +32,13 @@ fn fence_line(c: &Cluster) -> String {
     format!("fence = [\"/bin/sh\", \"-c\", \"echo $0 >> {}\", \"{{target}}\"]", c.tmp.path().join("fence.log").display())
 }
 
-async fn start(c: &Cluster, extra: &str) -> (Daemon, SocketAddr) {
+/// Start the daemon; wait until pg1 is active and `healthy` pass their checks.
+async fn start(c: &Cluster, extra: &str, healthy: &[&str]) -> (Daemon, SocketAddr) {
     let dns: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1")).parse().unwrap();
     let api = api_addr();
     let d = Daemon::start(c.tmp.path(), &daemon_config(c, api, dns, extra), api).await;
     d.wait_active("db", "pg1", Duration::from_secs(30)).await;
-    for t in ["pg2", "pg3"] {
+    for &t in healthy {
         wait_for(Duration::from_secs(30), &format!("{t} healthy"), || async {
             let s = d.service("db").await;
             s["targets"].as_array().unwrap().iter().any(|x| x["name"] == t && x["healthy"] == true).then_some(())
@@ -127,7 +128,7 @@ fn actuated(events: &[serde_json::Value]) -> Vec<String> {
 async fn async_failover_fast_forwards_the_chosen_standby_promotes_it_and_repoints_the_other() {
     let c = Cluster::start(2, false);
     // No periodic re-verify in this test: it would (rightly) repoint the standby cut off below.
-    let (d, dns) = start(&c, &format!("verify_every = \"1h\"\n{}", fence_line(&c))).await;
+    let (d, dns) = start(&c, &format!("verify_every = \"1h\"\n{}", fence_line(&c)), &["pg2", "pg3"]).await;
     let pg1 = c.nodes[0].ip.to_string();
     let resolved = understudy::dns::client::resolve(dns, "db.example.test", Duration::from_secs(1)).await.unwrap();
     assert_eq!(resolved.to_string(), pg1, "{}", story(&d.events().await));
@@ -182,7 +183,7 @@ async fn async_failover_fast_forwards_the_chosen_standby_promotes_it_and_repoint
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_failover_loses_no_acknowledged_write_and_the_old_primary_comes_back_fenced_then_rejoins() {
     let c = Cluster::start(2, true);
-    let (d, dns) = start(&c, &format!("synchronous = true\n{}", fence_line(&c))).await;
+    let (d, dns) = start(&c, &format!("synchronous = true\n{}", fence_line(&c)), &["pg2"]).await;
     // pg3 is only a potential synchronous standby: not eligible with synchronous = true.
     wait_for(Duration::from_secs(20), "pg3 failing as not synchronous", || async { reason(&d, "pg3").await.contains("not a synchronous standby").then_some(()) }).await;
 
@@ -233,7 +234,7 @@ async fn sync_failover_loses_no_acknowledged_write_and_the_old_primary_comes_bac
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_beyond_max_lag_is_alerted_and_never_promoted() {
     let c = Cluster::start(2, false);
-    let (d, dns) = start(&c, "max_lag = \"2s\"").await;
+    let (d, dns) = start(&c, "max_lag = \"2s\"", &["pg2", "pg3"]).await;
     c.psql(1, "postgres", "SELECT pg_wal_replay_pause()");
     let stop = Arc::new(AtomicBool::new(false));
     let w = writers(dns, c.port, 1, stop.clone());

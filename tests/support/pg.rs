@@ -80,11 +80,10 @@ impl Cluster {
             "local all all trust\nhost replication replicator 127.0.0.0/8 trust\nhost all all 127.0.0.0/8 md5\n",
         )
         .unwrap();
-        let sync_names = if sync { "synchronous_standby_names = 'FIRST 1 (pg1, pg2, pg3)'\n" } else { "" };
         append(
             &p.dir.join("postgresql.conf"),
             &format!(
-                "wal_level = replica\nmax_wal_senders = 10\nhot_standby = on\nwal_log_hints = on\nfsync = off\nshared_buffers = 16MB\nmax_connections = 40\nwal_receiver_status_interval = 1s\nwal_keep_size = 256MB\nwal_retrieve_retry_interval = 500ms\n{sync_names}"
+                "wal_level = replica\nmax_wal_senders = 10\nhot_standby = on\nwal_log_hints = on\nfsync = off\nshared_buffers = 16MB\nmax_connections = 40\nwal_receiver_status_interval = 1s\nwal_keep_size = 256MB\nwal_retrieve_retry_interval = 500ms\n"
             ),
         );
         c.node_conf(0);
@@ -111,6 +110,13 @@ impl Cluster {
             c.node_conf(i);
             append(&d.dir.join("postgresql.auto.conf"), &format!("primary_conninfo = '{}'\n", c.conninfo(&d.name, 0)));
             c.pg_ctl(i, "start");
+        }
+        if sync {
+            // Only now: with it set, the setup's own commits would wait for a standby.
+            for i in 0..c.nodes.len() {
+                c.psql(i, "postgres", "ALTER SYSTEM SET synchronous_standby_names = 'FIRST 1 (pg1, pg2, pg3)'");
+                c.psql(i, "postgres", "SELECT pg_reload_conf()");
+            }
         }
         c
     }
