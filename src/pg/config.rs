@@ -225,6 +225,15 @@ address = "127.0.0.3"
     }
 
     #[test]
+    fn the_full_example_has_a_postgres_service() {
+        let (c, _) = crate::config::from_str(include_str!("../../examples/full.toml"), Path::new("full.toml")).unwrap();
+        let s = c.services.iter().find(|s| s.name == "pgdb").expect("pgdb in examples/full.toml");
+        let pg = s.postgres.as_ref().unwrap();
+        assert_eq!((s.failback, pg.max_lag, pg.synchronous), (crate::config::Failback::Manual, MaxLag::Time(Duration::from_secs(30)), false));
+        assert_eq!(s.check.postgres.as_ref().unwrap().service, "pgdb");
+    }
+
+    #[test]
     fn max_lag_takes_durations_and_sizes() {
         assert_eq!(parse_max_lag("30s"), Some(MaxLag::Time(Duration::from_secs(30))));
         assert_eq!(parse_max_lag("16MB"), Some(MaxLag::Bytes(16 << 20)));
