@@ -82,9 +82,7 @@ impl Cluster {
         .unwrap();
         append(
             &p.dir.join("postgresql.conf"),
-            &format!(
-                "wal_level = replica\nmax_wal_senders = 10\nhot_standby = on\nwal_log_hints = on\nfsync = off\nshared_buffers = 16MB\nmax_connections = 40\nwal_receiver_status_interval = 1s\nwal_keep_size = 256MB\nwal_retrieve_retry_interval = 500ms\n"
-            ),
+            "wal_level = replica\nmax_wal_senders = 10\nhot_standby = on\nwal_log_hints = on\nfsync = off\nshared_buffers = 16MB\nmax_connections = 40\nwal_receiver_status_interval = 1s\nwal_keep_size = 256MB\nwal_retrieve_retry_interval = 500ms\n",
         );
         c.node_conf(0);
         c.pg_ctl(0, "start");
