@@ -37,6 +37,9 @@ PACKAGES=(
   dpkg-dev         # dpkg-shlibdeps for scripts/build-deb.sh
   binutils         # strip, for scripts/build-deb.sh
   lintian          # checks the .deb scripts/build-deb.sh builds
+  postgresql-15    # PostgreSQL failover tests and benchmark: a primary and streaming standbys (initdb, pg_basebackup, pg_rewind, pgbench)
+  postgresql-client-15  # psql
+  postgresql-contrib    # pgbench (in postgresql-15 on Debian 12; the name is kept for other releases)
 )
 
 # Python packages from PyPI: aiosmtpd is the SMTP server the e-mail notification tests talk to;

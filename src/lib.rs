@@ -14,6 +14,7 @@ pub mod clock;
 pub mod crclog;
 pub mod crypto;
 pub mod decision;
+pub mod pg;
 pub mod dns;
 pub mod probe;
 pub mod health;

@@ -231,6 +231,7 @@ mod http {
         let mut check = http_check("/health");
         check.port = 1; // overridden by the target's check_port
         let config = CheckConfig {
+            postgres: None,
             kind: CheckKind::Http(check),
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(500),
@@ -255,6 +256,7 @@ mod tcp {
     async fn connects_to_nginx_and_build_picks_the_port() {
         let nginx = Nginx::start();
         let config = CheckConfig {
+            postgres: None,
             kind: CheckKind::Tcp(TcpCheck { port: nginx.tls.port(), close: Default::default() }),
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(500),

@@ -28,7 +28,8 @@ pub fn service(v: &ServiceView) -> wire::Service {
         failback_hold_ms: cfg.failback_hold.as_millis() as u64,
         all_down_policy: cfg.all_down,
         check: wire::CheckSummary {
-            kind: check.kind.name().into(),
+            // A PostgreSQL check connects like a TCP check and then speaks the protocol.
+            kind: if check.postgres.is_some() { "postgres".into() } else { check.kind.name().into() },
             port: port(None),
             path: match &check.kind {
                 CheckKind::Http(h) => Some(h.path.clone()),

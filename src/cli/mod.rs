@@ -176,6 +176,11 @@ pub enum Cmd {
     },
     /// Rehearse a failure of SERVICE's primary and measure detection, switch and client RTO.
     Drill(DrillArgs),
+    /// PostgreSQL services (`kind = "postgres"`).
+    Pg {
+        #[command(subcommand)]
+        action: PgCmd,
+    },
     /// List past drills.
     Drills {
         /// Show one drill's full report.
@@ -309,6 +314,34 @@ pub enum ReportFormat {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum PgCmd {
+    /// Bring an old primary (TARGET) back as a standby of the current primary: pg_rewind, then
+    /// start it following the primary. Run it on TARGET's host as the data directory's owner.
+    Rejoin {
+        service: String,
+        target_name: String,
+        /// Config file.
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        /// TARGET's data directory.
+        #[arg(long, short = 'D')]
+        pgdata: PathBuf,
+        /// Where pg_ctl and pg_rewind are (default: PATH, then /usr/lib/postgresql/<newest>/bin).
+        #[arg(long)]
+        bindir: Option<PathBuf>,
+        /// The login pg_rewind uses on the primary (default: the check's user).
+        #[arg(long)]
+        rewind_user: Option<String>,
+        /// Leave the server stopped after the rewind.
+        #[arg(long)]
+        no_start: bool,
+        /// How long to wait for it to stream from the primary.
+        #[arg(long, default_value = "60s")]
+        wait: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum NotifyCmd {
     /// Per channel: pending, delivered, failed attempts, last error.
     Status,
@@ -326,6 +359,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Cmd::Man { dir } => return shell::man(dir.as_deref()),
         Cmd::Demo { interval, hold } => demo::run(&interval, &hold).await,
         Cmd::Drill(args) => return drill::run(args).await,
+        Cmd::Pg { action } => pg(action).await,
         Cmd::Drills { id, out, markdown, target } => drill::list(&target, id, out.json(), markdown).await,
         Cmd::Status { service, out, target } => commands::status(&target, service.as_deref(), out.json()).await,
         Cmd::Events { since, follow, out, target } => commands::events(&target, since, follow, out.json()).await,
@@ -341,6 +375,20 @@ pub async fn run(cli: Cli) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
+        }
+    }
+}
+
+async fn pg(action: PgCmd) -> anyhow::Result<()> {
+    match action {
+        PgCmd::Rejoin { service, target_name, config, pgdata, bindir, rewind_user, no_start, wait } => {
+            let wait = config::parse_duration(&wait).map_err(|e| anyhow::anyhow!("--wait: {e}"))?;
+            let (cfg, _) = config::load_guarded(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let opts = crate::pg::rejoin::Options { pgdata, bindir, rewind_user, no_start, wait };
+            for line in crate::pg::rejoin::rejoin(&cfg, &service, &target_name, &opts).await.map_err(|e| anyhow::anyhow!(e))? {
+                println!("{line}");
+            }
+            Ok(())
         }
     }
 }

@@ -97,6 +97,8 @@ pub struct ServiceConfig {
     pub verify_every: Duration,
     /// Optional recovery-time budget, used for warnings (e.g. DNS TTL + detection too long).
     pub rto_budget: Option<Duration>,
+    /// `kind = "postgres"`: promotion settings (`max_lag`, `synchronous`, `fence`...).
+    pub postgres: Option<crate::pg::config::PgService>,
 }
 
 impl ServiceConfig {
@@ -134,6 +136,9 @@ pub struct CheckConfig {
     pub fast_interval: Duration,
     /// Cadence of a down target that is not recovering.
     pub down_interval: Duration,
+    /// `kind = "postgres"` checks: `kind` is then `Tcp` with the server's port (what the
+    /// connection-level code needs) and this says how to log in and what lag is acceptable.
+    pub postgres: Option<std::sync::Arc<crate::pg::config::PgCheck>>,
 }
 
 impl CheckConfig {

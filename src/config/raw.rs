@@ -81,8 +81,11 @@ fn default_log_format() -> String {
 #[serde(deny_unknown_fields)]
 pub struct RawService {
     pub name: String,
-    #[serde(default = "default_failback")]
-    pub failback: Failback,
+    /// `"postgres"`: targets are PostgreSQL servers and a failover promotes a standby (see
+    /// `pg/`). Absent: a plain service.
+    pub kind: Option<String>,
+    /// Default `auto`; `manual` for `kind = "postgres"` (databases never fail back by themselves).
+    pub failback: Option<Failback>,
     #[serde(default = "default_failback_hold", with = "serde_duration")]
     pub failback_hold: Duration,
     #[serde(default = "default_all_down")]
@@ -98,13 +101,22 @@ pub struct RawService {
     /// is still in effect, and repair it when not.
     #[serde(default = "default_verify_every", with = "serde_duration")]
     pub verify_every: Duration,
+    // kind = "postgres" (validated in `pg/config.rs`)
+    /// A standby further behind is not eligible: a duration ("30s") or a size ("16MB").
+    pub max_lag: Option<String>,
+    /// Only a synchronous standby may be promoted.
+    pub synchronous: Option<bool>,
+    /// Run before a promotion, for the old primary (`{target}`, `{address}`).
+    pub fence: Option<RawCommand>,
+    /// What a repointed standby's `primary_conninfo` says besides host and port.
+    pub replication_conninfo: Option<String>,
 }
 
 fn default_verify_every() -> Duration {
     Duration::from_secs(30)
 }
 
-fn default_failback() -> Failback {
+pub(crate) fn default_failback() -> Failback {
     Failback::Auto
 }
 /// Long enough that a primary flapping on a seconds scale does not drag traffic back and forth.
@@ -150,6 +162,10 @@ pub struct RawCheck {
     pub close: Option<super::TcpClose>,
     // exec
     pub command: Option<RawCommand>,
+    // postgres
+    pub user: Option<String>,
+    pub password_file: Option<String>,
+    pub dbname: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -159,6 +175,7 @@ pub enum RawCheckKind {
     Https,
     Tcp,
     Exec,
+    Postgres,
 }
 
 /// Defaults match the documented "1 s interval, fall 3" profile: about 1 s to detect with the

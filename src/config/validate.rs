@@ -185,7 +185,7 @@ fn validate_daemon(cx: &mut Ctx<'_>, d: RawDaemon, base_dir: &Path) -> Option<Da
 }
 
 /// A byte count: an integer, or a string with a unit (B, KiB, MiB, GiB; K, M, G are the same).
-fn parse_size(v: &toml::Value) -> Option<u64> {
+pub(crate) fn parse_size(v: &toml::Value) -> Option<u64> {
     match v {
         toml::Value::Integer(n) => u64::try_from(*n).ok(),
         toml::Value::String(s) => {
@@ -210,12 +210,15 @@ pub(crate) fn resolve(base: &Path, f: &str) -> PathBuf {
     if p.is_absolute() { p } else { base.join(p) }
 }
 
-fn validate_service(cx: &mut Ctx<'_>, rs: RawService, path: &[Seg]) -> Option<ServiceConfig> {
+fn validate_service(cx: &mut Ctx<'_>, mut rs: RawService, path: &[Seg]) -> Option<ServiceConfig> {
     let errors_before = cx.errors.len();
     if !valid_name(&rs.name) {
         cx.err(&with(path, &[k("name")]), format!("expected 1-63 letters, digits, '-', '_' or '.', got \"{}\"", rs.name));
     }
-    let check = validate_check(cx, rs.check, &with(path, &[k("check")]));
+    let base_dir = cx.file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let postgres = crate::pg::config::validate_service(cx, &mut rs, path);
+    let check = validate_check(cx, rs.check, &with(path, &[k("check")]), &base_dir);
+    let check = check.map(|c| crate::pg::config::bind_check(c, &rs.name, postgres.as_ref()));
 
     if rs.targets.is_empty() {
         cx.err(path, format!("service \"{}\" needs at least one [[service.target]]", rs.name));
@@ -284,7 +287,7 @@ fn validate_service(cx: &mut Ctx<'_>, rs: RawService, path: &[Seg]) -> Option<Se
     }
     let svc = ServiceConfig {
         name: rs.name,
-        failback: rs.failback,
+        failback: rs.failback.unwrap_or(if postgres.is_some() { Failback::Manual } else { default_failback() }),
         failback_hold: rs.failback_hold,
         all_down: rs.all_down,
         check,
@@ -292,6 +295,7 @@ fn validate_service(cx: &mut Ctx<'_>, rs: RawService, path: &[Seg]) -> Option<Se
         hooks,
         verify_every: rs.verify_every,
         rto_budget: rs.rto_budget,
+        postgres,
     };
     if let Some(budget) = svc.rto_budget
         && svc.detection_budget() > budget
@@ -333,13 +337,14 @@ fn command_argv(cx: &mut Ctx<'_>, path: &[Seg], c: RawCommand) -> Vec<String> {
     }
 }
 
-fn validate_check(cx: &mut Ctx<'_>, rc: RawCheck, path: &[Seg]) -> Option<CheckConfig> {
+fn validate_check(cx: &mut Ctx<'_>, rc: RawCheck, path: &[Seg], base_dir: &Path) -> Option<CheckConfig> {
     let before = cx.errors.len();
     let kind_name = match rc.kind {
         RawCheckKind::Http => "http",
         RawCheckKind::Https => "https",
         RawCheckKind::Tcp => "tcp",
         RawCheckKind::Exec => "exec",
+        RawCheckKind::Postgres => "postgres",
     };
     if rc.interval < MIN_INTERVAL {
         cx.err(&with(path, &[k("interval")]), format!("expected at least 50ms, got {}", humantime::format_duration(rc.interval)));
@@ -403,6 +408,11 @@ fn validate_check(cx: &mut Ctx<'_>, rc: RawCheck, path: &[Seg]) -> Option<CheckC
     only(cx, rc.kind != RawCheckKind::Tcp && rc.close.is_some(), "close", "tcp");
     only(cx, rc.kind == RawCheckKind::Exec && rc.port.is_some(), "port", "http, https and tcp");
     only(cx, rc.kind != RawCheckKind::Exec && rc.command.is_some(), "command", "exec");
+    let pg = rc.kind == RawCheckKind::Postgres;
+    only(cx, !pg && rc.user.is_some(), "user", "postgres");
+    only(cx, !pg && rc.password_file.is_some(), "password_file", "postgres");
+    only(cx, !pg && rc.dbname.is_some(), "dbname", "postgres");
+    let mut postgres = None;
 
     let kind = match rc.kind {
         RawCheckKind::Http | RawCheckKind::Https => {
@@ -448,6 +458,10 @@ fn validate_check(cx: &mut Ctx<'_>, rc: RawCheck, path: &[Seg]) -> Option<CheckC
             })
         }
         RawCheckKind::Tcp => CheckKind::Tcp(TcpCheck { port: rc.port.unwrap_or(0), close: rc.close.unwrap_or_default() }),
+        RawCheckKind::Postgres => {
+            postgres = crate::pg::config::validate_check(cx, path, rc.user, rc.password_file, rc.dbname, base_dir);
+            CheckKind::Tcp(TcpCheck { port: rc.port.unwrap_or(crate::pg::config::DEFAULT_PORT), close: Default::default() })
+        }
         RawCheckKind::Exec => match rc.command {
             Some(c) => CheckKind::Exec(ExecCheck { command: command_argv(cx, &with(path, &[k("command")]), c) }),
             None => {
@@ -459,7 +473,7 @@ fn validate_check(cx: &mut Ctx<'_>, rc: RawCheck, path: &[Seg]) -> Option<CheckC
     if cx.errors.len() > before {
         return None;
     }
-    Some(CheckConfig { kind, interval: rc.interval, timeout: rc.timeout, fall: rc.fall, rise: rc.rise, fast_interval, down_interval })
+    Some(CheckConfig { kind, interval: rc.interval, timeout: rc.timeout, fall: rc.fall, rise: rc.rise, fast_interval, down_interval, postgres })
 }
 
 fn parse_status(s: &RawStatus) -> Result<StatusRange, String> {

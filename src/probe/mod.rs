@@ -5,12 +5,13 @@
 //! initial random offset (so checks spread over the interval), enforces the timeout, and never
 //! lets a slow target delay another one.
 //!
-//! One implementation per file: `http.rs` (http and https), `tcp.rs`, `exec.rs`.
+//! One implementation per file: `http.rs` (http and https), `tcp.rs`, `exec.rs`, `postgres.rs`.
 
 pub mod checker;
 pub mod exec;
 pub mod http;
 pub mod lag;
+pub mod postgres;
 pub mod scheduler;
 pub mod tcp;
 
@@ -100,6 +101,10 @@ pub fn build(check: &CheckConfig, target: &TargetConfig) -> Result<Arc<dyn Probe
         CheckKind::Http(h) => {
             let port = target.check_port.unwrap_or(h.port);
             Arc::new(http::HttpProbe::new(h, SocketAddr::new(ip, port), check.timeout)?)
+        }
+        CheckKind::Tcp(t) if check.postgres.is_some() => {
+            let pg = check.postgres.clone().expect("checked just above");
+            Arc::new(postgres::PostgresProbe::new(pg, &target.name, ip, target.check_port.unwrap_or(t.port), check.interval, check.timeout))
         }
         CheckKind::Tcp(t) => {
             let port = target.check_port.unwrap_or(t.port);

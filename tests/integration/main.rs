@@ -27,6 +27,7 @@ mod netbed; // namespaces: DNS-mode drill through unbound, 5% / 100% loss, a fla
 mod notify; // real Alertmanager, aiosmtpd and a stand-in HTTP receiver: alerts, formats, kill -9 with the receiver down
 mod operator; // drain / enable / switchover / clear through the CLI
 mod providers; // DNS providers against real BIND, Knot, PowerDNS, moto (Route 53) and a Cloudflare-shaped receiver: failover, rejected keys, drift, restart
+mod postgres; // real PostgreSQL 15: async failover with fast-forward and repoint, sync zero loss, fence and `pg rejoin`, lag gate
 mod reload; // SIGHUP: a bad file keeps the old config; a good one keeps unchanged health
 mod segments; // the segmented event log: kill -9 at random moments with a tiny segment size, rotations included
 mod suspect; // the suspicion TTL with dig: TTL 1 from the first failed check, before the switch; a blip; rise brings TTL 5 back

@@ -403,6 +403,7 @@ pub fn api_addr() -> SocketAddr {
 }
 
 pub mod netns;
+pub mod pg;
 
 /// `understudy run -c CONFIG` with extra environment variables, its output appended to `log`;
 /// killed by PID when dropped. For tests that need what `Daemon` does not give (TLS, a
