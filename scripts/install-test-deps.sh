@@ -27,6 +27,8 @@ PACKAGES=(
   procps           # ps, for process accounting in benchmarks
   prometheus-alertmanager  # a real Alertmanager for the notification tests
   systemd          # systemd-analyze verify on dist/understudy.service
+  haproxy          # load-balancer level: a real HAProxy steered through its runtime API, and the proxy benchmark's anchor
+  wrk              # HTTP load generator for the proxy benchmark
 )
 
 # Python packages from PyPI: aiosmtpd is the SMTP server the e-mail notification tests talk to.

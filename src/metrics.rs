@@ -173,6 +173,7 @@ impl Metrics {
             "API connections closed at once because the connection cap was reached",
             m.api_connections_refused.clone(),
         );
+        crate::lb::METRICS.register(&mut registry);
         Metrics { registry, ..m }
     }
 

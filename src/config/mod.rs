@@ -41,6 +41,8 @@ pub struct Config {
     pub drill: crate::drill::config::DrillConfig,
     /// `[heartbeat]`: the dead man's switch.
     pub heartbeat: Option<crate::drill::config::HeartbeatConfig>,
+    /// `[[haproxy]]`, `[[nginx]]`, `[[proxy]]`: the load-balancer level.
+    pub lb: crate::lb::config::LbConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -25,6 +25,13 @@ pub struct RawConfig {
     #[serde(default)]
     pub drill: crate::drill::config::RawDrill,
     pub heartbeat: Option<crate::drill::config::RawHeartbeat>,
+    /// Load-balancer level; the structs live in `lb/config.rs`.
+    #[serde(default)]
+    pub haproxy: Vec<crate::lb::config::RawHaproxy>,
+    #[serde(default)]
+    pub nginx: Vec<crate::lb::config::RawNginx>,
+    #[serde(default)]
+    pub proxy: Vec<crate::lb::config::RawProxy>,
 }
 
 #[derive(Debug, Deserialize)]
