@@ -731,6 +731,93 @@ mod tests {
         assert!(order(&route(None, 3), 0).is_empty(), "serving nothing");
     }
 
+    /// A target that accepts, reads what comes, and closes without answering: with a reset
+    /// (`linger 0`) or a plain close.
+    async fn silent_target(reset: bool) -> SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = [0u8; 64];
+                let _ = s.read(&mut buf).await;
+                if reset {
+                    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                }
+                drop(s);
+            }
+        });
+        addr
+    }
+
+    /// A target that answers `name:` and what it read.
+    async fn echo_target(name: &'static str) -> SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = [0u8; 64];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let _ = s.write_all(format!("{name}:").as_bytes()).await;
+                let _ = s.write_all(&buf[..n]).await;
+            }
+        });
+        addr
+    }
+
+    async fn proxy_to(targets: Vec<(&str, SocketAddr)>, service: &str) -> (Arc<Proxy>, CancellationToken) {
+        let text = format!(
+            "[[service]]\nname = \"{service}\"\n[service.check]\nkind = \"tcp\"\nport = 1\n[[service.target]]\nname = \"a\"\naddress = \"127.0.0.1\"\n\
+             [[proxy]]\nservice = \"{service}\"\nlisten = [\"127.0.0.1:0\"]\nconnect_timeout = \"500ms\"\n"
+        );
+        let (cfg, _) = crate::config::from_str(&text, std::path::Path::new("t.toml")).unwrap();
+        let cancel = CancellationToken::new();
+        let p = Proxy::start(&cfg.lb.proxy[0], &cfg.services[0], None, &cancel).unwrap();
+        let upstreams: Arc<[Arc<Upstream>]> = targets
+            .into_iter()
+            .map(|(n, addr)| Arc::new(Upstream { name: n.into(), addr, down: AtomicBool::new(false), held_until_ms: AtomicU64::new(0) }))
+            .collect();
+        p.route.send_replace(Arc::new(Route { epoch: 1, active: Some(0), upstreams }));
+        (p, cancel)
+    }
+
+    async fn ask(p: &Proxy, what: &[u8]) -> Vec<u8> {
+        let mut c = TcpStream::connect(p.bound[0]).await.unwrap();
+        c.write_all(what).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out)).await.expect("answered in time").unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_refused_reset_or_silently_closed_connection_is_replayed_on_the_next_target() {
+        let refused = closed();
+        let (p, cancel) = proxy_to(vec![("refuses", refused.1), ("resets", silent_target(true).await), ("closes", silent_target(false).await), ("answers", echo_target("b").await)], "redispatch").await;
+        assert_eq!(ask(&p, b"hello").await, b"b:hello", "the client's bytes were replayed to the target that answered");
+        let retries = p.stats.retries.get();
+        assert_eq!(retries, 3, "refused, reset and closed: three retries");
+        // The three failed targets are held: the next connection goes straight to the one that answers.
+        assert_eq!(ask(&p, b"again").await, b"b:again");
+        assert_eq!(p.stats.retries.get(), retries);
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn when_every_target_fails_the_client_is_closed_and_it_is_counted() {
+        let refused = closed();
+        let (p, cancel) = proxy_to(vec![("refuses", refused.1), ("resets", silent_target(true).await)], "exhausted").await;
+        assert_eq!(ask(&p, b"hello").await, b"");
+        assert_eq!(p.stats.err_exhausted.get(), 1);
+        cancel.cancel();
+    }
+
+    /// A port nobody listens on (bound, not listening) for as long as the socket lives.
+    fn closed() -> (socket2::Socket, SocketAddr) {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+        let a = s.local_addr().unwrap().as_socket().unwrap();
+        (s, a)
+    }
+
     #[test]
     fn proxy_v2_header_bytes() {
         let h = proxy_v2_header("192.0.2.1:56324".parse().unwrap(), "198.51.100.2:443".parse().unwrap());
