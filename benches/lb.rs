@@ -12,7 +12,7 @@
 //!    1 with `taskset`, wrk and the nginx backend on CPU 0. Requests/s and p99 latency, alternating
 //!    fronts run by run.
 //!
-//! Run: `cargo bench --bench lb -- [--runs 3] [--secs 5]`. Prints medians (and min-max) and the
+//! Run: `cargo bench --bench lb -- [--runs 3] [--secs 5] [--crash-only | --throughput-only]`. Prints medians (and min-max) and the
 //! ratios. It never panics on a failed run: a front that does not come up is reported and skipped.
 //! Bounded: every request has a 10 s timeout, every load phase a fixed duration.
 
@@ -69,7 +69,7 @@ async fn get(addr: SocketAddr) -> Result<String, String> {
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await.map_err(|e| format!("read: {e}"))?;
         let text = String::from_utf8_lossy(&buf);
-        if !text.starts_with("HTTP/1.1 200") {
+        if text.split_whitespace().nth(1) != Some("200") {
             return Err(text.lines().next().unwrap_or("empty answer").to_string());
         }
         Ok(text.rsplit("\r\n\r\n").next().unwrap_or("").trim().to_string())
@@ -101,7 +101,7 @@ fn haproxy_config(dir: &Path, mode: &str, front: SocketAddr, servers: &str, extr
     std::fs::write(
         &path,
         format!(
-            "global\n  maxconn 20000\n  nbthread 1\ndefaults\n  mode {mode}\n  timeout connect 1s\n  timeout client 10s\n  timeout server 10s\n  retries 3\n{extra}\
+            "global\n  maxconn 4000\n  nbthread 1\ndefaults\n  mode {mode}\n  timeout connect 1s\n  timeout client 10s\n  timeout server 10s\n  retries 3\n{extra}\
              backend www\n{servers}frontend f\n  bind {front}\n  default_backend www\n"
         ),
     )
@@ -139,34 +139,41 @@ async fn wait_serving(front: SocketAddr, want: &str) -> bool {
     false
 }
 
-/// One crash run: (failed requests, longest stall in ms, requests answered).
-async fn crash_run(front: SocketAddr, primary: &mut Nginx) -> (f64, f64, f64) {
+/// One crash run: (failed requests, longest stall in ms after the kill, requests answered,
+/// longest wait in ms before the kill: the noise floor of this machine at that moment).
+async fn crash_run(front: SocketAddr, primary: &mut Nginx) -> (f64, f64, f64, f64) {
     let start = Instant::now();
     let mut loops = Vec::new();
     for _ in 0..LOOPS {
         loops.push(tokio::spawn(async move {
-            let (mut failed, mut ok, mut longest) = (0u64, 0u64, Duration::ZERO);
+            let (mut failed, mut ok, mut longest, mut before) = (0u64, 0u64, Duration::ZERO, Duration::ZERO);
             while start.elapsed() < LOAD {
                 let t = Instant::now();
-                match get(front).await {
+                let r = get(front).await;
+                if t.duration_since(start) + t.elapsed() < KILL_AT {
+                    before = before.max(t.elapsed());
+                    continue;
+                }
+                match r {
                     Ok(_) => ok += 1,
                     Err(_) => failed += 1,
                 }
                 longest = longest.max(t.elapsed());
             }
-            (failed, ok, longest)
+            (failed, ok, longest, before)
         }));
     }
     tokio::time::sleep(KILL_AT).await;
     primary.kill();
-    let (mut failed, mut ok, mut longest) = (0, 0, Duration::ZERO);
+    let (mut failed, mut ok, mut longest, mut before) = (0, 0, Duration::ZERO, Duration::ZERO);
     for l in loops {
-        let (f, o, lg) = l.await.unwrap();
+        let (f, o, lg, b) = l.await.unwrap();
         failed += f;
         ok += o;
         longest = longest.max(lg);
+        before = before.max(b);
     }
-    (failed as f64, longest.as_secs_f64() * 1000.0, ok as f64)
+    (failed as f64, longest.as_secs_f64() * 1000.0, ok as f64, before.as_secs_f64() * 1000.0)
 }
 
 struct CrashRow {
@@ -174,6 +181,7 @@ struct CrashRow {
     failed: Vec<f64>,
     stall: Vec<f64>,
     ok: Vec<f64>,
+    before: Vec<f64>,
     skipped: Vec<String>,
 }
 
@@ -182,7 +190,7 @@ async fn crash(runs: usize) -> Vec<CrashRow> {
         format!("  server web1 127.0.0.2:{port} check inter 1s fall 3 rise 2{extra}\n  server web2 127.0.0.3:{port} check inter 1s fall 3 rise 2 backup\n")
     };
     let names = ["understudy proxy (checks 1s, fall 3)", "HAProxy inter 1s fall 3", "HAProxy + option redispatch", "HAProxy + observe layer4"];
-    let mut rows: Vec<CrashRow> = names.iter().map(|n| CrashRow { name: n, failed: vec![], stall: vec![], ok: vec![], skipped: vec![] }).collect();
+    let mut rows: Vec<CrashRow> = names.iter().map(|n| CrashRow { name: n, failed: vec![], stall: vec![], ok: vec![], before: vec![], skipped: vec![] }).collect();
     for run in 0..runs {
         for (i, row) in rows.iter_mut().enumerate() {
             let dir = tempfile::tempdir().unwrap();
@@ -207,11 +215,12 @@ async fn crash(runs: usize) -> Vec<CrashRow> {
                 row.skipped.push(format!("run {run}: the front did not serve the primary"));
                 continue;
             }
-            let (f, s, o) = crash_run(front, &mut primary).await;
+            let (f, s, o, b) = crash_run(front, &mut primary).await;
             row.failed.push(f);
             row.stall.push(s);
             row.ok.push(o);
-            eprintln!("crash run {run}: {}: {f} failed, longest stall {s:.1} ms, {o} answered", row.name);
+            row.before.push(b);
+            eprintln!("crash run {run}: {}: {f} failed, longest stall {s:.1} ms ({b:.1} ms before the crash), {o} answered", row.name);
         }
     }
     rows
@@ -300,6 +309,24 @@ fn ratio(a: &[f64], b: &[f64]) -> String {
     }
 }
 
+fn print_crash(rows: &[CrashRow], runs: usize) {
+    println!("\n## Primary crash: {LOOPS} client loops, one connection per request, {} s, primary's nginx killed at {} s; median (min-max) of {runs} runs\n", LOAD.as_secs(), KILL_AT.as_secs());
+    println!("| front | failed requests | longest stall ms | answered after the kill | longest wait before the kill ms |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for r in rows {
+        println!("| {} | {} | {} | {} | {} |", r.name, cell(&r.failed, 0), cell(&r.stall, 1), cell(&r.ok, 0), cell(&r.before, 1));
+    }
+    for r in rows {
+        for s in &r.skipped {
+            println!("- {}: {s}", r.name);
+        }
+    }
+    let base = &rows[0];
+    for r in &rows[1..] {
+        println!("- {}: stall ratio understudy / it = {}", r.name, ratio(&base.stall, &r.stall));
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str, default: u64| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default);
@@ -310,23 +337,13 @@ fn main() {
         std::process::exit(2);
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let rows = rt.block_on(crash(runs));
-    println!("\n## Primary crash: {LOOPS} client loops, one connection per request, {} s, primary's nginx killed at {} s; median (min-max) of {runs} runs\n", LOAD.as_secs(), KILL_AT.as_secs());
-    println!("| front | failed requests | longest stall ms | requests answered |");
-    println!("| --- | ---: | ---: | ---: |");
-    for r in &rows {
-        println!("| {} | {} | {} | {} |", r.name, cell(&r.failed, 0), cell(&r.stall, 1), cell(&r.ok, 0));
+    let only = |what: &str| !args.iter().any(|a| a.starts_with("--") && a.ends_with("-only") && a != what);
+    if only("--crash-only") {
+        print_crash(&rt.block_on(crash(runs)), runs);
     }
-    for r in &rows {
-        for s in &r.skipped {
-            println!("- {}: {s}", r.name);
-        }
+    if !only("--throughput-only") {
+        return;
     }
-    let base = &rows[0];
-    for r in &rows[1..] {
-        println!("- {}: stall ratio understudy / it = {}", r.name, ratio(&base.stall, &r.stall));
-    }
-
     pin_self_to_cpu0();
     let Some(t) = rt.block_on(throughput(runs, secs)) else { return };
     println!("\n## Throughput: wrk -t1 -c32, {secs} s per run, front on CPU 1, wrk and nginx on CPU 0; median (min-max) of {runs} runs\n");
