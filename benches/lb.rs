@@ -146,7 +146,7 @@ async fn crash_run(front: SocketAddr, primary: &mut Nginx) -> (f64, f64, f64, f6
     let mut loops = Vec::new();
     for _ in 0..LOOPS {
         loops.push(tokio::spawn(async move {
-            let (mut failed, mut ok, mut longest, mut before) = (0u64, 0u64, Duration::ZERO, Duration::ZERO);
+            let (mut failed, mut ok, mut longest, mut before, mut at) = (0u64, 0u64, Duration::ZERO, Duration::ZERO, Duration::ZERO);
             while start.elapsed() < LOAD {
                 let t = Instant::now();
                 let r = get(front).await;
@@ -158,21 +158,28 @@ async fn crash_run(front: SocketAddr, primary: &mut Nginx) -> (f64, f64, f64, f6
                     Ok(_) => ok += 1,
                     Err(_) => failed += 1,
                 }
-                longest = longest.max(t.elapsed());
+                if t.elapsed() > longest {
+                    longest = t.elapsed();
+                    at = t.duration_since(start);
+                }
             }
-            (failed, ok, longest, before)
+            (failed, ok, longest, before, at)
         }));
     }
     tokio::time::sleep(KILL_AT).await;
     primary.kill();
-    let (mut failed, mut ok, mut longest, mut before) = (0, 0, Duration::ZERO, Duration::ZERO);
+    let (mut failed, mut ok, mut longest, mut before, mut at) = (0, 0, Duration::ZERO, Duration::ZERO, Duration::ZERO);
     for l in loops {
-        let (f, o, lg, b) = l.await.unwrap();
+        let (f, o, lg, b, a) = l.await.unwrap();
         failed += f;
         ok += o;
-        longest = longest.max(lg);
+        if lg > longest {
+            longest = lg;
+            at = a;
+        }
         before = before.max(b);
     }
+    eprintln!("  the longest stall began {} ms after the kill", at.as_millis() as i64 - KILL_AT.as_millis() as i64);
     (failed as f64, longest.as_secs_f64() * 1000.0, ok as f64, before.as_secs_f64() * 1000.0)
 }
 

@@ -223,7 +223,9 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 impl Proxy {
     /// Bind every listen address and start accepting. The first route is `current` (the
     /// restored decision) or, for a service never decided, its primary.
-    pub fn start(cfg: &ProxyConfig, service: &ServiceConfig, current: Option<&Current>, cancel: &CancellationToken) -> Result<Arc<Proxy>, StartError> {
+    /// The listeners and every connection live on `rt` (the kind's own runtime).
+    pub fn start(cfg: &ProxyConfig, service: &ServiceConfig, current: Option<&Current>, cancel: &CancellationToken, rt: &tokio::runtime::Handle) -> Result<Arc<Proxy>, StartError> {
+        let _in = rt.enter();
         let ups = upstreams(cfg, service, None);
         let (epoch, active) = match current {
             Some(c) => (c.epoch, c.active.and_then(|a| ups.iter().position(|u| u.addr.ip() == a))),
@@ -250,7 +252,7 @@ impl Proxy {
         for l in listeners {
             let (p, limit, cancel, tracker) = (proxy.clone(), limit.clone(), cancel.clone(), tracker.clone());
             proxy.listening.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(async move {
+            rt.spawn(async move {
                 p.accept_loop(l, limit, &cancel, &tracker).await;
                 p.listening.fetch_sub(1, Ordering::Relaxed);
             });
@@ -625,23 +627,49 @@ impl Actuator for ProxyActuator {
 }
 
 /// The built-in proxy as an actuator kind: one [`Proxy`] per `[[proxy]]`, started with the
-/// daemon, listening until it stops.
+/// daemon, listening until it stops. Listeners and connections run on the kind's own runtime
+/// (one worker per core the process may use, at most 4), so nothing the rest of the daemon does
+/// on its runtime (a worker blocked waiting for the disk) stalls forwarded traffic.
 pub struct ProxyKind {
     proxies: HashMap<String, Arc<Proxy>>,
     cancel: CancellationToken,
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+}
+
+impl Drop for ProxyKind {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        if let Some(rt) = self.runtime.get_mut().ok().and_then(Option::take) {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// [`crate::actuator::registry::KINDS`]' entry for `[[proxy]]`.
 pub fn start_kind(ctx: &StartCtx) -> Result<Box<dyn Kind>, StartError> {
     let cancel = ctx.cancel.child_token();
-    let mut proxies = HashMap::new();
+    let workers = std::thread::available_parallelism().map(|n| n.get().min(4)).unwrap_or(1);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).thread_name("understudy-proxy").enable_all().build()?;
+    let mut kind = ProxyKind { proxies: HashMap::new(), cancel: cancel.clone(), runtime: Mutex::new(None) };
     for p in &ctx.config.lb.proxy {
-        let svc = ctx.config.services.iter().find(|s| s.name == p.service).ok_or_else(|| format!("[[proxy]] names unknown service \"{}\"", p.service))?;
-        let proxy = Proxy::start(p, svc, ctx.current.get(&p.service), &cancel).inspect_err(|_| cancel.cancel())?;
-        tracing::info!(service = %p.service, "proxy listening on {:?}", proxy.bound);
-        proxies.insert(p.service.clone(), proxy);
+        let Some(svc) = ctx.config.services.iter().find(|s| s.name == p.service) else {
+            rt.shutdown_background();
+            return Err(format!("[[proxy]] names unknown service \"{}\"", p.service).into());
+        };
+        match Proxy::start(p, svc, ctx.current.get(&p.service), &cancel, rt.handle()) {
+            Ok(proxy) => {
+                tracing::info!(service = %p.service, "proxy listening on {:?}", proxy.bound);
+                kind.proxies.insert(p.service.clone(), proxy);
+            }
+            Err(e) => {
+                cancel.cancel();
+                rt.shutdown_background();
+                return Err(e);
+            }
+        }
     }
-    Ok(Box::new(ProxyKind { proxies, cancel }))
+    kind.runtime = Mutex::new(Some(rt));
+    Ok(Box::new(kind))
 }
 
 impl ProxyKind {
@@ -696,7 +724,12 @@ impl Kind for ProxyKind {
     }
 
     fn shutdown(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
-        Box::pin(async move { self.cancel.cancel() })
+        Box::pin(async move {
+            self.cancel.cancel();
+            if let Some(rt) = self.runtime.lock().ok().and_then(|mut r| r.take()) {
+                rt.shutdown_background();
+            }
+        })
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
@@ -771,7 +804,7 @@ mod tests {
         );
         let (cfg, _) = crate::config::from_str(&text, std::path::Path::new("t.toml")).unwrap();
         let cancel = CancellationToken::new();
-        let p = Proxy::start(&cfg.lb.proxy[0], &cfg.services[0], None, &cancel).unwrap();
+        let p = Proxy::start(&cfg.lb.proxy[0], &cfg.services[0], None, &cancel, &tokio::runtime::Handle::current()).unwrap();
         let upstreams: Arc<[Arc<Upstream>]> = targets
             .into_iter()
             .map(|(n, addr)| Arc::new(Upstream { name: n.into(), addr, down: AtomicBool::new(false), held_until_ms: AtomicU64::new(0) }))
