@@ -25,7 +25,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Daemon, Nginx, free_port, free_port_on};
+use support::{Nginx, free_port, free_port_on};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const HAPROXY: &str = "/usr/sbin/haproxy";
@@ -75,6 +75,22 @@ async fn get(addr: SocketAddr) -> Result<String, String> {
         Ok(text.rsplit("\r\n\r\n").next().unwrap_or("").trim().to_string())
     };
     tokio::time::timeout(Duration::from_secs(10), run).await.map_err(|_| "timeout".to_string())?
+}
+
+/// `understudy run` with `config`: the binary in `UNDERSTUDY_BIN` (e.g. a release build while
+/// the bench itself is built with `--profile dev`), else the one cargo built with this bench.
+fn start_daemon(dir: &Path, config: &str) -> Option<Peer> {
+    let bin = std::env::var("UNDERSTUDY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_understudy").to_string());
+    let path = dir.join("understudy.toml");
+    std::fs::write(&path, config).unwrap();
+    let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
+    match Command::new(&bin).args(["run", "-c"]).arg(&path).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn() {
+        Ok(c) => Some(Peer(c)),
+        Err(e) => {
+            eprintln!("cannot start {bin}: {e}");
+            None
+        }
+    }
 }
 
 async fn backends(dir: &Path) -> (u16, Nginx, Nginx) {
@@ -207,8 +223,7 @@ async fn crash(runs: usize) -> Vec<CrashRow> {
             let mut _haproxy = None;
             if i == 0 {
                 let api = SocketAddr::new("127.0.0.1".parse().unwrap(), free_port("127.0.0.1"));
-                let d = Daemon::start(dir.path(), &daemon_config(dir.path(), api, port, front), api).await;
-                _daemon = Some(d);
+                _daemon = start_daemon(dir.path(), &daemon_config(dir.path(), api, port, front));
             } else {
                 let (srv, extra) = match i {
                     1 => (server(port, ""), ""),
@@ -278,9 +293,13 @@ async fn throughput(runs: usize, secs: u64) -> Option<[[Vec<f64>; 4]; 2]> {
     let ours = SocketAddr::new("127.0.0.1".parse().unwrap(), free_port("127.0.0.1"));
     let theirs = SocketAddr::new("127.0.0.1".parse().unwrap(), free_port("127.0.0.1"));
     let api = SocketAddr::new("127.0.0.1".parse().unwrap(), free_port("127.0.0.1"));
-    let d = Daemon::start(dir.path(), &daemon_config(dir.path(), api, port, ours), api).await;
-    // Every thread of the daemon on CPU 1 (it started on CPU 0 with one tokio worker).
-    let _ = Command::new("taskset").args(["-a", "-p", "-c", "1", &d.pid().to_string()]).stdout(Stdio::null()).status();
+    let d = start_daemon(dir.path(), &daemon_config(dir.path(), api, port, ours))?;
+    if !wait_serving(ours, "primary").await {
+        eprintln!("the understudy proxy did not come up; no throughput figures");
+        return None;
+    }
+    // Every thread of the daemon on CPU 1 (it started on CPU 0, so with one worker per runtime).
+    let _ = Command::new("taskset").args(["-a", "-p", "-c", "1", &d.0.id().to_string()]).stdout(Stdio::null()).status();
     let cfg = haproxy_config(dir.path(), "tcp", theirs, &format!("  server web1 127.0.0.2:{port}\n"), "");
     let _h = start_haproxy(&cfg, Some("1"))?;
     if !wait_serving(ours, "primary").await || !wait_serving(theirs, "primary").await {
