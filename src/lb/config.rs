@@ -324,7 +324,7 @@ fn validate_haproxy(cx: &mut Ctx<'_>, r: RawHaproxy, p: &[Seg], services: &[Serv
         }
     };
     let timeout = duration(cx, &r.timeout, p, "timeout", DEFAULT_HAPROXY_TIMEOUT);
-    (cx.errors_len() == before).then(|| HaproxyConfig { service: r.service, socket, backend: r.backend, servers, inactive, timeout })
+    (cx.errors_len() == before).then_some(HaproxyConfig { service: r.service, socket, backend: r.backend, servers, inactive, timeout })
 }
 
 fn validate_nginx(cx: &mut Ctx<'_>, r: RawNginx, p: &[Seg], services: &[ServiceConfig]) -> Option<NginxConfig> {

@@ -384,7 +384,7 @@ impl Proxy {
                         Ok(0) if client_done => {
                             // The client said all it had to say and the target closed without a word:
                             // that is an answer for some protocols, so pass it on.
-                            let _ = (&*client).shutdown_write();
+                            let _ = client.shutdown_write();
                             return None;
                         }
                         Ok(0) | Err(_) => break true,

@@ -82,9 +82,12 @@ impl Drop for Peer {
     }
 }
 
+/// Answers per backend name, failures with their messages, the longest request.
+type LoopResult = (Vec<(String, u64)>, Vec<String>, Duration);
+
 /// A client loop through `addr`: one request per connection, until `stop` or `max` requests
 /// or `within`. Returns (answers per backend name, failures with their messages).
-fn client_loop(addr: SocketAddr, stop: Arc<AtomicBool>, done: Arc<AtomicU64>, max: u64, within: Duration) -> tokio::task::JoinHandle<(Vec<(String, u64)>, Vec<String>, Duration)> {
+fn client_loop(addr: SocketAddr, stop: Arc<AtomicBool>, done: Arc<AtomicU64>, max: u64, within: Duration) -> tokio::task::JoinHandle<LoopResult> {
     tokio::spawn(async move {
         let deadline = Instant::now() + within;
         let mut seen: Vec<(String, u64)> = Vec::new();
