@@ -40,6 +40,8 @@ PACKAGES=(
   postgresql-15    # PostgreSQL failover tests and benchmark: a primary and streaming standbys (initdb, pg_basebackup, pg_rewind, pgbench)
   postgresql-client-15  # psql
   postgresql-contrib    # pgbench (in postgresql-15 on Debian 12; the name is kept for other releases)
+  haproxy          # load-balancer level: a real HAProxy steered through its runtime API, and the proxy benchmark's anchor
+  wrk              # HTTP load generator for the proxy benchmark
 )
 
 # Python packages from PyPI: aiosmtpd is the SMTP server the e-mail notification tests talk to;

@@ -31,3 +31,4 @@ pub mod drill;
 pub mod provider;
 #[cfg(test)]
 mod layers;
+pub mod lb;

@@ -194,6 +194,7 @@ impl Metrics {
             m.core_result.clone(),
         );
         registry.register("understudy_core_queue", "Check results waiting for the core loop (a number that keeps growing: the core does not keep up)", m.core_queue.clone());
+        crate::lb::METRICS.register(&mut registry);
         Metrics { registry, ..m }
     }
 

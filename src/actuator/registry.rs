@@ -90,10 +90,13 @@ pub struct Entry {
 
 /// Every actuator kind, in the order their actuators run for a service (each in its own task,
 /// so the order only matters for status listings): the built-in DNS server, DNS providers
-/// (`[[dns.provider]]`), hooks, PostgreSQL promotion.
+/// (`[[dns.provider]]`), the load-balancer kinds (`lb/`), hooks, PostgreSQL promotion.
 pub const KINDS: &[Entry] = &[
     Entry { name: "dns", configured: |c| c.dns.is_some(), start: crate::dns::actuator::start_kind },
     Entry { name: "dns-provider", configured: |c| !c.dns_providers.is_empty(), start: crate::provider::start_kind },
+    Entry { name: "proxy", configured: |c| !c.lb.proxy.is_empty(), start: crate::lb::proxy::start_kind },
+    Entry { name: "haproxy", configured: |c| !c.lb.haproxy.is_empty(), start: crate::lb::haproxy::start_kind },
+    Entry { name: "nginx", configured: |c| !c.lb.nginx.is_empty(), start: crate::lb::nginx::start_kind },
     Entry { name: "hooks", configured: |_| true, start: Hooks::start },
     Entry { name: "postgres", configured: crate::pg::actuator::PgKind::configured, start: crate::pg::actuator::PgKind::start },
 ];

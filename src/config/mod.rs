@@ -46,6 +46,8 @@ pub struct Config {
     pub heartbeat: Option<crate::drill::config::HeartbeatConfig>,
     /// `[cluster]`: which coordinator commits decisions (standalone unless configured).
     pub cluster: crate::coordinator::config::ClusterConfig,
+    /// `[[haproxy]]`, `[[nginx]]`, `[[proxy]]`: the load-balancer level.
+    pub lb: crate::lb::config::LbConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]

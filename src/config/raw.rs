@@ -27,6 +27,13 @@ pub struct RawConfig {
     pub heartbeat: Option<crate::drill::config::RawHeartbeat>,
     /// `[cluster]`: standalone or etcd; the structs live with the coordinator in `coordinator/config.rs`.
     pub cluster: Option<crate::coordinator::config::RawCluster>,
+    /// Load-balancer level; the structs live in `lb/config.rs`.
+    #[serde(default)]
+    pub haproxy: Vec<crate::lb::config::RawHaproxy>,
+    #[serde(default)]
+    pub nginx: Vec<crate::lb::config::RawNginx>,
+    #[serde(default)]
+    pub proxy: Vec<crate::lb::config::RawProxy>,
 }
 
 #[derive(Debug, Deserialize)]

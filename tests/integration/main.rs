@@ -23,6 +23,7 @@ mod drill_lease; // a drill killed with SIGKILL: the daemon undoes its fault wit
 mod failover; // kill the primary: failover within budget; failback only after the hold; hooks
 mod frontdoor; // the .deb (contents, lintian, dpkg --root install, the daemon as its user, purge); --output json, colours, completions, man
 mod fuzz_findings; // inputs fuzzing found (issue 19): huge durations, quoted template placeholders, big secret files
+mod lb; // the load-balancer level: real HAProxy (admin socket) and nginx (upstream file) steered, the built-in proxy losing no request
 mod netbed; // namespaces: DNS-mode drill through unbound, 5% / 100% loss, a flapping primary (root)
 mod notify; // real Alertmanager, aiosmtpd and a stand-in HTTP receiver: alerts, formats, kill -9 with the receiver down
 mod operator; // drain / enable / switchover / clear through the CLI
