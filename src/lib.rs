@@ -24,3 +24,4 @@ pub mod metrics;
 pub mod notify;
 pub mod cli;
 pub mod drill;
+pub mod vrrp;

@@ -41,6 +41,8 @@ pub struct Config {
     pub drill: crate::drill::config::DrillConfig,
     /// `[heartbeat]`: the dead man's switch.
     pub heartbeat: Option<crate::drill::config::HeartbeatConfig>,
+    /// `[[vip]]`: virtual IPs this node speaks VRRPv3 for.
+    pub vip: Vec<crate::vrrp::config::VipConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -25,6 +25,9 @@ pub struct RawConfig {
     #[serde(default)]
     pub drill: crate::drill::config::RawDrill,
     pub heartbeat: Option<crate::drill::config::RawHeartbeat>,
+    /// Virtual IPs (VRRPv3); the structs live with the speaker in `vrrp/config.rs`.
+    #[serde(default)]
+    pub vip: Vec<crate::vrrp::config::RawVip>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -83,10 +83,11 @@ pub fn validate(raw: RawConfig, text: &str, file: &Path) -> Result<(Config, Vec<
     let drill = crate::drill::config::validate(&mut cx, raw.drill, &services);
     let heartbeat = raw.heartbeat.and_then(|h| crate::drill::config::validate_heartbeat(&mut cx, h));
     let notify = super::notify::validate_all(&mut cx, raw.notify, &base_dir, &names);
+    let vip = crate::vrrp::config::validate(&mut cx, raw.vip, &services);
 
     if cx.errors.is_empty() {
         let daemon = daemon.expect("daemon validated without errors");
-        Ok((Config { source: file.to_owned(), daemon, services, dns, drill, heartbeat, notify }, cx.warnings))
+        Ok((Config { source: file.to_owned(), daemon, services, dns, drill, heartbeat, notify, vip }, cx.warnings))
     } else {
         Err(ConfigErrors(cx.errors))
     }

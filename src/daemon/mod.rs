@@ -283,7 +283,7 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
     // service has none), so a restart never serves a target the daemon had failed away from;
     // a bind error is fatal here, before anything runs.
     let current = restored_current(&config, &persisted);
-    let start_ctx = crate::actuator::registry::StartCtx { config: &config, current: &current, data_dir: &data_dir, cancel: cancel.clone() };
+    let start_ctx = crate::actuator::registry::StartCtx { config: &config, current: &current, data_dir: &data_dir, cancel: cancel.clone(), events: None };
     let registry = crate::actuator::registry::Registry::start(&start_ctx)?;
 
     let lag = Arc::new(crate::probe::lag::LagHistogram::default());
