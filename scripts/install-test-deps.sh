@@ -27,6 +27,8 @@ PACKAGES=(
   procps           # ps, for process accounting in benchmarks
   prometheus-alertmanager  # a real Alertmanager for the notification tests
   systemd          # systemd-analyze verify on dist/understudy.service
+  keepalived       # VRRP interoperability tests and the VIP benchmark anchor
+  tshark           # decodes our VRRP packets (checksum verified) in the VIP tests
 )
 
 # Python packages from PyPI: aiosmtpd is the SMTP server the e-mail notification tests talk to.
@@ -66,6 +68,8 @@ fi
 cleanup() { if ((created_policy)); then $SUDO rm -f "$policy"; fi; }
 trap cleanup EXIT
 export DEBIAN_FRONTEND=noninteractive
+# tshark's package asks whether non-root users may capture; answer no, without a prompt.
+echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 install_pip_packages

@@ -107,6 +107,7 @@ pub fn start_kind(ctx: &StartCtx) -> Result<Box<dyn Kind>, StartError> {
     for cfg in &ctx.config.vip {
         let link = net::Link::lookup(&cfg.interface, cfg.is_v6()).map_err(|e| format!("vip {}: interface {}: {e}", cfg.name, cfg.interface))?;
         let sock = net::VrrpSocket::open(&link, &cfg.unicast_peers).map_err(|e| format!("vip {}: VRRP socket on {}: {e} (needs CAP_NET_RAW)", cfg.name, cfg.interface))?;
+        let announcer = net::Announcer::open(&link, cfg.is_v6()).map_err(|e| format!("vip {}: ARP / neighbour socket on {}: {e} (needs CAP_NET_RAW)", cfg.name, cfg.interface))?;
         // Addresses an earlier run left behind (it was killed) go before this one competes.
         for a in &cfg.addresses {
             net::del_address(link.index, *a).map_err(|e| format!("vip {}: removing a leftover {a} from {}: {e} (needs CAP_NET_ADMIN)", cfg.name, cfg.interface))?;
@@ -136,6 +137,7 @@ pub fn start_kind(ctx: &StartCtx) -> Result<Box<dyn Kind>, StartError> {
             ),
             link,
             sock,
+            announcer,
             status: status.clone(),
             events: ctx.events.clone(),
             refreshed: None,
@@ -213,6 +215,7 @@ struct Speaker {
     machine: Machine,
     link: net::Link,
     sock: net::VrrpSocket,
+    announcer: net::Announcer,
     status: Arc<Mutex<VipStatus>>,
     events: Option<mpsc::UnboundedSender<Event>>,
     /// When the addresses' lifetime was last refreshed (while master).
@@ -325,7 +328,7 @@ impl Speaker {
     }
 
     fn announce_once(&mut self) {
-        if let Err(e) = net::announce(&self.link, &self.cfg.addresses) {
+        if let Err(e) = self.announcer.announce(&self.cfg.addresses) {
             tracing::warn!(vip = %self.cfg.name, "announcing on {}: {e}", self.cfg.interface);
             self.status().last_error = Some(format!("announce: {e}"));
         }

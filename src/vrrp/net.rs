@@ -10,7 +10,7 @@
 //!   two message types). Addresses are added with a finite valid and preferred lifetime
 //!   (`IFA_CACHEINFO`) that the running speaker refreshes; if the speaker dies without
 //!   resigning, the kernel removes the address by itself when the lifetime runs out.
-//! - [`announce`]: gratuitous ARP requests through an `AF_PACKET` socket (IPv4), unsolicited
+//! - [`Announcer`]: gratuitous ARP requests through an `AF_PACKET` socket (IPv4), unsolicited
 //!   neighbour advertisements with the override flag through a raw ICMPv6 socket (IPv6).
 //!
 //! The virtual router uses the interface's own MAC address (like keepalived without
@@ -379,18 +379,65 @@ pub fn del_address(ifindex: u32, addr: VipAddr) -> io::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // announcements
 
-/// Tell the link that `addrs` are at this node's MAC now: one gratuitous ARP request per IPv4
-/// address, one unsolicited neighbour advertisement (override flag) per IPv6 address.
-pub fn announce(link: &Link, addrs: &[VipAddr]) -> io::Result<()> {
-    let v4: Vec<Ipv4Addr> = addrs.iter().filter_map(|a| if let IpAddr::V4(v) = a.ip { Some(v) } else { None }).collect();
-    let v6: Vec<Ipv6Addr> = addrs.iter().filter_map(|a| if let IpAddr::V6(v) = a.ip { Some(v) } else { None }).collect();
-    if !v4.is_empty() {
-        garp(link, &v4)?;
+/// Sends announcements on one link. The sockets are opened once: creating and closing an
+/// `AF_PACKET` socket waits for an RCU grace period in the kernel (about 20 ms here), which
+/// would delay every takeover.
+pub struct Announcer {
+    link: Link,
+    /// `AF_PACKET` socket for ARP (IPv4 instances).
+    arp: Option<OwnedFd>,
+    /// Raw ICMPv6 socket for neighbour advertisements (IPv6 instances).
+    icmp6: Option<Socket>,
+}
+
+impl Announcer {
+    pub fn open(link: &Link, v6: bool) -> io::Result<Announcer> {
+        let (mut arp, mut icmp6) = (None, None);
+        if v6 {
+            let sock = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))?;
+            sock.bind_device(Some(link.name.as_bytes()))?;
+            sock.set_multicast_hops_v6(255)?;
+            sock.set_unicast_hops_v6(255)?;
+            sock.set_multicast_if_v6(link.index)?;
+            // Never read from: keep nothing queued.
+            sock.shutdown(std::net::Shutdown::Read).ok();
+            icmp6 = Some(sock);
+        } else {
+            let proto = (libc::ETH_P_ARP as u16).to_be();
+            // SAFETY: a packet socket we own.
+            let fd = cvt(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, i32::from(proto)) })?;
+            // SAFETY: fd was just opened.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            // Bound to the link, with the smallest receive buffer: it is never read, so the ARP
+            // traffic it sees is dropped at once instead of queued.
+            // SAFETY: plain data.
+            let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_protocol = proto;
+            sll.sll_ifindex = link.index as i32;
+            let one: libc::c_int = 1;
+            // SAFETY: binding and configuring our socket with plain data.
+            unsafe {
+                cvt(libc::bind(fd.as_raw_fd(), (&sll as *const libc::sockaddr_ll).cast(), size_of::<libc::sockaddr_ll>() as u32))?;
+                cvt(libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, (&one as *const libc::c_int).cast(), 4))?;
+            }
+            arp = Some(fd);
+        }
+        Ok(Announcer { link: link.clone(), arp, icmp6 })
     }
-    if !v6.is_empty() {
-        unsolicited_na(link, &v6)?;
+
+    /// Tell the link that `addrs` are at this node's MAC now: one gratuitous ARP request per
+    /// IPv4 address, one unsolicited neighbour advertisement (override flag) per IPv6 address.
+    pub fn announce(&self, addrs: &[VipAddr]) -> io::Result<()> {
+        for a in addrs {
+            match (a.ip, &self.arp, &self.icmp6) {
+                (IpAddr::V4(ip), Some(fd), _) => garp(fd, &self.link, ip)?,
+                (IpAddr::V6(ip), _, Some(sock)) => unsolicited_na(sock, &self.link, ip)?,
+                _ => {}
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// The ARP payload of a gratuitous request for `ip` from `mac`.
@@ -408,44 +455,30 @@ pub fn garp_frame(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 28] {
     f
 }
 
-fn garp(link: &Link, ips: &[Ipv4Addr]) -> io::Result<()> {
-    let proto = (libc::ETH_P_ARP as u16).to_be();
-    // SAFETY: a packet socket we own.
-    let fd = cvt(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, i32::from(proto)) })?;
-    // SAFETY: fd was just opened.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+fn garp(fd: &OwnedFd, link: &Link, ip: Ipv4Addr) -> io::Result<()> {
     // SAFETY: plain data.
     let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = proto;
+    sll.sll_protocol = (libc::ETH_P_ARP as u16).to_be();
     sll.sll_ifindex = link.index as i32;
     sll.sll_halen = 6;
     sll.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-    for ip in ips {
-        let f = garp_frame(link.mac, *ip);
-        // SAFETY: sending our frame to the broadcast address of the link.
-        cvt(unsafe { libc::sendto(fd.as_raw_fd(), f.as_ptr().cast(), f.len(), 0, (&sll as *const libc::sockaddr_ll).cast(), size_of::<libc::sockaddr_ll>() as u32) }
-            as libc::c_int)?;
-    }
+    let f = garp_frame(link.mac, ip);
+    // SAFETY: sending our frame to the broadcast address of the link.
+    cvt(unsafe { libc::sendto(fd.as_raw_fd(), f.as_ptr().cast(), f.len(), 0, (&sll as *const libc::sockaddr_ll).cast(), size_of::<libc::sockaddr_ll>() as u32) }
+        as libc::c_int)?;
     Ok(())
 }
 
-fn unsolicited_na(link: &Link, ips: &[Ipv6Addr]) -> io::Result<()> {
-    let sock = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))?;
-    sock.bind_device(Some(link.name.as_bytes()))?;
-    sock.set_multicast_hops_v6(255)?;
-    sock.set_unicast_hops_v6(255)?;
-    sock.set_multicast_if_v6(link.index)?;
+fn unsolicited_na(sock: &Socket, link: &Link, ip: Ipv6Addr) -> io::Result<()> {
     let all_nodes = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1), 0, 0, link.index));
-    for ip in ips {
-        // Type 136, code 0, checksum (the kernel fills it for ICMPv6 raw sockets), flags
-        // Override, the target, then the target link-layer address option.
-        let mut m = vec![136u8, 0, 0, 0, 0x20, 0, 0, 0];
-        m.extend_from_slice(&ip.octets());
-        m.extend_from_slice(&[2, 1]);
-        m.extend_from_slice(&link.mac);
-        sock.send_to(&m, &all_nodes.into())?;
-    }
+    // Type 136, code 0, checksum (the kernel fills it in for ICMPv6 raw sockets), flags
+    // Override, the target, then the target link-layer address option.
+    let mut m = vec![136u8, 0, 0, 0, 0x20, 0, 0, 0];
+    m.extend_from_slice(&ip.octets());
+    m.extend_from_slice(&[2, 1]);
+    m.extend_from_slice(&link.mac);
+    sock.send_to(&m, &all_nodes.into())?;
     Ok(())
 }
 
