@@ -198,7 +198,8 @@ for cell in "${CELLS[@]}"; do
   declare -A med=()
   for tool in ${TOOLS:-keepalived understudy}; do
     : >"$W/gaps"
-    for ((i = 0; i < N; i++)); do one "$tool" "$1" "$2" >>"$W/gaps" || echo "run failed ($tool $cell)" >&2; done
+    for ((i = 0; i < N; i++)); do one "$tool" "$1" "$2" >>"$W/gaps" || echo "run failed ($tool $cell)" >&2; cp "$W/probe.json" "$W/probe-$tool-$i.json" 2>/dev/null || true; done
+    [[ -n ${VERBOSE:-} ]] && echo "$tool $cell: $(tr "\n" " " <"$W/gaps")" >&2
     med[$tool]=$(median <"$W/gaps")
   done
   k=${med[keepalived]:--} u=${med[understudy]:--}

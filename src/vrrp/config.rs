@@ -159,7 +159,7 @@ pub(crate) fn validate(cx: &mut Ctx<'_>, raw: Vec<RawVip>, services: &[ServiceCo
             cx.err(&with(&p, &[k("priority")]), format!("expected 1 to 254, or 255 for the address owner, got {} (0 is reserved for resigning)", r.priority));
         }
         let interval = duration(cx, &p, "advert_interval", r.advert_interval.as_deref(), Duration::from_secs(1));
-        if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&interval) || interval.as_nanos() % 10_000_000 != 0 {
+        if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&interval) || !interval.as_nanos().is_multiple_of(10_000_000) {
             cx.err(
                 &with(&p, &[k("advert_interval")]),
                 format!("expected a whole number of centiseconds from 10ms to 40.95s (VRRPv3 sends it in 12 bits of centiseconds), got {}", humantime::format_duration(interval)),

@@ -179,15 +179,16 @@ impl Kind for VipKind {
                 continue;
             }
             let mut down = inst.down.lock().unwrap_or_else(|e| e.into_inner());
-            let was = !down.is_empty();
+            let was_down = !down.is_empty();
             let key = (service.to_string(), target.to_string());
             if health == Health::Down {
                 down.insert(key);
             } else {
                 down.remove(&key);
             }
-            if was != !down.is_empty() {
-                let _ = inst.tx.send(Cmd::Track(!down.is_empty()));
+            let is_down = !down.is_empty();
+            if was_down != is_down {
+                let _ = inst.tx.send(Cmd::Track(is_down));
             }
         }
     }
