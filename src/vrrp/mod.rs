@@ -31,8 +31,9 @@
 //! the speaker removes its addresses left by an earlier run before it competes.
 //!
 //! # Shutdown
-//! On daemon stop (cancellation) or [`Kind::shutdown`], a master sends priority 0 and removes
-//! its addresses: the backup takes over in its skew time with no client-visible gap.
+//! On daemon stop (cancellation) or [`Kind::shutdown`], a master sends priority 0, keeps
+//! answering on the VIP until it hears the new master (at most 200 ms), then removes its
+//! addresses: the backup takes over in its skew time and clients, moved by its ARP, see no gap.
 
 pub mod config;
 pub mod machine;
@@ -55,6 +56,12 @@ use crate::events::Event;
 use crate::health::Health;
 use config::VipConfig;
 use machine::{Action, Machine, Params, State};
+
+/// How long a master that stops cleanly keeps the VIP after resigning, waiting to hear the new
+/// master (which takes over after its skew: at most 40 ms).
+const HANDOVER_WAIT: Duration = Duration::from_millis(200);
+/// How long after hearing the new master the old one still answers.
+const HANDOVER_SETTLE: Duration = Duration::from_millis(20);
 
 /// Spacing of the gratuitous ARPs of one burst.
 const GARP_SPACING: Duration = Duration::from_millis(100);
@@ -267,7 +274,36 @@ impl Speaker {
             }
         }
         let a = self.machine.shutdown(Instant::now());
-        self.exec(a);
+        if !a.contains(&Action::Release) {
+            self.exec(a);
+            return;
+        }
+        // A clean stop of the master: priority 0 now, but keep answering on the VIP until the
+        // new master is heard (it announces itself and its ARP moves the clients), so clients
+        // see no gap; at most HANDOVER_WAIT when nobody takes over.
+        self.exec(a.iter().filter(|x| **x != Action::Release).cloned().collect());
+        let until = tokio::time::Instant::now() + HANDOVER_WAIT;
+        loop {
+            tokio::select! {
+                r = self.sock.recv() => match r {
+                    Ok(pkt) if pkt.bad_ip.is_none() && pkt.src != self.link.local => {
+                        if let Ok(adv) = packet::parse(&pkt.msg, pkt.src, pkt.dst, pkt.ttl)
+                            && adv.vrid == self.cfg.vrid
+                            && adv.priority > 0
+                        {
+                            // It adverts before it adds the VIP and sends its ARP: give those
+                            // a moment to reach the clients.
+                            tokio::time::sleep(HANDOVER_SETTLE).await;
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                },
+                _ = tokio::time::sleep_until(until) => break,
+            }
+        }
+        self.exec(vec![Action::Release]);
     }
 
     fn received(&mut self, pkt: net::Received) {
