@@ -46,6 +46,7 @@ def main():
     max_gap = 0.0
     gap_at = None
     attempts = ok = 0
+    failed = 0  # after the first answer (the first attempts may wait for ARP)
     served = []  # [node, first answer (s since start)]
     while time.monotonic() - start < seconds and not os.path.exists(stop):
         t = time.monotonic()
@@ -63,6 +64,8 @@ def main():
             last_ok = now
             if not served or served[-1][0] != who:
                 served.append([who, round(now - start, 4)])
+        elif first_ok is not None:
+            failed += 1
         rest = interval - (time.monotonic() - t)
         if rest > 0:
             time.sleep(rest)
@@ -74,6 +77,7 @@ def main():
     print(json.dumps({
         "attempts": attempts,
         "ok": ok,
+        "failed": failed,
         "max_gap_ms": round(max_gap * 1000, 1) if last_ok is not None else None,
         "gap_at_s": round(gap_at, 4) if gap_at is not None else None,
         "served": served,

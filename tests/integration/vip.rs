@@ -410,3 +410,25 @@ send(advert(vrid=52))                               # another VRID: ignored, not
     assert!(has_vip(&tb, Host::Primary));
     assert!(!a.logs().contains("VRRP backup: 198.18.0.10"), "{}", a.logs());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_of_the_master_hands_over_without_a_failed_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tb = Testbed::new(dir.path());
+    nginx_any(&mut tb, Host::Primary, "a");
+    nginx_any(&mut tb, Host::Backup, "b");
+    let a = start_node(&mut tb, Host::Primary, "a", &node_config(dir.path(), Host::Primary, "a", 150, "1s", ""));
+    let b = start_node(&mut tb, Host::Backup, "b", &node_config(dir.path(), Host::Backup, "b", 100, "1s", ""));
+    wait_holder(&tb, Host::Primary, Duration::from_secs(15), "a holds the VIP").await;
+    wait_for(Duration::from_secs(10), "b is backup", || async { b.logs().contains("VRRP backup").then_some(()) }).await;
+    let stop = dir.path().join("stop");
+    let probe = start_probe(&tb, &stop, 60);
+    wait_probe_ready(&stop).await;
+    kill(a.pid, libc::SIGTERM);
+    wait_holder(&tb, Host::Backup, Duration::from_secs(5), "b takes the VIP").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = finish_probe(probe, &stop).await;
+    eprintln!("clean stop of the master at advert 1 s: client {r}");
+    assert_eq!(r["served"].as_array().unwrap().iter().map(|s| s[0].as_str().unwrap()).collect::<Vec<_>>(), ["a", "b"], "{r}");
+    assert_eq!(r["failed"], 0, "a request failed during a clean handover: {r}");
+}
