@@ -42,6 +42,8 @@ PACKAGES=(
   postgresql-contrib    # pgbench (in postgresql-15 on Debian 12; the name is kept for other releases)
   haproxy          # load-balancer level: a real HAProxy steered through its runtime API, and the proxy benchmark's anchor
   wrk              # HTTP load generator for the proxy benchmark
+  keepalived       # VRRP interoperability tests and the VIP benchmark anchor
+  tshark           # decodes our VRRP packets (checksum verified) in the VIP tests
 )
 
 # Python packages from PyPI: aiosmtpd is the SMTP server the e-mail notification tests talk to;
@@ -88,6 +90,8 @@ fi
 cleanup() { if ((created_policy)); then $SUDO rm -f "$policy"; fi; }
 trap cleanup EXIT
 export DEBIAN_FRONTEND=noninteractive
+# tshark's package asks whether non-root users may capture; answer no, without a prompt.
+echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 install_pip_packages

@@ -32,3 +32,4 @@ pub mod provider;
 #[cfg(test)]
 mod layers;
 pub mod lb;
+pub mod vrrp;

@@ -67,6 +67,40 @@ pub struct RefusedLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VipStateLabels {
+    pub vip: String,
+    pub state: String,
+}
+
+/// `direction`: sent, received.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VipDirLabels {
+    pub vip: String,
+    pub direction: String,
+}
+
+/// `reason`: why a VRRP packet was dropped (ttl, checksum, short, version, type, length...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VipReasonLabels {
+    pub vip: String,
+    pub reason: String,
+}
+
+/// The VRRP speakers' metrics (`vrrp/`). Kinds are started without a handle on [`Metrics`],
+/// so these live once per process and every [`Metrics`] registry exposes them.
+#[derive(Debug, Default)]
+pub struct VipMetrics {
+    /// 1 for the instance's current state, 0 for the others.
+    pub state: Family<VipStateLabels, Gauge>,
+    /// Transitions into each state.
+    pub transitions: Family<VipStateLabels, Counter>,
+    pub adverts: Family<VipDirLabels, Counter>,
+    pub dropped: Family<VipReasonLabels, Counter>,
+}
+
+pub static VIP: std::sync::LazyLock<VipMetrics> = std::sync::LazyLock::new(VipMetrics::default);
+
 /// The schedule-lag histogram as a Prometheus histogram, read at scrape time from the
 /// lock-free [`LagHistogram`] the probes record into.
 #[derive(Debug)]
@@ -195,6 +229,10 @@ impl Metrics {
         );
         registry.register("understudy_core_queue", "Check results waiting for the core loop (a number that keeps growing: the core does not keep up)", m.core_queue.clone());
         crate::lb::METRICS.register(&mut registry);
+        registry.register("understudy_vip_state", "1 for the VRRP state each virtual IP instance is in", VIP.state.clone());
+        registry.register("understudy_vip_transitions", "VRRP state transitions, by the state entered", VIP.transitions.clone());
+        registry.register("understudy_vip_adverts", "VRRP advertisements sent and received (for this instance's VRID)", VIP.adverts.clone());
+        registry.register("understudy_vip_dropped", "Malformed VRRP packets dropped, by reason", VIP.dropped.clone());
         Metrics { registry, ..m }
     }
 

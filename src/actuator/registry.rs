@@ -38,6 +38,10 @@ pub struct StartCtx<'a> {
     pub data_dir: &'a Path,
     /// Cancelled when the daemon stops; long-lived tasks of a kind end with it.
     pub cancel: CancellationToken,
+    /// Where a kind that changes state on its own (a VRRP speaker electing itself master)
+    /// sends the events to record; the core appends them to the log like its own. `None`: not
+    /// recorded (tests of the registry alone).
+    pub events: Option<tokio::sync::mpsc::UnboundedSender<crate::events::Event>>,
 }
 
 /// A started actuator kind.
@@ -90,7 +94,8 @@ pub struct Entry {
 
 /// Every actuator kind, in the order their actuators run for a service (each in its own task,
 /// so the order only matters for status listings): the built-in DNS server, DNS providers
-/// (`[[dns.provider]]`), the load-balancer kinds (`lb/`), hooks, PostgreSQL promotion.
+/// (`[[dns.provider]]`), the load-balancer kinds (`lb/`), hooks, PostgreSQL promotion, then
+/// the VRRP speakers (which hand out no actuators: they elect by themselves).
 pub const KINDS: &[Entry] = &[
     Entry { name: "dns", configured: |c| c.dns.is_some(), start: crate::dns::actuator::start_kind },
     Entry { name: "dns-provider", configured: |c| !c.dns_providers.is_empty(), start: crate::provider::start_kind },
@@ -99,6 +104,7 @@ pub const KINDS: &[Entry] = &[
     Entry { name: "nginx", configured: |c| !c.lb.nginx.is_empty(), start: crate::lb::nginx::start_kind },
     Entry { name: "hooks", configured: |_| true, start: Hooks::start },
     Entry { name: "postgres", configured: crate::pg::actuator::PgKind::configured, start: crate::pg::actuator::PgKind::start },
+    Entry { name: "vip", configured: |c| !c.vip.is_empty(), start: crate::vrrp::start_kind },
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -236,7 +242,7 @@ command = ["true"]
     fn a_service_gets_one_actuator_per_hook_and_no_dns_without_a_dns_section() {
         let cfg = config(TWO_HOOKS);
         let dir = tempfile::tempdir().unwrap();
-        let ctx = StartCtx { config: &cfg, current: &HashMap::new(), data_dir: dir.path(), cancel: CancellationToken::new() };
+        let ctx = StartCtx { config: &cfg, current: &HashMap::new(), data_dir: dir.path(), cancel: CancellationToken::new(), events: None };
         let reg = Registry::start(&ctx).unwrap();
         let names: Vec<String> = reg.actuators(&cfg.services[0]).iter().map(|a| a.name().to_string()).collect();
         assert_eq!(names, ["hook:one", "hook:two"]);
@@ -248,7 +254,7 @@ command = ["true"]
     fn a_kind_added_by_reload_is_reported_as_restart_only() {
         let cfg = config(TWO_HOOKS);
         let dir = tempfile::tempdir().unwrap();
-        let ctx = StartCtx { config: &cfg, current: &HashMap::new(), data_dir: dir.path(), cancel: CancellationToken::new() };
+        let ctx = StartCtx { config: &cfg, current: &HashMap::new(), data_dir: dir.path(), cancel: CancellationToken::new(), events: None };
         let reg = Registry::start(&ctx).unwrap();
         let with_dns = config(&format!(
             "{TWO_HOOKS}\n[dns]\nlisten = [\"127.0.0.1:0\"]\n[[dns.zone]]\nname = \"example.test\"\nnameservers = {{ \"ns1.example.test\" = \"127.0.0.1\" }}\n[[dns.zone.record]]\nname = \"www\"\nservice = \"www\"\n"
@@ -261,7 +267,7 @@ command = ["true"]
     fn a_kind_that_cannot_start_names_itself() {
         let cfg = config(TWO_HOOKS);
         let dir = tempfile::tempdir().unwrap();
-        let ctx = StartCtx { config: &cfg, current: &HashMap::new(), data_dir: dir.path(), cancel: CancellationToken::new() };
+        let ctx = StartCtx { config: &cfg, current: &HashMap::new(), data_dir: dir.path(), cancel: CancellationToken::new(), events: None };
         let broken = [Entry { name: "broken", configured: |_| true, start: |_| Err("port 53 is taken".into()) }];
         let err = Registry::start_from(&broken, &ctx).err().expect("refused");
         assert_eq!(err.to_string(), "cannot start the broken actuator: port 53 is taken");

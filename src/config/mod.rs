@@ -48,6 +48,8 @@ pub struct Config {
     pub cluster: crate::coordinator::config::ClusterConfig,
     /// `[[haproxy]]`, `[[nginx]]`, `[[proxy]]`: the load-balancer level.
     pub lb: crate::lb::config::LbConfig,
+    /// `[[vip]]`: virtual IPs this node speaks VRRPv3 for.
+    pub vip: Vec<crate::vrrp::config::VipConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

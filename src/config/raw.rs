@@ -34,6 +34,8 @@ pub struct RawConfig {
     pub nginx: Vec<crate::lb::config::RawNginx>,
     #[serde(default)]
     pub proxy: Vec<crate::lb::config::RawProxy>,
+    /// Virtual IPs (VRRPv3); the structs live with the speaker in `vrrp/config.rs`.
+    pub vip: Vec<crate::vrrp::config::RawVip>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -72,6 +72,8 @@ pub struct Core {
     incidents: IncidentBook,
     /// Every actuator kind the config asks for (the DNS server, hooks...).
     pub(super) registry: Registry,
+    /// Events from outside the core (VRRP speakers, the client canary), recorded as they come.
+    recorded: mpsc::UnboundedReceiver<Event>,
     /// Where decisions are committed and get their epoch.
     pub(super) coordinator: Box<dyn Coordinator>,
     /// Running drills, their faults and leases, and finished drills.
@@ -110,6 +112,7 @@ impl Core {
         history: &crate::events::log::History,
         persisted: Persisted,
         registry: Registry,
+        recorded: mpsc::UnboundedReceiver<Event>,
     ) -> Result<Core, DaemonError> {
         let mut incidents = history.state.incidents.clone();
         let mut drills = history.state.drills.clone();
@@ -135,6 +138,7 @@ impl Core {
             reports_rx,
             incidents,
             registry,
+            recorded,
             coordinator,
             drills,
             log_watch: LogWatch::default(),
@@ -202,6 +206,9 @@ impl Core {
                 _ = self.cancel.cancelled() => break,
                 Some(r) = self.reports_rx.recv() => self.on_actuated(r),
                 Some(c) = control.recv() => self.on_control(c),
+                Some(e) = self.recorded.recv() => {
+                    self.record(e);
+                }
                 Some(r) = self.probe_rx.recv() => {
                     let t = Instant::now();
                     self.on_check(r);

@@ -247,7 +247,10 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
     // service has none), so a restart never serves a target the daemon had failed away from;
     // a bind error is fatal here, before anything runs.
     let current = restored_current(&config, &persisted);
-    let start_ctx = crate::actuator::registry::StartCtx { config: &config, current: &current, data_dir: &data_dir, cancel: cancel.clone() };
+    // Events from outside the core (actuator kinds such as VRRP speakers, the client canary)
+    // reach the log through one channel the core drains.
+    let (record_tx, record_rx) = mpsc::unbounded_channel();
+    let start_ctx = crate::actuator::registry::StartCtx { config: &config, current: &current, data_dir: &data_dir, cancel: cancel.clone(), events: Some(record_tx.clone()) };
     let registry = crate::actuator::registry::Registry::start(&start_ctx)?;
 
     let lag = Arc::new(crate::probe::lag::LagHistogram::default());
@@ -276,9 +279,9 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         data_dir: data_dir.clone(),
     };
 
-    let core = core::Core::new(config, shared.clone(), cancel.clone(), tracker.clone(), lag, &history, persisted, registry)?;
+    let core = core::Core::new(config, shared.clone(), cancel.clone(), tracker.clone(), lag, &history, persisted, registry, record_rx)?;
     drop(history);
-    Ok(Prepared { core, control_rx, shared, cancel, tracker, lock })
+    Ok(Prepared { core, control_rx, shared, cancel, tracker, lock, record_tx })
 }
 
 /// A daemon whose state is loaded, whose actuator kinds (the DNS server) are bound and whose
@@ -291,9 +294,15 @@ pub struct Prepared {
     cancel: CancellationToken,
     tracker: TaskTracker,
     lock: std::fs::File,
+    record_tx: mpsc::UnboundedSender<crate::events::Event>,
 }
 
 impl Prepared {
+    /// Where parts outside the core (the client canary) send events to record.
+    pub fn recorder(&self) -> mpsc::UnboundedSender<crate::events::Event> {
+        self.record_tx.clone()
+    }
+
     pub fn shared(&self) -> &Shared {
         &self.shared
     }
@@ -305,7 +314,7 @@ impl Prepared {
 
     /// Record the start and run the core loop.
     pub fn run(self) -> Handle {
-        let Prepared { mut core, control_rx, shared, cancel, tracker, lock } = self;
+        let Prepared { mut core, control_rx, shared, cancel, tracker, lock, record_tx: _ } = self;
         core.started();
         let core = tokio::spawn(async move {
             core.run(control_rx).await;

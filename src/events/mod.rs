@@ -181,6 +181,18 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// A virtual IP's VRRP instance changed state on this node (`vrrp/`): `master` holds the
+    /// VIP; `fault` resigned because a tracked service is down.
+    VipState {
+        vip: String,
+        interface: String,
+        vrid: u8,
+        from: String,
+        to: String,
+        why: String,
+        /// The master this node hears after the change (itself when master).
+        master: Option<IpAddr>,
+    },
     /// Every event waiting for the disk is written.
     LogCaughtUp {
         /// How long the log was behind.
@@ -253,6 +265,7 @@ impl Event {
             Event::IncidentClosed { .. } => "incident_closed",
             Event::LogBehind { .. } => "log_behind",
             Event::LogCaughtUp { .. } => "log_caught_up",
+            Event::VipState { .. } => "vip_state",
         }
     }
 
@@ -359,6 +372,7 @@ impl Event {
                 format!("event log behind by {behind}{why}; failover goes on, events are written when the disk takes them")
             }
             Event::LogCaughtUp { behind_ms } => format!("event log caught up after {:.1} s", *behind_ms as f64 / 1000.0),
+            Event::VipState { vip, interface, vrid, from, to, why, .. } => format!("vip {vip} (vrid {vrid} on {interface}): {from} -> {to}: {why}"),
         }
     }
 }

@@ -32,3 +32,4 @@ mod postgres; // real PostgreSQL 15: async failover with fast-forward and repoin
 mod reload; // SIGHUP: a bad file keeps the old config; a good one keeps unchanged health
 mod segments; // the segmented event log: kill -9 at random moments with a tiny segment size, rotations included
 mod suspect; // the suspicion TTL with dig: TTL 1 from the first failed check, before the switch; a blip; rise brings TTL 5 back
+mod vip; // VRRPv3 between two namespaced nodes: crash, preempt_delay, tracked resign, clean stop, partition heal, keepalived both ways, tshark, malformed packets (root)
