@@ -58,6 +58,17 @@ pub struct ChannelResultLabels {
     pub result: String,
 }
 
+/// One answer of a client canary: `target` is the target whose address it named (`none` when the
+/// name did not resolve, `other` for an address no target has); `result` is ok or failed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CanaryLabels {
+    pub service: String,
+    pub canary: String,
+    pub resolver: String,
+    pub target: String,
+    pub result: String,
+}
+
 /// `reason`: host (not one of the API's names), origin (cross-site), content_type, token.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusedLabels {
@@ -108,6 +119,15 @@ pub struct Metrics {
     pub lag: Arc<LagHistogram>,
     pub api_refused: Family<RefusedLabels, Counter>,
     pub api_connections_refused: Counter,
+    /// Client canary answers, per target they named.
+    pub canary_answers: Family<CanaryLabels, Counter>,
+    /// Client-observed RTO per incident and resolver (the canary's `client_rto` events).
+    pub client_rto: Family<ServiceLabels, Histogram>,
+}
+
+fn client_rto_histogram() -> Histogram {
+    // 100 ms .. ~7 min.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.1, 2.0, 13))
 }
 
 fn check_duration_histogram() -> Histogram {
@@ -139,6 +159,8 @@ impl Metrics {
             lag,
             api_refused: Family::default(),
             api_connections_refused: Counter::default(),
+            canary_answers: Family::default(),
+            client_rto: Family::new_with_constructor(client_rto_histogram),
             registry: Registry::default(),
         };
         registry.register("understudy_target_up", "1 when the target's checks say it is up", m.target_up.clone());
@@ -172,6 +194,12 @@ impl Metrics {
             "understudy_api_connections_refused",
             "API connections closed at once because the connection cap was reached",
             m.api_connections_refused.clone(),
+        );
+        registry.register("understudy_canary_answers", "Client canary answers, by the target their address belongs to and result", m.canary_answers.clone());
+        registry.register(
+            "understudy_client_rto_seconds",
+            "Client-observed RTO of incidents (client canary: first failed request to first good answer from the new target), one per resolver",
+            m.client_rto.clone(),
         );
         Metrics { registry, ..m }
     }

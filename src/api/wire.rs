@@ -31,6 +31,31 @@ pub struct Service {
     /// Failover records the built-in DNS server answers for this service (empty without `[dns]`).
     #[serde(default)]
     pub dns: Vec<DnsRecord>,
+    /// What the client canaries watching this service see now, one entry per canary and
+    /// resolver (empty without `[[canary]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub canary: Vec<CanaryView>,
+}
+
+/// One canary's view through one resolver (see `canary::view`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CanaryView {
+    pub canary: String,
+    pub name: String,
+    pub resolver: String,
+    /// The address its last answer named (null: the name did not resolve), and the target
+    /// that has it.
+    pub address: Option<IpAddr>,
+    pub target: Option<String>,
+    /// Whether its last request succeeded (resolving only, without a `url`).
+    pub ok: bool,
+    pub detail: String,
+    /// When that answer was obtained (RFC 3339; null before the first one).
+    pub at: Option<String>,
+    /// The answer agrees with the committed decision (null before a decision or an answer).
+    pub agrees: Option<bool>,
+    /// A `clients_stale` event is open for this resolver.
+    pub stale: bool,
 }
 
 /// One failover record as served now.
@@ -162,6 +187,25 @@ pub struct Incident {
     /// Check results around the fault (see `events::incident::CheckWindow`).
     #[serde(default)]
     pub checks: Vec<CheckWindow>,
+    /// The worst client RTO the client canaries saw (first failed request -> first good answer
+    /// from the new target); null without a canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_rto_ms: Option<f64>,
+    /// What each canary saw through each resolver.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client: Vec<ClientFigures>,
+}
+
+/// One canary's figures for an incident, through one resolver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientFigures {
+    pub canary: String,
+    pub resolver: String,
+    pub last_old_ok: Option<String>,
+    pub first_failed: Option<String>,
+    pub first_new_ok: String,
+    pub failed_requests: u32,
+    pub client_rto_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -223,6 +267,20 @@ impl From<&crate::events::incident::Incident> for Incident {
                         .iter()
                         .map(|c| CheckResult { at: format_time_us(c.at_us), ok: c.ok, latency_ms: c.latency_us as f64 / 1000.0, reason: c.reason.clone() })
                         .collect(),
+                })
+                .collect(),
+            client_rto_ms: ms(i.client_rto_us()),
+            client: i
+                .client
+                .iter()
+                .map(|c| ClientFigures {
+                    canary: c.canary.clone(),
+                    resolver: c.resolver.clone(),
+                    last_old_ok: c.last_old_ok_us.map(format_time_us),
+                    first_failed: c.first_failed_us.map(format_time_us),
+                    first_new_ok: format_time_us(c.first_new_ok_us),
+                    failed_requests: c.failed,
+                    client_rto_ms: ms(c.rto_us),
                 })
                 .collect(),
         }

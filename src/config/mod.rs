@@ -41,6 +41,8 @@ pub struct Config {
     pub drill: crate::drill::config::DrillConfig,
     /// `[heartbeat]`: the dead man's switch.
     pub heartbeat: Option<crate::drill::config::HeartbeatConfig>,
+    /// `[[canary]]`: client canaries (see `canary/`).
+    pub canaries: Vec<crate::canary::config::CanaryConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -25,6 +25,9 @@ pub struct RawConfig {
     #[serde(default)]
     pub drill: crate::drill::config::RawDrill,
     pub heartbeat: Option<crate::drill::config::RawHeartbeat>,
+    /// Client canaries; the structs live with the canary in `canary/config.rs`.
+    #[serde(default)]
+    pub canary: Vec<crate::canary::config::RawCanary>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -83,10 +83,11 @@ pub fn validate(raw: RawConfig, text: &str, file: &Path) -> Result<(Config, Vec<
     let drill = crate::drill::config::validate(&mut cx, raw.drill, &services);
     let heartbeat = raw.heartbeat.and_then(|h| crate::drill::config::validate_heartbeat(&mut cx, h));
     let notify = super::notify::validate_all(&mut cx, raw.notify, &base_dir, &names);
+    let canaries = crate::canary::config::validate_all(&mut cx, raw.canary, &services, dns.as_ref());
 
     if cx.errors.is_empty() {
         let daemon = daemon.expect("daemon validated without errors");
-        Ok((Config { source: file.to_owned(), daemon, services, dns, drill, heartbeat, notify }, cx.warnings))
+        Ok((Config { source: file.to_owned(), daemon, services, dns, drill, heartbeat, notify, canaries }, cx.warnings))
     } else {
         Err(ConfigErrors(cx.errors))
     }

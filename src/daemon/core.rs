@@ -55,6 +55,8 @@ pub enum Control {
     /// The daemon finished undoing the fault of a drill whose lease ran out.
     DrillUndone { id: u64, drill: crate::drill::ledger::Running, result: Result<String, String> },
     Drills(oneshot::Sender<Vec<crate::drill::Summary>>),
+    /// An event observed outside the core (the client canary's): record it like any other.
+    Record(Event),
 }
 
 pub struct Core {
@@ -668,6 +670,9 @@ impl Core {
             Control::Drills(reply) => {
                 let _ = reply.send(self.drills.summaries().to_vec());
             }
+            Control::Record(event) => {
+                self.record(event);
+            }
         }
     }
 
@@ -936,6 +941,8 @@ impl Core {
                     serial: r.serial,
                 })
                 .collect(),
+            // Filled in by `Shared::services` from the canaries' own views.
+            canary: Vec::new(),
         }
     }
 }

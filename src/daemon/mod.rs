@@ -92,6 +92,8 @@ pub struct Shared {
     pub notify: crate::notify::NotifyHandle,
     /// Where drill reports are stored (`<data_dir>/drills`).
     pub data_dir: PathBuf,
+    /// What the client canaries see now (`[[canary]]`).
+    pub canary: crate::canary::Views,
 }
 
 impl Shared {
@@ -155,7 +157,11 @@ impl Shared {
     }
 
     pub async fn services(&self) -> Result<Vec<wire::Service>, Refusal> {
-        self.ask(Control::Services).await
+        let mut list = self.ask(Control::Services).await?;
+        for s in &mut list {
+            s.canary = self.canary.for_service(&s.name);
+        }
+        Ok(list)
     }
 
     pub async fn incidents(&self) -> Result<Vec<wire::Incident>, Refusal> {
@@ -313,7 +319,21 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
         api_tls: config.daemon.api_tls.clone(),
         notify,
         data_dir: data_dir.clone(),
+        canary: crate::canary::Views::default(),
     };
+    let mut shared = shared;
+    // The client canaries subscribe to the event stream before the core decides anything; what
+    // they observe (clients_stale, client_rto) is recorded by the core like any other event.
+    let (canary_tx, mut canary_rx) = mpsc::unbounded_channel();
+    shared.canary = crate::canary::spawn(&tracker, &cancel, &config, canary_tx, &shared.events, shared.metrics.clone());
+    let to_core = shared.control.clone();
+    tracker.spawn(async move {
+        while let Some(event) = canary_rx.recv().await {
+            if to_core.send(Control::Record(event)).await.is_err() {
+                break;
+            }
+        }
+    });
 
     let schedules = config.drill.schedules.clone();
     let heartbeat = config.heartbeat.clone();
