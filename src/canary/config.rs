@@ -200,7 +200,7 @@ fn validate(cx: &mut Ctx<'_>, c: RawCanary, p: &[Seg], services: &[ServiceConfig
             0
         }
     };
-    (cx.errors_len() == before).then(|| CanaryConfig { service: c.service, name, url, resolvers, interval: c.interval, timeout, margin: c.margin, ttl })
+    (cx.errors_len() == before).then_some(CanaryConfig { service: c.service, name, url, resolvers, interval: c.interval, timeout, margin: c.margin, ttl })
 }
 
 #[cfg(test)]

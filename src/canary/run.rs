@@ -25,9 +25,12 @@ use crate::drill::observer::{ObserveSpec, Resolver, Sample};
 use crate::events::{Event, Record, format_time_us};
 use crate::metrics::{CanaryLabels, Metrics, ServiceLabels};
 
+/// (service, canary, what it shows through each resolver).
+type Entry = (String, String, Vec<wire::CanaryView>);
+
 /// What every canary shows now, per service, for `GET /api/v1/services`.
 #[derive(Clone, Default)]
-pub struct Views(Arc<Mutex<Vec<(String, String, Vec<wire::CanaryView>)>>>);
+pub struct Views(Arc<Mutex<Vec<Entry>>>);
 
 impl Views {
     /// The views of the canaries watching `service` (one entry per canary and resolver).
