@@ -51,7 +51,7 @@ impl Views {
 /// Start every configured canary. Call it before the core starts deciding: each canary
 /// subscribes to `records` here, so it sees the first decision. `events` receives what the
 /// canaries have to record (`clients_stale`, `client_rto`); the daemon must append them to its
-/// log (they are events like any other).
+/// log (they are events like any other). `views` is kept up to date with what they see.
 pub fn spawn(
     tracker: &TaskTracker,
     cancel: &CancellationToken,
@@ -59,8 +59,8 @@ pub fn spawn(
     events: mpsc::UnboundedSender<Event>,
     records: &broadcast::Sender<Record>,
     metrics: Arc<Metrics>,
-) -> Views {
-    let views = Views::default();
+    views: &Views,
+) {
     for c in &config.canaries {
         let Some(svc) = config.services.iter().find(|s| s.name == c.service) else { continue };
         crate::probe::http::install_crypto_provider();
@@ -77,7 +77,6 @@ pub fn spawn(
         views.set(&c.service, &c.name, fold.wire());
         tracker.spawn(fold.run(rx, records.subscribe(), cancel.clone()));
     }
-    views
 }
 
 /// The observing client's spec for one resolver.

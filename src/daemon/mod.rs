@@ -321,22 +321,10 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
         data_dir: data_dir.clone(),
         canary: crate::canary::Views::default(),
     };
-    let mut shared = shared;
-    // The client canaries subscribe to the event stream before the core decides anything; what
-    // they observe (clients_stale, client_rto) is recorded by the core like any other event.
-    let (canary_tx, mut canary_rx) = mpsc::unbounded_channel();
-    shared.canary = crate::canary::spawn(&tracker, &cancel, &config, canary_tx, &shared.events, shared.metrics.clone());
-    let to_core = shared.control.clone();
-    tracker.spawn(async move {
-        while let Some(event) = canary_rx.recv().await {
-            if to_core.send(Control::Record(event)).await.is_err() {
-                break;
-            }
-        }
-    });
 
     let schedules = config.drill.schedules.clone();
     let heartbeat = config.heartbeat.clone();
+    let canary_config = config.clone();
     let mut core = core::Core::new(config, shared.clone(), cancel.clone(), tracker.clone(), lag, &history, persisted, registry)?;
     drop(history);
     core.started();
@@ -349,6 +337,19 @@ pub async fn start(config: Config) -> Result<Handle, DaemonError> {
         crate::api::serve::serve(listener, app, api_tls_config, metrics, api_cancel).await;
     });
     crate::drill::schedule::spawn(&tracker, &cancel, &schedules, heartbeat.as_ref(), &shared);
+    // The client canaries subscribe to the event stream before the core decides anything; what
+    // they observe (clients_stale, client_rto) is recorded by the core like any other event.
+    let (canary_tx, mut canary_rx) = mpsc::unbounded_channel();
+    crate::canary::spawn(&tracker, &cancel, &canary_config, canary_tx, &shared.events, shared.metrics.clone(), &shared.canary);
+    drop(canary_config);
+    let to_core = shared.control.clone();
+    tracker.spawn(async move {
+        while let Some(event) = canary_rx.recv().await {
+            if to_core.send(Control::Record(event)).await.is_err() {
+                break;
+            }
+        }
+    });
     let core = tokio::spawn(async move {
         core.run(control_rx).await;
         drop(lock);
