@@ -25,7 +25,7 @@ PACKAGES=(
   unbound          # caching resolver on the test bed's client host
   curl             # reading /metrics from inside test namespaces
   procps           # ps, for process accounting in benchmarks
-  haproxy          # the reference for health-check cost (bench/probes-vs-haproxy)
+  haproxy          # the reference for health-check cost (bench/probes-vs-haproxy); the load-balancer tests steer a real one
   prometheus-alertmanager  # a real Alertmanager for the notification tests
   systemd          # systemd-analyze verify on dist/understudy.service
   pdns-server      # PowerDNS Authoritative: the powerdns provider's peer (its HTTP API)
@@ -40,7 +40,6 @@ PACKAGES=(
   postgresql-15    # PostgreSQL failover tests and benchmark: a primary and streaming standbys (initdb, pg_basebackup, pg_rewind, pgbench)
   postgresql-client-15  # psql
   postgresql-contrib    # pgbench (in postgresql-15 on Debian 12; the name is kept for other releases)
-  haproxy          # load-balancer level: a real HAProxy steered through its runtime API, and the proxy benchmark's anchor
   wrk              # HTTP load generator for the proxy benchmark
   keepalived       # VRRP interoperability tests and the VIP benchmark anchor
   tshark           # decodes our VRRP packets (checksum verified) in the VIP tests

@@ -61,6 +61,17 @@ pub struct ChannelResultLabels {
     pub result: String,
 }
 
+/// One answer of a client canary: `target` is the target whose address it named (`none` when the
+/// name did not resolve, `other` for an address no target has); `result` is ok or failed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CanaryLabels {
+    pub service: String,
+    pub canary: String,
+    pub resolver: String,
+    pub target: String,
+    pub result: String,
+}
+
 /// `reason`: host (not one of the API's names), origin (cross-site), content_type, token.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusedLabels {
@@ -149,12 +160,21 @@ pub struct Metrics {
     pub core_result: Histogram,
     /// Check results waiting for the core when it took the last one ([`Metrics::core_queue`]).
     pub core_queue: Gauge,
+    /// Client canary answers, per target they named.
+    pub canary_answers: Family<CanaryLabels, Counter>,
+    /// Client-observed RTO per incident and resolver (the canary's `client_rto` events).
+    pub client_rto: Family<ServiceLabels, Histogram>,
 }
 
 /// 1 us .. ~16 ms: one result costs the core microseconds; a millisecond is already trouble at
 /// 10,000 results a second.
 fn core_result_histogram() -> Histogram {
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.000_001, 2.0, 15))
+}
+
+fn client_rto_histogram() -> Histogram {
+    // 100 ms .. ~7 min.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.1, 2.0, 13))
 }
 
 fn check_duration_histogram() -> Histogram {
@@ -188,6 +208,8 @@ impl Metrics {
             api_connections_refused: Counter::default(),
             core_result: core_result_histogram(),
             core_queue: Gauge::default(),
+            canary_answers: Family::default(),
+            client_rto: Family::new_with_constructor(client_rto_histogram),
             registry: Registry::default(),
         };
         registry.register("understudy_target_up", "1 when the target's checks say it is up", m.target_up.clone());
@@ -233,6 +255,12 @@ impl Metrics {
         registry.register("understudy_vip_transitions", "VRRP state transitions, by the state entered", VIP.transitions.clone());
         registry.register("understudy_vip_adverts", "VRRP advertisements sent and received (for this instance's VRID)", VIP.adverts.clone());
         registry.register("understudy_vip_dropped", "Malformed VRRP packets dropped, by reason", VIP.dropped.clone());
+        registry.register("understudy_canary_answers", "Client canary answers, by the target their address belongs to and result", m.canary_answers.clone());
+        registry.register(
+            "understudy_client_rto_seconds",
+            "Client-observed RTO of incidents (client canary: first failed request to first good answer from the new target), one per resolver",
+            m.client_rto.clone(),
+        );
         Metrics { registry, ..m }
     }
 

@@ -75,6 +75,7 @@ pub fn service(v: &ServiceView) -> wire::Service {
             })
             .collect(),
         open_incident: v.open_incident,
+        canary: v.canary.clone(),
         dns: v
             .dns
             .iter()

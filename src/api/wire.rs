@@ -12,6 +12,8 @@ use crate::config::{AllDown, Failback};
 pub use crate::events::report::{CheckResult, CheckWindow, EventRecord, Incident, TimelineEntry};
 /// Delivery state of notification channels.
 pub use crate::notify::status::{NotifyChannel, NotifyStatus};
+/// What a client canary sees now.
+pub use crate::canary::CanaryView;
 use crate::health::Health;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,7 +38,12 @@ pub struct Service {
     /// Failover records the built-in DNS server answers for this service (empty without `[dns]`).
     #[serde(default)]
     pub dns: Vec<DnsRecord>,
+    /// What the client canaries watching this service see now, one entry per canary and
+    /// resolver (empty without `[[canary]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub canary: Vec<CanaryView>,
 }
+
 
 /// One failover record as served now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -137,6 +137,21 @@ pub fn services(list: &[wire::Service], paint: Paint) -> String {
                 clock(&r.since)
             );
         }
+        for c in &s.canary {
+            let seen = match (&c.address, &c.target) {
+                (Some(a), Some(t)) => format!("{t} ({a})"),
+                (Some(a), None) => format!("{a} (no target)"),
+                (None, _) => "(no answer)".to_string(),
+            };
+            let verdict = match (c.agrees, c.stale) {
+                (_, true) => "  [CLIENTS STALE: still on the old target past TTL + margin]",
+                (Some(false), false) => "  [not following the decision yet]",
+                _ => "",
+            };
+            let at = c.at.as_deref().map(clock).unwrap_or("-");
+            let ok = if c.ok { "ok" } else { "FAIL" };
+            let _ = writeln!(out, "  canary {} via {} -> {seen}, {ok} {} at {at}{verdict}", c.name, c.resolver, c.detail);
+        }
         out.push('\n');
     }
     out
@@ -178,6 +193,16 @@ pub fn incident(i: &wire::Incident, paint: Paint) -> String {
     let _ = writeln!(out, "  detection     : {}   (first failed check -> marked down)", ms(i.detection_ms));
     let _ = writeln!(out, "  switch        : {}   (marked down -> actuators applied/verified)", ms(i.switch_ms));
     let _ = writeln!(out, "  RTO           : {}   (first failed check -> traffic moved)", ms(i.rto_ms));
+    for c in &i.client {
+        let _ = writeln!(
+            out,
+            "  client RTO    : {}   (canary {} via {}: first failed request -> first good answer from the new target, {} failed)",
+            ms(c.client_rto_ms),
+            c.canary,
+            c.resolver,
+            c.failed_requests
+        );
+    }
     if i.actuator_failures > 0 {
         let _ = writeln!(out, "  actuator failures: {}", i.actuator_failures);
     }
@@ -224,6 +249,17 @@ pub fn incident_markdown(i: &wire::Incident) -> String {
     let _ = writeln!(out, "| Detection | {} | first failed check → marked down |", ms(i.detection_ms));
     let _ = writeln!(out, "| Switch | {} | marked down → actuators verified (or applied) |", ms(i.switch_ms));
     let _ = writeln!(out, "| RTO | {} | first failed check → traffic moved |", ms(i.rto_ms));
+    for c in &i.client {
+        let _ = writeln!(
+            out,
+            "| Client RTO ({} via {}) | {} | first failed request → first good answer from the new target ({} failed requests; last good answer from the old target {}) |",
+            cell(&c.canary),
+            cell(&c.resolver),
+            ms(c.client_rto_ms),
+            c.failed_requests,
+            c.last_old_ok.as_deref().unwrap_or("-")
+        );
+    }
     let _ = writeln!(
         out,
         "\nThe fault began between the last passing check and the first failed one, so detection and RTO \

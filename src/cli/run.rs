@@ -33,6 +33,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let schedules = config.drill.schedules.clone();
     let heartbeat = config.heartbeat.clone();
     let daemon_cfg = config.daemon.clone();
+    let canary_cfg = config.clone();
     let prepared = crate::daemon::prepare(config).await?;
     let shared = prepared.shared().clone();
     let (tracker, cancel) = prepared.tasks();
@@ -48,6 +49,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         std::sync::Arc::new(move || shared.self_health())
     };
     crate::drill::schedule::spawn(tracker, cancel, &schedules, heartbeat.as_ref(), &api.endpoint(), health);
+    // The canaries subscribe to decisions before the core makes its first one.
+    crate::canary::spawn(tracker, cancel, &canary_cfg, prepared.recorder(), &shared.events, shared.metrics.clone(), &shared.canary);
+    drop(canary_cfg);
     let daemon = prepared.run();
     Ok(Running { api_addr: api.hosts.addr, api, shared, daemon })
 }

@@ -50,6 +50,8 @@ pub struct Config {
     pub lb: crate::lb::config::LbConfig,
     /// `[[vip]]`: virtual IPs this node speaks VRRPv3 for.
     pub vip: Vec<crate::vrrp::config::VipConfig>,
+    /// `[[canary]]`: client canaries (see `canary/`).
+    pub canaries: Vec<crate::canary::config::CanaryConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

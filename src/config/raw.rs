@@ -35,7 +35,11 @@ pub struct RawConfig {
     #[serde(default)]
     pub proxy: Vec<crate::lb::config::RawProxy>,
     /// Virtual IPs (VRRPv3); the structs live with the speaker in `vrrp/config.rs`.
+    #[serde(default)]
     pub vip: Vec<crate::vrrp::config::RawVip>,
+    /// Client canaries; the structs live with the canary in `canary/config.rs`.
+    #[serde(default)]
+    pub canary: Vec<crate::canary::config::RawCanary>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -94,10 +94,11 @@ pub fn validate(raw: RawConfig, text: &str, file: &Path) -> Result<(Config, Vec<
     let cluster = raw.cluster.map_or(Some(crate::coordinator::config::ClusterConfig::Standalone), |c| crate::coordinator::config::validate(&mut cx, c, &base_dir));
     let lb = crate::lb::config::validate(&mut cx, raw.haproxy, raw.nginx, raw.proxy, &services);
     let vip = crate::vrrp::config::validate(&mut cx, raw.vip, &services);
+    let canaries = crate::canary::config::validate_all(&mut cx, raw.canary, &services, dns.as_ref());
 
     if cx.errors.is_empty() {
         let daemon = daemon.expect("daemon validated without errors");
-        Ok((Config { source: file.to_owned(), daemon, services, dns, dns_providers, drill, heartbeat, notify, cluster: cluster.unwrap_or_default(), lb, vip }, cx.warnings))
+        Ok((Config { source: file.to_owned(), daemon, services, dns, dns_providers, drill, heartbeat, notify, cluster: cluster.unwrap_or_default(), lb, vip, canaries }, cx.warnings))
     } else {
         Err(ConfigErrors(cx.errors))
     }

@@ -466,6 +466,7 @@ impl Core {
                 checks: s.probes.iter().map(|(t, p)| (t.clone(), p.describe.clone())).collect(),
                 open_incident: self.incidents.open_for(&s.name).map(|i| i.id),
                 dns: dns.iter().filter(|r| *r.service == *s.name).cloned().collect(),
+                canary: Vec::new(),
             })
             .collect()
     }

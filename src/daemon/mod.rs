@@ -45,6 +45,8 @@ pub struct ServiceView {
     pub open_incident: Option<u64>,
     /// The built-in DNS server's failover records of this service.
     pub dns: Vec<crate::dns::RecordStatus>,
+    /// What the client canaries watching it see now.
+    pub canary: Vec<crate::canary::CanaryView>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +82,8 @@ pub struct Shared {
     pub notify: crate::notify::NotifyHandle,
     /// Where drill reports are stored (`<data_dir>/drills`).
     pub data_dir: PathBuf,
+    /// What the client canaries see now (`[[canary]]`).
+    pub canary: crate::canary::Views,
 }
 
 impl Shared {
@@ -132,7 +136,11 @@ impl Shared {
     }
 
     pub async fn services(&self) -> Result<Vec<ServiceView>, Refusal> {
-        self.ask(Control::Services).await
+        let mut list = self.ask(Control::Services).await?;
+        for s in &mut list {
+            s.canary = self.canary.for_service(&s.status.name);
+        }
+        Ok(list)
     }
 
     pub async fn incidents(&self) -> Result<Vec<crate::events::incident::Incident>, Refusal> {
@@ -277,6 +285,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         stall_after_us: Arc::new(AtomicU64::new(0)),
         notify,
         data_dir: data_dir.clone(),
+        canary: crate::canary::Views::default(),
     };
 
     let core = core::Core::new(config, shared.clone(), cancel.clone(), tracker.clone(), lag, &history, persisted, registry, record_rx)?;

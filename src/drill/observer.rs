@@ -131,7 +131,8 @@ pub async fn resolve(spec: &ObserveSpec) -> Result<IpAddr, String> {
     }
 }
 
-async fn once(spec: &ObserveSpec) -> Sample {
+/// Resolve once and request the URL at the address obtained (the canary uses it too).
+pub async fn once(spec: &ObserveSpec) -> Sample {
     let at_us = now_us();
     let ip = match resolve(spec).await {
         Ok(ip) => ip,

@@ -18,6 +18,13 @@
 //! - switch = every actuator done with the failover decision (applied, and verified where the
 //!   actuator can verify) - marked down.
 //! - RTO = the same end point - start of the first failed check.
+//!
+//! # Client-observed figures (from the client canary, `canary/`)
+//! - per canary and resolver: last good answer from the old target, first failed request, first
+//!   good answer from the new target, failed requests, and client RTO = first good answer from
+//!   the new target - first failed request (`client_rto` events; the worst one is the
+//!   incident's `client_rto_us`). A `clients_stale` event while the incident is open is put in
+//!   its timeline.
 
 use std::collections::BTreeMap;
 
@@ -41,6 +48,18 @@ pub struct CheckWindow {
     /// When the flip was recorded.
     pub at_us: u64,
     pub samples: Vec<CheckSample>,
+}
+
+/// What one canary saw through one resolver (a `client_rto` event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientFigures {
+    pub canary: String,
+    pub resolver: String,
+    pub last_old_ok_us: Option<u64>,
+    pub first_failed_us: Option<u64>,
+    pub first_new_ok_us: u64,
+    pub failed: u32,
+    pub rto_us: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +92,9 @@ pub struct Incident {
     /// Check results around the fault: those that marked the failed target down (with the
     /// passing ones before, when they fit), and every flip while the incident is open.
     pub checks: Vec<CheckWindow>,
+    /// What the client canaries saw, one entry per canary and resolver (`client_rto` events).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client: Vec<ClientFigures>,
 }
 
 impl Incident {
@@ -90,6 +112,10 @@ impl Incident {
     /// Switched minus the first failed check.
     pub fn rto_us(&self) -> Option<u64> {
         Some(self.switch_done_us()?.saturating_sub(self.first_failure_us?))
+    }
+    /// The worst client RTO any canary saw through any resolver.
+    pub fn client_rto_us(&self) -> Option<u64> {
+        self.client.iter().filter_map(|c| c.rto_us).max()
     }
 }
 
@@ -242,6 +268,7 @@ impl IncidentBook {
                     failed_back_us: None,
                     timeline: Vec::new(),
                     checks: Vec::new(),
+                    client: Vec::new(),
                 };
                 if let Some(f) = failed
                     && let (Some((marked, ..)), Some(samples)) = (down, track.last_down_checks.get(f))
@@ -263,6 +290,36 @@ impl IncidentBook {
                 track.pending = None;
                 track.open = Some(*id);
                 self.incidents.insert(*id, inc);
+            }
+            Event::ClientRto { incident, canary, resolver, last_old_ok_us, first_failed_us, first_new_ok_us, failed, rto_us, from, to, .. } => {
+                // The figures belong to the incident they measure, even if it closed meanwhile.
+                if let Some(inc) = self.incidents.get_mut(incident) {
+                    let who = format!("clients (canary {canary} via {resolver})");
+                    if let Some(ok) = last_old_ok_us {
+                        let from = from.as_deref().unwrap_or("the old target");
+                        inc.timeline.push(TimelineEntry { time_us: *ok, what: format!("{who}: last good answer from {from}") });
+                    }
+                    if let Some(f) = first_failed_us {
+                        inc.timeline.push(TimelineEntry { time_us: *f, what: format!("{who}: first failed request") });
+                    }
+                    inc.timeline.push(TimelineEntry { time_us: *first_new_ok_us, what: format!("{who}: first good answer from {}", to.as_deref().unwrap_or("the new target")) });
+                    inc.timeline.push(TimelineEntry { time_us: t, what: record.event.summary() });
+                    inc.client.retain(|c| !(c.canary == *canary && c.resolver == *resolver));
+                    inc.client.push(ClientFigures {
+                        canary: canary.clone(),
+                        resolver: resolver.clone(),
+                        last_old_ok_us: *last_old_ok_us,
+                        first_failed_us: *first_failed_us,
+                        first_new_ok_us: *first_new_ok_us,
+                        failed: *failed,
+                        rto_us: *rto_us,
+                    });
+                }
+            }
+            Event::ClientsStale { .. } => {
+                if let Some(inc) = open {
+                    inc.timeline.push(TimelineEntry { time_us: t, what: record.event.summary() });
+                }
             }
             Event::IncidentClosed { id, by, .. } => {
                 if let Some(inc) = self.incidents.get_mut(id) {
@@ -366,6 +423,45 @@ mod tests {
             replay.apply(r);
         }
         assert_eq!(replay.get(inc.id), book.get(inc.id));
+    }
+
+    #[test]
+    fn client_figures_join_the_incident_they_measure_and_survive_a_replay() {
+        let mut book = IncidentBook::default();
+        let mut log = Vec::new();
+        feed(&mut book, &mut log, 1_000, decision(1, ("primary", 0), ("primary", 0), Reason::Initial));
+        feed(&mut book, &mut log, 3_000_000, decision(2, ("primary", 0), ("backup", 1), Reason::Failover));
+        let id = book.open_for("www").unwrap().id;
+        let client = |resolver: &str, rto_us: Option<u64>| Event::ClientRto {
+            service: "www".into(),
+            incident: id,
+            canary: "www.example.test".into(),
+            resolver: resolver.into(),
+            from: Some("primary".into()),
+            to: Some("backup".into()),
+            last_old_ok_us: Some(900_000),
+            first_failed_us: Some(1_000_000),
+            first_new_ok_us: 1_000_000 + rto_us.unwrap_or(0),
+            failed: 4,
+            rto_us,
+        };
+        feed(&mut book, &mut log, 4_600_000, client("r1", Some(3_500_000)));
+        feed(&mut book, &mut log, 4_700_000, client("r2", Some(3_600_000)));
+        feed(&mut book, &mut log, 20_000_000, decision(3, ("backup", 1), ("primary", 0), Reason::Failback));
+        // A late resolver still lands in the (closed) incident it measured.
+        feed(&mut book, &mut log, 20_100_000, client("r3", None));
+        let inc = book.get(id).unwrap();
+        assert_eq!(inc.client.len(), 3);
+        assert_eq!(inc.client_rto_us(), Some(3_600_000), "the worst resolver");
+        assert!(inc.timeline.iter().any(|e| e.time_us == 1_000_000 && e.what.contains("first failed request")), "{:?}", inc.timeline);
+        assert!(inc.timeline.iter().any(|e| e.time_us == 4_500_000 && e.what.contains("first good answer from backup")), "{:?}", inc.timeline);
+        let w = crate::api::wire::Incident::from(inc);
+        assert_eq!((w.client_rto_ms, w.client.len()), (Some(3600.0), 3));
+        let mut replay = IncidentBook::default();
+        for r in &log {
+            replay.apply(r);
+        }
+        assert_eq!(replay.get(id), book.get(id));
     }
 
     #[test]

@@ -198,6 +198,45 @@ pub enum Event {
         /// How long the log was behind.
         behind_ms: u64,
     },
+    /// The client canary (`[[canary]]`, see `canary/`) sees clients sent to another address than
+    /// the committed decision's for longer than the record's TTL plus a margin (a resolver
+    /// ignoring TTLs, a provider not applying the change...). `resolved` is set on the one
+    /// recorded when this resolver's answer agrees with the decision again.
+    ClientsStale {
+        service: String,
+        canary: String,
+        /// `system` or the resolver's address.
+        resolver: String,
+        /// What the resolver answers (and the target that has that address, if any).
+        seen: std::net::IpAddr,
+        seen_target: Option<String>,
+        /// What the committed decision says.
+        expected: std::net::IpAddr,
+        expected_target: Option<String>,
+        /// First answer that disagreed (wall microseconds).
+        since_us: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        resolved: bool,
+    },
+    /// What the client canary saw of an incident, per resolver: its last good answer from the
+    /// old target, its first failed request, its first good answer from the target the decision
+    /// named. The incident fold puts it in the incident's timeline and figures.
+    ClientRto {
+        service: String,
+        incident: u64,
+        canary: String,
+        resolver: String,
+        from: Option<String>,
+        to: Option<String>,
+        last_old_ok_us: Option<u64>,
+        first_failed_us: Option<u64>,
+        first_new_ok_us: u64,
+        /// Failed requests from the first failed one to the first good one on the new target.
+        failed: u32,
+        /// `first_new_ok_us - first_failed_us`; `None` when the client saw no failure (a
+        /// force-down drill, or a canary without a URL, which only resolves).
+        rto_us: Option<u64>,
+    },
 }
 
 /// One check result, as kept with a health flip for the incident report.
@@ -266,6 +305,8 @@ impl Event {
             Event::LogBehind { .. } => "log_behind",
             Event::LogCaughtUp { .. } => "log_caught_up",
             Event::VipState { .. } => "vip_state",
+            Event::ClientsStale { .. } => "clients_stale",
+            Event::ClientRto { .. } => "client_rto",
         }
     }
 
@@ -284,7 +325,9 @@ impl Event {
             | Event::DrillFinished { service, .. }
             | Event::CheckerError { service, .. }
             | Event::IncidentOpened { service, .. }
-            | Event::IncidentClosed { service, .. } => Some(service),
+            | Event::IncidentClosed { service, .. }
+            | Event::ClientsStale { service, .. }
+            | Event::ClientRto { service, .. } => Some(service),
             _ => None,
         }
     }
@@ -373,6 +416,28 @@ impl Event {
             }
             Event::LogCaughtUp { behind_ms } => format!("event log caught up after {:.1} s", *behind_ms as f64 / 1000.0),
             Event::VipState { vip, interface, vrid, from, to, why, .. } => format!("vip {vip} (vrid {vrid} on {interface}): {from} -> {to}: {why}"),
+            Event::ClientsStale { service, canary, resolver, seen, seen_target, expected, expected_target, resolved, .. } => {
+                let name = |a: &std::net::IpAddr, t: &Option<String>| t.as_ref().map(|t| format!("{t} ({a})")).unwrap_or_else(|| a.to_string());
+                if *resolved {
+                    format!("{service}: canary {canary} via {resolver}: clients follow the decision again ({})", name(expected, expected_target))
+                } else {
+                    format!(
+                        "{service}: canary {canary} via {resolver}: clients still on the old target: answered {}, decided {}",
+                        name(seen, seen_target),
+                        name(expected, expected_target)
+                    )
+                }
+            }
+            Event::ClientRto { service, incident, canary, resolver, to, failed, rto_us, .. } => {
+                let to = to.as_deref().unwrap_or("the new target");
+                match rto_us {
+                    Some(r) => format!(
+                        "{service}: incident #{incident}: clients (canary {canary} via {resolver}) reached {to}: client RTO {:.0} ms, {failed} failed request(s)",
+                        *r as f64 / 1000.0
+                    ),
+                    None => format!("{service}: incident #{incident}: clients (canary {canary} via {resolver}) reached {to} without a failed request"),
+                }
+            }
         }
     }
 }

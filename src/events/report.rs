@@ -45,6 +45,13 @@ pub struct Incident {
     /// Check results around the fault (see `events::incident::CheckWindow`).
     #[serde(default)]
     pub checks: Vec<CheckWindow>,
+    /// The worst client RTO the client canaries saw (first failed request -> first good answer
+    /// from the new target); null without a canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_rto_ms: Option<f64>,
+    /// What each canary saw through each resolver.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client: Vec<ClientFigures>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,6 +115,32 @@ impl From<&crate::events::incident::Incident> for Incident {
                         .collect(),
                 })
                 .collect(),
+            client_rto_ms: ms(i.client_rto_us()),
+            client: i
+                .client
+                .iter()
+                .map(|c| ClientFigures {
+                    canary: c.canary.clone(),
+                    resolver: c.resolver.clone(),
+                    last_old_ok: c.last_old_ok_us.map(format_time_us),
+                    first_failed: c.first_failed_us.map(format_time_us),
+                    first_new_ok: format_time_us(c.first_new_ok_us),
+                    failed_requests: c.failed,
+                    client_rto_ms: ms(c.rto_us),
+                })
+                .collect(),
         }
     }
+}
+
+/// One canary's figures for an incident, through one resolver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientFigures {
+    pub canary: String,
+    pub resolver: String,
+    pub last_old_ok: Option<String>,
+    pub first_failed: Option<String>,
+    pub first_new_ok: String,
+    pub failed_requests: u32,
+    pub client_rto_ms: Option<f64>,
 }

@@ -73,6 +73,9 @@ pub enum NoticeEvent {
     CheckerError,
     /// The event log's disk did not keep up (resolved when it caught up).
     EventLogBehind,
+    /// The client canary sees clients still sent to another target than the decision's, past
+    /// the TTL and margin (resolved when they follow).
+    ClientsStale,
     /// `understudy notify test`.
     Test,
 }
@@ -88,6 +91,7 @@ impl NoticeEvent {
         NoticeEvent::DaemonRestarted,
         NoticeEvent::CheckerError,
         NoticeEvent::EventLogBehind,
+        NoticeEvent::ClientsStale,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -101,6 +105,7 @@ impl NoticeEvent {
             NoticeEvent::DaemonRestarted => "daemon_restarted",
             NoticeEvent::CheckerError => "checker_error",
             NoticeEvent::EventLogBehind => "event_log_behind",
+            NoticeEvent::ClientsStale => "clients_stale",
             NoticeEvent::Test => "test",
         }
     }

@@ -18,6 +18,8 @@
 //! | actuator failed, no incident | `actuator_failed` condition, closed by its next success | critical |
 //! | all targets down, no incident | `all_down` condition, closed by a decision with a target | critical |
 //! | config reload refused | `config_rejected` condition, closed by an accepted config | warning |
+//! | clients still on the old target (client canary) | `clients_stale` condition per service, canary and resolver, closed when they follow; also an `incident_updated` while an incident is open | critical during an incident, else warning |
+//! | client-observed figures of an open incident (client canary) | `incident_updated` | the incident's |
 //!
 //! An incident that opens while a drill runs on its service is a drill: `info`, and its summaries
 //! say so, so a channel with `min_severity = "warning"` does not page anyone for a rehearsal
@@ -90,6 +92,15 @@ fn incident_details(i: &Incident) -> Vec<String> {
     }
     if let Some(r) = &w.recovered {
         d.push(format!("{} recovered at {r}", i.failed.as_deref().unwrap_or("the failed target")));
+    }
+    for c in &w.client {
+        d.push(format!(
+            "clients (canary {} via {}): client RTO {} (first failed request -> first good answer from the new target), {} failed request(s)",
+            c.canary,
+            c.resolver,
+            human_ms(c.client_rto_ms),
+            c.failed_requests
+        ));
     }
     d
 }
@@ -293,6 +304,44 @@ impl Planner {
                     });
                 }
             }
+            Event::ClientsStale { service, canary, resolver, resolved, seen_target, .. } => {
+                let cond = format!("understudy-{service}-clients-stale-{canary}-{resolver}");
+                let is_open = self.open.contains_key(&cond);
+                if *resolved {
+                    if is_open {
+                        drafts.push(self.close_condition(&cond, r.event.summary()));
+                    }
+                } else if !is_open {
+                    // During an incident the old target is the one that failed: clients get errors.
+                    let severity = if self.book.open_for(service).is_some() { Severity::Critical } else { Severity::Warning };
+                    drafts.push(Draft {
+                        condition: cond,
+                        alertname: "UnderstudyClientsStale",
+                        event: NoticeEvent::ClientsStale,
+                        phase: Phase::Open,
+                        severity,
+                        escalated_from: None,
+                        urgent: true,
+                        service: Some(service.clone()),
+                        target: seen_target.clone(),
+                        summary: r.event.summary(),
+                        details: vec![
+                            "the client canary's resolver still sends clients to another target than understudy decided, past the record's TTL and margin: \
+                             a resolver ignoring TTLs, or a DNS provider not applying the change"
+                                .into(),
+                        ],
+                        incident: None,
+                    });
+                }
+                if let Some(inc) = self.book.open_for(service).cloned() {
+                    drafts.push(self.update(&inc, NoticeEvent::IncidentUpdated, format!("{service}: incident #{}: {}", inc.id, r.event.summary())));
+                }
+            }
+            Event::ClientRto { service, incident, .. } => {
+                if let Some(inc) = self.book.get(*incident).filter(|i| i.open && i.service == *service).cloned() {
+                    drafts.push(self.update(&inc, NoticeEvent::IncidentUpdated, format!("{service}: incident #{}: {}", inc.id, r.event.summary())));
+                }
+            }
             Event::ConfigRejected { errors } => {
                 let cond = "understudy-config-rejected".to_string();
                 let phase = if self.open.contains_key(&cond) { Phase::Update } else { Phase::Open };
@@ -392,6 +441,7 @@ impl Planner {
                 "UnderstudyActuatorFailed" => "UnderstudyActuatorFailed",
                 "UnderstudyCheckerError" => "UnderstudyCheckerError",
                 "UnderstudyEventLogBehind" => "UnderstudyEventLogBehind",
+                "UnderstudyClientsStale" => "UnderstudyClientsStale",
                 _ => "UnderstudyConfigRejected",
             },
             event: last.event,
@@ -593,6 +643,60 @@ mod tests {
         let n = f.push(3, err(true));
         assert_eq!((n[0].event, n[0].phase), (NoticeEvent::CheckerError, Phase::Close));
         assert!(f.push(4, err(true)).is_empty(), "nothing open, nothing to resolve");
+    }
+
+    fn stale(resolved: bool) -> Event {
+        Event::ClientsStale {
+            service: "www".into(),
+            canary: "www.example.test".into(),
+            resolver: "198.18.0.10:5353".into(),
+            seen: "198.18.0.11".parse().unwrap(),
+            seen_target: Some("primary".into()),
+            expected: "198.18.0.12".parse().unwrap(),
+            expected_target: Some("backup".into()),
+            since_us: 1,
+            resolved,
+        }
+    }
+
+    #[test]
+    fn clients_stale_is_a_condition_of_its_own_and_an_incident_update() {
+        let mut f = Feed::new();
+        // Outside an incident (a switchover): a warning, opened once, closed when clients follow.
+        let n = f.push(1, stale(false));
+        assert_eq!(n.len(), 1);
+        assert_eq!((n[0].event, n[0].phase, n[0].severity, n[0].alertname.as_str()), (NoticeEvent::ClientsStale, Phase::Open, Severity::Warning, "UnderstudyClientsStale"));
+        assert!(n[0].summary.contains("clients still on the old target"), "{}", n[0].summary);
+        let n = f.push(2, stale(true));
+        assert_eq!((n[0].event, n[0].phase, n[0].condition.as_str()), (NoticeEvent::ClientsStale, Phase::Close, "understudy-www-clients-stale-www.example.test-198.18.0.10:5353"));
+        // During an incident: critical, and the incident gets an update too.
+        f.push(3, decision(1, ("primary", 0), Some(("primary", 0)), Reason::Initial, false));
+        f.push(4, down("primary"));
+        f.push(5, decision(2, ("primary", 0), Some(("backup", 1)), Reason::Failover, false));
+        let n = f.push(6, stale(false));
+        assert_eq!(n.iter().map(|n| (n.event, n.phase, n.severity)).collect::<Vec<_>>(), vec![
+            (NoticeEvent::ClientsStale, Phase::Open, Severity::Critical),
+            (NoticeEvent::IncidentUpdated, Phase::Update, Severity::Warning)
+        ]);
+        // The client canary's figures reach the incident's notices.
+        let id = f.book.open_for("www").unwrap().id;
+        let rto = Event::ClientRto {
+            service: "www".into(),
+            incident: id,
+            canary: "www.example.test".into(),
+            resolver: "system".into(),
+            from: Some("primary".into()),
+            to: Some("backup".into()),
+            last_old_ok_us: Some(1),
+            first_failed_us: Some(2),
+            first_new_ok_us: 2_500_002,
+            failed: 3,
+            rto_us: Some(2_500_000),
+        };
+        let n = f.push(7, rto);
+        assert_eq!((n.len(), n[0].event), (1, NoticeEvent::IncidentUpdated));
+        assert_eq!(n[0].incident.as_ref().unwrap().client_rto_ms, Some(2500.0));
+        assert!(n[0].details.iter().any(|d| d.contains("client RTO 2.5 s (first failed request") && d.contains("3 failed request(s)")), "{:?}", n[0].details);
     }
 
     #[test]

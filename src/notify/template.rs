@@ -159,6 +159,8 @@ fn samples() -> [Notice; 2] {
         failed_back: None,
         timeline: vec![crate::events::report::TimelineEntry { time: "2023-11-14T22:13:20.000000Z".into(), time_us: 1, what: awkward("what") }],
         checks: Vec::new(),
+        client_rto_ms: None,
+        client: Vec::new(),
     });
     let mut empty = Notice::test(0);
     empty.details.clear();

@@ -11,6 +11,7 @@ mod support;
 mod actuators; // hooks: chatty, detaching, slow (DNS not delayed), retried; clean environment for hooks and exec checks
 mod api; // the router through `oneshot`: status codes, auth, error bodies, metrics names
 mod api_security; // Host/Origin/Content-Type guard, generated token, TLS, caps, sd_notify, the systemd unit
+mod canary; // the client canary through real unbound: client RTO of a real incident in its timeline, a stale resolver raises clients_stale and a webhook (root for the namespace test)
 mod cadence; // the fast cadence with the real binary: fast re-checks, down interval, status
 mod cluster; // cluster mode on a real 3-member etcd: vantage quorum, one leader, failover, fencing, member loss
 mod config_errors; // check-config and run with bad files: file, line, key, expectation; exit 2

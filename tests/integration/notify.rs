@@ -23,14 +23,14 @@ use crate::support::*;
 
 /// One request as the receiver saw it.
 #[derive(Debug, Clone)]
-struct Got {
-    path: String,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
+pub(crate) struct Got {
+    pub(crate) path: String,
+    pub(crate) headers: HashMap<String, String>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Got {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{} sent a non-JSON body ({e}): {}", self.path, String::from_utf8_lossy(&self.body)))
     }
 }
@@ -40,7 +40,7 @@ impl Got {
 ///
 /// From `new` until `start` its port is bound without listening: connections are refused (the
 /// receiver is "down") and no other process can take the port in the meantime.
-struct Receiver {
+pub(crate) struct Receiver {
     addr: SocketAddr,
     socket: Option<tokio::net::TcpSocket>,
     got: Arc<Mutex<Vec<Got>>>,
@@ -62,12 +62,12 @@ async fn receive(State(got): State<Arc<Mutex<Vec<Got>>>>, uri: Uri, headers: Hea
 }
 
 impl Receiver {
-    fn new() -> Receiver {
+    pub(crate) fn new() -> Receiver {
         let (socket, addr) = closed_port("127.0.0.1");
         Receiver { addr, socket: Some(socket), got: Arc::default(), stop: None }
     }
 
-    async fn start(&mut self) {
+    pub(crate) async fn start(&mut self) {
         let listener = self.socket.take().expect("receiver started once").listen(1024).expect("listen on the receiver's port");
         let app = axum::Router::new().fallback(receive).with_state(self.got.clone());
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -77,16 +77,16 @@ impl Receiver {
         self.stop = Some((tx, task));
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    fn got(&self, path: &str) -> Vec<Got> {
+    pub(crate) fn got(&self, path: &str) -> Vec<Got> {
         self.got.lock().unwrap().iter().filter(|g| g.path == path).cloned().collect()
     }
 
     /// Wait for a request to `path` whose JSON body satisfies `pred`.
-    async fn wait(&self, path: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Got {
+    pub(crate) async fn wait(&self, path: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Got {
         wait_for(Duration::from_secs(20), what, || async { self.got(path).into_iter().find(|g| pred(&g.json())) }).await
     }
 }
