@@ -94,6 +94,7 @@ pub fn router(api: ApiState) -> Router {
         .route("/api/v1/incidents/{id}", get(incident))
         .route("/api/v1/incidents/{id}/close", post(close_incident))
         .route("/api/v1/notify", get(notify_status))
+        .route("/api/v1/vips", get(vips))
         .route("/api/v1/notify/{channel}/test", post(notify_test))
         .layer(axum::middleware::from_fn_with_state(api.clone(), guard::layer))
         .with_state(api)
@@ -374,6 +375,11 @@ async fn incident(State(shared): State<Shared>, Path(id): Path<u64>) -> ApiResul
 async fn close_incident(State(shared): State<Shared>, Path(id): Path<u64>, Authorized(by): Authorized) -> ApiResult<Json<wire::Incident>> {
     shared.close_incident(id, &by).await?;
     incident(State(shared), Path(id)).await
+}
+
+/// This node's virtual IPs: VRRP state, master heard, advert and drop counters.
+async fn vips(State(shared): State<Shared>) -> ApiResult<Json<Vec<crate::vrrp::VipStatus>>> {
+    Ok(Json(shared.vips().await?))
 }
 
 async fn notify_status(State(shared): State<Shared>) -> Json<wire::NotifyStatus> {

@@ -55,6 +55,8 @@ pub enum Control {
     /// The daemon finished undoing the fault of a drill whose lease ran out.
     DrillUndone { id: u64, drill: crate::drill::ledger::Running, result: Result<String, String> },
     Drills(oneshot::Sender<Vec<crate::drill::Summary>>),
+    /// The VRRP instances of this node (`[[vip]]`).
+    Vips(oneshot::Sender<Vec<crate::vrrp::VipStatus>>),
 }
 
 pub struct Core {
@@ -431,6 +433,9 @@ impl Core {
             Control::DrillUndone { id, drill, result } => self.drill_undone(id, drill, result),
             Control::Drills(reply) => {
                 let _ = reply.send(self.drills.summaries().to_vec());
+            }
+            Control::Vips(reply) => {
+                let _ = reply.send(self.registry.get::<crate::vrrp::VipKind>().map(|k| k.status()).unwrap_or_default());
             }
         }
     }

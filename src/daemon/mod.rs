@@ -125,6 +125,11 @@ impl Shared {
         self.ask(|reply| Control::DrillLease { id, undo, lasts, reply }).await?
     }
 
+    /// The state of this node's virtual IPs (VRRP instances).
+    pub async fn vips(&self) -> Result<Vec<crate::vrrp::VipStatus>, Refusal> {
+        self.ask(Control::Vips).await
+    }
+
     pub async fn drills(&self) -> Result<Vec<crate::drill::Summary>, Refusal> {
         self.ask(Control::Drills).await
     }

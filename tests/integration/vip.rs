@@ -406,6 +406,11 @@ send(advert(vrid=52))                               # another VRID: ignored, not
         assert!(metrics.contains(&line), "missing {line}:\n{metrics}");
     }
     assert!(metrics.contains("understudy_vip_state{vip=\"web\",state=\"master\"} 1"), "{metrics}");
+    // The API says the same: this node is master, and counted each malformed packet once.
+    let status: serde_json::Value = serde_json::from_str(&tb.sh(Host::Primary, "curl -s http://127.0.0.1:9190/api/v1/vips")).expect("GET /api/v1/vips is JSON");
+    assert_eq!(status[0]["name"], "web", "{status}");
+    assert_eq!(status[0]["state"], "master", "{status}");
+    assert_eq!(status[0]["dropped"]["checksum"], 1, "{status}");
     // A priority-200 advert with a wrong TTL would have made a step down: it did not.
     assert!(has_vip(&tb, Host::Primary));
     assert!(!a.logs().contains("VRRP backup: 198.18.0.10"), "{}", a.logs());
