@@ -26,7 +26,7 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
         key: &'a Path,
     }
     let tls = Files { cert, key };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert)
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(tls.cert)
         .map_err(|e| format!("cannot read certificate {}: {e}", tls.cert.display()))?
         .collect::<Result<_, _>>()
         .map_err(|e| format!("certificate {} is not valid PEM: {e}", tls.cert.display()))?;
@@ -36,7 +36,7 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
             tls.cert.display()
         ));
     }
-    let key = PrivateKeyDer::from_pem_file(&tls.key)
+    let key = PrivateKeyDer::from_pem_file(tls.key)
         .map_err(|e| format!("cannot read a private key from {}: {e}", tls.key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)

@@ -405,6 +405,20 @@ pub fn from_str(text: &str, path: &Path) -> Result<(Config, Vec<Warning>), Confi
     validate::validate(raw, text, path)
 }
 
+/// `name:port` → `name`, `[::1]:port` → `[::1]`, a bare IPv6 address stays whole.
+pub fn host_part(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority
+            .find(']')
+            .map(|i| &authority[..=i])
+            .unwrap_or(authority);
+    }
+    match authority.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,19 +569,5 @@ address = "192.0.2.2"
         cfg.services[0].check.fall = u32::MAX;
         cfg.services[0].check.fast_interval = Duration::MAX;
         assert_eq!(cfg.services[0].detection_budget(), Duration::MAX);
-    }
-}
-
-/// `name:port` → `name`, `[::1]:port` → `[::1]`, a bare IPv6 address stays whole.
-pub fn host_part(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return authority
-            .find(']')
-            .map(|i| &authority[..=i])
-            .unwrap_or(authority);
-    }
-    match authority.rsplit_once(':') {
-        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => authority,
     }
 }

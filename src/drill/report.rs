@@ -65,7 +65,7 @@ pub fn text(r: &Report) -> String {
     if let Some(u) = &r.observed_url {
         let _ = writeln!(out, "client: {u} ({} requests)", r.client_requests);
     }
-    let _ = writeln!(out, "  {:<62} {:>12} {:>12}  {}", "MEASURE", "MEASURED", "TARGET", "");
+    let _ = writeln!(out, "  {:<62} {:>12} {:>12}  ", "MEASURE", "MEASURED", "TARGET");
     for (what, got, target, v) in rows(r) {
         let _ = writeln!(out, "  {what:<62} {got:>12} {target:>12}  {v}");
     }
