@@ -161,8 +161,13 @@ async fn async_failover_fast_forwards_the_chosen_standby_promotes_it_and_repoint
     let found = count_present(&c, 1, &acked);
     println!("async failover: acknowledged {} writes before the kill, {found} found on the promoted pg2 (pg3 had {on_pg3} rows, pg2 {on_pg2_before} before the fast-forward); first write through the name {} ms after the kill", acked.len(), rto.as_millis());
     assert_eq!(found, acked.len(), "acknowledged writes that pg3 had were lost");
-    let acts = actuated(&d.events().await);
-    assert!(acts.iter().any(|a| a.starts_with("true") && a.contains("fast-forwarded pg2 from pg3") && a.contains("promoted pg2")), "{acts:#?}");
+    // The actuator's step is recorded when the whole step ends (promotion, first write,
+    // repointing the other standby), which can be after clients already write through the name.
+    let promoted = |a: &String| a.starts_with("true") && a.contains("fast-forwarded pg2 from pg3") && a.contains("promoted pg2");
+    wait_for(Duration::from_secs(60), "the postgres actuator's promotion of pg2 (fast-forwarded from pg3) in the events", || async {
+        actuated(&d.events().await).iter().any(promoted).then_some(())
+    })
+    .await;
     assert!(std::fs::read_to_string(c.tmp.path().join("fence.log")).unwrap_or_default().lines().any(|l| l == "pg1"), "the fence command did not run for pg1");
 
     // pg3 follows pg2 now, and gets what is written there.
