@@ -178,6 +178,15 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        // Its children (backends, checkpointer, walwriter) exit on their own once they notice;
+        // until they have, the old shared memory is in use and a restart of this node fails.
+        let dir = std::fs::canonicalize(&self.nodes[i].dir).unwrap_or_else(|_| self.nodes[i].dir.clone());
+        for _ in 0..1000 {
+            if !live_process_in(&dir) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Run SQL as the superuser over node `i`'s Unix socket.
@@ -281,4 +290,17 @@ impl NameClient {
             }
         }
     }
+}
+
+/// Is any live (not zombie) process working in `dir` (its current directory)? PostgreSQL's
+/// processes run in their data directory.
+fn live_process_in(dir: &Path) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return false };
+    procs.flatten().any(|p| {
+        let path = p.path();
+        let in_dir = std::fs::read_link(path.join("cwd")).is_ok_and(|cwd| cwd == dir);
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+        let zombie = stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'));
+        in_dir && !zombie
+    })
 }
