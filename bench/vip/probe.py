@@ -16,10 +16,17 @@ import time
 
 
 def once(ip, port, timeout):
+    """(node that answered, None) or (None, "connect") when no connection could be made, or
+    (None, "cut") when a connection was made but cut before the answer (a VIP that moves
+    while a request is in flight: the new holder resets a connection it never saw)."""
     s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         s.connect((ip, port))
+    except OSError:
+        s.close()
+        return None, "connect"
+    try:
         s.sendall(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
         data = b""
         while True:
@@ -28,10 +35,10 @@ def once(ip, port, timeout):
                 break
             data += chunk
         if not data.startswith(b"HTTP/1.1 200"):
-            return None
-        return data.split(b"\r\n\r\n", 1)[-1].decode(errors="replace").strip()
+            return None, "cut"
+        return data.split(b"\r\n\r\n", 1)[-1].decode(errors="replace").strip(), None
     except OSError:
-        return None
+        return None, "cut"
     finally:
         s.close()
 
@@ -47,11 +54,12 @@ def main():
     gap_at = None
     attempts = ok = 0
     failed = 0  # after the first answer (the first attempts may wait for ARP)
+    failed_kind = {"connect": 0, "cut": 0}
     served = []  # [node, first answer (s since start)]
     while time.monotonic() - start < seconds and not os.path.exists(stop):
         t = time.monotonic()
         attempts += 1
-        who = once(ip, port, timeout)
+        who, why = once(ip, port, timeout)
         now = time.monotonic()
         if who is not None:
             ok += 1
@@ -66,6 +74,7 @@ def main():
                 served.append([who, round(now - start, 4)])
         elif first_ok is not None:
             failed += 1
+            failed_kind[why] += 1
         rest = interval - (time.monotonic() - t)
         if rest > 0:
             time.sleep(rest)
@@ -78,6 +87,8 @@ def main():
         "attempts": attempts,
         "ok": ok,
         "failed": failed,
+        "failed_connect": failed_kind["connect"],
+        "failed_cut": failed_kind["cut"],
         "max_gap_ms": round(max_gap * 1000, 1) if last_ok is not None else None,
         "gap_at_s": round(gap_at, 4) if gap_at is not None else None,
         "served": served,
