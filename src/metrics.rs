@@ -160,6 +160,10 @@ pub struct Metrics {
     pub core_result: Histogram,
     /// Check results waiting for the core when it took the last one ([`Metrics::core_queue`]).
     pub core_queue: Gauge,
+    /// 1 while this node leads its cluster (`[cluster]`), else 0.
+    pub cluster_leading: Gauge,
+    /// 1 while this node reaches etcd and its lease is alive, else 0.
+    pub cluster_connected: Gauge,
     /// Client canary answers, per target they named.
     pub canary_answers: Family<CanaryLabels, Counter>,
     /// Client-observed RTO per incident and resolver (the canary's `client_rto` events).
@@ -208,6 +212,8 @@ impl Metrics {
             api_connections_refused: Counter::default(),
             core_result: core_result_histogram(),
             core_queue: Gauge::default(),
+            cluster_leading: Gauge::default(),
+            cluster_connected: Gauge::default(),
             canary_answers: Family::default(),
             client_rto: Family::new_with_constructor(client_rto_histogram),
             registry: Registry::default(),
@@ -249,6 +255,8 @@ impl Metrics {
             "Time the core loop spends handling one check result (health, decision, events, metrics)",
             m.core_result.clone(),
         );
+        registry.register("understudy_cluster_leading", "1 while this node leads its cluster (it decides and runs the actuators that act outside)", m.cluster_leading.clone());
+        registry.register("understudy_cluster_connected", "1 while this node reaches etcd and its lease is alive (0: it decides nothing and serves the last committed decisions)", m.cluster_connected.clone());
         registry.register("understudy_core_queue", "Check results waiting for the core loop (a number that keeps growing: the core does not keep up)", m.core_queue.clone());
         crate::lb::METRICS.register(&mut registry);
         registry.register("understudy_vip_state", "1 for the VRRP state each virtual IP instance is in", VIP.state.clone());
@@ -270,6 +278,12 @@ impl Metrics {
     pub fn core_result(&self, spent: std::time::Duration, waiting: usize) {
         self.core_result.observe(spent.as_secs_f64());
         self.core_queue.set(i64::try_from(waiting).unwrap_or(i64::MAX));
+    }
+
+    /// This node's role in its cluster changed.
+    pub fn cluster_role(&self, leading: bool, connected: bool) {
+        self.cluster_leading.set(leading as i64);
+        self.cluster_connected.set(connected as i64);
     }
 
     /// The text exposition.

@@ -15,6 +15,7 @@
 //! them into events.
 
 pub mod hooks;
+pub mod leader;
 pub mod registry;
 pub mod runner;
 
@@ -110,6 +111,14 @@ pub trait Actuator: Send + Sync + 'static {
     fn verify<'a>(&'a self, desired: &'a Desired) -> Option<ActFuture<'a>> {
         let _ = desired;
         None
+    }
+
+    /// In a cluster: whether this actuator runs on every node, because it serves from this
+    /// node (its DNS server, its proxy), rather than only on the leader, because it changes
+    /// something outside that one writer must own (hooks, a provider's records, a load
+    /// balancer, a database). Outside actuators by default.
+    fn on_every_node(&self) -> bool {
+        false
     }
 }
 

@@ -95,6 +95,7 @@ pub fn router(api: ApiState) -> Router {
         .route("/api/v1/incidents/{id}/close", post(close_incident))
         .route("/api/v1/notify", get(notify_status))
         .route("/api/v1/vips", get(vips))
+        .route("/api/v1/cluster", get(cluster))
         .route("/api/v1/notify/{channel}/test", post(notify_test))
         .layer(axum::middleware::from_fn_with_state(api.clone(), guard::layer))
         .with_state(api)
@@ -380,6 +381,15 @@ async fn close_incident(State(shared): State<Shared>, Path(id): Path<u64>, Autho
 /// This node's virtual IPs: VRRP state, master heard, advert and drop counters.
 async fn vips(State(shared): State<Shared>) -> ApiResult<Json<Vec<crate::vrrp::VipStatus>>> {
     Ok(Json(shared.vips().await?))
+}
+
+/// This node's place in the cluster, who leads, each node's view and the cluster's verdicts
+/// (`{"kind": "standalone"}` for a single node).
+async fn cluster(State(shared): State<Shared>) -> ApiResult<Json<serde_json::Value>> {
+    Ok(Json(match shared.cluster().await? {
+        Some(s) => view::cluster(&s),
+        None => serde_json::json!({ "kind": "standalone" }),
+    }))
 }
 
 async fn notify_status(State(shared): State<Shared>) -> Json<wire::NotifyStatus> {

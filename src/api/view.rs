@@ -93,3 +93,22 @@ pub fn service(v: &ServiceView) -> wire::Service {
             .collect(),
     }
 }
+
+/// A cluster's status as JSON: `views` is node -> "service/target" -> health.
+pub fn cluster(s: &crate::coordinator::ClusterStatus) -> serde_json::Value {
+    use crate::coordinator::quorum::health_text;
+    let per_target = |m: &std::collections::BTreeMap<(String, String), crate::health::Health>| -> serde_json::Map<String, serde_json::Value> {
+        m.iter().map(|((svc, t), h)| (format!("{svc}/{t}"), serde_json::Value::from(health_text(*h)))).collect()
+    };
+    serde_json::json!({
+        "kind": s.kind,
+        "node": s.node,
+        "leader": s.role.leader,
+        "leading": s.role.leading,
+        "connected": s.role.connected,
+        "why": s.role.why,
+        "views": s.views.iter().map(|(n, v)| (n.clone(), serde_json::Value::Object(per_target(v)))).collect::<serde_json::Map<_, _>>(),
+        "verdicts": per_target(&s.verdicts),
+        "epochs": s.epochs,
+    })
+}

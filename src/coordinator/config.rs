@@ -300,8 +300,6 @@ pub(crate) fn validate(cx: &mut Ctx<'_>, raw: RawCluster, base: &Path) -> Option
     if cx.errors_len() != errors_before {
         return None;
     }
-    // Delete this warning when the daemon's core runs `coordinator::Etcd` (issue 11's wiring).
-    cx.warn(&at("kind"), "the daemon does not use the etcd coordinator yet: this node still decides alone (see README, \"Cluster mode\")");
     Some(ClusterConfig::Etcd(EtcdConfig { node: node?, endpoints, prefix, lease_ttl: lease_ttl?, quorum: quorum?, ca_pem, identity_pem, auth }))
 }
 

@@ -123,6 +123,7 @@ impl Shared {
                         epoch: d.epoch,
                         active: d.active.clone(),
                         all_down: d.all_down,
+                        reason: d.reason,
                         by: d.by.clone(),
                     });
                 }
@@ -540,7 +541,7 @@ impl Task {
             let epoch = proposal.epoch.max(seen.map_or(0, |d| d.decision.epoch) + 1);
             (leader_revision, seen.map_or(0, |d| d.mod_revision), epoch)
         };
-        let decision = Committed { epoch, active: proposal.active.clone(), all_down: proposal.all_down, by: self.cfg.node.clone() };
+        let decision = Committed { epoch, active: proposal.active.clone(), all_down: proposal.all_down, by: self.cfg.node.clone(), reason: Some(proposal.reason) };
         let result = commit_txn(gw, &self.cfg.prefix, service, leader_revision, seen, &decision).await;
         let mut s = lock(&self.shared);
         match result {

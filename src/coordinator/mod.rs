@@ -24,6 +24,7 @@ pub use standalone::Standalone;
 
 use std::collections::BTreeMap;
 
+use crate::decision::Reason;
 use crate::health::Health;
 
 /// What a service's machine proposes.
@@ -34,6 +35,8 @@ pub struct Proposal {
     /// The target to make active (its name), `None` when failing closed.
     pub active: Option<String>,
     pub all_down: bool,
+    /// Why (followers record the leader's reason with the decision they adopt).
+    pub reason: Reason,
 }
 
 /// A coordinator's answer to a proposal.
@@ -61,7 +64,7 @@ pub enum Input {
     /// Sent at most once per service and epoch, with epochs strictly increasing per service.
     /// It wins over an earlier [`Input::Refused`] of the same proposal (a commit whose answer
     /// timed out may still have been committed).
-    Committed { service: String, epoch: u64, active: Option<String>, all_down: bool, by: String },
+    Committed { service: String, epoch: u64, active: Option<String>, all_down: bool, reason: Option<Reason>, by: String },
     /// A proposal answered [`Commit::Later`] was not committed: leadership was lost, another
     /// decision was committed meanwhile, or etcd could not be reached. The machine keeps its
     /// previous decision (and may propose again).

@@ -73,6 +73,9 @@ pub struct Committed {
     pub all_down: bool,
     /// The node that committed it (the leader at the time).
     pub by: String,
+    /// Why the leader decided it (absent in decisions written by older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<crate::decision::Reason>,
 }
 
 /// A key under the prefix, parsed.

@@ -44,7 +44,7 @@ mod tests {
     use super::*;
 
     fn proposal(epoch: u64) -> Proposal {
-        Proposal { epoch, active: Some("a".into()), all_down: false }
+        Proposal { epoch, active: Some("a".into()), all_down: false, reason: crate::decision::Reason::Failover }
     }
 
     #[test]

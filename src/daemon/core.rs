@@ -22,7 +22,8 @@ use crate::actuator::registry::Registry;
 use crate::actuator::runner::{self, Command};
 use crate::actuator::{Current, Desired};
 use crate::config::Config;
-use crate::coordinator::{Coordinator, Standalone};
+use crate::coordinator::config::ClusterConfig;
+use crate::coordinator::{ClusterStatus, Coordinator, Etcd, Input, Role, Standalone};
 use crate::dns::actuator::DnsKind;
 use crate::drill::ledger::Ledger;
 use crate::events::incident::{Incident, IncidentBook};
@@ -57,6 +58,8 @@ pub enum Control {
     Drills(oneshot::Sender<Vec<crate::drill::Summary>>),
     /// The VRRP instances of this node (`[[vip]]`).
     Vips(oneshot::Sender<Vec<crate::vrrp::VipStatus>>),
+    /// The cluster as this node sees it (`None` for a single node).
+    Cluster(oneshot::Sender<Option<ClusterStatus>>),
 }
 
 pub struct Core {
@@ -78,6 +81,11 @@ pub struct Core {
     recorded: mpsc::UnboundedReceiver<Event>,
     /// Where decisions are committed and get their epoch.
     pub(super) coordinator: Box<dyn Coordinator>,
+    /// What a cluster coordinator tells the core later (verdicts, commits, role); never
+    /// sends for a single node.
+    cluster_rx: mpsc::UnboundedReceiver<Input>,
+    /// Kept so that `cluster_rx` stays open for a single node.
+    _cluster_tx: mpsc::UnboundedSender<Input>,
     /// Running drills, their faults and leases, and finished drills.
     pub(super) drills: Ledger,
     /// Whether the event log is behind the disk, and what the metrics last saw of it.
@@ -126,7 +134,11 @@ impl Core {
         let (probe_tx, probe_rx) = mpsc::unbounded_channel();
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let probe_ctx = ProbeCtx { tracker: tracker.clone(), cancel: cancel.clone(), results: probe_tx, lag, next_id: 0 };
-        let coordinator = Box::new(Standalone::new(persisted.decisions.iter().map(|(s, r)| (s.clone(), r.epoch))));
+        let (cluster_tx, cluster_rx) = mpsc::unbounded_channel();
+        let coordinator: Box<dyn Coordinator> = match &config.cluster {
+            ClusterConfig::Standalone => Box::new(Standalone::new(persisted.decisions.iter().map(|(s, r)| (s.clone(), r.epoch)))),
+            ClusterConfig::Etcd(cfg) => Box::new(Etcd::start(cfg.clone(), cluster_tx.clone()).map_err(DaemonError::Cluster)?),
+        };
         let mut core = Core {
             config: config.clone(),
             shared,
@@ -142,6 +154,8 @@ impl Core {
             registry,
             recorded,
             coordinator,
+            cluster_rx,
+            _cluster_tx: cluster_tx,
             drills,
             log_watch: LogWatch::default(),
         };
@@ -152,12 +166,17 @@ impl Core {
             let overrides = persisted.overrides.get(&cfg.name).cloned().unwrap_or_default();
             let health = persisted.health.get(&cfg.name).cloned().unwrap_or_default();
             let machine = Service::new(cfg, restored, overrides, &health, t);
-            let svc = ServiceRt::start(machine, &mut core.probe_ctx, &core.tracker, &core.reports_tx, &core.registry)?;
+            let svc = ServiceRt::start(machine, &mut core.probe_ctx, &core.tracker, &core.reports_tx, &core.registry, core.shared.cluster.as_ref().map(|c| &c.leading))?;
             core.shared.metrics.publish_service(&svc.machine.status());
             core.services.push(svc);
         }
         core.index_probes();
         Ok(core)
+    }
+
+    /// This node's "I lead" flag in a cluster (`None` for a single node, which always acts).
+    pub(super) fn leading(&self) -> Option<&Arc<std::sync::atomic::AtomicBool>> {
+        self.shared.cluster.as_ref().map(|c| &c.leading)
     }
 
     /// Checks count as stalled when none arrived for 3 intervals + timeout of the slowest
@@ -207,6 +226,7 @@ impl Core {
                 biased;
                 _ = self.cancel.cancelled() => break,
                 Some(r) = self.reports_rx.recv() => self.on_actuated(r),
+                Some(i) = self.cluster_rx.recv() => self.on_cluster(i),
                 Some(c) = control.recv() => self.on_control(c),
                 Some(e) = self.recorded.recv() => {
                     self.record(e);
@@ -218,6 +238,10 @@ impl Core {
                 }
                 _ = sleep => self.tick_all(),
                 _ = heartbeat.tick() => {
+                    // A leader whose commit the cluster refused proposes again.
+                    if self.leading().is_some_and(|l| l.load(Ordering::Acquire)) {
+                        self.tick_all();
+                    }
                     self.expire_forces();
                     self.expire_drill_leases();
                     self.watch_log();
@@ -239,6 +263,8 @@ impl Core {
             self.on_actuated(r);
         }
         self.registry.shutdown().await;
+        // Hand leadership over now rather than when the lease lapses.
+        self.coordinator.release();
         self.record(Event::DaemonStopped { reason: "shutdown requested".into() });
         let (durability, last) = {
             let log = self.shared.log.lock().unwrap_or_else(|e| e.into_inner());
@@ -307,6 +333,7 @@ impl Core {
                     }
                 }
                 Effect::Health { target, health } => self.registry.health(&self.services[si].name, &target, health),
+                Effect::Refused { epoch, why } if self.shared.cluster.is_some() => tracing::info!(service = %self.services[si].name, epoch, "decision not committed: {why}"),
                 Effect::Refused { epoch, why } => tracing::warn!(service = %self.services[si].name, epoch, "decision not committed: {why}"),
             }
         }
@@ -381,6 +408,52 @@ impl Core {
         }
     }
 
+    /// What a cluster coordinator reports: the cluster's verdicts, committed decisions (this
+    /// node's or the leader's), refused proposals, and this node's role.
+    fn on_cluster(&mut self, input: Input) {
+        let service_index = |core: &Core, name: &str| core.services.iter().position(|s| &*s.name == name);
+        match input {
+            Input::Verdict { service, target, health } => {
+                if let Some(si) = service_index(self, &service) {
+                    let fx = self.services[si].machine.on_verdict(&target, health, now(), self.coordinator.as_mut());
+                    self.effects(si, fx);
+                }
+            }
+            Input::Committed { service, epoch, active, all_down, reason, by } => match service_index(self, &service) {
+                Some(si) => {
+                    let fx = self.services[si].machine.adopt(epoch, active.as_deref(), all_down, reason, &by, now());
+                    self.effects(si, fx);
+                }
+                None => tracing::warn!(%service, epoch, %by, "the cluster committed a decision for a service this node does not have (every node must run the same services)"),
+            },
+            Input::Refused { service, epoch, why } => {
+                if let Some(si) = service_index(self, &service) {
+                    let fx = self.services[si].machine.refused(epoch, why);
+                    self.effects(si, fx);
+                }
+            }
+            Input::Role(role) => self.on_role(role),
+        }
+    }
+
+    /// This node's role changed: record it, let outside actuators act only while leading, and
+    /// when this node starts leading, re-issue every decision so that they apply it.
+    fn on_role(&mut self, role: Role) {
+        let Some(cluster) = self.shared.cluster.clone() else { return };
+        let was = cluster.leading.swap(role.leading, Ordering::AcqRel);
+        *cluster.role.lock().unwrap_or_else(|e| e.into_inner()) = role.clone();
+        self.shared.metrics.cluster_role(role.leading, role.connected);
+        let node = self.coordinator.status().map(|s| s.node).unwrap_or_default();
+        self.record(Event::ClusterRole { node, leader: role.leader.clone(), leading: role.leading, connected: role.connected, why: role.why.clone() });
+        if role.leading && !was {
+            for si in 0..self.services.len() {
+                let fx = self.services[si].machine.take_over(now(), self.coordinator.as_mut());
+                self.effects(si, fx);
+            }
+            self.tick_all();
+        }
+    }
+
     /// Every actuator report becomes an event.
     fn on_actuated(&mut self, r: runner::Report) {
         let event = match r {
@@ -433,6 +506,9 @@ impl Core {
             Control::DrillUndone { id, drill, result } => self.drill_undone(id, drill, result),
             Control::Drills(reply) => {
                 let _ = reply.send(self.drills.summaries().to_vec());
+            }
+            Control::Cluster(reply) => {
+                let _ = reply.send(self.coordinator.status());
             }
             Control::Vips(reply) => {
                 let _ = reply.send(self.registry.get::<crate::vrrp::VipKind>().map(|k| k.status()).unwrap_or_default());

@@ -20,7 +20,7 @@ pub mod systemd;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -63,6 +63,8 @@ pub enum DaemonError {
     Outbox(#[from] crate::notify::outbox::OutboxError),
     #[error(transparent)]
     Actuator(#[from] crate::actuator::registry::RegistryError),
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// Shared with the API: how to reach the core and what it can read without asking.
@@ -84,7 +86,19 @@ pub struct Shared {
     pub data_dir: PathBuf,
     /// What the client canaries see now (`[[canary]]`).
     pub canary: crate::canary::Views,
+    /// This node's place in the cluster (`None` for a single node).
+    pub cluster: Option<Arc<ClusterState>>,
 }
+
+/// What the runtime shares of this node's place in a cluster (`[cluster] kind = "etcd"`).
+#[derive(Debug, Default)]
+pub struct ClusterState {
+    /// This node leads: actuators that act outside run and notifications go out.
+    pub leading: Arc<AtomicBool>,
+    /// The role the coordinator last reported.
+    pub role: std::sync::Mutex<crate::coordinator::Role>,
+}
+
 
 impl Shared {
     /// Is the daemon itself working? `Err` says why not. Used by `/healthz` and the heartbeat.
@@ -100,6 +114,13 @@ impl Shared {
         if stall > 0 && check_age > stall {
             return Err(format!("stalled: no check result for {} ms", check_age / 1000));
         }
+        // A node cut off from etcd serves the last committed decisions but decides nothing.
+        if let Some(c) = &self.cluster {
+            let role = c.role.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if !role.connected {
+                return Err(format!("{}; serving the last committed decisions, deciding nothing", role.why.unwrap_or_else(|| "cut off from etcd".into())));
+            }
+        }
         // A disk that does not keep up degrades the daemon but does not stop it failing over.
         let log = self.log.lock().unwrap_or_else(|e| e.into_inner()).status();
         if log.behind > 0 && log.oldest_pending_ms >= core::LOG_WAIT.as_millis() as u64 {
@@ -110,6 +131,11 @@ impl Shared {
             ));
         }
         Ok(format!("ok: core loop ran {core_age} ms ago, last check result {} ms ago", check_age / 1000))
+    }
+
+    /// The cluster as this node sees it (`None` for a single node).
+    pub async fn cluster(&self) -> Result<Option<crate::coordinator::ClusterStatus>, Refusal> {
+        self.ask(Control::Cluster).await
     }
 
     pub async fn drill_start(&self, req: crate::drill::StartRequest) -> Result<crate::drill::StartResponse, Refusal> {
@@ -272,7 +298,8 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
     let (events, _) = broadcast::channel(4096);
     let first_segment = log.path().to_owned();
     let older = Box::new(move || crate::events::log::read_since(&first_segment, 0, usize::MAX).unwrap_or_default());
-    let base = crate::notify::Base { planner: history.state.planner.clone(), from_seq: history.from_seq, older };
+    let cluster = matches!(config.cluster, crate::coordinator::config::ClusterConfig::Etcd(_)).then(|| Arc::new(ClusterState::default()));
+    let base = crate::notify::Base { planner: history.state.planner.clone(), from_seq: history.from_seq, older, cluster: cluster.is_some() };
     let notify = crate::notify::start_from(&config.notify, &data_dir, base, &history.records, metrics.clone(), &tracker, cancel.clone())?;
     // A sequence number the outbox has seen is never given out again, even if the log lost it.
     log.skip_to(notify.status().cursor + 1);
@@ -291,6 +318,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         notify,
         data_dir: data_dir.clone(),
         canary: crate::canary::Views::default(),
+        cluster,
     };
 
     let core = core::Core::new(config, shared.clone(), cancel.clone(), tracker.clone(), lag, &history, persisted, registry, record_rx)?;

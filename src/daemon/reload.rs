@@ -40,7 +40,7 @@ impl Core {
                 }
                 None => {
                     let machine = Service::new(cfg, None, Default::default(), &Default::default(), now().mono);
-                    match ServiceRt::start(machine, &mut self.probe_ctx, &self.tracker, &self.reports_tx, &self.registry) {
+                    match ServiceRt::start(machine, &mut self.probe_ctx, &self.tracker, &self.reports_tx, &self.registry, self.shared.cluster.as_ref().map(|c| &c.leading)) {
                         Ok(s) => s,
                         Err(e) => {
                             // Put back what we took, so the old config keeps running.
@@ -76,7 +76,7 @@ impl Core {
 
     /// Move a running service to its new config. Returns whether actuators must re-apply.
     fn carry_over(&mut self, mut svc: ServiceRt, cfg: ServiceConfig) -> (ServiceRt, bool) {
-        let actuators = self.registry.actuators(&cfg);
+        let actuators = super::services::actuators(&self.registry, &cfg, self.leading());
         let same_actuators = svc.machine.config().hooks == cfg.hooks && svc.actuators.iter().map(|a| a.name()).eq(actuators.iter().map(|a| a.name()));
         let plan = svc.machine.reload(cfg, now().mono);
         for name in &plan.stop {

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -12,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::actuator::Actuator;
 use crate::actuator::registry::Registry;
 use crate::actuator::runner::{self, Command};
-use crate::config::{CheckConfig, TargetConfig};
+use crate::config::{CheckConfig, ServiceConfig, TargetConfig};
 use crate::health::Cadence;
 use crate::probe::lag::LagHistogram;
 use crate::probe::scheduler::{self, Cadences, Report, Scheduled};
@@ -60,6 +61,16 @@ impl ProbeCtx {
     }
 }
 
+/// A service's actuators. In a cluster (`leading` is this node's "I lead" flag) those that act
+/// outside this node run only while it leads (`actuator::leader`).
+pub fn actuators(registry: &Registry, cfg: &ServiceConfig, leading: Option<&Arc<AtomicBool>>) -> Vec<Arc<dyn Actuator>> {
+    let all = registry.actuators(cfg);
+    match leading {
+        Some(l) => crate::actuator::leader::fence(all, l),
+        None => all,
+    }
+}
+
 /// One service at run time.
 pub struct ServiceRt {
     pub name: Arc<str>,
@@ -74,11 +85,18 @@ impl ServiceRt {
     /// Start the probes of a machine's targets (all of them, or those `only` names) and its
     /// actuator runner. A probe that cannot start is logged and left out: its target stays
     /// at its last verdict.
-    pub fn start(machine: Service, probes: &mut ProbeCtx, tracker: &TaskTracker, reports: &mpsc::UnboundedSender<runner::Report>, registry: &Registry) -> Result<ServiceRt, ProbeError> {
+    pub fn start(
+        machine: Service,
+        probes: &mut ProbeCtx,
+        tracker: &TaskTracker,
+        reports: &mpsc::UnboundedSender<runner::Report>,
+        registry: &Registry,
+        leading: Option<&Arc<AtomicBool>>,
+    ) -> Result<ServiceRt, ProbeError> {
         let (runner_tx, runner_rx) = watch::channel(None);
         let mut svc = ServiceRt {
             name: Arc::from(machine.name()),
-            actuators: registry.actuators(machine.config()).into(),
+            actuators: actuators(registry, machine.config(), leading).into(),
             probes: HashMap::new(),
             machine,
             runner: runner_tx,

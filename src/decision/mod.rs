@@ -338,6 +338,17 @@ impl Engine {
         Some(Decision { epoch: self.epoch, from: self.active, to: self.active, reason: Reason::Reconcile, all_down: self.all_down })
     }
 
+    /// A decision committed in the cluster (by this node or another) becomes the engine's own:
+    /// `active` (a slot) serves from now on, with `epoch`. Returns the slot it replaces.
+    pub fn adopt(&mut self, epoch: u64, active: Option<usize>, all_down: bool) -> Option<usize> {
+        let from = self.active;
+        self.active = active;
+        self.all_down = all_down;
+        self.epoch = self.epoch.max(epoch);
+        self.decided = true;
+        from
+    }
+
     /// The coordinator committed the last decision with `epoch` (at least the proposed one):
     /// later decisions count on from it, so epochs stay fencing tokens.
     pub fn adopt_epoch(&mut self, epoch: u64) {

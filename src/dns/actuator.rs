@@ -101,6 +101,10 @@ impl Actuator for DnsActuator {
         "dns"
     }
 
+    fn on_every_node(&self) -> bool {
+        true
+    }
+
     fn apply<'a>(&'a self, desired: &'a Desired) -> ActFuture<'a> {
         Box::pin(async move {
             let active = desired.active.as_ref().map(|t| t.address);

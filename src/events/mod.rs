@@ -193,6 +193,18 @@ pub enum Event {
         /// The master this node hears after the change (itself when master).
         master: Option<IpAddr>,
     },
+    /// This node's place in the cluster changed (`[cluster] kind = "etcd"`): it started or
+    /// stopped leading, or lost or regained etcd. Only the node concerned records it.
+    ClusterRole {
+        node: String,
+        /// The leader this node sees (`None`: none, or cut off).
+        leader: Option<String>,
+        leading: bool,
+        /// This node reaches etcd and its lease is alive.
+        connected: bool,
+        /// Why this node does not decide (`None` while it leads).
+        why: Option<String>,
+    },
     /// Every event waiting for the disk is written.
     LogCaughtUp {
         /// How long the log was behind.
@@ -305,6 +317,7 @@ impl Event {
             Event::LogBehind { .. } => "log_behind",
             Event::LogCaughtUp { .. } => "log_caught_up",
             Event::VipState { .. } => "vip_state",
+            Event::ClusterRole { .. } => "cluster_role",
             Event::ClientsStale { .. } => "clients_stale",
             Event::ClientRto { .. } => "client_rto",
         }
@@ -416,6 +429,11 @@ impl Event {
             }
             Event::LogCaughtUp { behind_ms } => format!("event log caught up after {:.1} s", *behind_ms as f64 / 1000.0),
             Event::VipState { vip, interface, vrid, from, to, why, .. } => format!("vip {vip} (vrid {vrid} on {interface}): {from} -> {to}: {why}"),
+            Event::ClusterRole { node, leading: true, .. } => format!("cluster: {node} leads; it decides and runs the actuators that act outside"),
+            Event::ClusterRole { node, why, connected, .. } => {
+                let why = why.as_deref().unwrap_or("it does not lead");
+                if *connected { format!("cluster: {node} follows ({why})") } else { format!("cluster: {node} makes no decision: {why}; it keeps serving the last committed decisions") }
+            }
             Event::ClientsStale { service, canary, resolver, seen, seen_target, expected, expected_target, resolved, .. } => {
                 let name = |a: &std::net::IpAddr, t: &Option<String>| t.as_ref().map(|t| format!("{t} ({a})")).unwrap_or_else(|| a.to_string());
                 if *resolved {

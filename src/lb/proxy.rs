@@ -560,6 +560,10 @@ impl Actuator for ProxyActuator {
         "proxy"
     }
 
+    fn on_every_node(&self) -> bool {
+        true
+    }
+
     fn apply<'a>(&'a self, desired: &'a Desired) -> ActFuture<'a> {
         Box::pin(async move {
             let p = &self.proxy;

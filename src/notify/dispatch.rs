@@ -32,6 +32,7 @@ use tokio_util::task::TaskTracker;
 
 use super::outbox::{Outbox, OutboxError, Outcome, Pick};
 use super::plan::Planner;
+use crate::events::Event;
 use super::{DeliveryError, Notice, Notifier, Receipt};
 use crate::notify::config::{NotifyConfig, RateLimit};
 use crate::events::{Record, format_time_us};
@@ -100,7 +101,7 @@ pub fn start(
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> Result<NotifyHandle, OutboxError> {
-    let base = Base { planner: Planner::default(), from_seq: 1, older: Box::new(Vec::new) };
+    let base = Base { planner: Planner::default(), from_seq: 1, older: Box::new(Vec::new), cluster: false };
     start_from(configs, data_dir, base, history, metrics, tracker, cancel)
 }
 
@@ -112,6 +113,8 @@ pub struct Base {
     /// Every record the log still has from its start (read only when the outbox's cursor is
     /// older than the snapshot: the notices of records between them were never planned).
     pub older: Box<dyn FnOnce() -> Vec<Record>>,
+    /// This node is one of a cluster: only the leader's notices are sent ([`NotifyGate`]).
+    pub cluster: bool,
 }
 
 /// [`start`] from a snapshot of the planner and the records after it (`history`).
@@ -156,9 +159,10 @@ pub fn start_from(
         }
     }
     let mut items = Vec::new();
+    let mut gate = NotifyGate::new(base.cluster);
     for r in older.iter().chain(history) {
         let notices = planner.observe(r);
-        if r.seq > cursor {
+        if gate.admit(&r.event) && r.seq > cursor {
             items.extend(route(&notices, configs));
         }
     }
@@ -184,8 +188,43 @@ pub fn start_from(
     });
     inner.apply_configs(configs);
     let d = inner.clone();
-    tracker.spawn(dispatcher(d, planner, rx, configs.to_vec()));
+    tracker.spawn(dispatcher(d, planner, gate, rx, configs.to_vec()));
     Ok(NotifyHandle { tx, inner })
+}
+
+/// Which recorded events are notified. A cluster notifies once, from its leader: a follower
+/// records the decisions it adopts (and incidents follow from them) but sends nothing for
+/// them; its own `cluster_role` events are always sent (a node cut off from etcd says so
+/// itself). Each run of the daemon starts as a follower until its first `cluster_role` says it
+/// leads, so replaying the log at start-up gives the same answers. Every record still goes
+/// through the planner, so its incidents and conditions stay whole on every node.
+#[derive(Debug, Clone, Copy)]
+pub struct NotifyGate {
+    cluster: bool,
+    leading: bool,
+}
+
+impl NotifyGate {
+    pub fn new(cluster: bool) -> NotifyGate {
+        NotifyGate { cluster, leading: false }
+    }
+
+    pub fn admit(&mut self, event: &Event) -> bool {
+        if !self.cluster {
+            return true;
+        }
+        match event {
+            Event::ClusterRole { leading, .. } => {
+                self.leading = *leading;
+                true
+            }
+            Event::DaemonStarted { .. } => {
+                self.leading = false;
+                false
+            }
+            _ => self.leading,
+        }
+    }
 }
 
 /// `(channel, notice)` for every channel whose filters accept the notice.
@@ -315,7 +354,7 @@ impl Inner {
     }
 }
 
-async fn dispatcher(inner: Arc<Inner>, mut planner: Planner, mut rx: mpsc::UnboundedReceiver<Msg>, mut configs: Vec<NotifyConfig>) {
+async fn dispatcher(inner: Arc<Inner>, mut planner: Planner, mut gate: NotifyGate, mut rx: mpsc::UnboundedReceiver<Msg>, mut configs: Vec<NotifyConfig>) {
     loop {
         let first = tokio::select! {
             m = rx.recv() => m,
@@ -332,7 +371,10 @@ async fn dispatcher(inner: Arc<Inner>, mut planner: Planner, mut rx: mpsc::Unbou
         for m in batch {
             match m {
                 Msg::Record(r) => {
-                    let notices = planner.observe(&r);
+                    let mut notices = planner.observe(&r);
+                    if !gate.admit(&r.event) {
+                        notices.clear(); // a follower's: the leader sends them
+                    }
                     changed |= !notices.is_empty();
                     items.extend(route(&notices, &configs));
                     if r.seq > 0 {
@@ -625,7 +667,7 @@ mod tests {
             planner.observe(r);
         }
         let all = history.to_vec();
-        let base = Base { planner, from_seq: snap as u64 + 1, older: Box::new(move || all) };
+        let base = Base { planner, from_seq: snap as u64 + 1, older: Box::new(move || all), cluster: false };
         let h = start_from(&channel(), dir, base, &history[snap..], metrics, &tracker, cancel.clone()).unwrap();
         let status = h.status();
         cancel.cancel();

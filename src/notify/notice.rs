@@ -76,6 +76,9 @@ pub enum NoticeEvent {
     /// The client canary sees clients still sent to another target than the decision's, past
     /// the TTL and margin (resolved when they follow).
     ClientsStale,
+    /// A cluster node lost etcd: it makes no decision and serves the last committed ones
+    /// (resolved when it is back).
+    ClusterCutOff,
     /// `understudy notify test`.
     Test,
 }
@@ -92,6 +95,7 @@ impl NoticeEvent {
         NoticeEvent::CheckerError,
         NoticeEvent::EventLogBehind,
         NoticeEvent::ClientsStale,
+        NoticeEvent::ClusterCutOff,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -106,6 +110,7 @@ impl NoticeEvent {
             NoticeEvent::CheckerError => "checker_error",
             NoticeEvent::EventLogBehind => "event_log_behind",
             NoticeEvent::ClientsStale => "clients_stale",
+            NoticeEvent::ClusterCutOff => "cluster_cut_off",
             NoticeEvent::Test => "test",
         }
     }

@@ -379,6 +379,31 @@ impl Planner {
                     });
                 }
             }
+            Event::ClusterRole { node, connected: false, why, .. } => {
+                let cond = format!("understudy-cluster-cut-off-{node}");
+                if !self.open.contains_key(&cond) {
+                    drafts.push(Draft {
+                        condition: cond,
+                        alertname: "UnderstudyClusterCutOff",
+                        event: NoticeEvent::ClusterCutOff,
+                        phase: Phase::Open,
+                        severity: Severity::Warning,
+                        escalated_from: None,
+                        urgent: true,
+                        service: None,
+                        target: None,
+                        summary: format!("cluster node {node} is cut off from etcd: it makes no decision and serves the last committed ones"),
+                        details: why.iter().cloned().collect(),
+                        incident: None,
+                    });
+                }
+            }
+            Event::ClusterRole { node, connected: true, .. } => {
+                let cond = format!("understudy-cluster-cut-off-{node}");
+                if self.open.contains_key(&cond) {
+                    drafts.push(self.close_condition(&cond, r.event.summary()));
+                }
+            }
             Event::LogCaughtUp { .. } => {
                 let cond = "understudy-event-log-behind";
                 if self.open.contains_key(cond) {
@@ -442,6 +467,7 @@ impl Planner {
                 "UnderstudyCheckerError" => "UnderstudyCheckerError",
                 "UnderstudyEventLogBehind" => "UnderstudyEventLogBehind",
                 "UnderstudyClientsStale" => "UnderstudyClientsStale",
+                "UnderstudyClusterCutOff" => "UnderstudyClusterCutOff",
                 _ => "UnderstudyConfigRejected",
             },
             event: last.event,

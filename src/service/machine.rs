@@ -8,7 +8,7 @@ use super::{Actuate, Effect, Refusal};
 use crate::actuator::TargetRef;
 use crate::config::{CheckConfig, ServiceConfig, TargetConfig};
 use crate::coordinator::{Commit, Coordinator, Proposal};
-use crate::decision::{Decision, Engine, Policy, Restored};
+use crate::decision::{Decision, Engine, Policy, Reason, Restored};
 use crate::events::state::Overrides;
 use crate::events::{CHECK_SAMPLES, CheckSample, Event, OverrideAction};
 use crate::health::{Cadence, Health, HealthState, Thresholds};
@@ -65,6 +65,12 @@ pub struct Service {
     pub(super) overrides: Overrides,
     /// Wall time the current active target became active.
     pub(super) active_since_us: Option<u64>,
+    /// A proposal the cluster has not answered yet (it is not proposed twice).
+    pub(super) pending: Option<Proposal>,
+    /// The epoch of the last decision adopted from the cluster.
+    pub(super) adopted: Option<u64>,
+    /// Why the current decision was made (a new leader re-issues it with this reason).
+    pub(super) reason: Option<Reason>,
 }
 
 /// How long the engine waits for every target's first result before deciding anyway: probes
@@ -105,7 +111,7 @@ impl Service {
             engine.set_health(i, known, now);
             targets.push(Target::new(t.clone(), known));
         }
-        Service { cfg, engine, targets, overrides, active_since_us: None }
+        Service { cfg, engine, targets, overrides, active_since_us: None, pending: None, adopted: None, reason: None }
     }
 
     pub fn name(&self) -> &str {
@@ -229,21 +235,48 @@ impl Service {
     /// Re-issue the current decision with a fresh epoch (the actuators changed).
     pub fn reconcile(&mut self, now: Now, coord: &mut dyn Coordinator) -> Vec<Effect> {
         let mut fx = Vec::new();
-        if let Some(d) = self.engine.reconcile() {
-            self.commit(d, now, coord, &mut fx);
+        let before = self.engine.clone();
+        if let Some(d) = self.engine.reconcile()
+            && !self.commit(d, now, coord, &mut fx)
+        {
+            self.engine = before;
+        }
+        fx
+    }
+
+    /// This node became the cluster's leader: re-issue the current decision with a new epoch
+    /// and the reason it was made, so that the actuators that act outside (which only the
+    /// leader runs) apply it, finishing a switch an earlier leader may have left half done.
+    pub fn take_over(&mut self, now: Now, coord: &mut dyn Coordinator) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        let before = self.engine.clone();
+        if let Some(mut d) = self.engine.reconcile() {
+            d.reason = self.reason.unwrap_or(Reason::Reconcile);
+            if !self.commit(d, now, coord, &mut fx) {
+                self.engine = before;
+            }
         }
         fx
     }
 
     fn evaluate(&mut self, now: Now, coord: &mut dyn Coordinator, fx: &mut Vec<Effect>) {
-        if let Some(d) = self.engine.evaluate(now.mono) {
-            self.commit(d, now, coord, fx);
+        // The engine moves when it decides; a decision that is not committed now leaves it
+        // where the last committed decision put it (a cluster's answer comes as `adopt`).
+        let before = self.engine.clone();
+        if let Some(d) = self.engine.evaluate(now.mono)
+            && !self.commit(d, now, coord, fx)
+        {
+            self.engine = before;
         }
     }
 
     /// Propose the engine's decision; once committed, record it, then hand it to actuators.
-    fn commit(&mut self, mut d: Decision, now: Now, coord: &mut dyn Coordinator, fx: &mut Vec<Effect>) {
-        let proposal = Proposal { epoch: d.epoch, active: d.to.map(|i| self.targets[i].cfg.name.clone()), all_down: d.all_down };
+    /// Returns whether it was committed now.
+    fn commit(&mut self, mut d: Decision, now: Now, coord: &mut dyn Coordinator, fx: &mut Vec<Effect>) -> bool {
+        let proposal = Proposal { epoch: d.epoch, active: d.to.map(|i| self.targets[i].cfg.name.clone()), all_down: d.all_down, reason: d.reason };
+        if self.pending.as_ref().is_some_and(|p| p.active == proposal.active && p.all_down == proposal.all_down) {
+            return false; // the same change is waiting for the cluster's answer
+        }
         match coord.propose(&self.cfg.name, &proposal) {
             Commit::Now { epoch } => {
                 self.engine.adopt_epoch(epoch);
@@ -251,15 +284,53 @@ impl Service {
             }
             Commit::Refused { why } => {
                 fx.push(Effect::Refused { epoch: d.epoch, why });
-                return;
+                return false;
             }
-            // A cluster coordinator answers later (`Input::Committed`); the daemon does not run
-            // one yet (issue 11), so nothing is actuated until then.
+            // The cluster answers with `adopt` (or `refused`); nothing is actuated until then.
             Commit::Later => {
-                fx.push(Effect::Refused { epoch: d.epoch, why: "proposed to the cluster; waiting for its commit".into() });
-                return;
+                self.pending = Some(proposal);
+                return false;
             }
         }
+        self.decided(d, now, fx);
+        true
+    }
+
+    /// A decision the cluster committed (this node's proposal or the leader's): it becomes
+    /// this machine's decision, recorded and handed to the actuators like its own. Decisions
+    /// are adopted once each, in epoch order; a target this node's config lacks is refused.
+    pub fn adopt(&mut self, epoch: u64, active: Option<&str>, all_down: bool, reason: Option<Reason>, by: &str, now: Now) -> Vec<Effect> {
+        self.pending = None;
+        if self.engine.has_decided() && self.adopted.is_some_and(|e| epoch <= e) {
+            return Vec::new();
+        }
+        let to = match active {
+            Some(name) => match self.index(name) {
+                Some(i) => Some(i),
+                None => {
+                    let why = format!("{by} committed target \"{name}\", which this node's config of {} does not have (every node must run the same services)", self.cfg.name);
+                    return vec![Effect::Refused { epoch, why }];
+                }
+            },
+            None => None,
+        };
+        self.adopted = Some(epoch);
+        let from = self.engine.adopt(epoch, to, all_down);
+        let reason = reason.unwrap_or(if from == to { Reason::Reconcile } else { Reason::Failover });
+        let mut fx = Vec::new();
+        self.decided(Decision { epoch, from, to, reason, all_down }, now, &mut fx);
+        fx
+    }
+
+    /// The cluster did not commit this node's proposal: it may propose again.
+    pub fn refused(&mut self, epoch: u64, why: String) -> Vec<Effect> {
+        self.pending = None;
+        vec![Effect::Refused { epoch, why }]
+    }
+
+    /// Record a committed decision, then hand it to the actuators.
+    fn decided(&mut self, d: Decision, now: Now, fx: &mut Vec<Effect>) {
+        self.reason = Some(d.reason);
         let (from, to) = (self.target_ref(d.from), self.target_ref(d.to));
         fx.push(Effect::Record(Event::Decision {
             service: self.cfg.name.clone(),

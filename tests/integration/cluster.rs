@@ -10,7 +10,7 @@
 //! node from deciding (and they say why) until etcd is back.
 
 #[path = "../support/etcd.rs"]
-mod etcd_support;
+pub(crate) mod etcd_support;
 
 use std::time::{Duration, Instant};
 
@@ -162,7 +162,7 @@ async fn a_stale_leader_s_commit_is_refused_by_etcd() {
     let current_decision = kvs.iter().find(|kv| kv.key == "/understudy-test/decisions/www").unwrap().mod_revision;
 
     // The stalled leader wakes up and commits what it had in mind, with its old view: refused.
-    let stale = Committed { epoch: 2, active: Some("primary".into()), all_down: false, by: nodes[first].name.clone() };
+    let stale = Committed { epoch: 2, active: Some("primary".into()), all_down: false, by: nodes[first].name.clone(), reason: None };
     for (what, leader, seen) in [
         ("old leadership, old decision", stale_leader, stale_decision),
         ("old leadership, current decision", stale_leader, current_decision),
@@ -175,7 +175,7 @@ async fn a_stale_leader_s_commit_is_refused_by_etcd() {
     let d: Committed = serde_json::from_slice(&kvs[0].value).unwrap();
     assert_eq!((d.epoch, d.active.as_deref(), d.by.as_str()), (2, Some("backup"), nodes[second].name.as_str()), "the committed decision is untouched");
     // The same transaction with what the current leader knows does commit (the test can fail).
-    let next = Committed { epoch: 3, active: Some("primary".into()), all_down: false, by: nodes[second].name.clone() };
+    let next = Committed { epoch: 3, active: Some("primary".into()), all_down: false, by: nodes[second].name.clone(), reason: None };
     assert!(commit_txn(&gw, "/understudy-test", "www", current_leader, current_decision, &next).await.unwrap().succeeded);
     until(&mut nodes, Duration::from_secs(5), "every live node hears epoch 3", |ns| {
         ns.iter().enumerate().filter(|(i, _)| *i != first).all(|(_, n)| n.last_epoch("www") == Some(3))

@@ -14,6 +14,7 @@ mod api_security; // Host/Origin/Content-Type guard, generated token, TLS, caps,
 mod canary; // the client canary through real unbound: client RTO of a real incident in its timeline, a stale resolver raises clients_stale and a webhook (root for the namespace test)
 mod cadence; // the fast cadence with the real binary: fast re-checks, down interval, status
 mod cluster; // cluster mode on a real 3-member etcd: vantage quorum, one leader, failover, fencing, member loss
+mod cluster_nodes; // three real `understudy run` nodes on etcd: one failover for all, every node's DNS, leader killed, etcd gone
 mod config_errors; // check-config and run with bad files: file, line, key, expectation; exit 2
 mod crash; // kill -9 and restart: events, overrides, incidents intact; decision reconciled
 mod dashboard; // headless Chromium on the dashboard: live failover, token-gated drain, phone width; SSE order and Last-Event-ID resume

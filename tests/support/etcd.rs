@@ -268,7 +268,7 @@ pub async fn one_leader(nodes: &mut [Node], within: Duration) -> usize {
 }
 
 pub fn proposal(epoch: u64, active: &str) -> Proposal {
-    Proposal { epoch, active: Some(active.into()), all_down: false }
+    Proposal { epoch, active: Some(active.into()), all_down: false, reason: understudy::decision::Reason::Failover }
 }
 
 pub fn three_nodes(cluster: &EtcdCluster, quorum: Quorum) -> Vec<Node> {

@@ -1,0 +1,214 @@
+//! Three real `understudy run` nodes in cluster mode on a real three-member etcd (Debian's
+//! `etcd-server`, members on 127.0.0.1-3), each with its own DNS server, against nginx on
+//! 127.0.0.2 (primary) and 127.0.0.3 (backup). Every process is stopped by PID.
+//!
+//! What a user would notice: one failover is committed once for the cluster and every node's
+//! DNS answers the backup; killing the leading node hands leadership over within the lease and
+//! the next decision continues the epochs upward; with etcd entirely gone every node keeps
+//! answering the last committed decision, decides nothing, and says why (`/healthz`,
+//! `/api/v1/cluster`), then catches up when etcd is back.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::cluster::etcd_support::EtcdCluster;
+use crate::support::*;
+
+const DIG: &str = "/usr/bin/dig";
+
+struct Node {
+    name: String,
+    daemon: Daemon,
+    dns_port: u16,
+}
+
+/// The config every node runs: the quick-start service (200 ms checks, fall 3), a DNS server
+/// for `www.example.test` and the `[cluster]` section; only `node`, the API and DNS addresses differ.
+fn node_config(dir: &std::path::Path, etcd: &EtcdCluster, prefix: &str, node: &str, api: std::net::SocketAddr, dns_port: u16, web_port: u16) -> String {
+    let endpoints: Vec<String> = etcd.endpoints().iter().map(|u| format!("\"{}\"", u.as_str().trim_end_matches('/'))).collect();
+    let cluster = format!(
+        "\n[cluster]\nkind = \"etcd\"\nnode = \"{node}\"\nendpoints = [{}]\nprefix = \"{prefix}\"\nlease_ttl = \"2s\"\nquorum = \"majority\"\n",
+        endpoints.join(", ")
+    );
+    let extra = format!("{}{cluster}", dns_block(&format!("127.0.0.1:{dns_port}")));
+    two_target_config(dir, api, web_port, 200, "1s", &extra)
+}
+
+async fn start_nodes(dir: &std::path::Path, etcd: &EtcdCluster, web_port: u16) -> Vec<Node> {
+    let prefix = format!("/understudy-nodes-{}", std::process::id());
+    let mut nodes = Vec::new();
+    for name in ["mon-a", "mon-b", "mon-c"] {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let api = api_addr();
+        let dns_port = free_port("127.0.0.1");
+        let daemon = Daemon::start(&d, &node_config(&d.join("data"), etcd, &prefix, name, api, dns_port, web_port), api).await;
+        nodes.push(Node { name: name.into(), daemon, dns_port });
+    }
+    nodes
+}
+
+/// The addresses a node's DNS server gives for www.example.test A.
+async fn dig_www(port: u16) -> Vec<String> {
+    let out = tokio::process::Command::new(DIG)
+        .args(["@127.0.0.1", "-p", &port.to_string(), "+norec", "+time=1", "+tries=1", "+short", "www.example.test", "A"])
+        .output()
+        .await
+        .expect("run dig (bind9-dnsutils)");
+    String::from_utf8_lossy(&out.stdout).lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect()
+}
+
+/// Every listed node's DNS answers `addr` (waits, with a deadline). Returns how long it took.
+async fn every_dns_answers(nodes: &[&Node], addr: &str, within: Duration) -> Duration {
+    let t = Instant::now();
+    for n in nodes {
+        let left = within.saturating_sub(t.elapsed()).max(Duration::from_millis(100));
+        wait_for(left, &format!("{}'s DNS answers {addr} (log: {})", n.name, n.daemon.log.display()), || async {
+            (dig_www(n.dns_port).await == [addr.to_string()]).then_some(())
+        })
+        .await;
+    }
+    t.elapsed()
+}
+
+async fn cluster(n: &Node) -> Value {
+    n.daemon.get("/api/v1/cluster").await
+}
+
+/// Wait until exactly one of `nodes` leads and every one of them is connected; its index.
+async fn one_leader(nodes: &[&Node], within: Duration) -> usize {
+    wait_for(within, "exactly one connected leader", || async {
+        let mut leaders = Vec::new();
+        for (i, n) in nodes.iter().enumerate() {
+            let c = cluster(n).await;
+            if c["connected"] != true {
+                return None;
+            }
+            if c["leading"] == true {
+                leaders.push(i);
+            }
+        }
+        (leaders.len() == 1).then(|| leaders[0])
+    })
+    .await
+}
+
+/// `(epoch, to, reason)` of every decision a node recorded.
+async fn decisions(n: &Node) -> Vec<(u64, String, String)> {
+    n.daemon
+        .events()
+        .await
+        .iter()
+        .filter(|e| e["event"]["kind"] == "decision")
+        .map(|e| (e["event"]["epoch"].as_u64().unwrap(), e["event"]["to"].as_str().unwrap_or("-").to_string(), e["event"]["reason"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failover_for_the_cluster_every_node_answers_it_and_a_killed_leader_is_replaced() {
+    assert!(std::path::Path::new(DIG).exists(), "{DIG} is missing: apt-get install bind9-dnsutils");
+    let (web_dir, web_port, mut primary, _backup) = two_nginx().await;
+    let etcd = EtcdCluster::start(web_dir.path()).await;
+    let mut nodes = start_nodes(web_dir.path(), &etcd, web_port).await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    let leader = one_leader(&all, Duration::from_secs(15)).await;
+    every_dns_answers(&all, "127.0.0.2", Duration::from_secs(10)).await;
+    for n in &all {
+        let c = cluster(n).await;
+        assert_eq!(c["leader"], all[leader].name.as_str(), "{}: every node names the same leader: {c}", n.name);
+        wait_for(Duration::from_secs(5), &format!("{} lists every node's view", n.name), || async { (cluster(n).await["views"].as_object()?.len() == 3).then_some(()) }).await;
+    }
+
+    // 1. The primary's nginx dies: one failover, committed once, answered by every node.
+    primary.kill();
+    let took = every_dns_answers(&all, "127.0.0.3", Duration::from_secs(10)).await;
+    eprintln!("primary killed: every node's DNS answered the backup after {took:?}");
+    let mut failovers = BTreeSet::new();
+    for n in &all {
+        let d = decisions(n).await;
+        let f: Vec<_> = d.iter().filter(|(_, to, r)| to == "backup" && r == "failover").cloned().collect();
+        assert_eq!(f.len(), 1, "{}: one failover decision: {d:?}", n.name);
+        failovers.insert(f[0].0);
+    }
+    assert_eq!(failovers.len(), 1, "every node recorded the same failover epoch: {failovers:?}");
+    let failover_epoch = *failovers.first().unwrap();
+    drop(all);
+
+    // 2. The leader is killed (kill -9): another node leads within the lease, and the next
+    //    decision (failback once the primary is back and held for 1 s) continues the epochs.
+    let killed_at = Instant::now();
+    nodes[leader].daemon.kill9();
+    let dead = nodes.remove(leader);
+    let rest: Vec<&Node> = nodes.iter().collect();
+    let new_leader = one_leader(&rest, Duration::from_secs(10)).await;
+    eprintln!("leader {} killed: {} leads after {:?}", dead.name, rest[new_leader].name, killed_at.elapsed());
+    primary.start().await;
+    every_dns_answers(&rest, "127.0.0.2", Duration::from_secs(15)).await;
+    for n in &rest {
+        let d = decisions(n).await;
+        let back = d.iter().rev().find(|(_, to, _)| to == "primary").expect("the failback decision").clone();
+        assert!(back.0 > failover_epoch, "{}: the failback's epoch {} continues upward from the failover's {failover_epoch}: {d:?}", n.name, back.0);
+        let epochs: Vec<u64> = d.iter().map(|x| x.0).collect();
+        assert!(epochs.windows(2).all(|w| w[0] < w[1]), "{}: recorded epochs strictly increase: {d:?}", n.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_etcd_every_node_keeps_answering_decides_nothing_and_says_why() {
+    assert!(std::path::Path::new(DIG).exists(), "{DIG} is missing: apt-get install bind9-dnsutils");
+    let (web_dir, web_port, mut primary, _backup) = two_nginx().await;
+    let mut etcd = EtcdCluster::start(web_dir.path()).await;
+    let nodes = start_nodes(web_dir.path(), &etcd, web_port).await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    one_leader(&all, Duration::from_secs(15)).await;
+    every_dns_answers(&all, "127.0.0.2", Duration::from_secs(10)).await;
+    let before: Vec<usize> = futures_len(&all).await;
+
+    for i in 0..3 {
+        etcd.kill(i);
+    }
+    for n in &all {
+        wait_for(Duration::from_secs(10), &format!("{}'s /healthz says it is cut off", n.name), || async {
+            let r = http().get(format!("{}/healthz", n.daemon.api)).send().await.ok()?;
+            let body = r.text().await.ok()?;
+            body.contains("cut off from etcd").then_some(body)
+        })
+        .await;
+        let c = cluster(n).await;
+        assert_eq!((c["connected"].clone(), c["leading"].clone()), (Value::Bool(false), Value::Bool(false)), "{}: {c}", n.name);
+    }
+
+    // The primary dies while nobody can decide: every node sees it down, and keeps answering
+    // the last committed decision.
+    primary.kill();
+    for n in &all {
+        wait_for(Duration::from_secs(10), &format!("{} sees the primary down (its own target_down)", n.name), || async {
+            n.daemon.events().await.iter().any(|e| e["event"]["kind"] == "target_down" && e["event"]["target"] == "primary").then_some(())
+        })
+        .await;
+    }
+    for (n, b) in all.iter().zip(&before) {
+        assert_eq!(dig_www(n.dns_port).await, ["127.0.0.2"], "{}: a cut-off node keeps the last committed answer", n.name);
+        assert_eq!(decisions(n).await.len(), *b, "{}: no decision without etcd", n.name);
+        let roles: Vec<Value> = n.daemon.events().await.into_iter().filter(|e| e["event"]["kind"] == "cluster_role" && e["event"]["connected"] == false).collect();
+        assert!(!roles.is_empty(), "{}: the cut-off is recorded", n.name);
+    }
+
+    // etcd is back: a leader is elected and the failover happens on every node.
+    for i in 0..3 {
+        etcd.spawn(i);
+    }
+    one_leader(&all, Duration::from_secs(20)).await;
+    every_dns_answers(&all, "127.0.0.3", Duration::from_secs(10)).await;
+}
+
+/// How many decisions each node has recorded.
+async fn futures_len(nodes: &[&Node]) -> Vec<usize> {
+    let mut out = Vec::new();
+    for n in nodes {
+        out.push(decisions(n).await.len());
+    }
+    out
+}
