@@ -45,6 +45,7 @@ const RETRY: Duration = Duration::from_millis(100);
 enum Cmd {
     Publish { service: String, target: String, health: Health },
     Commit { service: String, proposal: Proposal },
+    Share { service: String, change: super::OverrideChange },
     Release,
 }
 
@@ -69,6 +70,8 @@ struct Shared {
     local: BTreeMap<(String, String), Health>,
     delivered: BTreeMap<(String, String), Health>,
     delivered_epoch: BTreeMap<String, u64>,
+    /// The revision of each service's overrides last handed to the core.
+    delivered_overrides: BTreeMap<String, i64>,
     session: Option<Session>,
     /// Why the last session ended (or why none started yet).
     cut_off: String,
@@ -128,6 +131,12 @@ impl Shared {
                     });
                 }
             }
+            for (service, (change, revision)) in &self.view.overrides {
+                if self.delivered_overrides.get(service).is_none_or(|r| revision > r) {
+                    self.delivered_overrides.insert(service.clone(), *revision);
+                    let _ = self.inputs.send(Input::Overrides { service: service.clone(), change: change.clone() });
+                }
+            }
         }
         let role = self.role(now);
         if role != self.role {
@@ -170,6 +179,7 @@ impl Etcd {
             local: BTreeMap::new(),
             delivered: BTreeMap::new(),
             delivered_epoch: BTreeMap::new(),
+            delivered_overrides: BTreeMap::new(),
             session: None,
             cut_off: "not connected yet".into(),
             role: Role::default(),
@@ -230,6 +240,16 @@ impl Coordinator for Etcd {
 
     fn release(&mut self) {
         let _ = self.cmds.send(Cmd::Release);
+    }
+
+    fn may_operate(&self) -> Result<(), String> {
+        let role = lock(&self.shared).role(Instant::now());
+        if role.connected { Ok(()) } else { Err(format!("{}: an override would not reach the other nodes", role.why.unwrap_or_else(|| "cut off from etcd".into()))) }
+    }
+
+    fn share(&mut self, service: &str, change: super::OverrideChange) -> Result<(), String> {
+        self.may_operate()?;
+        self.cmds.send(Cmd::Share { service: service.to_string(), change }).map_err(|_| "the etcd coordinator has stopped".to_string())
     }
 }
 
@@ -307,6 +327,7 @@ impl Task {
                         None | Some(Cmd::Release) => return,
                         Some(Cmd::Publish { .. }) => {} // kept in `local`, published by the next session
                         Some(Cmd::Commit { service, proposal }) => self.refuse(&service, proposal.epoch, "cut off from etcd".into()),
+                        Some(Cmd::Share { service, .. }) => tracing::error!(%service, "cluster: an override could not be shared: cut off from etcd"),
                     },
                 }
             }
@@ -478,6 +499,13 @@ impl Task {
                         self.publish(&mut gw, endpoint, lease, &service, &target, health, &mut unpublished).await;
                     }
                     Some(Cmd::Commit { service, proposal }) => self.commit(&gw, &service, &proposal).await,
+                    Some(Cmd::Share { service, change }) => {
+                        let key = self.key(&Key::Overrides { service: service.clone() });
+                        let value = serde_json::to_vec(&change).expect("overrides serialise");
+                        if let Err(e) = gw.put(&key, &value, None).await {
+                            tracing::error!(%service, "cluster: sharing an override failed: {e}");
+                        }
+                    }
                 },
             }
         }

@@ -25,6 +25,8 @@ pub use standalone::Standalone;
 use std::collections::BTreeMap;
 
 use crate::decision::Reason;
+use crate::events::OverrideAction;
+use crate::events::state::Overrides;
 use crate::health::Health;
 
 /// What a service's machine proposes.
@@ -71,6 +73,23 @@ pub enum Input {
     Refused { service: String, epoch: u64, why: String },
     /// This node's role changed: who leads, whether this node may decide and act, and why not.
     Role(Role),
+    /// An operator changed a service's overrides on some node (this one included): every
+    /// node takes the new set. Sent once per change, in the order etcd holds them.
+    Overrides { service: String, change: OverrideChange },
+}
+
+/// Operator intent for a service, shared by every node of a cluster: the whole set after the
+/// change, and the command that made it (each node records it as an `override` event).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OverrideChange {
+    pub overrides: Overrides,
+    pub target: Option<String>,
+    pub action: OverrideAction,
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_us: Option<u64>,
+    /// The node the operator talked to.
+    pub node: String,
 }
 
 /// This node's place in the cluster.
@@ -119,6 +138,20 @@ pub trait Coordinator: Send + 'static {
     /// The cluster as this node sees it; `None` for a single node.
     fn status(&self) -> Option<ClusterStatus> {
         None
+    }
+
+    /// An operator changed `service`'s overrides on this node: share them with the cluster (they
+    /// come back to every node as [`Input::Overrides`]). `Err` says why they cannot be shared
+    /// now (cut off from etcd); a single node shares nothing.
+    fn share(&mut self, service: &str, change: OverrideChange) -> Result<(), String> {
+        let _ = (service, change);
+        Ok(())
+    }
+
+    /// Whether operator commands can be taken now (a node cut off from etcd refuses them: they
+    /// would not reach the cluster). `Err` says why.
+    fn may_operate(&self) -> Result<(), String> {
+        Ok(())
     }
 
     /// The daemon is stopping: hand leadership over now (release the lease) instead of letting

@@ -85,6 +85,8 @@ pub enum Key {
     Health { node: String, service: String, target: String },
     Leader,
     Decision { service: String },
+    /// Operator overrides of a service (kept without a lease: they outlive every node).
+    Overrides { service: String },
 }
 
 impl Key {
@@ -99,6 +101,7 @@ impl Key {
             }
             ["leader"] => Some(Key::Leader),
             ["decisions", service] if name(service) => Some(Key::Decision { service: service.to_string() }),
+            ["overrides", service] if name(service) => Some(Key::Overrides { service: service.to_string() }),
             _ => None,
         }
     }
@@ -110,6 +113,7 @@ impl Key {
             Key::Health { node, service, target } => format!("nodes/{node}/health/{service}/{target}"),
             Key::Leader => "leader".to_string(),
             Key::Decision { service } => format!("decisions/{service}"),
+            Key::Overrides { service } => format!("overrides/{service}"),
         }
     }
 }
@@ -164,6 +168,8 @@ pub struct View {
     health: BTreeMap<String, BTreeMap<(String, String), Health>>,
     pub leader: Option<Leader>,
     pub decisions: BTreeMap<String, Stored>,
+    /// Each service's shared overrides and the revision that wrote them.
+    pub overrides: BTreeMap<String, (super::OverrideChange, i64)>,
     /// Keys under the prefix that could not be read (skipped, reported once by the caller).
     pub unreadable: Vec<String>,
 }
@@ -196,6 +202,13 @@ impl View {
                     }
                     Err(_) => self.unreadable.push(key.clone()),
                 },
+                Some(Key::Overrides { service }) => match serde_json::from_slice::<super::OverrideChange>(value) {
+                    Ok(_) if self.overrides.get(&service).is_some_and(|(_, r)| *r > *mod_revision) => {}
+                    Ok(change) => {
+                        self.overrides.insert(service, (change, *mod_revision));
+                    }
+                    Err(_) => self.unreadable.push(key.clone()),
+                },
                 None => {}
             },
             Change::Delete { key, revision } => match Key::parse(key) {
@@ -214,7 +227,10 @@ impl View {
                 Some(Key::Decision { service }) if self.decisions.get(&service).is_none_or(|d| d.mod_revision < *revision) => {
                     self.decisions.remove(&service);
                 }
-                Some(Key::Leader | Key::Decision { .. }) => {}
+                Some(Key::Overrides { service }) if self.overrides.get(&service).is_none_or(|(_, r)| *r < *revision) => {
+                    self.overrides.remove(&service);
+                }
+                Some(Key::Leader | Key::Decision { .. } | Key::Overrides { .. }) => {}
                 None => {}
             },
         }

@@ -393,11 +393,41 @@ impl Core {
         }
     }
 
-    /// Lift force-downs whose time is up (a drill that died cannot leave one behind).
+    /// Lift force-downs whose time is up (a drill that died cannot leave one behind). In a
+    /// cluster the leader lifts them and every node learns it through etcd.
     fn expire_forces(&mut self) {
+        if self.leading().is_some_and(|l| !l.load(Ordering::Acquire)) {
+            return;
+        }
         for si in 0..self.services.len() {
+            let before = self.services[si].machine.overrides().forced.clone();
             let fx = self.services[si].machine.expire_forces(now(), self.coordinator.as_mut());
             self.effects(si, fx);
+            let after = &self.services[si].machine.overrides().forced;
+            if let Some(lifted) = before.keys().find(|t| !after.contains_key(*t)).cloned() {
+                self.share_overrides(si, Some(&lifted), OverrideAction::Unforce, "expiry", None);
+            }
+        }
+    }
+
+    /// In a cluster, every node takes the overrides `si`'s machine has now (the leader decides
+    /// with them); `target`/`action`/`by` name the command that changed them.
+    fn share_overrides(&mut self, si: usize, target: Option<&str>, action: OverrideAction, by: &str, expires_us: Option<u64>) {
+        if self.shared.cluster.is_none() {
+            return;
+        }
+        let node = self.coordinator.status().map(|s| s.node).unwrap_or_default();
+        let change = crate::coordinator::OverrideChange {
+            overrides: self.services[si].machine.overrides().clone(),
+            target: target.map(str::to_string),
+            action,
+            by: by.to_string(),
+            expires_us,
+            node,
+        };
+        let service = self.services[si].name.to_string();
+        if let Err(why) = self.coordinator.share(&service, change) {
+            tracing::error!(%service, "the override was taken here but not shared with the cluster: {why}");
         }
     }
 
@@ -433,6 +463,12 @@ impl Core {
                 }
             }
             Input::Role(role) => self.on_role(role),
+            Input::Overrides { service, change } => {
+                if let Some(si) = service_index(self, &service) {
+                    let fx = self.services[si].machine.adopt_overrides(&change, now(), self.coordinator.as_mut());
+                    self.effects(si, fx);
+                }
+            }
         }
     }
 
@@ -530,8 +566,10 @@ impl Core {
 
     pub(super) fn operate(&mut self, service: &str, target: Option<&str>, action: OverrideAction, by: &str, expires_us: Option<u64>) -> Result<(), Refusal> {
         let si = self.services.iter().position(|s| &*s.name == service).ok_or_else(|| Refusal::NoService(service.into()))?;
+        self.coordinator.may_operate().map_err(Refusal::Conflict)?;
         let fx = self.services[si].machine.operate(target, action, by, expires_us, now(), self.coordinator.as_mut())?;
         self.effects(si, fx);
+        self.share_overrides(si, target, action, by, expires_us);
         Ok(())
     }
 

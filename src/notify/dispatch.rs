@@ -596,6 +596,23 @@ mod tests {
     use crate::events::Event;
     use crate::health::Health;
 
+    #[test]
+    fn a_cluster_notifies_only_while_this_node_leads_and_always_its_own_cut_off() {
+        let role = |leading: bool, connected: bool| Event::ClusterRole { node: "mon-b".into(), leader: None, leading, connected, why: None };
+        let other = Event::IncidentClosed { id: 1, service: "www".into(), by: "api".into() };
+        let mut standalone = NotifyGate::new(false);
+        assert!(standalone.admit(&other));
+        let mut g = NotifyGate::new(true);
+        assert!(!g.admit(&other), "a node starts as a follower");
+        assert!(g.admit(&role(true, true)));
+        assert!(g.admit(&other), "the leader notifies");
+        assert!(g.admit(&role(false, false)), "a cut-off node says so itself");
+        assert!(!g.admit(&other));
+        assert!(g.admit(&role(true, true)) && g.admit(&other));
+        assert!(!g.admit(&Event::DaemonStarted { version: "x".into(), pid: 1, config: "c".into() }), "a restart starts as a follower again");
+        assert!(!g.admit(&other));
+    }
+
     fn history() -> Vec<Record> {
         let decision = |epoch, to: &str, to_rank, reason| Event::Decision {
             service: "www".into(),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::{Actuate, Effect, Refusal};
 use crate::actuator::TargetRef;
 use crate::config::{CheckConfig, ServiceConfig, TargetConfig};
-use crate::coordinator::{Commit, Coordinator, Proposal};
+use crate::coordinator::{Commit, Coordinator, OverrideChange, Proposal};
 use crate::decision::{Decision, Engine, Policy, Reason, Restored};
 use crate::events::state::Overrides;
 use crate::events::{CHECK_SAMPLES, CheckSample, Event, OverrideAction};
@@ -382,6 +382,32 @@ impl Service {
         apply_overrides(&mut self.engine, &self.overrides, now.mono);
         self.evaluate(now, coord, &mut fx);
         Ok(fx)
+    }
+
+    /// The operator overrides in force.
+    pub fn overrides(&self) -> &Overrides {
+        &self.overrides
+    }
+
+    /// Another node of the cluster (or this one, echoed back) changed the overrides: take the
+    /// new set, record the command, and re-evaluate. An echo of what this machine already has
+    /// changes nothing.
+    pub fn adopt_overrides(&mut self, change: &OverrideChange, now: Now, coord: &mut dyn Coordinator) -> Vec<Effect> {
+        if change.overrides == self.overrides {
+            return Vec::new();
+        }
+        let mut o = change.overrides.clone();
+        o.drained.retain(|t| self.index(t).is_some());
+        o.forced.retain(|t, _| self.index(t).is_some());
+        if o.pinned.as_deref().is_some_and(|p| self.index(p).is_none()) {
+            o.pinned = None;
+        }
+        let by = if change.by.contains(&change.node) { change.by.clone() } else { format!("{} (at {})", change.by, change.node) };
+        let mut fx = vec![Effect::Record(Event::Override { service: self.cfg.name.clone(), target: change.target.clone(), action: change.action, by, expires_us: change.expires_us })];
+        self.overrides = o;
+        apply_overrides(&mut self.engine, &self.overrides, now.mono);
+        self.evaluate(now, coord, &mut fx);
+        fx
     }
 
     /// Lift force-downs whose time is up (a drill that died cannot leave one behind).

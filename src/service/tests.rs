@@ -225,6 +225,102 @@ fn a_refused_proposal_is_not_actuated() {
     assert!(!kinds(&fx).contains(&"decision"), "a refused decision is not recorded: {fx:?}");
 }
 
+/// A cluster coordinator as the machine sees it: verdicts come later (`on_verdict`), and
+/// proposals are answered later (`adopt` / `refused`), or refused at once while following.
+struct Later {
+    leading: bool,
+    proposed: Vec<Proposal>,
+}
+
+impl Coordinator for Later {
+    fn kind(&self) -> &'static str {
+        "later"
+    }
+    fn observe(&mut self, _: &str, _: &str, _: Health) -> Option<Health> {
+        None
+    }
+    fn propose(&mut self, _: &str, p: &Proposal) -> Commit {
+        if !self.leading {
+            return Commit::Refused { why: "mon-a leads".into() };
+        }
+        self.proposed.push(p.clone());
+        Commit::Later
+    }
+}
+
+#[test]
+fn a_leader_proposes_once_keeps_serving_until_the_commit_and_then_actuates_it() {
+    let mut s = Sim::started(two());
+    let mut c = Later { leading: true, proposed: Vec::new() };
+    s.now_s = 3.0;
+    let fx = s.svc.on_verdict("primary", Health::Down, s.now(), &mut c);
+    assert!(actuations(&fx).is_empty() && !kinds(&fx).contains(&"decision"), "nothing moves before the cluster commits: {fx:?}");
+    assert_eq!(c.proposed.len(), 1);
+    assert_eq!(c.proposed[0].active.as_deref(), Some("backup"));
+    assert_eq!(c.proposed[0].reason, Reason::Failover);
+    assert_eq!(s.svc.status().active.as_deref(), Some("primary"), "status shows the committed decision, not the proposal");
+    // Re-evaluating while the answer is pending does not propose the same change again.
+    let fx = s.svc.tick(s.now(), &mut c);
+    assert!(fx.is_empty() && c.proposed.len() == 1, "{fx:?} {:?}", c.proposed);
+    // The cluster commits it with its own epoch: recorded, then actuated.
+    let fx = s.svc.adopt(7, Some("backup"), false, Some(Reason::Failover), "mon-a", s.now());
+    assert_eq!(kinds(&fx), ["decision", "actuate"]);
+    assert_eq!(actuations(&fx), [(7, Some("backup".to_string()), Reason::Failover)]);
+    assert_eq!((s.svc.status().active.as_deref(), s.svc.status().epoch), (Some("backup"), 7));
+    // The watch delivers the same commit again: adopted once.
+    assert!(s.svc.adopt(7, Some("backup"), false, Some(Reason::Failover), "mon-a", s.now()).is_empty());
+}
+
+#[test]
+fn a_refused_commit_lets_the_leader_propose_again_and_a_follower_adopts_what_the_leader_committed() {
+    let mut s = Sim::started(two());
+    let mut c = Later { leading: true, proposed: Vec::new() };
+    s.now_s = 3.0;
+    s.svc.on_verdict("primary", Health::Down, s.now(), &mut c);
+    let fx = s.svc.refused(2, "leadership lost".into());
+    assert_eq!(kinds(&fx), ["refused"]);
+    s.svc.tick(s.now(), &mut c);
+    assert_eq!(c.proposed.len(), 2, "proposed again after the refusal");
+
+    // A follower: its proposals are refused at once and change nothing; the leader's commit
+    // (even of a target this node still sees up) is what it serves.
+    let mut f = Sim::started(two());
+    let mut fc = Later { leading: false, proposed: Vec::new() };
+    let fx = f.svc.on_verdict("primary", Health::Down, f.now(), &mut fc);
+    assert!(actuations(&fx).is_empty(), "{fx:?}");
+    assert_eq!(f.svc.status().active.as_deref(), Some("primary"));
+    let fx = f.svc.adopt(9, Some("backup"), false, Some(Reason::Failover), "mon-a", f.now());
+    assert_eq!(actuations(&fx), [(9, Some("backup".to_string()), Reason::Failover)]);
+    let d = fx.iter().find_map(|e| match e {
+        Effect::Record(Event::Decision { from, to, reason, .. }) => Some((from.clone(), to.clone(), *reason)),
+        _ => None,
+    });
+    assert_eq!(d, Some((Some("primary".into()), Some("backup".into()), Reason::Failover)));
+    // A commit of a target this node's config lacks is refused, not served.
+    let fx = f.svc.adopt(10, Some("elsewhere"), false, None, "mon-a", f.now());
+    assert_eq!(kinds(&fx), ["refused"]);
+    assert_eq!(f.svc.status().active.as_deref(), Some("backup"));
+}
+
+#[test]
+fn a_new_leader_reissues_the_current_decision_with_its_reason_and_shared_overrides_are_taken_once() {
+    let mut s = Sim::started(two());
+    s.svc.adopt(5, Some("backup"), false, Some(Reason::Failover), "mon-a", s.now());
+    let mut c = Later { leading: true, proposed: Vec::new() };
+    s.svc.take_over(s.now(), &mut c);
+    assert_eq!(c.proposed.len(), 1);
+    assert_eq!((c.proposed[0].epoch, c.proposed[0].active.as_deref(), c.proposed[0].reason), (6, Some("backup"), Reason::Failover));
+
+    // Another node drained the backup: this node takes the set and records the command.
+    let mut o = s.svc.overrides().clone();
+    o.drained.insert("backup".into());
+    let change = crate::coordinator::OverrideChange { overrides: o, target: Some("backup".into()), action: OverrideAction::Drain, by: "api".into(), expires_us: None, node: "mon-b".into() };
+    let fx = s.svc.adopt_overrides(&change, s.now(), &mut c);
+    assert_eq!(kinds(&fx)[0], "override");
+    assert!(!s.svc.status().targets[1].enabled, "the drain is in force here");
+    assert!(s.svc.adopt_overrides(&change, s.now(), &mut c).is_empty(), "an echo changes nothing");
+}
+
 #[test]
 fn reload_keeps_health_of_unchanged_checks_and_matches_targets_by_name() {
     let mut s = Sim::started(two());

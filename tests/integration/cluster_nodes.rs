@@ -121,6 +121,21 @@ async fn one_failover_for_the_cluster_every_node_answers_it_and_a_killed_leader_
         wait_for(Duration::from_secs(5), &format!("{} lists every node's view", n.name), || async { (cluster(n).await["views"].as_object()?.len() == 3).then_some(()) }).await;
     }
 
+    // 0. An operator drains the primary through a follower: every node takes the override and
+    //    the leader moves traffic; enabling it through the other follower brings it back.
+    let (f1, f2) = ((leader + 1) % 3, (leader + 2) % 3);
+    let r = all[f1].daemon.post("/api/v1/services/www/targets/primary/drain", serde_json::json!({})).await;
+    assert!(r.status().is_success(), "drain through follower {}: {} {}", all[f1].name, r.status(), r.text().await.unwrap_or_default());
+    every_dns_answers(&all, "127.0.0.3", Duration::from_secs(10)).await;
+    for n in &all {
+        let s = n.daemon.service("www").await;
+        let p = s["targets"].as_array().unwrap().iter().find(|t| t["name"] == "primary").unwrap().clone();
+        assert_eq!(p["enabled"], false, "{}: the drain reached every node: {p}", n.name);
+    }
+    let r = all[f2].daemon.post("/api/v1/services/www/targets/primary/enable", serde_json::json!({})).await;
+    assert!(r.status().is_success(), "enable through follower {}: {}", all[f2].name, r.status());
+    every_dns_answers(&all, "127.0.0.2", Duration::from_secs(10)).await;
+
     // 1. The primary's nginx dies: one failover, committed once, answered by every node.
     primary.kill();
     let took = every_dns_answers(&all, "127.0.0.3", Duration::from_secs(10)).await;

@@ -211,6 +211,8 @@ impl Node {
             }
             Input::Refused { service, epoch, why } => self.refused.push((service, epoch, why)),
             Input::Role(r) => self.role = r,
+            // The daemon-level tests (cluster_nodes.rs) cover shared overrides.
+            Input::Overrides { .. } => {}
         }
     }
 
