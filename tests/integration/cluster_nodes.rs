@@ -36,15 +36,18 @@ fn node_config(dir: &std::path::Path, etcd: &EtcdCluster, prefix: &str, node: &s
     two_target_config(dir, api, web_port, 200, "1s", &extra)
 }
 
+/// Group ids of the three nodes (each runs as root with its own gid, for `meta skgid`).
+const GIDS: [u32; 3] = [64901, 64902, 64903];
+
 async fn start_nodes(dir: &std::path::Path, etcd: &EtcdCluster, web_port: u16) -> Vec<Node> {
     let prefix = format!("/understudy-nodes-{}", std::process::id());
     let mut nodes = Vec::new();
-    for name in ["mon-a", "mon-b", "mon-c"] {
+    for (i, name) in ["mon-a", "mon-b", "mon-c"].into_iter().enumerate() {
         let d = dir.join(name);
         std::fs::create_dir_all(&d).unwrap();
         let api = api_addr();
         let dns_port = free_port("127.0.0.1");
-        let daemon = Daemon::start(&d, &node_config(&d.join("data"), etcd, &prefix, name, api, dns_port, web_port), api).await;
+        let daemon = Daemon::start_as(&d, &node_config(&d.join("data"), etcd, &prefix, name, api, dns_port, web_port), api, &[], Some(GIDS[i])).await;
         nodes.push(Node { name: name.into(), daemon, dns_port });
     }
     nodes
@@ -226,4 +229,121 @@ async fn futures_len(nodes: &[&Node]) -> Vec<usize> {
         out.push(decisions(n).await.len());
     }
     out
+}
+
+/// An nftables table of our own that drops what one node (by its gid) sends to some
+/// addresses and ports on loopback; deleted when dropped.
+struct Cut {
+    table: String,
+}
+
+impl Cut {
+    fn new(gid: u32, to: &[(&str, u16)]) -> Cut {
+        let table = format!("understudy_cut_{}_{gid}", std::process::id());
+        let mut script = format!("add table inet {table}\nadd chain inet {table} out {{ type filter hook output priority 0; policy accept; }}\n");
+        for (ip, port) in to {
+            script.push_str(&format!("add rule inet {table} out meta skgid {gid} ip daddr {ip} tcp dport {port} drop\n"));
+        }
+        nft(&script);
+        Cut { table }
+    }
+}
+
+impl Drop for Cut {
+    fn drop(&mut self) {
+        nft(&format!("delete table inet {}\n", self.table));
+    }
+}
+
+fn nft(script: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("/usr/sbin/nft").args(["-f", "-"]).stdin(std::process::Stdio::piped()).spawn().expect("nft (apt-get install nftables)");
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "nft -f: {script}");
+}
+
+fn gid_of(n: &Node) -> u32 {
+    GIDS[["mon-a", "mon-b", "mon-c"].iter().position(|x| *x == n.name).unwrap()]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_cut_off_from_the_primary_moves_no_traffic_and_its_view_says_why() {
+    let (web_dir, web_port, _primary, _backup) = two_nginx().await;
+    let etcd = EtcdCluster::start(web_dir.path()).await;
+    let nodes = start_nodes(web_dir.path(), &etcd, web_port).await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    let leader = one_leader(&all, Duration::from_secs(15)).await;
+    every_dns_answers(&all, "127.0.0.2", Duration::from_secs(10)).await;
+
+    // The worst vantage point to lose: the leader's own path to the primary.
+    let cut = Cut::new(gid_of(all[leader]), &[("127.0.0.2", web_port)]);
+    let name = all[leader].name.clone();
+    for n in &all {
+        wait_for(Duration::from_secs(10), &format!("{}'s status shows {name}'s view of the primary as down", n.name), || async {
+            (cluster(n).await["views"][name.as_str()]["www/primary"] == "down").then_some(())
+        })
+        .await;
+    }
+    // Its own checks say down (fall 3 at 200 ms, long past), yet the cluster's verdict stays up.
+    wait_for(Duration::from_secs(5), "the leader's own target_down for the primary", || async {
+        all[leader].daemon.events().await.iter().any(|e| e["event"]["kind"] == "target_down" && e["event"]["target"] == "primary").then_some(())
+    })
+    .await;
+    for n in &all {
+        let c = cluster(n).await;
+        assert_eq!(c["verdicts"]["www/primary"], "up", "{}: one vantage point of three does not make the primary down: {c}", n.name);
+        assert_eq!(dig_www(n.dns_port).await, ["127.0.0.2"], "{}: no traffic moved", n.name);
+        assert!(!decisions(n).await.iter().any(|(_, to, _)| to == "backup"), "{}: no failover", n.name);
+    }
+    drop(cut);
+    for n in &all {
+        wait_for(Duration::from_secs(10), &format!("{}'s view of the primary is up again", n.name), || async {
+            (cluster(n).await["views"][name.as_str()]["www/primary"] == "up").then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_etcd_stops_within_the_lease_and_another_takes_over() {
+    let (web_dir, web_port, mut primary, _backup) = two_nginx().await;
+    let etcd = EtcdCluster::start(web_dir.path()).await;
+    let nodes = start_nodes(web_dir.path(), &etcd, web_port).await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    let leader = one_leader(&all, Duration::from_secs(15)).await;
+    every_dns_answers(&all, "127.0.0.2", Duration::from_secs(10)).await;
+
+    let members: Vec<(String, u16)> = etcd.members.iter().map(|m| (m.client.ip().to_string(), m.client.port())).collect();
+    let to: Vec<(&str, u16)> = members.iter().map(|(ip, p)| (ip.as_str(), *p)).collect();
+    let cut_at = Instant::now();
+    let cut = Cut::new(gid_of(all[leader]), &to);
+    wait_for(Duration::from_secs(5), "the cut-off leader stops leading", || async { (cluster(all[leader]).await["leading"] == false).then_some(()) }).await;
+    let stopped = cut_at.elapsed();
+    let rest: Vec<&Node> = all.iter().enumerate().filter(|(i, _)| *i != leader).map(|(_, n)| *n).collect();
+    let next = one_leader(&rest, Duration::from_secs(10)).await;
+    let replaced = cut_at.elapsed();
+    eprintln!("leader {} cut off from etcd: it stopped leading after {stopped:?}; {} leads after {replaced:?}", all[leader].name, rest[next].name);
+    assert!(stopped < Duration::from_secs(2), "a leader stops acting before its 2 s lease can lapse (took {stopped:?})");
+    let why = cluster(all[leader]).await["why"].as_str().unwrap_or_default().to_string();
+    assert!(why.contains("cut off from etcd"), "{why}");
+
+    // The primary dies: the connected nodes fail over; the cut-off node decides nothing and
+    // serves what it last knew until it is back, then catches up.
+    primary.kill();
+    every_dns_answers(&rest, "127.0.0.3", Duration::from_secs(10)).await;
+    assert_eq!(dig_www(all[leader].dns_port).await, ["127.0.0.2"], "the cut-off node keeps the last committed answer");
+    drop(cut);
+    every_dns_answers(&[all[leader]], "127.0.0.3", Duration::from_secs(10)).await;
+    let epochs: BTreeSet<u64> = {
+        let mut s = BTreeSet::new();
+        for n in &all {
+            for (e, to, _) in decisions(n).await {
+                if to == "backup" {
+                    s.insert(e);
+                }
+            }
+        }
+        s
+    };
+    assert_eq!(epochs.len(), 1, "one failover epoch on every node, the healed one included: {epochs:?}");
 }

@@ -174,6 +174,9 @@ pub struct Daemon {
     pub log: PathBuf,
     /// Extra environment variables for the daemon process.
     pub env: Vec<(String, String)>,
+    /// Run the daemon with this group id (still as root), so that nftables can match its
+    /// sockets (`meta skgid`) and cut this one process off from an address.
+    pub gid: Option<u32>,
     child: Option<Child>,
 }
 
@@ -185,10 +188,15 @@ impl Daemon {
 
     /// [`Daemon::start`] with extra environment variables for the daemon.
     pub async fn start_with_env(dir: &Path, config: &str, api: SocketAddr, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_as(dir, config, api, env, None).await
+    }
+
+    /// [`Daemon::start_with_env`], with the daemon's group id set to `gid`.
+    pub async fn start_as(dir: &Path, config: &str, api: SocketAddr, env: &[(&str, &str)], gid: Option<u32>) -> Daemon {
         let path = dir.join("understudy.toml");
         std::fs::write(&path, config).unwrap();
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut d = Daemon { api: format!("http://{api}"), config: path, log: dir.join("daemon.log"), env, child: None };
+        let mut d = Daemon { api: format!("http://{api}"), config: path, log: dir.join("daemon.log"), env, gid, child: None };
         d.spawn();
         d.wait_healthy().await;
         d
@@ -223,7 +231,11 @@ impl Daemon {
 
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = Command::new(understudy_bin())
+        let mut cmd = Command::new(understudy_bin());
+        if let Some(gid) = self.gid {
+            std::os::unix::process::CommandExt::gid(&mut cmd, gid);
+        }
+        let child = cmd
             .args(["run", "-c"])
             .arg(&self.config)
             .env("UNDERSTUDY_LOG", "debug")
