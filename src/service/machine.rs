@@ -315,6 +315,13 @@ impl Service {
             None => None,
         };
         self.adopted = Some(epoch);
+        if !self.engine.has_decided() && epoch == self.engine.epoch() && to == self.engine.active() && all_down == self.engine.all_down() {
+            // After a restart: the cluster's decision is the one this node's log already holds.
+            // Nothing new to record; the actuators apply it again.
+            self.engine.adopt(epoch, to, all_down);
+            let t = self.target_ref(to);
+            return vec![Effect::Actuate(Actuate { epoch, active: t.clone(), previous: t, reason: Reason::Reconcile, all_down })];
+        }
         let from = self.engine.adopt(epoch, to, all_down);
         let reason = reason.unwrap_or(if from == to { Reason::Reconcile } else { Reason::Failover });
         let mut fx = Vec::new();

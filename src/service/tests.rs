@@ -296,6 +296,12 @@ fn a_refused_commit_lets_the_leader_propose_again_and_a_follower_adopts_what_the
         _ => None,
     });
     assert_eq!(d, Some((Some("primary".into()), Some("backup".into()), Reason::Failover)));
+    // A restarted node hears the decision its log already holds: served again, not recorded twice.
+    let restored = Some(Restored { epoch: 4, active: Some("backup".into()) });
+    let mut r = Sim::restored(two(), restored, Default::default(), &BTreeMap::new());
+    let fx = r.svc.adopt(4, Some("backup"), false, Some(Reason::Failover), "mon-a", r.now());
+    assert_eq!(kinds(&fx), ["actuate"], "{fx:?}");
+    assert_eq!(r.svc.status().active.as_deref(), Some("backup"));
     // A commit of a target this node's config lacks is refused, not served.
     let fx = f.svc.adopt(10, Some("elsewhere"), false, None, "mon-a", f.now());
     assert_eq!(kinds(&fx), ["refused"]);

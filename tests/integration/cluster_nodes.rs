@@ -22,6 +22,8 @@ struct Node {
     name: String,
     daemon: Daemon,
     dns_port: u16,
+    /// The group id it runs with (unique in this test process), for `meta skgid`.
+    gid: u32,
 }
 
 /// The config every node runs: the quick-start service (200 ms checks, fall 3), a DNS server
@@ -36,19 +38,21 @@ fn node_config(dir: &std::path::Path, etcd: &EtcdCluster, prefix: &str, node: &s
     two_target_config(dir, api, web_port, 200, "1s", &extra)
 }
 
-/// Group ids of the three nodes (each runs as root with its own gid, for `meta skgid`).
-const GIDS: [u32; 3] = [64901, 64902, 64903];
+/// The next free group id: each node runs as root with a gid of its own (tests run in
+/// parallel in one process, so no two nodes share one), for `meta skgid`.
+static NEXT_GID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(64900);
 
 async fn start_nodes(dir: &std::path::Path, etcd: &EtcdCluster, web_port: u16) -> Vec<Node> {
     let prefix = format!("/understudy-nodes-{}", std::process::id());
     let mut nodes = Vec::new();
-    for (i, name) in ["mon-a", "mon-b", "mon-c"].into_iter().enumerate() {
+    for name in ["mon-a", "mon-b", "mon-c"] {
+        let gid = NEXT_GID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let d = dir.join(name);
         std::fs::create_dir_all(&d).unwrap();
         let api = api_addr();
         let dns_port = free_port("127.0.0.1");
-        let daemon = Daemon::start_as(&d, &node_config(&d.join("data"), etcd, &prefix, name, api, dns_port, web_port), api, &[], Some(GIDS[i])).await;
-        nodes.push(Node { name: name.into(), daemon, dns_port });
+        let daemon = Daemon::start_as(&d, &node_config(&d.join("data"), etcd, &prefix, name, api, dns_port, web_port), api, &[], Some(gid)).await;
+        nodes.push(Node { name: name.into(), daemon, dns_port, gid });
     }
     nodes
 }
@@ -263,7 +267,7 @@ fn nft(script: &str) {
 }
 
 fn gid_of(n: &Node) -> u32 {
-    GIDS[["mon-a", "mon-b", "mon-c"].iter().position(|x| *x == n.name).unwrap()]
+    n.gid
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,4 +350,157 @@ async fn a_leader_cut_off_from_etcd_stops_within_the_lease_and_another_takes_ove
         s
     };
     assert_eq!(epochs.len(), 1, "one failover epoch on every node, the healed one included: {epochs:?}");
+}
+
+/// A small deterministic generator (xorshift64*), seeded and printed so a failing run can be
+/// replayed with `UNDERSTUDY_CHAOS_SEED`.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Every node's DNS gives the same single answer; the time it took to get there.
+async fn dns_agree(nodes: &[Node], within: Duration) -> Duration {
+    let t = Instant::now();
+    wait_for(within, "every node's DNS gives the same answer", || async {
+        let mut answers = BTreeSet::new();
+        for n in nodes {
+            let a = dig_www(n.dns_port).await;
+            if a.len() != 1 {
+                return None;
+            }
+            answers.insert(a[0].clone());
+        }
+        (answers.len() == 1).then_some(())
+    })
+    .await;
+    t.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomized_kills_and_partitions_never_break_the_epochs() {
+    const RUNS: usize = 20;
+    let seed = std::env::var("UNDERSTUDY_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
+    eprintln!("chaos seed {seed} (UNDERSTUDY_CHAOS_SEED={seed} replays it)");
+    let mut rng = Rng(seed);
+    let (web_dir, web_port, mut primary, _backup) = two_nginx().await;
+    let mut etcd = EtcdCluster::start(web_dir.path()).await;
+    let mut nodes = start_nodes(web_dir.path(), &etcd, web_port).await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    one_leader(&all, Duration::from_secs(15)).await;
+    every_dns_answers(&all, "127.0.0.2", Duration::from_secs(10)).await;
+    drop(all);
+    let (mut partitions, mut kills, mut primary_kills) = (0, 0, 0);
+    let mut agree_after = Vec::new();
+    let started = Instant::now();
+    for run in 0..RUNS {
+        assert!(started.elapsed() < Duration::from_secs(400), "the chaos runs are bounded in time");
+        let victim = rng.below(3);
+        let mut cut = None;
+        let mut killed_node = false;
+        let mut killed_member = None;
+        let fault = rng.below(4);
+        match fault {
+            0 => {
+                let to: Vec<(String, u16)> = etcd.members.iter().map(|m| (m.client.ip().to_string(), m.client.port())).collect();
+                let to: Vec<(&str, u16)> = to.iter().map(|(ip, p)| (ip.as_str(), *p)).collect();
+                cut = Some(Cut::new(gid_of(&nodes[victim]), &to));
+                partitions += 1;
+            }
+            1 => {
+                cut = Some(Cut::new(gid_of(&nodes[victim]), &[("127.0.0.2", web_port)]));
+                partitions += 1;
+            }
+            2 => {
+                nodes[victim].daemon.kill9();
+                killed_node = true;
+                kills += 1;
+            }
+            _ => {
+                etcd.kill(victim);
+                killed_member = Some(victim);
+                kills += 1;
+            }
+        }
+        // Half of the runs also toggle the primary while the fault lasts.
+        let toggle = rng.below(2) == 0;
+        if toggle {
+            if primary.is_running() {
+                primary.kill();
+                primary_kills += 1;
+            } else {
+                primary.start().await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(800 + rng.below(1200) as u64)).await;
+        // Heal.
+        drop(cut);
+        if let Some(i) = killed_member {
+            etcd.spawn(i);
+            etcd.wait_healthy(i).await;
+        }
+        if killed_node {
+            nodes[victim].daemon.restart().await;
+        }
+        let took = dns_agree(&nodes, Duration::from_secs(15)).await;
+        eprintln!("run {run}: fault {fault} on {}, primary toggled: {toggle}; every node agreed {took:?} after the heal", nodes[victim].name);
+        agree_after.push(took);
+    }
+
+    // What every node recorded.
+    let mut by_epoch: std::collections::BTreeMap<u64, (String, String)> = std::collections::BTreeMap::new();
+    let mut violations = Vec::new();
+    for n in &nodes {
+        let events = n.daemon.events().await;
+        let mut last_decision = 0;
+        let mut applied: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        for e in &events {
+            let ev = &e["event"];
+            match ev["kind"].as_str() {
+                Some("decision") => {
+                    let epoch = ev["epoch"].as_u64().unwrap();
+                    if epoch <= last_decision {
+                        violations.push(format!("{}: decision epoch {epoch} after {last_decision}", n.name));
+                    }
+                    last_decision = epoch;
+                    let d = (ev["to"].to_string(), ev["all_down"].to_string());
+                    if let Some(other) = by_epoch.get(&epoch)
+                        && *other != d
+                    {
+                        violations.push(format!("{}: epoch {epoch} is {d:?} here and {other:?} elsewhere", n.name));
+                    }
+                    by_epoch.insert(epoch, d);
+                }
+                Some("actuated") if ev["step"] == "applied" && ev["ok"] == true => {
+                    let (a, epoch) = (ev["actuator"].as_str().unwrap().to_string(), ev["epoch"].as_u64().unwrap());
+                    if applied.get(&a).is_some_and(|last| epoch < *last) {
+                        violations.push(format!("{}: {a} applied epoch {epoch} after {}", n.name, applied[&a]));
+                    }
+                    applied.insert(a, epoch);
+                }
+                _ => {}
+            }
+        }
+    }
+    let failovers = by_epoch.values().filter(|(to, _)| to == "\"backup\"").count();
+    agree_after.sort();
+    eprintln!(
+        "chaos: runs {RUNS}, partitions {partitions}, kills {kills}, primary kills {primary_kills}, failovers {failovers}, epochs {}, violations {}; all nodes agreed after a heal in median {:?}, worst {:?}",
+        by_epoch.len(),
+        violations.len(),
+        agree_after[agree_after.len() / 2],
+        agree_after.last().unwrap()
+    );
+    assert!(violations.is_empty(), "seed {seed}: {violations:#?}");
+    // The goal is 1 s (most heals take ~150 ms on loopback); the bound leaves room for a loaded CI machine.
+    assert!(*agree_after.last().unwrap() < Duration::from_secs(2), "seed {seed}: nodes took {:?} to agree after a heal", agree_after.last().unwrap());
 }

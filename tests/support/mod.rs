@@ -139,6 +139,11 @@ impl Nginx {
     }
 
     /// Kill -9 (a crash, not a graceful stop) and reap it; hold its port until `start`.
+    /// Whether it was started and not killed.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             signal(c.id(), libc::SIGKILL);
