@@ -17,6 +17,10 @@ pub async fn status(t: &Target, service: Option<&str>, json: bool) -> Result<()>
     if json {
         println!("{}", serde_json::to_string_pretty(&services)?);
     } else {
+        // A daemon older than cluster mode has no /api/v1/cluster: say nothing about it.
+        if let Ok(cluster) = c.get::<serde_json::Value>("/api/v1/cluster").await {
+            print!("{}", render::cluster(&cluster));
+        }
         print!("{}", render::services(&services, render::Paint::stdout()));
     }
     Ok(())

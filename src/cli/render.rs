@@ -343,3 +343,26 @@ mod paint_tests {
         assert_eq!(Paint(true).red("down"), "\x1b[31mdown\x1b[0m");
     }
 }
+
+/// This node's place in its cluster, above `understudy status` (nothing for a single node):
+/// who leads, whether this node may decide, and each node's view of targets it sees down.
+pub fn cluster(c: &serde_json::Value) -> String {
+    if c["kind"] != "etcd" {
+        return String::new();
+    }
+    let node = c["node"].as_str().unwrap_or("?");
+    let mut out = match (c["leading"].as_bool(), c["connected"].as_bool(), c["why"].as_str()) {
+        (Some(true), _, _) => format!("cluster: {node} leads\n"),
+        (_, Some(false), why) => format!("cluster: {node} is CUT OFF ({}); it serves the last committed decisions\n", why.unwrap_or("cut off from etcd")),
+        (_, _, why) => format!("cluster: {node} follows ({})\n", why.unwrap_or("another node leads")),
+    };
+    if let Some(views) = c["views"].as_object() {
+        for (n, v) in views {
+            let down: Vec<&str> = v.as_object().into_iter().flatten().filter(|(_, h)| *h == "down").map(|(t, _)| t.as_str()).collect();
+            let seen = if down.is_empty() { "every target up".to_string() } else { format!("down: {}", down.join(", ")) };
+            out.push_str(&format!("  view of {n}: {seen}\n"));
+        }
+    }
+    out.push('\n');
+    out
+}

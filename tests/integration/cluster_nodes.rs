@@ -126,6 +126,10 @@ async fn one_failover_for_the_cluster_every_node_answers_it_and_a_killed_leader_
         let c = cluster(n).await;
         assert_eq!(c["leader"], all[leader].name.as_str(), "{}: every node names the same leader: {c}", n.name);
         wait_for(Duration::from_secs(5), &format!("{} lists every node's view", n.name), || async { (cluster(n).await["views"].as_object()?.len() == 3).then_some(()) }).await;
+        let out = n.daemon.cli(&["status"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let role = if n.name == all[leader].name { format!("cluster: {} leads", n.name) } else { format!("cluster: {} follows ({} leads)", n.name, all[leader].name) };
+        assert!(text.contains(&role) && text.contains("view of mon-c: every target up"), "{}: `understudy status` says who leads: {text}", n.name);
     }
 
     // 0. An operator drains the primary through a follower: every node takes the override and
