@@ -28,13 +28,13 @@ struct Node {
 
 /// The config every node runs: the quick-start service (200 ms checks, fall 3), a DNS server
 /// for `www.example.test` and the `[cluster]` section; only `node`, the API and DNS addresses differ.
-fn node_config(dir: &std::path::Path, etcd: &EtcdCluster, prefix: &str, node: &str, api: std::net::SocketAddr, dns_port: u16, web_port: u16) -> String {
+fn node_config(dir: &std::path::Path, etcd: &EtcdCluster, prefix: &str, node: &str, api: std::net::SocketAddr, dns_port: u16, web_port: u16, more: &str) -> String {
     let endpoints: Vec<String> = etcd.endpoints().iter().map(|u| format!("\"{}\"", u.as_str().trim_end_matches('/'))).collect();
     let cluster = format!(
         "\n[cluster]\nkind = \"etcd\"\nnode = \"{node}\"\nendpoints = [{}]\nprefix = \"{prefix}\"\nlease_ttl = \"2s\"\nquorum = \"majority\"\n",
         endpoints.join(", ")
     );
-    let extra = format!("{}{cluster}", dns_block(&format!("127.0.0.1:{dns_port}")));
+    let extra = format!("{}{cluster}{more}", dns_block(&format!("127.0.0.1:{dns_port}")));
     two_target_config(dir, api, web_port, 200, "1s", &extra)
 }
 
@@ -43,6 +43,11 @@ fn node_config(dir: &std::path::Path, etcd: &EtcdCluster, prefix: &str, node: &s
 static NEXT_GID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(64900);
 
 async fn start_nodes(dir: &std::path::Path, etcd: &EtcdCluster, web_port: u16) -> Vec<Node> {
+    start_nodes_with(dir, etcd, web_port, "").await
+}
+
+/// [`start_nodes`], with more config (the same on every node) after the `[cluster]` section.
+async fn start_nodes_with(dir: &std::path::Path, etcd: &EtcdCluster, web_port: u16, more: &str) -> Vec<Node> {
     let prefix = format!("/understudy-nodes-{}", std::process::id());
     let mut nodes = Vec::new();
     for name in ["mon-a", "mon-b", "mon-c"] {
@@ -51,7 +56,7 @@ async fn start_nodes(dir: &std::path::Path, etcd: &EtcdCluster, web_port: u16) -
         std::fs::create_dir_all(&d).unwrap();
         let api = api_addr();
         let dns_port = free_port("127.0.0.1");
-        let daemon = Daemon::start_as(&d, &node_config(&d.join("data"), etcd, &prefix, name, api, dns_port, web_port), api, &[], Some(gid)).await;
+        let daemon = Daemon::start_as(&d, &node_config(&d.join("data"), etcd, &prefix, name, api, dns_port, web_port, more), api, &[], Some(gid)).await;
         nodes.push(Node { name: name.into(), daemon, dns_port, gid });
     }
     nodes
@@ -118,7 +123,10 @@ async fn one_failover_for_the_cluster_every_node_answers_it_and_a_killed_leader_
     assert!(std::path::Path::new(DIG).exists(), "{DIG} is missing: apt-get install bind9-dnsutils");
     let (web_dir, web_port, mut primary, _backup) = two_nginx().await;
     let etcd = EtcdCluster::start(web_dir.path()).await;
-    let mut nodes = start_nodes(web_dir.path(), &etcd, web_port).await;
+    let mut rx = super::notify::Receiver::new();
+    rx.start().await;
+    let hook = format!("\n[[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\ngroup_window = \"100ms\"\nevents = [\"incident_opened\", \"incident_closed\"]\n", rx.url("/hook"));
+    let mut nodes = start_nodes_with(web_dir.path(), &etcd, web_port, &hook).await;
     let all: Vec<&Node> = nodes.iter().collect();
     let leader = one_leader(&all, Duration::from_secs(15)).await;
     every_dns_answers(&all, "127.0.0.2", Duration::from_secs(10)).await;
@@ -159,6 +167,9 @@ async fn one_failover_for_the_cluster_every_node_answers_it_and_a_killed_leader_
         failovers.insert(f[0].0);
     }
     assert_eq!(failovers.len(), 1, "every node recorded the same failover epoch: {failovers:?}");
+    // Notifications go out once per cluster: the leader's. (Counted once the incident's close,
+    // which comes after the failback below, has arrived too.)
+    let opened_by = |rx: &super::notify::Receiver| rx.got("/hook").into_iter().filter(|g| g.json()["event"] == "incident_opened").count();
     let failover_epoch = *failovers.first().unwrap();
     drop(all);
 
@@ -179,6 +190,8 @@ async fn one_failover_for_the_cluster_every_node_answers_it_and_a_killed_leader_
         let epochs: Vec<u64> = d.iter().map(|x| x.0).collect();
         assert!(epochs.windows(2).all(|w| w[0] < w[1]), "{}: recorded epochs strictly increase: {d:?}", n.name);
     }
+    rx.wait("/hook", "the incident's close, from the leader", |v| v["event"] == "incident_closed").await;
+    assert_eq!(opened_by(&rx), 1, "one incident_opened for the cluster, not one per node: {:?}", rx.got("/hook").iter().map(|g| g.json()["event"].clone()).collect::<Vec<_>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
