@@ -521,3 +521,54 @@ async fn randomized_kills_and_partitions_never_break_the_epochs() {
     // The goal is 1 s (most heals take ~150 ms on loopback); the bound leaves room for a loaded CI machine.
     assert!(*agree_after.last().unwrap() < Duration::from_secs(2), "seed {seed}: nodes took {:?} to agree after a heal", agree_after.last().unwrap());
 }
+
+/// Cut etcd member `lone` off from the other members (raft traffic on the peer port, both
+/// ways), so it is a minority of one; its client port still answers. Deleted when dropped.
+/// Every member connects from 127.0.0.1 on loopback, so its own sockets are matched by its gid.
+fn isolate_member(etcd: &EtcdCluster, lone: usize) -> Cut {
+    let table = format!("understudy_minority_{}_{lone}", std::process::id());
+    let m = &etcd.members[lone];
+    let (gid, port) = (m.gid, m.peer.port());
+    let script = format!(
+        "add table inet {table}\nadd chain inet {table} out {{ type filter hook output priority 0; policy accept; }}\n\
+         add rule inet {table} out meta skgid {gid} tcp dport {port} drop\n\
+         add rule inet {table} out meta skgid {gid} tcp sport {port} drop\n\
+         add rule inet {table} out ip daddr {} tcp dport {port} drop\n",
+        m.peer.ip()
+    );
+    nft(&script);
+    Cut { table }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_left_with_an_etcd_minority_stops_within_the_lease_and_the_majority_side_takes_over() {
+    let (web_dir, web_port, mut primary, _backup) = two_nginx().await;
+    let etcd = EtcdCluster::start(web_dir.path()).await;
+    let nodes = start_nodes(web_dir.path(), &etcd, web_port).await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    let leader = one_leader(&all, Duration::from_secs(15)).await;
+    every_dns_answers(&all, "127.0.0.2", Duration::from_secs(10)).await;
+
+    // The leader can reach only member 0, and member 0 can reach no other member: the leader's
+    // side of the partition is an etcd minority, which cannot renew its lease.
+    let others: Vec<(String, u16)> = etcd.members[1..].iter().map(|m| (m.client.ip().to_string(), m.client.port())).collect();
+    let others: Vec<(&str, u16)> = others.iter().map(|(ip, p)| (ip.as_str(), *p)).collect();
+    let cut_at = Instant::now();
+    let to_majority = Cut::new(gid_of(all[leader]), &others);
+    let minority = isolate_member(&etcd, 0);
+    wait_for(Duration::from_secs(5), "the minority-side leader stops leading", || async { (cluster(all[leader]).await["leading"] == false).then_some(()) }).await;
+    let stopped = cut_at.elapsed();
+    let rest: Vec<&Node> = all.iter().enumerate().filter(|(i, _)| *i != leader).map(|(_, n)| *n).collect();
+    let next = one_leader(&rest, Duration::from_secs(15)).await;
+    eprintln!("leader {} left with an etcd minority: stopped leading after {stopped:?}; {} leads after {:?}", all[leader].name, rest[next].name, cut_at.elapsed());
+    assert!(stopped < Duration::from_secs(2), "it stops before its 2 s lease can lapse (took {stopped:?})");
+
+    // The majority side decides; the minority-side node decides nothing.
+    primary.kill();
+    every_dns_answers(&rest, "127.0.0.3", Duration::from_secs(10)).await;
+    assert_eq!(dig_www(all[leader].dns_port).await, ["127.0.0.2"], "the minority-side node keeps the last committed answer");
+    assert!(!decisions(all[leader]).await.iter().any(|(_, to, _)| to == "backup"), "the minority-side node made no decision");
+    drop(minority);
+    drop(to_majority);
+    every_dns_answers(&[all[leader]], "127.0.0.3", Duration::from_secs(15)).await;
+}

@@ -42,7 +42,12 @@ pub struct Member {
     pub dir: PathBuf,
     pub child: Option<Child>,
     pub held: Vec<tokio::net::TcpSocket>,
+    /// The group id the member runs with (unique in the test process), so that nftables can
+    /// match its sockets (`meta skgid`): every member connects from 127.0.0.1 on loopback.
+    pub gid: u32,
 }
+
+static NEXT_GID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(64700);
 
 /// Three etcd members; each is stopped by PID when this drops.
 pub struct EtcdCluster {
@@ -65,6 +70,7 @@ impl EtcdCluster {
                 dir: dir.join(format!("etcd-m{}", i + 1)),
                 child: None,
                 held: Vec::new(),
+                gid: NEXT_GID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             })
             .collect();
         let initial = members.iter().map(|m| format!("{}=http://{}", m.name, m.peer)).collect::<Vec<_>>().join(",");
@@ -84,7 +90,9 @@ impl EtcdCluster {
         assert!(m.child.is_none(), "member {} already runs", m.name);
         std::fs::create_dir_all(&m.dir).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(m.dir.join("etcd.log")).unwrap();
-        let child = Command::new(etcd_binary())
+        let mut cmd = Command::new(etcd_binary());
+        std::os::unix::process::CommandExt::gid(&mut cmd, m.gid);
+        let child = cmd
             .args(["--name", &m.name, "--data-dir"])
             .arg(m.dir.join("data"))
             .args(["--listen-client-urls", &format!("http://{}", m.client), "--advertise-client-urls", &format!("http://{}", m.client)])
