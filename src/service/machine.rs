@@ -216,8 +216,14 @@ impl Service {
     }
 
     /// The cluster's verdict on `target` arrived (a coordinator that waits for other nodes).
+    /// `Unknown` (no live node has a verdict: the nodes are reconnecting to etcd) is no
+    /// evidence: the last verdict stands, so a cluster that briefly loses its views never
+    /// declares every target down.
     pub fn on_verdict(&mut self, target: &str, health: Health, now: Now, coord: &mut dyn Coordinator) -> Vec<Effect> {
         let mut fx = Vec::new();
+        if health == Health::Unknown {
+            return fx;
+        }
         if let Some(ti) = self.index(target) {
             self.engine.set_health(ti, health, now.mono);
             self.evaluate(now, coord, &mut fx);
@@ -315,7 +321,7 @@ impl Service {
             None => None,
         };
         self.adopted = Some(epoch);
-        if !self.engine.has_decided() && epoch == self.engine.epoch() && to == self.engine.active() && all_down == self.engine.all_down() {
+        if !self.engine.has_decided() && epoch == self.engine.epoch() && to == self.engine.active() {
             // After a restart: the cluster's decision is the one this node's log already holds.
             // Nothing new to record; the actuators apply it again.
             self.engine.adopt(epoch, to, all_down);

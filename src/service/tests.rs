@@ -253,6 +253,11 @@ fn a_leader_proposes_once_keeps_serving_until_the_commit_and_then_actuates_it() 
     let mut s = Sim::started(two());
     let mut c = Later { leading: true, proposed: Vec::new() };
     s.now_s = 3.0;
+    // The cluster briefly has no view of either target (its nodes reconnect): no evidence.
+    for t in ["primary", "backup"] {
+        assert!(s.svc.on_verdict(t, Health::Unknown, s.now(), &mut c).is_empty());
+    }
+    assert!(c.proposed.is_empty(), "no all-down proposal from missing views: {:?}", c.proposed);
     let fx = s.svc.on_verdict("primary", Health::Down, s.now(), &mut c);
     assert!(actuations(&fx).is_empty() && !kinds(&fx).contains(&"decision"), "nothing moves before the cluster commits: {fx:?}");
     assert_eq!(c.proposed.len(), 1);

@@ -486,9 +486,13 @@ async fn randomized_kills_and_partitions_never_break_the_epochs() {
                 Some("decision") => {
                     let epoch = ev["epoch"].as_u64().unwrap();
                     if epoch <= last_decision {
-                        violations.push(format!("{}: decision epoch {epoch} after {last_decision}", n.name));
+                        let around: Vec<String> = events.iter().filter(|x| x["event"]["kind"] == "decision" || x["event"]["kind"] == "daemon_started" || x["event"]["kind"] == "cluster_role").map(|x| x["event"].to_string()).collect();
+                        violations.push(format!("{}: decision epoch {epoch} after {last_decision}: {around:#?}", n.name));
                     }
                     last_decision = epoch;
+                    if ev["all_down"] == true {
+                        violations.push(format!("{}: epoch {epoch} decided all-down, but the backup never failed: {ev}", n.name));
+                    }
                     let d = (ev["to"].to_string(), ev["all_down"].to_string());
                     if let Some(other) = by_epoch.get(&epoch)
                         && *other != d
