@@ -192,6 +192,12 @@ pub enum Event {
         why: String,
         /// The master this node hears after the change (itself when master).
         master: Option<IpAddr>,
+        /// This node: its host name and its own address on the VRRP link (two nodes may share
+        /// a host name; the address tells them apart).
+        #[serde(default)]
+        node: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        local: Option<IpAddr>,
     },
     /// Every event waiting for the disk is written.
     LogCaughtUp {
@@ -415,7 +421,15 @@ impl Event {
                 format!("event log behind by {behind}{why}; failover goes on, events are written when the disk takes them")
             }
             Event::LogCaughtUp { behind_ms } => format!("event log caught up after {:.1} s", *behind_ms as f64 / 1000.0),
-            Event::VipState { vip, interface, vrid, from, to, why, .. } => format!("vip {vip} (vrid {vrid} on {interface}): {from} -> {to}: {why}"),
+            Event::VipState { vip, interface, vrid, from, to, why, node, local, .. } => {
+                let on = match (node.is_empty(), local) {
+                    (false, Some(l)) => format!(" on node {node} ({l})"),
+                    (false, None) => format!(" on node {node}"),
+                    (true, Some(l)) => format!(" on node {l}"),
+                    (true, None) => String::new(),
+                };
+                format!("vip {vip} (vrid {vrid} on {interface}){on}: {from} -> {to}: {why}")
+            }
             Event::ClientsStale { service, canary, resolver, seen, seen_target, expected, expected_target, resolved, .. } => {
                 let name = |a: &std::net::IpAddr, t: &Option<String>| t.as_ref().map(|t| format!("{t} ({a})")).unwrap_or_else(|| a.to_string());
                 if *resolved {

@@ -76,6 +76,10 @@ pub enum NoticeEvent {
     /// The client canary sees clients still sent to another target than the decision's, past
     /// the TTL and margin (resolved when they follow).
     ClientsStale,
+    /// A virtual IP changed hands on this node (`[[vip]]`): it took the VIP over (opened,
+    /// resolved when it gives the VIP up), or resigned because a tracked service is down
+    /// (fault: opened, resolved when it leaves fault).
+    VipState,
     /// `understudy notify test`.
     Test,
 }
@@ -92,6 +96,7 @@ impl NoticeEvent {
         NoticeEvent::CheckerError,
         NoticeEvent::EventLogBehind,
         NoticeEvent::ClientsStale,
+        NoticeEvent::VipState,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -106,6 +111,7 @@ impl NoticeEvent {
             NoticeEvent::CheckerError => "checker_error",
             NoticeEvent::EventLogBehind => "event_log_behind",
             NoticeEvent::ClientsStale => "clients_stale",
+            NoticeEvent::VipState => "vip_state",
             NoticeEvent::Test => "test",
         }
     }

@@ -111,6 +111,7 @@ pub struct VipKind {
 /// [`crate::actuator::registry::KINDS`]' entry for `[[vip]]`.
 pub fn start_kind(ctx: &StartCtx) -> Result<Box<dyn Kind>, StartError> {
     let mut instances = Vec::new();
+    let node = crate::notify::hostname();
     for cfg in &ctx.config.vip {
         let link = net::Link::lookup(&cfg.interface, cfg.is_v6()).map_err(|e| format!("vip {}: interface {}: {e}", cfg.name, cfg.interface))?;
         let sock = net::VrrpSocket::open(&link, &cfg.unicast_peers).map_err(|e| format!("vip {}: VRRP socket on {}: {e} (needs CAP_NET_RAW)", cfg.name, cfg.interface))?;
@@ -147,6 +148,7 @@ pub fn start_kind(ctx: &StartCtx) -> Result<Box<dyn Kind>, StartError> {
             announcer,
             status: status.clone(),
             events: ctx.events.clone(),
+            node: node.clone(),
             refreshed: None,
             garp_left: 0,
             garp_next: None,
@@ -226,6 +228,8 @@ struct Speaker {
     announcer: net::Announcer,
     status: Arc<Mutex<VipStatus>>,
     events: Option<mpsc::UnboundedSender<Event>>,
+    /// This host's name, for the events (and so the notifications).
+    node: String,
     /// When the addresses' lifetime was last refreshed (while master).
     refreshed: Option<Instant>,
     garp_left: u32,
@@ -455,6 +459,8 @@ impl Speaker {
                 to: to.as_str().into(),
                 why,
                 master,
+                node: self.node.clone(),
+                local: Some(self.link.local),
             });
         }
     }

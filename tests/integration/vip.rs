@@ -208,6 +208,77 @@ async fn a_crashed_master_loses_the_vip_to_the_backup_and_takes_it_back_after_pr
     assert_eq!(r["served"].as_array().unwrap().last().unwrap()[0], "b");
 }
 
+/// A webhook receiver listening in `h`'s namespace (the nodes reach it over the bridge): the JSON
+/// bodies it got, in order. It answers 200 like a webhook consumer.
+fn webhook_receiver(tb: &Testbed, h: Host) -> (String, std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    use std::os::fd::AsRawFd;
+    let ns = format!("/var/run/netns/{}", tb.ns(h));
+    let ip = h.ip();
+    let listener = std::thread::spawn(move || {
+        let f = std::fs::File::open(&ns).unwrap_or_else(|e| panic!("{ns}: {e}"));
+        // SAFETY: setns(2) on this short-lived thread only; the socket it opens stays in that
+        // namespace after the thread ends.
+        let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+        std::net::TcpListener::bind((ip, 0)).expect("bind the receiver in the namespace")
+    })
+    .join()
+    .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = got.clone();
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let g = g.clone();
+        async move {
+            g.lock().unwrap().push(serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default());
+            "{}"
+        }
+    });
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, got)
+}
+
+/// A webhook channel for `node_config`'s `extra`.
+fn webhook_channel(url: &str) -> String {
+    format!("\n[[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{url}\"\ngroup_window = \"100ms\"\nbackoff_max = \"500ms\"\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_handover_notifies_through_the_webhook_naming_the_vip_node_and_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tb = Testbed::new(dir.path());
+    nginx_any(&mut tb, Host::Primary, "a");
+    nginx_any(&mut tb, Host::Backup, "b");
+    let (url, got) = webhook_receiver(&tb, Host::Monitor);
+    let a = start_node(&mut tb, Host::Primary, "a", &node_config(dir.path(), Host::Primary, "a", 150, "100ms", &webhook_channel(&url)));
+    let b = start_node(&mut tb, Host::Backup, "b", &node_config(dir.path(), Host::Backup, "b", 100, "100ms", &webhook_channel(&url)));
+    wait_holder(&tb, Host::Primary, Duration::from_secs(15), "a holds the VIP").await;
+    wait_for(Duration::from_secs(10), "b is backup", || async { b.logs().contains("VRRP backup").then_some(()) }).await;
+
+    kill(a.pid, libc::SIGKILL);
+    wait_for(Duration::from_secs(5), "b takes the VIP", || async { has_vip(&tb, Host::Backup).then_some(()) }).await;
+    let from_b = |n: &serde_json::Value| n["cause"]["event"]["local"] == Host::Backup.ip();
+    let n = wait_for(Duration::from_secs(10), "b's webhook for taking the VIP over", || async {
+        got.lock().unwrap().iter().find(|n| from_b(n) && n["event"] == "vip_state" && n["phase"] == "open").cloned()
+    })
+    .await;
+    eprintln!("webhook from b: {n}");
+    let ev = &n["cause"]["event"];
+    assert_eq!((ev["kind"].as_str(), ev["vip"].as_str(), ev["from"].as_str(), ev["to"].as_str()), (Some("vip_state"), Some("web"), Some("backup"), Some("master")), "{n}");
+    assert!(!ev["node"].as_str().unwrap_or_default().is_empty(), "the notice names the node's host: {n}");
+    let summary = n["summary"].as_str().unwrap();
+    assert!(summary.starts_with("vip web: node ") && summary.contains("(198.18.0.12) took the VIP over (backup -> master)"), "{summary}");
+    assert_eq!((n["severity"].as_str(), n["status"].as_str()), (Some("warning"), Some("firing")), "{n}");
+    assert_eq!(n["key"].as_str().unwrap(), format!("understudy-vip-web-198.18.0.12:vip_state:{}", n["cause"]["seq"]), "{n}");
+    // One notice from b (a retry would carry the same idempotency key): starting as backup sent none.
+    let keys: std::collections::BTreeSet<String> = got.lock().unwrap().iter().filter(|n| from_b(n)).map(|n| n["key"].as_str().unwrap_or_default().to_string()).collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_tracked_service_resigns_and_the_backup_takes_over_within_50_ms() {
     let dir = tempfile::tempdir().unwrap();
