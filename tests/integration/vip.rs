@@ -12,6 +12,8 @@ use crate::support::netns::{Host, Testbed};
 use crate::support::wait_for;
 
 const VIP: &str = "198.18.0.100";
+/// The IPv6 VIP: documentation prefix, only inside the namespaces (no route out).
+const VIP6: &str = "2001:db8::100";
 
 fn probe_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/vip/probe.py")
@@ -25,7 +27,7 @@ fn nginx_any(tb: &mut Testbed, h: Host, name: &str) -> PathBuf {
     let conf = format!(
         "daemon on;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 256; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-           server {{\n    listen 80;\n    location / {{ default_type text/plain; return 200 \"{name}\\n\"; }}\n  }}\n}}\n"
+           server {{\n    listen 80;\n    listen [::]:80;\n    location / {{ default_type text/plain; return 200 \"{name}\\n\"; }}\n  }}\n}}\n"
     );
     std::fs::write(dir.join("nginx.conf"), conf).unwrap();
     let pidfile = dir.join("nginx.pid");
@@ -51,6 +53,11 @@ struct Node {
 
 /// The node's config: a tracked local web service (checks every 100 ms, fall 2) and the VIP.
 fn node_config(dir: &Path, h: Host, name: &str, priority: u8, advert: &str, extra: &str) -> String {
+    node_config_for(dir, h, name, priority, advert, &format!("{VIP}/24"), extra)
+}
+
+/// [`node_config`] with another virtual address (`address` with its prefix length).
+fn node_config_for(dir: &Path, h: Host, name: &str, priority: u8, advert: &str, address: &str, extra: &str) -> String {
     format!(
         r#"[daemon]
 data_dir = "{data}"
@@ -76,7 +83,7 @@ interface = "eth0"
 vrid = 51
 priority = {priority}
 advert_interval = "{advert}"
-addresses = ["{VIP}/24"]
+addresses = ["{address}"]
 track = ["local-web"]
 lifetime = "3s"
 {extra}
@@ -135,8 +142,13 @@ fn log_time(logs: &str, needle: &str, skip: usize) -> Option<f64> {
 
 /// bench/vip/probe.py in the client namespace, until `stop` is created.
 fn start_probe(tb: &Testbed, stop: &Path, seconds: u32) -> tokio::process::Child {
+    start_probe_to(tb, VIP, stop, seconds)
+}
+
+/// [`start_probe`] to another address.
+fn start_probe_to(tb: &Testbed, vip: &str, stop: &Path, seconds: u32) -> tokio::process::Child {
     tb.tokio_command(Host::Client, "python3")
-        .args([probe_script().to_str().unwrap(), VIP, "80", &seconds.to_string(), stop.to_str().unwrap()])
+        .args([probe_script().to_str().unwrap(), vip, "80", &seconds.to_string(), stop.to_str().unwrap()])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -307,6 +319,68 @@ async fn a_failed_tracked_service_resigns_and_the_backup_takes_over_within_50_ms
     // The client's whole gap: detection (fall 2 at 100 ms) plus the handover, far below 3 x 1 s.
     assert!(r["max_gap_ms"].as_f64().unwrap() < 1500.0, "{r}");
     assert_eq!(r["served"].as_array().unwrap().last().unwrap()[0], "b");
+}
+
+fn has_vip6(tb: &Testbed, h: Host) -> bool {
+    let out = tb.command(h, "ip").args(["-6", "-o", "addr", "show", "dev", "eth0"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().any(|l| l.contains(&format!("inet6 {VIP6}/")))
+}
+
+/// `h`'s eth0 has its IPv6 link-local address and nothing tentative (duplicate address
+/// detection of the interface's own addresses is over: the speaker binds to the link-local one).
+async fn wait_ipv6_ready(tb: &Testbed, h: Host) {
+    wait_for(Duration::from_secs(10), "IPv6 link-local address out of DAD", || async {
+        let all = tb.sh(h, "ip -6 -o addr show dev eth0 scope link");
+        let tentative = tb.sh(h, "ip -6 -o addr show dev eth0 tentative");
+        (all.contains("inet6 fe80:") && tentative.trim().is_empty()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv6_vip_moves_on_a_crash_and_the_client_follows_the_unsolicited_na() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tb = Testbed::new(dir.path());
+    nginx_any(&mut tb, Host::Primary, "a");
+    nginx_any(&mut tb, Host::Backup, "b");
+    for h in [Host::Client, Host::Primary, Host::Backup] {
+        wait_ipv6_ready(&tb, h).await;
+    }
+    tb.sh(Host::Client, "ip -6 addr add 2001:db8::10/64 dev eth0 nodad");
+    let addr = format!("{VIP6}/64");
+    let a = start_node(&mut tb, Host::Primary, "a", &node_config_for(dir.path(), Host::Primary, "a", 150, "100ms", &addr, ""));
+    let b = start_node(&mut tb, Host::Backup, "b", &node_config_for(dir.path(), Host::Backup, "b", 100, "100ms", &addr, ""));
+    wait_for(Duration::from_secs(15), "a holds the IPv6 VIP", || async { (has_vip6(&tb, Host::Primary) && !has_vip6(&tb, Host::Backup)).then_some(()) }).await;
+    wait_for(Duration::from_secs(10), "b is backup", || async { b.logs().contains("VRRP backup").then_some(()) }).await;
+    // Added without duplicate address detection: usable at once, never "tentative".
+    let line = tb.sh(Host::Primary, &format!("ip -6 -o addr show dev eth0 to {VIP6}"));
+    assert!(!line.contains("tentative") && !line.contains("dadfailed"), "{line}");
+    assert_eq!(tb.sh(Host::Client, &format!("curl -s -m 2 -g http://[{VIP6}]/")).trim(), "a");
+    let (mac_a, mac_b) = (mac(&tb, Host::Primary), mac(&tb, Host::Backup));
+    let neigh = || tb.sh(Host::Client, &format!("ip -6 neigh show {VIP6} dev eth0"));
+    assert!(neigh().contains(&mac_a), "{}", neigh());
+
+    // The whole host a crashes (speaker killed, link down): b takes the VIP after
+    // Master_Down_Interval and its unsolicited neighbour advertisement (override) moves the
+    // client at once; without it the client would keep sending to a's MAC until its neighbour
+    // entry expired (15 to 45 s).
+    let stop = dir.path().join("stop");
+    let probe = start_probe_to(&tb, VIP6, &stop, 60);
+    wait_probe_ready(&stop).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill(a.pid, libc::SIGKILL);
+    tb.sh(Host::Primary, "ip link set eth0 down");
+    wait_for(Duration::from_secs(5), "b takes the IPv6 VIP", || async { has_vip6(&tb, Host::Backup).then_some(()) }).await;
+    wait_for(Duration::from_secs(2), "the client's neighbour entry points at b", || async { neigh().contains(&mac_b).then_some(()) }).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = finish_probe(probe, &stop).await;
+    eprintln!("IPv6 VIP, master killed at advert 100 ms: client {r}; neigh {}", neigh().trim());
+    assert_eq!(r["served"].as_array().unwrap().last().unwrap()[0], "b", "{r}");
+    let gap = r["max_gap_ms"].as_f64().unwrap();
+    assert!(gap > 250.0 && gap < 1500.0, "client gap {gap} ms at advert 100 ms (Master_Down_Interval 361 ms): {r}");
+    let line = tb.sh(Host::Backup, &format!("ip -6 -o addr show dev eth0 to {VIP6}"));
+    assert!(!line.contains("tentative"), "{line}");
+    drop(a);
 }
 
 /// MAC address of `h`'s eth0.
