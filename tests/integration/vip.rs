@@ -588,3 +588,51 @@ async fn a_clean_stop_of_the_master_hands_over_without_a_refused_connection() {
     assert!(r["failed_cut"].as_u64().unwrap() <= 1, "more than the one in-flight request was cut: {r}");
     assert!(r["max_gap_ms"].as_f64().unwrap() < 200.0, "the client waited during a clean handover: {r}");
 }
+
+/// `pid` has exited (gone, or a zombie waiting for the test bed to reap it).
+async fn wait_exit(pid: u32, within: Duration) {
+    wait_for(within, "the daemon to exit", || async {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => Some(()),
+            Ok(s) => s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')).then_some(()),
+        }
+    })
+    .await;
+}
+
+/// `curl` from the client to `ip`: the body, or None when no answer came within 1 s.
+fn client_get(tb: &Testbed, ip: &str) -> Option<String> {
+    let out = tb.command(Host::Client, "curl").args(["-s", "-m", "1", &format!("http://{ip}/")]).output().unwrap();
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_mode_false_drops_traffic_to_the_vip_on_a_non_owner_master_and_true_accepts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tb = Testbed::new(dir.path());
+    nginx_any(&mut tb, Host::Primary, "a");
+    let mut a = start_node(&mut tb, Host::Primary, "a", &node_config(dir.path(), Host::Primary, "a", 150, "100ms", "accept_mode = false"));
+    wait_for(Duration::from_secs(15), "a holds the VIP", || async { has_vip(&tb, Host::Primary).then_some(()) }).await;
+    assert!(tb.sh(Host::Primary, "nft list tables").contains("understudy_vip_"), "the accept_mode = false table is installed");
+
+    // A master that is not the address owner (priority 150) answers ARP for the VIP (the client
+    // learns a's MAC) but does not accept packets addressed to it; a's own address still works.
+    assert_eq!(client_get(&tb, VIP), None, "a connection to the VIP went through with accept_mode = false");
+    assert!(client_neigh(&tb).contains(&mac(&tb, Host::Primary)), "ARP for the VIP is answered: {}", client_neigh(&tb));
+    assert_eq!(client_get(&tb, Host::Primary.ip()).as_deref(), Some("a"));
+    let ruleset = tb.sh(Host::Primary, "nft list ruleset");
+    assert!(ruleset.contains(&format!("ip daddr {VIP} counter packets")) && !ruleset.contains("counter packets 0 "), "the drop counted the client's SYNs: {ruleset}");
+
+    // A clean stop removes the table with the VIP.
+    kill(a.pid, libc::SIGTERM);
+    wait_exit(a.pid, Duration::from_secs(5)).await;
+    assert!(!tb.sh(Host::Primary, "nft list tables").contains("understudy_vip_"), "the table outlived the speaker");
+    assert!(!has_vip(&tb, Host::Primary));
+
+    // accept_mode = true (the default): the same master accepts.
+    std::fs::write(&a.config, node_config(dir.path(), Host::Primary, "a", 150, "100ms", "")).unwrap();
+    a.restart(&mut tb);
+    wait_for(Duration::from_secs(15), "a holds the VIP again", || async { has_vip(&tb, Host::Primary).then_some(()) }).await;
+    assert_eq!(client_get(&tb, VIP).as_deref(), Some("a"));
+    assert!(!tb.sh(Host::Primary, "nft list tables").contains("understudy_vip_"));
+}
