@@ -7,6 +7,8 @@
 //!   tracked service is down). Pure: time is a parameter.
 //! - `net.rs`: the raw socket (protocol 112, TTL 255), addresses through rtnetlink with a
 //!   lifetime, gratuitous ARP / unsolicited NA. I/O only, no decisions.
+//! - `accept.rs`: `accept_mode = false`, an nftables table of the instance's own that drops
+//!   traffic to the virtual addresses on the link while the speaker runs.
 //! - `config.rs`: the `[[vip]]` sections.
 //! - this file: [`VipKind`], the actuator kind: it starts one task per instance that feeds the
 //!   machine packets, timer ticks and tracked health, and carries out its actions.
