@@ -636,3 +636,45 @@ async fn accept_mode_false_drops_traffic_to_the_vip_on_a_non_owner_master_and_tr
     assert_eq!(client_get(&tb, VIP).as_deref(), Some("a"));
     assert!(!tb.sh(Host::Primary, "nft list tables").contains("understudy_vip_"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_mode_false_on_ipv6_drops_traffic_but_answers_neighbour_solicitations_for_the_vip() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tb = Testbed::new(dir.path());
+    nginx_any(&mut tb, Host::Primary, "a");
+    for h in [Host::Client, Host::Primary] {
+        wait_ipv6_ready(&tb, h).await;
+    }
+    tb.sh(Host::Client, "ip -6 addr add 2001:db8::10/64 dev eth0 nodad");
+    let addr = format!("{VIP6}/64");
+    let _a = start_node(&mut tb, Host::Primary, "a", &node_config_for(dir.path(), Host::Primary, "a", 150, "100ms", &addr, "accept_mode = false"));
+    wait_for(Duration::from_secs(15), "a holds the IPv6 VIP", || async { has_vip6(&tb, Host::Primary).then_some(()) }).await;
+
+    let out = tb.command(Host::Client, "curl").args(["-s", "-m", "1", "-g", &format!("http://[{VIP6}]/")]).output().unwrap();
+    assert!(!out.status.success(), "a connection to the IPv6 VIP went through with accept_mode = false: {}", String::from_utf8_lossy(&out.stdout));
+    // The client resolved the VIP (multicast solicitation) while trying; a unicast solicitation
+    // to the VIP itself (how neighbour unreachability detection probes) must be answered too
+    // (RFC 5798 6.4.3: neighbour discovery is never dropped).
+    let client_mac = mac(&tb, Host::Client);
+    let ns = r#"
+import select, socket, sys, time
+vip = socket.inet_pton(socket.AF_INET6, sys.argv[1])
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
+s.bind(('2001:db8::10', 0))
+s.sendto(bytes([135, 0, 0, 0, 0, 0, 0, 0]) + vip + bytes([1, 1]) + bytes.fromhex(sys.argv[2].replace(':', '')), (sys.argv[1], 0))
+end = time.time() + 2
+while time.time() < end:
+    if not select.select([s], [], [], max(0, end - time.time()))[0]:
+        break
+    d, _ = s.recvfrom(2048)
+    if d[0] == 136 and d[8:24] == vip:
+        print('advertised')
+        sys.exit(0)
+print('no answer')
+"#;
+    let out = tb.command(Host::Client, "python3").args(["-c", ns, VIP6, &client_mac]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "advertised", "{}", String::from_utf8_lossy(&out.stderr));
+    let ruleset = tb.sh(Host::Primary, "nft list ruleset");
+    assert!(ruleset.contains(&format!("ip6 daddr {VIP6} counter packets")) && !ruleset.contains("counter packets 0 "), "the drop counted the client's SYNs: {ruleset}");
+}
