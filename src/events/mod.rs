@@ -192,6 +192,12 @@ pub enum Event {
         why: String,
         /// The master this node hears after the change (itself when master).
         master: Option<IpAddr>,
+        /// This node: its host name and its own address on the VRRP link (two nodes may share
+        /// a host name; the address tells them apart).
+        #[serde(default)]
+        node: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        local: Option<IpAddr>,
     },
     /// This node's place in the cluster changed (`[cluster] kind = "etcd"`): it started or
     /// stopped leading, or lost or regained etcd. Only the node concerned records it.
@@ -428,7 +434,15 @@ impl Event {
                 format!("event log behind by {behind}{why}; failover goes on, events are written when the disk takes them")
             }
             Event::LogCaughtUp { behind_ms } => format!("event log caught up after {:.1} s", *behind_ms as f64 / 1000.0),
-            Event::VipState { vip, interface, vrid, from, to, why, .. } => format!("vip {vip} (vrid {vrid} on {interface}): {from} -> {to}: {why}"),
+            Event::VipState { vip, interface, vrid, from, to, why, node, local, .. } => {
+                let on = match (node.is_empty(), local) {
+                    (false, Some(l)) => format!(" on node {node} ({l})"),
+                    (false, None) => format!(" on node {node}"),
+                    (true, Some(l)) => format!(" on node {l}"),
+                    (true, None) => String::new(),
+                };
+                format!("vip {vip} (vrid {vrid} on {interface}){on}: {from} -> {to}: {why}")
+            }
             Event::ClusterRole { node, leading: true, .. } => format!("cluster: {node} leads; it decides and runs the actuators that act outside"),
             Event::ClusterRole { node, why, connected, .. } => {
                 let why = why.as_deref().unwrap_or("it does not lead");

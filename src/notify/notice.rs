@@ -79,6 +79,10 @@ pub enum NoticeEvent {
     /// A cluster node lost etcd: it makes no decision and serves the last committed ones
     /// (resolved when it is back).
     ClusterCutOff,
+    /// A virtual IP changed hands on this node (`[[vip]]`): it took the VIP over (opened,
+    /// resolved when it gives the VIP up), or resigned because a tracked service is down
+    /// (fault: opened, resolved when it leaves fault).
+    VipState,
     /// `understudy notify test`.
     Test,
 }
@@ -96,6 +100,7 @@ impl NoticeEvent {
         NoticeEvent::EventLogBehind,
         NoticeEvent::ClientsStale,
         NoticeEvent::ClusterCutOff,
+        NoticeEvent::VipState,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -111,6 +116,7 @@ impl NoticeEvent {
             NoticeEvent::EventLogBehind => "event_log_behind",
             NoticeEvent::ClientsStale => "clients_stale",
             NoticeEvent::ClusterCutOff => "cluster_cut_off",
+            NoticeEvent::VipState => "vip_state",
             NoticeEvent::Test => "test",
         }
     }

@@ -20,10 +20,18 @@
 //! | config reload refused | `config_rejected` condition, closed by an accepted config | warning |
 //! | clients still on the old target (client canary) | `clients_stale` condition per service, canary and resolver, closed when they follow; also an `incident_updated` while an incident is open | critical during an incident, else warning |
 //! | client-observed figures of an open incident (client canary) | `incident_updated` | the incident's |
+//! | a VIP taken over by this node (`[[vip]]`: backup or fault -> master) | `vip_state` condition per VIP and node, closed when this node gives the VIP up | warning; info for the address owner taking its own address at start |
+//! | this node's VIP instance in fault (a tracked service is down: it resigned) | `vip_state` condition per VIP and node, closed when it leaves fault | warning |
 //!
 //! An incident that opens while a drill runs on its service is a drill: `info`, and its summaries
 //! say so, so a channel with `min_severity = "warning"` does not page anyone for a rehearsal
 //! (a failing actuator still escalates it to `critical`: that failure is real).
+//!
+//! A VIP instance that starts as backup, or stops as backup, is no switch and sends nothing. VIP
+//! notices name the VIP, the node (host name and its address on the VRRP link: two nodes may
+//! share a host name) and the old and new state; each node sends its own, so when a master dies
+//! the node taking over tells (the dead one cannot). A flapping VIP is not damped here: every
+//! open and close is sent (as for every other condition, repeats of an open one are not).
 //!
 //! An incident's severity only rises. Notices that open, close or escalate are `urgent`; plain
 //! updates may be grouped by a channel's `group_window` (see `outbox`).
@@ -342,6 +350,64 @@ impl Planner {
                     drafts.push(self.update(&inc, NoticeEvent::IncidentUpdated, format!("{service}: incident #{}: {}", inc.id, r.event.summary())));
                 }
             }
+            Event::VipState { vip, interface, vrid, from, to, why, master, node, local } => {
+                let id = local.map(|l| l.to_string()).unwrap_or_else(|| node.clone());
+                let who = match local {
+                    Some(l) if !node.is_empty() => format!("node {node} ({l})"),
+                    Some(l) => format!("node {l}"),
+                    None => format!("node {node}"),
+                };
+                let held = format!("understudy-vip-{vip}-{id}");
+                let fault = format!("understudy-vip-{vip}-{id}-fault");
+                let details = vec![
+                    format!("vip {vip}, vrid {vrid} on {interface}, {who}: {from} -> {to}"),
+                    format!("why: {why}"),
+                    format!("master now: {}", master.map(|m| m.to_string()).unwrap_or_else(|| "(none heard)".into())),
+                ];
+                if to != "master" && self.open.contains_key(&held) {
+                    let mut d = self.close_condition(&held, format!("vip {vip}: {who} gave the VIP up ({from} -> {to}): {why}"));
+                    d.details = details.clone();
+                    drafts.push(d);
+                }
+                if to != "fault" && self.open.contains_key(&fault) {
+                    let mut d = self.close_condition(&fault, format!("vip {vip}: {who} left fault ({from} -> {to}): {why}"));
+                    d.details = details.clone();
+                    drafts.push(d);
+                }
+                if to == "fault" && !self.open.contains_key(&fault) {
+                    drafts.push(Draft {
+                        condition: fault,
+                        alertname: "UnderstudyVipFault",
+                        event: NoticeEvent::VipState,
+                        phase: Phase::Open,
+                        severity: Severity::Warning,
+                        escalated_from: None,
+                        urgent: true,
+                        service: None,
+                        target: None,
+                        summary: format!("vip {vip}: {who} resigned, a tracked service is down ({from} -> {to}): {why}"),
+                        details,
+                        incident: None,
+                    });
+                } else if to == "master" && !self.open.contains_key(&held) {
+                    // The address owner taking its own address at start-up is no failure.
+                    let severity = if from == "initialize" { Severity::Info } else { Severity::Warning };
+                    drafts.push(Draft {
+                        condition: held,
+                        alertname: "UnderstudyVipTakeover",
+                        event: NoticeEvent::VipState,
+                        phase: Phase::Open,
+                        severity,
+                        escalated_from: None,
+                        urgent: true,
+                        service: None,
+                        target: None,
+                        summary: format!("vip {vip}: {who} took the VIP over ({from} -> {to}): {why}"),
+                        details,
+                        incident: None,
+                    });
+                }
+            }
             Event::ConfigRejected { errors } => {
                 let cond = "understudy-config-rejected".to_string();
                 let phase = if self.open.contains_key(&cond) { Phase::Update } else { Phase::Open };
@@ -468,6 +534,8 @@ impl Planner {
                 "UnderstudyEventLogBehind" => "UnderstudyEventLogBehind",
                 "UnderstudyClientsStale" => "UnderstudyClientsStale",
                 "UnderstudyClusterCutOff" => "UnderstudyClusterCutOff",
+                "UnderstudyVipTakeover" => "UnderstudyVipTakeover",
+                "UnderstudyVipFault" => "UnderstudyVipFault",
                 _ => "UnderstudyConfigRejected",
             },
             event: last.event,
@@ -723,6 +791,52 @@ mod tests {
         assert_eq!((n.len(), n[0].event), (1, NoticeEvent::IncidentUpdated));
         assert_eq!(n[0].incident.as_ref().unwrap().client_rto_ms, Some(2500.0));
         assert!(n[0].details.iter().any(|d| d.contains("client RTO 2.5 s (first failed request") && d.contains("3 failed request(s)")), "{:?}", n[0].details);
+    }
+
+    fn vip(from: &str, to: &str, master: Option<&str>) -> Event {
+        Event::VipState {
+            vip: "web".into(),
+            interface: "eth0".into(),
+            vrid: 51,
+            from: from.into(),
+            to: to.into(),
+            why: "why".into(),
+            master: master.map(|m| m.parse().unwrap()),
+            node: "b-host".into(),
+            local: Some("198.18.0.12".parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_vip_taken_over_opens_a_condition_that_giving_it_up_resolves_and_fault_is_another() {
+        let mut f = Feed::new();
+        assert!(f.push(1, vip("initialize", "backup", None)).is_empty(), "starting as backup is no switch");
+        let n = f.push(2, vip("backup", "master", Some("198.18.0.12")));
+        assert_eq!(n.len(), 1);
+        assert_eq!((n[0].event, n[0].phase, n[0].severity, n[0].urgent), (NoticeEvent::VipState, Phase::Open, Severity::Warning, true));
+        assert_eq!((n[0].condition.as_str(), n[0].alertname.as_str()), ("understudy-vip-web-198.18.0.12", "UnderstudyVipTakeover"));
+        assert_eq!(n[0].summary, "vip web: node b-host (198.18.0.12) took the VIP over (backup -> master): why");
+        assert_eq!(n[0].key, "understudy-vip-web-198.18.0.12:vip_state:2");
+        // Preempted by the returning master: resolved.
+        let n = f.push(3, vip("master", "backup", Some("198.18.0.11")));
+        assert_eq!((n.len(), n[0].phase, n[0].status), (1, Phase::Close, Status::Resolved));
+        assert!(n[0].summary.contains("gave the VIP up (master -> backup)"), "{}", n[0].summary);
+        assert!(n[0].details.iter().any(|d| d == "master now: 198.18.0.11"), "{:?}", n[0].details);
+        // Master, then a tracked service fails: the takeover closes and a fault opens.
+        f.push(4, vip("backup", "master", Some("198.18.0.12")));
+        let n = f.push(5, vip("master", "fault", None));
+        assert_eq!(n.iter().map(|n| (n.alertname.as_str(), n.phase)).collect::<Vec<_>>(), vec![("UnderstudyVipTakeover", Phase::Close), ("UnderstudyVipFault", Phase::Open)]);
+        assert!(n[1].summary.contains("resigned, a tracked service is down (master -> fault)"), "{}", n[1].summary);
+        let n = f.push(6, vip("fault", "backup", Some("198.18.0.11")));
+        assert_eq!(n.iter().map(|n| (n.alertname.as_str(), n.phase)).collect::<Vec<_>>(), vec![("UnderstudyVipFault", Phase::Close)]);
+        assert!(f.push(7, vip("backup", "initialize", None)).is_empty(), "a backup stopping is no switch");
+        // The address owner taking its own address at start-up is only information.
+        let n = f.push(8, vip("initialize", "master", Some("198.18.0.12")));
+        assert_eq!((n[0].phase, n[0].severity), (Phase::Open, Severity::Info));
+        // A node killed while master restarts as backup: the replayed condition is resolved.
+        let n = f.push(9, vip("initialize", "backup", Some("198.18.0.11")));
+        assert_eq!((n.len(), n[0].phase), (1, Phase::Close));
+        assert_eq!(f.planner.open_conditions().count(), 0);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! addresses = ["198.18.0.100/24"]    # one address family per instance
 //! preempt = true
 //! preempt_delay = "0s"
+//! accept_mode = true                 # false: a non-owner master drops traffic to the VIP (RFC 5798 6.4.3)
 //! unicast_peers = []                 # empty = multicast 224.0.0.18 / ff02::12
 //! track = ["local-web"]              # services on this node: any target down -> resign
 //! garp_count = 5                     # gratuitous ARPs / unsolicited NAs on taking the VIP
@@ -87,6 +88,10 @@ pub struct VipConfig {
     pub addresses: Vec<VipAddr>,
     pub preempt: bool,
     pub preempt_delay: Duration,
+    /// RFC 5798 Accept_Mode: whether a master that is not the address owner accepts packets
+    /// addressed to the virtual addresses (`false`: an nftables table of the speaker drops
+    /// them, see `accept.rs`).
+    pub accept_mode: bool,
     pub unicast_peers: Vec<IpAddr>,
     /// Service names; the node resigns while any target of any of them is down.
     pub track: Vec<String>,
@@ -198,11 +203,8 @@ pub(crate) fn validate(cx: &mut Ctx<'_>, raw: Vec<RawVip>, services: &[ServiceCo
         if preempt_delay > Duration::from_secs(3600) {
             cx.err(&with(&p, &[k("preempt_delay")]), "expected at most 1h");
         }
-        if !r.accept_mode {
-            cx.err(
-                &with(&p, &[k("accept_mode")]),
-                "accept_mode = false (a non-owner master dropping traffic to the VIP) is not supported: the master accepts traffic for the VIP, as with accept_mode = true",
-            );
+        if !r.accept_mode && r.priority == 255 {
+            cx.warn(&with(&p, &[k("accept_mode")]), "the address owner (priority 255) always accepts traffic for its addresses (RFC 5798 6.4.3): accept_mode = false has no effect");
         }
         let mut unicast_peers = Vec::new();
         for (j, s) in r.unicast_peers.iter().enumerate() {
@@ -253,6 +255,7 @@ pub(crate) fn validate(cx: &mut Ctx<'_>, raw: Vec<RawVip>, services: &[ServiceCo
                 addresses,
                 preempt: r.preempt,
                 preempt_delay,
+                accept_mode: r.accept_mode,
                 unicast_peers,
                 track: r.track,
                 garp_count,
@@ -285,6 +288,9 @@ mod tests {
         assert_eq!((v.vrid, v.priority, v.advert_interval, v.addresses[0].to_string()), (51, 150, Duration::from_secs(1), "198.18.0.100/24".into()));
         assert_eq!((v.garp_count, v.garp_refresh, v.lifetime), (5, None, Duration::from_secs(10)));
         assert_eq!(v.master_down_interval(), Duration::from_nanos(3_414_062_500), "3 x 1 s + 106/256 s");
+        assert!(v.accept_mode, "accept_mode defaults to true, as keepalived outside vrrp_strict: a VIP is there to be reached");
+        let c = parse("name = \"web\"\ninterface = \"eth0\"\nvrid = 51\naddresses = [\"198.18.0.100/24\"]\naccept_mode = false\n").unwrap();
+        assert!(!c.vip[0].accept_mode);
     }
 
     #[test]
@@ -301,7 +307,6 @@ mod tests {
             "vip[0].advert_interval: expected a whole number of centiseconds from 10ms to 40.95s",
             "vip[0].addresses[1]: one instance carries one address family",
             "vip[0].addresses[2]: expected an address with an optional prefix length",
-            "vip[0].accept_mode: accept_mode = false",
             "vip[0].unicast_peers[0]: fe80::1 is not of the instance's address family",
             "vip[0].track[0]: no [[service]] is named \"nginx\"",
             "vip[0].lifetime: expected 3s to 1d",

@@ -7,6 +7,8 @@
 //!   tracked service is down). Pure: time is a parameter.
 //! - `net.rs`: the raw socket (protocol 112, TTL 255), addresses through rtnetlink with a
 //!   lifetime, gratuitous ARP / unsolicited NA. I/O only, no decisions.
+//! - `accept.rs`: `accept_mode = false`, an nftables table of the instance's own that drops
+//!   traffic to the virtual addresses on the link while the speaker runs.
 //! - `config.rs`: the `[[vip]]` sections.
 //! - this file: [`VipKind`], the actuator kind: it starts one task per instance that feeds the
 //!   machine packets, timer ticks and tracked health, and carries out its actions.
@@ -35,6 +37,7 @@
 //! answering on the VIP until it hears the new master (at most 200 ms), then removes its
 //! addresses: the backup takes over in its skew time and clients, moved by its ARP, see no gap.
 
+pub mod accept;
 pub mod config;
 pub mod machine;
 pub mod net;
@@ -111,6 +114,7 @@ pub struct VipKind {
 /// [`crate::actuator::registry::KINDS`]' entry for `[[vip]]`.
 pub fn start_kind(ctx: &StartCtx) -> Result<Box<dyn Kind>, StartError> {
     let mut instances = Vec::new();
+    let node = crate::notify::hostname();
     for cfg in &ctx.config.vip {
         let link = net::Link::lookup(&cfg.interface, cfg.is_v6()).map_err(|e| format!("vip {}: interface {}: {e}", cfg.name, cfg.interface))?;
         let sock = net::VrrpSocket::open(&link, &cfg.unicast_peers).map_err(|e| format!("vip {}: VRRP socket on {}: {e} (needs CAP_NET_RAW)", cfg.name, cfg.interface))?;
@@ -119,6 +123,19 @@ pub fn start_kind(ctx: &StartCtx) -> Result<Box<dyn Kind>, StartError> {
         for a in &cfg.addresses {
             net::del_address(link.index, *a).map_err(|e| format!("vip {}: removing a leftover {a} from {}: {e} (needs CAP_NET_ADMIN)", cfg.name, cfg.interface))?;
         }
+        // accept_mode = false (and not the owner): the table that drops traffic to the VIP on
+        // this link lives as long as the speaker. Otherwise a table an earlier run left goes.
+        let no_accept = if !cfg.accept_mode && cfg.priority != 255 {
+            Some(accept::NoAccept::install(link.index, cfg.vrid, &cfg.addresses).map_err(|e| format!("vip {}: accept_mode = false: {e} (needs CAP_NET_ADMIN)", cfg.name))?)
+        } else {
+            match accept::NoAccept::remove_leftover(link.index, cfg.vrid, cfg.is_v6()) {
+                Ok(()) => {}
+                // Without nft there is no table of ours to remove.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(vip = %cfg.name, "removing an accept_mode = false table an earlier run may have left: {e}"),
+            }
+            None
+        };
         let status = Arc::new(Mutex::new(VipStatus {
             name: cfg.name.clone(),
             interface: cfg.interface.clone(),
@@ -147,6 +164,8 @@ pub fn start_kind(ctx: &StartCtx) -> Result<Box<dyn Kind>, StartError> {
             announcer,
             status: status.clone(),
             events: ctx.events.clone(),
+            node: node.clone(),
+            no_accept,
             refreshed: None,
             garp_left: 0,
             garp_next: None,
@@ -226,6 +245,10 @@ struct Speaker {
     announcer: net::Announcer,
     status: Arc<Mutex<VipStatus>>,
     events: Option<mpsc::UnboundedSender<Event>>,
+    /// This host's name, for the events (and so the notifications).
+    node: String,
+    /// The filter of `accept_mode = false`, removed when the speaker stops.
+    no_accept: Option<accept::NoAccept>,
     /// When the addresses' lifetime was last refreshed (while master).
     refreshed: Option<Instant>,
     garp_left: u32,
@@ -276,6 +299,7 @@ impl Speaker {
         let a = self.machine.shutdown(Instant::now());
         if !a.contains(&Action::Release) {
             self.exec(a);
+            self.remove_filter();
             return;
         }
         // A clean stop of the master: priority 0 now, but keep answering on the VIP until the
@@ -304,6 +328,15 @@ impl Speaker {
             }
         }
         self.exec(vec![Action::Release]);
+        self.remove_filter();
+    }
+
+    fn remove_filter(&mut self) {
+        if let Some(f) = self.no_accept.take()
+            && let Err(e) = f.remove()
+        {
+            tracing::error!(vip = %self.cfg.name, "removing the accept_mode = false table: {e}");
+        }
     }
 
     fn received(&mut self, pkt: net::Received) {
@@ -455,6 +488,8 @@ impl Speaker {
                 to: to.as_str().into(),
                 why,
                 master,
+                node: self.node.clone(),
+                local: Some(self.link.local),
             });
         }
     }

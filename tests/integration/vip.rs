@@ -12,6 +12,8 @@ use crate::support::netns::{Host, Testbed};
 use crate::support::wait_for;
 
 const VIP: &str = "198.18.0.100";
+/// The IPv6 VIP: documentation prefix, only inside the namespaces (no route out).
+const VIP6: &str = "2001:db8::100";
 
 fn probe_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/vip/probe.py")
@@ -25,7 +27,7 @@ fn nginx_any(tb: &mut Testbed, h: Host, name: &str) -> PathBuf {
     let conf = format!(
         "daemon on;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 256; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-           server {{\n    listen 80;\n    location / {{ default_type text/plain; return 200 \"{name}\\n\"; }}\n  }}\n}}\n"
+           server {{\n    listen 80;\n    listen [::]:80;\n    location / {{ default_type text/plain; return 200 \"{name}\\n\"; }}\n  }}\n}}\n"
     );
     std::fs::write(dir.join("nginx.conf"), conf).unwrap();
     let pidfile = dir.join("nginx.pid");
@@ -51,6 +53,11 @@ struct Node {
 
 /// The node's config: a tracked local web service (checks every 100 ms, fall 2) and the VIP.
 fn node_config(dir: &Path, h: Host, name: &str, priority: u8, advert: &str, extra: &str) -> String {
+    node_config_for(dir, h, name, priority, advert, &format!("{VIP}/24"), extra)
+}
+
+/// [`node_config`] with another virtual address (`address` with its prefix length).
+fn node_config_for(dir: &Path, h: Host, name: &str, priority: u8, advert: &str, address: &str, extra: &str) -> String {
     format!(
         r#"[daemon]
 data_dir = "{data}"
@@ -76,7 +83,7 @@ interface = "eth0"
 vrid = 51
 priority = {priority}
 advert_interval = "{advert}"
-addresses = ["{VIP}/24"]
+addresses = ["{address}"]
 track = ["local-web"]
 lifetime = "3s"
 {extra}
@@ -135,8 +142,13 @@ fn log_time(logs: &str, needle: &str, skip: usize) -> Option<f64> {
 
 /// bench/vip/probe.py in the client namespace, until `stop` is created.
 fn start_probe(tb: &Testbed, stop: &Path, seconds: u32) -> tokio::process::Child {
+    start_probe_to(tb, VIP, stop, seconds)
+}
+
+/// [`start_probe`] to another address.
+fn start_probe_to(tb: &Testbed, vip: &str, stop: &Path, seconds: u32) -> tokio::process::Child {
     tb.tokio_command(Host::Client, "python3")
-        .args([probe_script().to_str().unwrap(), VIP, "80", &seconds.to_string(), stop.to_str().unwrap()])
+        .args([probe_script().to_str().unwrap(), vip, "80", &seconds.to_string(), stop.to_str().unwrap()])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -208,6 +220,77 @@ async fn a_crashed_master_loses_the_vip_to_the_backup_and_takes_it_back_after_pr
     assert_eq!(r["served"].as_array().unwrap().last().unwrap()[0], "b");
 }
 
+/// A webhook receiver listening in `h`'s namespace (the nodes reach it over the bridge): the JSON
+/// bodies it got, in order. It answers 200 like a webhook consumer.
+fn webhook_receiver(tb: &Testbed, h: Host) -> (String, std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    use std::os::fd::AsRawFd;
+    let ns = format!("/var/run/netns/{}", tb.ns(h));
+    let ip = h.ip();
+    let listener = std::thread::spawn(move || {
+        let f = std::fs::File::open(&ns).unwrap_or_else(|e| panic!("{ns}: {e}"));
+        // SAFETY: setns(2) on this short-lived thread only; the socket it opens stays in that
+        // namespace after the thread ends.
+        let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+        std::net::TcpListener::bind((ip, 0)).expect("bind the receiver in the namespace")
+    })
+    .join()
+    .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = got.clone();
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let g = g.clone();
+        async move {
+            g.lock().unwrap().push(serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default());
+            "{}"
+        }
+    });
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, got)
+}
+
+/// A webhook channel for `node_config`'s `extra`.
+fn webhook_channel(url: &str) -> String {
+    format!("\n[[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{url}\"\ngroup_window = \"100ms\"\nbackoff_max = \"500ms\"\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_handover_notifies_through_the_webhook_naming_the_vip_node_and_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tb = Testbed::new(dir.path());
+    nginx_any(&mut tb, Host::Primary, "a");
+    nginx_any(&mut tb, Host::Backup, "b");
+    let (url, got) = webhook_receiver(&tb, Host::Monitor);
+    let a = start_node(&mut tb, Host::Primary, "a", &node_config(dir.path(), Host::Primary, "a", 150, "100ms", &webhook_channel(&url)));
+    let b = start_node(&mut tb, Host::Backup, "b", &node_config(dir.path(), Host::Backup, "b", 100, "100ms", &webhook_channel(&url)));
+    wait_holder(&tb, Host::Primary, Duration::from_secs(15), "a holds the VIP").await;
+    wait_for(Duration::from_secs(10), "b is backup", || async { b.logs().contains("VRRP backup").then_some(()) }).await;
+
+    kill(a.pid, libc::SIGKILL);
+    wait_for(Duration::from_secs(5), "b takes the VIP", || async { has_vip(&tb, Host::Backup).then_some(()) }).await;
+    let from_b = |n: &serde_json::Value| n["cause"]["event"]["local"] == Host::Backup.ip();
+    let n = wait_for(Duration::from_secs(10), "b's webhook for taking the VIP over", || async {
+        got.lock().unwrap().iter().find(|n| from_b(n) && n["event"] == "vip_state" && n["phase"] == "open").cloned()
+    })
+    .await;
+    eprintln!("webhook from b: {n}");
+    let ev = &n["cause"]["event"];
+    assert_eq!((ev["kind"].as_str(), ev["vip"].as_str(), ev["from"].as_str(), ev["to"].as_str()), (Some("vip_state"), Some("web"), Some("backup"), Some("master")), "{n}");
+    assert!(!ev["node"].as_str().unwrap_or_default().is_empty(), "the notice names the node's host: {n}");
+    let summary = n["summary"].as_str().unwrap();
+    assert!(summary.starts_with("vip web: node ") && summary.contains("(198.18.0.12) took the VIP over (backup -> master)"), "{summary}");
+    assert_eq!((n["severity"].as_str(), n["status"].as_str()), (Some("warning"), Some("firing")), "{n}");
+    assert_eq!(n["key"].as_str().unwrap(), format!("understudy-vip-web-198.18.0.12:vip_state:{}", n["cause"]["seq"]), "{n}");
+    // One notice from b (a retry would carry the same idempotency key): starting as backup sent none.
+    let keys: std::collections::BTreeSet<String> = got.lock().unwrap().iter().filter(|n| from_b(n)).map(|n| n["key"].as_str().unwrap_or_default().to_string()).collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_tracked_service_resigns_and_the_backup_takes_over_within_50_ms() {
     let dir = tempfile::tempdir().unwrap();
@@ -236,6 +319,68 @@ async fn a_failed_tracked_service_resigns_and_the_backup_takes_over_within_50_ms
     // The client's whole gap: detection (fall 2 at 100 ms) plus the handover, far below 3 x 1 s.
     assert!(r["max_gap_ms"].as_f64().unwrap() < 1500.0, "{r}");
     assert_eq!(r["served"].as_array().unwrap().last().unwrap()[0], "b");
+}
+
+fn has_vip6(tb: &Testbed, h: Host) -> bool {
+    let out = tb.command(h, "ip").args(["-6", "-o", "addr", "show", "dev", "eth0"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().any(|l| l.contains(&format!("inet6 {VIP6}/")))
+}
+
+/// `h`'s eth0 has its IPv6 link-local address and nothing tentative (duplicate address
+/// detection of the interface's own addresses is over: the speaker binds to the link-local one).
+async fn wait_ipv6_ready(tb: &Testbed, h: Host) {
+    wait_for(Duration::from_secs(10), "IPv6 link-local address out of DAD", || async {
+        let all = tb.sh(h, "ip -6 -o addr show dev eth0 scope link");
+        let tentative = tb.sh(h, "ip -6 -o addr show dev eth0 tentative");
+        (all.contains("inet6 fe80:") && tentative.trim().is_empty()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv6_vip_moves_on_a_crash_and_the_client_follows_the_unsolicited_na() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tb = Testbed::new(dir.path());
+    nginx_any(&mut tb, Host::Primary, "a");
+    nginx_any(&mut tb, Host::Backup, "b");
+    for h in [Host::Client, Host::Primary, Host::Backup] {
+        wait_ipv6_ready(&tb, h).await;
+    }
+    tb.sh(Host::Client, "ip -6 addr add 2001:db8::10/64 dev eth0 nodad");
+    let addr = format!("{VIP6}/64");
+    let a = start_node(&mut tb, Host::Primary, "a", &node_config_for(dir.path(), Host::Primary, "a", 150, "100ms", &addr, ""));
+    let b = start_node(&mut tb, Host::Backup, "b", &node_config_for(dir.path(), Host::Backup, "b", 100, "100ms", &addr, ""));
+    wait_for(Duration::from_secs(15), "a holds the IPv6 VIP", || async { (has_vip6(&tb, Host::Primary) && !has_vip6(&tb, Host::Backup)).then_some(()) }).await;
+    wait_for(Duration::from_secs(10), "b is backup", || async { b.logs().contains("VRRP backup").then_some(()) }).await;
+    // Added without duplicate address detection: usable at once, never "tentative".
+    let line = tb.sh(Host::Primary, &format!("ip -6 -o addr show dev eth0 to {VIP6}"));
+    assert!(!line.contains("tentative") && !line.contains("dadfailed"), "{line}");
+    assert_eq!(tb.sh(Host::Client, &format!("curl -s -m 2 -g http://[{VIP6}]/")).trim(), "a");
+    let (mac_a, mac_b) = (mac(&tb, Host::Primary), mac(&tb, Host::Backup));
+    let neigh = || tb.sh(Host::Client, &format!("ip -6 neigh show {VIP6} dev eth0"));
+    assert!(neigh().contains(&mac_a), "{}", neigh());
+
+    // The whole host a crashes (speaker killed, link down): b takes the VIP after
+    // Master_Down_Interval and its unsolicited neighbour advertisement (override) moves the
+    // client at once; without it the client would keep sending to a's MAC until its neighbour
+    // entry expired (15 to 45 s).
+    let stop = dir.path().join("stop");
+    let probe = start_probe_to(&tb, VIP6, &stop, 60);
+    wait_probe_ready(&stop).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill(a.pid, libc::SIGKILL);
+    tb.sh(Host::Primary, "ip link set eth0 down");
+    wait_for(Duration::from_secs(5), "b takes the IPv6 VIP", || async { has_vip6(&tb, Host::Backup).then_some(()) }).await;
+    wait_for(Duration::from_secs(2), "the client's neighbour entry points at b", || async { neigh().contains(&mac_b).then_some(()) }).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = finish_probe(probe, &stop).await;
+    eprintln!("IPv6 VIP, master killed at advert 100 ms: client {r}; neigh {}", neigh().trim());
+    assert_eq!(r["served"].as_array().unwrap().last().unwrap()[0], "b", "{r}");
+    let gap = r["max_gap_ms"].as_f64().unwrap();
+    assert!(gap > 250.0 && gap < 1500.0, "client gap {gap} ms at advert 100 ms (Master_Down_Interval 361 ms): {r}");
+    let line = tb.sh(Host::Backup, &format!("ip -6 -o addr show dev eth0 to {VIP6}"));
+    assert!(!line.contains("tentative"), "{line}");
+    drop(a);
 }
 
 /// MAC address of `h`'s eth0.
@@ -442,4 +587,94 @@ async fn a_clean_stop_of_the_master_hands_over_without_a_refused_connection() {
     assert_eq!(r["failed_connect"], 0, "a connection failed during a clean handover: {r}");
     assert!(r["failed_cut"].as_u64().unwrap() <= 1, "more than the one in-flight request was cut: {r}");
     assert!(r["max_gap_ms"].as_f64().unwrap() < 200.0, "the client waited during a clean handover: {r}");
+}
+
+/// `pid` has exited (gone, or a zombie waiting for the test bed to reap it).
+async fn wait_exit(pid: u32, within: Duration) {
+    wait_for(within, "the daemon to exit", || async {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => Some(()),
+            Ok(s) => s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')).then_some(()),
+        }
+    })
+    .await;
+}
+
+/// `curl` from the client to `ip`: the body, or None when no answer came within 1 s.
+fn client_get(tb: &Testbed, ip: &str) -> Option<String> {
+    let out = tb.command(Host::Client, "curl").args(["-s", "-m", "1", &format!("http://{ip}/")]).output().unwrap();
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_mode_false_drops_traffic_to_the_vip_on_a_non_owner_master_and_true_accepts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tb = Testbed::new(dir.path());
+    nginx_any(&mut tb, Host::Primary, "a");
+    let mut a = start_node(&mut tb, Host::Primary, "a", &node_config(dir.path(), Host::Primary, "a", 150, "100ms", "accept_mode = false"));
+    wait_for(Duration::from_secs(15), "a holds the VIP", || async { has_vip(&tb, Host::Primary).then_some(()) }).await;
+    assert!(tb.sh(Host::Primary, "nft list tables").contains("understudy_vip_"), "the accept_mode = false table is installed");
+
+    // A master that is not the address owner (priority 150) answers ARP for the VIP (the client
+    // learns a's MAC) but does not accept packets addressed to it; a's own address still works.
+    assert_eq!(client_get(&tb, VIP), None, "a connection to the VIP went through with accept_mode = false");
+    assert!(client_neigh(&tb).contains(&mac(&tb, Host::Primary)), "ARP for the VIP is answered: {}", client_neigh(&tb));
+    assert_eq!(client_get(&tb, Host::Primary.ip()).as_deref(), Some("a"));
+    let ruleset = tb.sh(Host::Primary, "nft list ruleset");
+    assert!(ruleset.contains(&format!("ip daddr {VIP} counter packets")) && !ruleset.contains("counter packets 0 "), "the drop counted the client's SYNs: {ruleset}");
+
+    // A clean stop removes the table with the VIP.
+    kill(a.pid, libc::SIGTERM);
+    wait_exit(a.pid, Duration::from_secs(5)).await;
+    assert!(!tb.sh(Host::Primary, "nft list tables").contains("understudy_vip_"), "the table outlived the speaker");
+    assert!(!has_vip(&tb, Host::Primary));
+
+    // accept_mode = true (the default): the same master accepts.
+    std::fs::write(&a.config, node_config(dir.path(), Host::Primary, "a", 150, "100ms", "")).unwrap();
+    a.restart(&mut tb);
+    wait_for(Duration::from_secs(15), "a holds the VIP again", || async { has_vip(&tb, Host::Primary).then_some(()) }).await;
+    assert_eq!(client_get(&tb, VIP).as_deref(), Some("a"));
+    assert!(!tb.sh(Host::Primary, "nft list tables").contains("understudy_vip_"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_mode_false_on_ipv6_drops_traffic_but_answers_neighbour_solicitations_for_the_vip() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tb = Testbed::new(dir.path());
+    nginx_any(&mut tb, Host::Primary, "a");
+    for h in [Host::Client, Host::Primary] {
+        wait_ipv6_ready(&tb, h).await;
+    }
+    tb.sh(Host::Client, "ip -6 addr add 2001:db8::10/64 dev eth0 nodad");
+    let addr = format!("{VIP6}/64");
+    let _a = start_node(&mut tb, Host::Primary, "a", &node_config_for(dir.path(), Host::Primary, "a", 150, "100ms", &addr, "accept_mode = false"));
+    wait_for(Duration::from_secs(15), "a holds the IPv6 VIP", || async { has_vip6(&tb, Host::Primary).then_some(()) }).await;
+
+    let out = tb.command(Host::Client, "curl").args(["-s", "-m", "1", "-g", &format!("http://[{VIP6}]/")]).output().unwrap();
+    assert!(!out.status.success(), "a connection to the IPv6 VIP went through with accept_mode = false: {}", String::from_utf8_lossy(&out.stdout));
+    // The client resolved the VIP (multicast solicitation) while trying; a unicast solicitation
+    // to the VIP itself (how neighbour unreachability detection probes) must be answered too
+    // (RFC 5798 6.4.3: neighbour discovery is never dropped).
+    let client_mac = mac(&tb, Host::Client);
+    let ns = r#"
+import select, socket, sys, time
+vip = socket.inet_pton(socket.AF_INET6, sys.argv[1])
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
+s.bind(('2001:db8::10', 0))
+s.sendto(bytes([135, 0, 0, 0, 0, 0, 0, 0]) + vip + bytes([1, 1]) + bytes.fromhex(sys.argv[2].replace(':', '')), (sys.argv[1], 0))
+end = time.time() + 2
+while time.time() < end:
+    if not select.select([s], [], [], max(0, end - time.time()))[0]:
+        break
+    d, _ = s.recvfrom(2048)
+    if d[0] == 136 and d[8:24] == vip:
+        print('advertised')
+        sys.exit(0)
+print('no answer')
+"#;
+    let out = tb.command(Host::Client, "python3").args(["-c", ns, VIP6, &client_mac]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "advertised", "{}", String::from_utf8_lossy(&out.stderr));
+    let ruleset = tb.sh(Host::Primary, "nft list ruleset");
+    assert!(ruleset.contains(&format!("ip6 daddr {VIP6} counter packets")) && !ruleset.contains("counter packets 0 "), "the drop counted the client's SYNs: {ruleset}");
 }
