@@ -9,6 +9,7 @@
 mod support;
 
 mod actuators; // hooks: chatty, detaching, slow (DNS not delayed), retried; clean environment for hooks and exec checks
+mod agent; // `understudy agent`: GET /health composed of real PostgreSQL, Redis, nginx, an exec check and a filled tmpfs (root); --check-config errors
 mod api; // the router through `oneshot`: status codes, auth, error bodies, metrics names
 mod api_security; // Host/Origin/Content-Type guard, generated token, TLS, caps, sd_notify, the systemd unit
 mod canary; // the client canary through real unbound: client RTO of a real incident in its timeline, a stale resolver raises clients_stale and a webhook (root for the namespace test)
