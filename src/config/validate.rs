@@ -637,3 +637,37 @@ mod check_cost_keys {
         assert!(errs[0].contains("`keep_alive` applies to http and https checks, not to tcp checks"), "{errs:?}");
     }
 }
+
+#[cfg(test)]
+mod replica_checks {
+    use super::*;
+    use crate::probe::replica::{Engine, MaxLag};
+
+    fn load(service_keys: &str, check_keys: &str) -> Result<ServiceConfig, Vec<String>> {
+        let text = format!("[[service]]\nname = \"cache\"\n{service_keys}[service.check]\n{check_keys}[[service.target]]\nname = \"a\"\naddress = \"127.0.0.2\"\n");
+        crate::config::from_str(&text, Path::new("u.toml")).map(|(c, _)| c.services[0].clone()).map_err(|e| e.0.iter().map(|e| e.to_string()).collect())
+    }
+
+    #[test]
+    fn redis_and_mysql_checks_take_the_services_max_lag_and_default_ports() {
+        let s = load("max_lag = \"16MB\"\n", "kind = \"redis\"\n").unwrap();
+        let r = s.check.replica.as_ref().expect("a replica check");
+        assert_eq!((r.engine, r.max_lag, r.service.as_str(), r.user.as_deref()), (Engine::Redis, MaxLag::Bytes(16 << 20), "cache", None));
+        assert_eq!(s.check.kind, CheckKind::Tcp(TcpCheck { port: 6379, close: Default::default() }));
+        let s = load("", "kind = \"mysql\"\nport = 3307\n").unwrap();
+        let r = s.check.replica.as_ref().unwrap();
+        assert_eq!((r.engine, r.max_lag, r.user.as_deref()), (Engine::Mysql, MaxLag::Time(Duration::from_secs(30)), Some("understudy")));
+        assert_eq!(s.check.kind, CheckKind::Tcp(TcpCheck { port: 3307, close: Default::default() }));
+        assert!(s.check.postgres.is_none());
+    }
+
+    #[test]
+    fn wrong_keys_and_values_are_located() {
+        assert_eq!(load("max_lag = \"soon\"\n", "kind = \"redis\"\n").unwrap_err(), ["u.toml:3:1: service[0].max_lag: expected a duration such as \"30s\" or a size such as \"16MB\", got \"soon\""]);
+        assert_eq!(load("", "kind = \"redis\"\ndbname = \"x\"\n").unwrap_err(), ["u.toml:5:1: service[0].check.dbname: `dbname` applies to postgres checks, not to redis checks"]);
+        let e = load("max_lag = \"30s\"\n", "kind = \"tcp\"\nport = 80\n").unwrap_err();
+        assert!(e[0].contains("`max_lag` applies to kind = \"postgres\" services"), "{e:?}");
+        let e = load("", "kind = \"mysql\"\npassword_file = \"/nonexistent/pw\"\n").unwrap_err();
+        assert!(e[0].contains("service[0].check.password_file: password file:"), "{e:?}");
+    }
+}

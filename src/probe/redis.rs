@@ -112,7 +112,7 @@ impl RedisConn {
 
 fn short(r: &Reply) -> String {
     let s = format!("{r:?}");
-    if s.len() > 80 { format!("{}...", &s[..s.floor_char_boundary(80)]) } else { s }
+    if s.chars().count() > 80 { format!("{}...", s.chars().take(80).collect::<String>()) } else { s }
 }
 
 async fn read_line(r: &mut BufReader<TcpStream>) -> Result<String, String> {
