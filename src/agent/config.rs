@@ -277,7 +277,7 @@ fn part(cx: &mut Cx<'_>, rp: RawPart, path: &[Seg], base: &Path, default_timeout
             }
             PartKind::Postgres { addr: SocketAddr::new(ip, rp.port.unwrap_or(crate::pg::config::DEFAULT_PORT)), user, password, dbname, expect }
         }
-        RawKind::Redis => PartKind::Redis { addr: SocketAddr::new(ip, rp.port.unwrap_or(crate::probe::replica::REDIS_PORT)), user: rp.user, password },
+        RawKind::Redis => PartKind::Redis { addr: SocketAddr::new(ip, rp.port.unwrap_or(crate::probe::config::REDIS_PORT)), user: rp.user, password },
         RawKind::Disk => {
             let p = rp.path.unwrap_or_default();
             if !p.starts_with('/') {

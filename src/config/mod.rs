@@ -147,7 +147,7 @@ pub struct CheckConfig {
     pub postgres: Option<std::sync::Arc<crate::pg::config::PgCheck>>,
     /// `kind = "redis"` and `kind = "mysql"` checks: `kind` is then `Tcp` with the server's port
     /// (like postgres) and this says which server, how to log in and what lag is acceptable.
-    pub replica: Option<std::sync::Arc<crate::probe::replica::ReplicaCheck>>,
+    pub replica: Option<std::sync::Arc<crate::probe::config::ReplicaCheck>>,
 }
 
 impl CheckConfig {

@@ -219,11 +219,11 @@ fn validate_service(cx: &mut Ctx<'_>, mut rs: RawService, path: &[Seg]) -> Optio
         cx.err(&with(path, &[k("name")]), format!("expected 1-63 letters, digits, '-', '_' or '.', got \"{}\"", rs.name));
     }
     let base_dir = cx.file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let replica_max_lag = take_replica_max_lag(cx, &mut rs, path);
+    let replica_max_lag = crate::probe::config::take_max_lag(cx, &mut rs, path);
     let postgres = crate::pg::config::validate_service(cx, &mut rs, path);
     let check = validate_check(cx, rs.check, &with(path, &[k("check")]), &base_dir);
     let check = check.map(|c| crate::pg::config::bind_check(c, &rs.name, postgres.as_ref()));
-    let check = check.map(|c| bind_replica_check(c, &rs.name, replica_max_lag));
+    let check = check.map(|c| crate::probe::config::bind_check(c, &rs.name, replica_max_lag));
 
     if rs.targets.is_empty() {
         cx.err(path, format!("service \"{}\" needs at least one [[service.target]]", rs.name));
@@ -417,8 +417,8 @@ fn validate_check(cx: &mut Ctx<'_>, rc: RawCheck, path: &[Seg], base_dir: &Path)
     only(cx, rc.kind != RawCheckKind::Exec && rc.command.is_some(), "command", "exec");
     let pg = rc.kind == RawCheckKind::Postgres;
     let db = matches!(rc.kind, RawCheckKind::Postgres | RawCheckKind::Redis | RawCheckKind::Mysql);
-    only(cx, !db && rc.user.is_some(), "user", "postgres, mysql and redis");
-    only(cx, !db && rc.password_file.is_some(), "password_file", "postgres, mysql and redis");
+    only(cx, !db && rc.user.is_some(), "user", "postgres");
+    only(cx, !db && rc.password_file.is_some(), "password_file", "postgres");
     only(cx, !pg && rc.dbname.is_some(), "dbname", "postgres");
     let mut postgres = None;
     let mut replica = None;
@@ -473,10 +473,10 @@ fn validate_check(cx: &mut Ctx<'_>, rc: RawCheck, path: &[Seg], base_dir: &Path)
         }
         RawCheckKind::Redis | RawCheckKind::Mysql => {
             let (engine, default_port) = match rc.kind {
-                RawCheckKind::Redis => (crate::probe::replica::Engine::Redis, crate::probe::replica::REDIS_PORT),
-                _ => (crate::probe::replica::Engine::Mysql, crate::probe::replica::MYSQL_PORT),
+                RawCheckKind::Redis => (crate::probe::config::Engine::Redis, crate::probe::config::REDIS_PORT),
+                _ => (crate::probe::config::Engine::Mysql, crate::probe::config::MYSQL_PORT),
             };
-            replica = validate_replica_check(cx, path, engine, rc.user, rc.password_file, base_dir);
+            replica = crate::probe::config::validate_check(cx, path, engine, rc.user, rc.password_file, base_dir);
             CheckKind::Tcp(TcpCheck { port: rc.port.unwrap_or(default_port), close: Default::default() })
         }
         RawCheckKind::Exec => match rc.command {
@@ -491,70 +491,6 @@ fn validate_check(cx: &mut Ctx<'_>, rc: RawCheck, path: &[Seg], base_dir: &Path)
         return None;
     }
     Some(CheckConfig { kind, interval: rc.interval, timeout: rc.timeout, fall: rc.fall, rise: rc.rise, fast_interval, down_interval, postgres, replica })
-}
-
-/// The login keys of a `redis` or `mysql` check; `max_lag` comes from the service (see
-/// [`bind_replica_check`]).
-fn validate_replica_check(
-    cx: &mut Ctx<'_>,
-    path: &[Seg],
-    engine: crate::probe::replica::Engine,
-    user: Option<String>,
-    password_file: Option<String>,
-    base_dir: &Path,
-) -> Option<std::sync::Arc<crate::probe::replica::ReplicaCheck>> {
-    if let Some(u) = &user
-        && (u.is_empty() || u.len() > 80 || u.chars().any(|c| c.is_control() || c == ' '))
-    {
-        cx.err(&with(path, &[k("user")]), format!("expected a user name of 1 to 80 characters without spaces, got \"{u}\""));
-    }
-    let password = match password_file {
-        None => None,
-        Some(f) => match read_secret_file(&resolve(base_dir, &f)) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                cx.err(&with(path, &[k("password_file")]), format!("password file: {e}"));
-                None
-            }
-        },
-    };
-    let user = match engine {
-        crate::probe::replica::Engine::Mysql => Some(user.unwrap_or_else(|| "understudy".into())),
-        crate::probe::replica::Engine::Redis => user,
-    };
-    Some(std::sync::Arc::new(crate::probe::replica::ReplicaCheck {
-        engine,
-        service: String::new(),
-        user,
-        password,
-        max_lag: crate::pg::config::DEFAULT_MAX_LAG,
-    }))
-}
-
-/// A plain service with a `redis` or `mysql` check takes `max_lag` for it (the key postgres
-/// services use). Takes the key out of `rs` so the postgres rules do not see it.
-fn take_replica_max_lag(cx: &mut Ctx<'_>, rs: &mut RawService, path: &[Seg]) -> Option<crate::pg::config::MaxLag> {
-    if rs.kind.is_some() || !matches!(rs.check.kind, RawCheckKind::Redis | RawCheckKind::Mysql) {
-        return None;
-    }
-    let s = rs.max_lag.take()?;
-    let parsed = crate::pg::config::parse_max_lag(&s);
-    if parsed.is_none() {
-        cx.err(&with(path, &[k("max_lag")]), format!("expected a duration such as \"30s\" or a size such as \"16MB\", got \"{s}\""));
-    }
-    parsed
-}
-
-/// Give a `redis` or `mysql` check its service's name and `max_lag`.
-fn bind_replica_check(mut c: CheckConfig, service: &str, max_lag: Option<crate::pg::config::MaxLag>) -> CheckConfig {
-    if let Some(r) = c.replica.as_mut() {
-        let r = std::sync::Arc::make_mut(r);
-        r.service = service.to_string();
-        if let Some(m) = max_lag {
-            r.max_lag = m;
-        }
-    }
-    c
 }
 
 fn parse_status(s: &RawStatus) -> Result<StatusRange, String> {
@@ -641,7 +577,7 @@ mod check_cost_keys {
 #[cfg(test)]
 mod replica_checks {
     use super::*;
-    use crate::probe::replica::{Engine, MaxLag};
+    use crate::probe::config::{Engine, MaxLag};
 
     fn load(service_keys: &str, check_keys: &str) -> Result<ServiceConfig, Vec<String>> {
         let text = format!("[[service]]\nname = \"cache\"\n{service_keys}[service.check]\n{check_keys}[[service.target]]\nname = \"a\"\naddress = \"127.0.0.2\"\n");

@@ -6,9 +6,10 @@
 //! lets a slow target delay another one.
 //!
 //! One implementation per file: `http.rs` (http and https), `tcp.rs`, `exec.rs`, `postgres.rs`, `redis.rs`,
-//! `mysql.rs` (`replica.rs`: what the last two share).
+//! `mysql.rs` (`replica.rs`: what the last two share; `config.rs`: their settings).
 
 pub mod checker;
+pub mod config;
 pub mod exec;
 pub mod http;
 pub mod lag;

@@ -1,49 +1,13 @@
-//! What the `redis` and `mysql` checks share: how they log in, the service's `max_lag`, and a
-//! small history of the primary's replication offsets that turns an offset lag into a time lag.
+//! What the `redis` and `mysql` checks share at run time: a small history of the primary's
+//! replication offsets that turns an offset lag into a time lag, and the lag comparison and
+//! wording. Their settings ([`ReplicaCheck`]) live in `probe/config.rs`.
 //!
-//! The settings are built by `config/validate.rs` (a `kind = "redis"` or `kind = "mysql"` check
-//! becomes a `Tcp` check on the server's port plus a [`ReplicaCheck`], the way a postgres check
-//! does) and read by `probe/redis.rs` and `probe/mysql.rs`. Nothing here does I/O or reads the
-//! clock: time is a parameter.
+//! Nothing here does I/O or reads the clock: time is a parameter.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-pub use crate::pg::config::MaxLag;
-
-/// Redis's own default port.
-pub const REDIS_PORT: u16 = 6379;
-/// MySQL's and MariaDB's default port.
-pub const MYSQL_PORT: u16 = 3306;
-
-/// Which server a replication check talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
-    Redis,
-    Mysql,
-}
-
-impl Engine {
-    pub fn name(self) -> &'static str {
-        match self {
-            Engine::Redis => "redis",
-            Engine::Mysql => "mysql",
-        }
-    }
-}
-
-/// A `redis` or `mysql` check's login and lag limit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicaCheck {
-    pub engine: Engine,
-    /// The service the check belongs to (for logs).
-    pub service: String,
-    /// Redis: an ACL user (`AUTH user password`), or none (`AUTH password`). MySQL: the user.
-    pub user: Option<String>,
-    pub password: Option<String>,
-    /// A replica further behind fails the check (the service's `max_lag`, default 30 s).
-    pub max_lag: MaxLag,
-}
+pub use super::config::{Engine, MYSQL_PORT, MaxLag, REDIS_PORT, ReplicaCheck};
 
 /// How many of the primary's offsets a Redis probe remembers (one per check).
 const HISTORY: usize = 256;
