@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use understudy::probe::{Probe, Verdict};
 
-use crate::support::{free_port_on, wait_for};
+use crate::support::{Daemon, api_addr, free_port_on, wait_for};
 
 pub const REDIS_PASSWORD: &str = "redis-secret";
 const MYSQL_PASSWORD: &str = "mon-secret";
@@ -97,12 +97,26 @@ async fn check(p: &Arc<dyn Probe>) -> Verdict {
     tokio::time::timeout(Duration::from_secs(5), p.check()).await.unwrap_or_else(|_| Verdict::fail("test: check timed out"))
 }
 
-fn service(kind: &str, ips: &[String], port: u16, max_lag: &str, extra: &str) -> String {
+fn service(kind: &str, ips: &[String], port: u16, max_lag: &str, extra: &str, api: SocketAddr) -> String {
     format!(
-        "[daemon]\ndata_dir = \"data\"\n[[service]]\nname = \"cache\"\nmax_lag = \"{max_lag}\"\n[service.check]\nkind = \"{kind}\"\nport = {port}\npassword_file = \"pw\"\ninterval = \"1s\"\ntimeout = \"900ms\"\n{extra}\
+        "[daemon]\ndata_dir = \"data\"\napi = \"{}\"\n[[service]]\nname = \"replicas\"\nmax_lag = \"{max_lag}\"\n[service.check]\nkind = \"{kind}\"\nport = {port}\npassword_file = \"pw\"\ninterval = \"1s\"\ntimeout = \"900ms\"\n{extra}\
          [[service.target]]\nname = \"one\"\naddress = \"{}\"\n[[service.target]]\nname = \"two\"\naddress = \"{}\"\n",
-        ips[0], ips[1]
+        api,
+        ips[0],
+        ips[1]
     )
+}
+
+/// Median of `n` checks' wall time, in milliseconds.
+async fn median_check_ms(p: &Arc<dyn Probe>, n: usize) -> f64 {
+    let mut ms = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = std::time::Instant::now();
+        assert!(check(p).await.ok);
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    ms[n / 2]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +127,7 @@ async fn redis_replica_passes_then_fails_on_a_broken_link() {
     let mut primary = Redis::start(tmp.path(), &ips[0], port, None).await;
     let _replica = Redis::start(tmp.path(), &ips[1], port, Some(primary.addr)).await;
     std::fs::write(tmp.path().join("pw"), format!("{REDIS_PASSWORD}\n")).unwrap();
-    let p = probes(&service("redis", &ips, port, "2s", ""), tmp.path());
+    let p = probes(&service("redis", &ips, port, "2s", "", api_addr()), tmp.path());
     for i in 0..50 {
         primary.command(&["SET", &format!("key{i}"), "value"]).await;
     }
@@ -126,6 +140,7 @@ async fn redis_replica_passes_then_fails_on_a_broken_link() {
     })
     .await;
     println!("replica: {}", v.reason);
+    println!("redis replica check (2 connections, 6 round trips with AUTH), median of 20: {:.2} ms", median_check_ms(&p[1], 20).await);
 
     // The primary dies: the replica's link goes down and its data ages; past max_lag it fails.
     primary.kill();
@@ -223,7 +238,9 @@ async fn mariadb_replica_passes_fails_on_a_stopped_sql_thread_and_past_max_lag()
         ips[0]
     ));
     std::fs::write(tmp.path().join("pw"), format!("{MYSQL_PASSWORD}\n")).unwrap();
-    let p = probes(&service("mysql", &ips, port, "2s", "user = \"understudy\"\n"), tmp.path());
+    let api = api_addr();
+    let config = service("mysql", &ips, port, "2s", "user = \"understudy\"\n", api);
+    let p = probes(&config, tmp.path());
 
     let v = check(&p[0]).await;
     assert_eq!((v.ok, v.reason.as_str()), (true, "primary (no replica status)"), "{v:?}");
@@ -235,6 +252,15 @@ async fn mariadb_replica_passes_fails_on_a_stopped_sql_thread_and_past_max_lag()
     .await;
     println!("replica: {}", v.reason);
     assert!(v.reason.starts_with("replica, ") && v.reason.contains("I/O and SQL threads running"), "{v:?}");
+    println!("mysql replica check (login + SHOW REPLICA STATUS), median of 20: {:.2} ms", median_check_ms(&p[1], 20).await);
+    // The daemon runs the same check: the API shows its kind and the replica eligible.
+    let daemon = Daemon::start(tmp.path(), &config, api).await;
+    let target = |svc: &serde_json::Value, name: &str| svc["targets"].as_array().unwrap().iter().find(|t| t["name"] == name).cloned().unwrap();
+    wait_for(Duration::from_secs(10), "the daemon to see the replica up", || async {
+        let svc = daemon.service("replicas").await;
+        (svc["check"]["kind"] == "mysql" && target(&svc, "two")["eligible"] == true).then_some(())
+    })
+    .await;
 
     // The SQL thread stopped: the check names it.
     replica.sql("STOP REPLICA SQL_THREAD");
@@ -254,4 +280,13 @@ async fn mariadb_replica_passes_fails_on_a_stopped_sql_thread_and_past_max_lag()
     .await;
     println!("delayed replica: {}", v.reason);
     assert!(v.reason.starts_with("replica lag ") && v.reason.contains("exceeds max_lag 2s"), "{v:?}");
+    // The engine: the lagging replica is down and not eligible, with its lag in the API.
+    let t = wait_for(Duration::from_secs(15), "the daemon to mark the delayed replica down", || async {
+        let t = target(&daemon.service("replicas").await, "two");
+        (t["healthy"] == false && t["eligible"] == false).then_some(t)
+    })
+    .await;
+    let reason = t["last_check"]["reason"].as_str().unwrap_or_default().to_string();
+    println!("API: two = {reason}");
+    assert!(reason.contains("exceeds max_lag 2s"), "{t}");
 }
