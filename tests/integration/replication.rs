@@ -120,12 +120,12 @@ async fn median_check_ms(p: &Arc<dyn Probe>, n: usize) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_replica_passes_then_fails_on_a_broken_link() {
+async fn redis_replica_passes_then_fails_when_it_stops_applying_and_when_its_primary_dies() {
     let tmp = tempfile::tempdir().unwrap();
     let ips = addresses(2);
     let port = free_port_on(&[&ips[0], &ips[1]]);
     let mut primary = Redis::start(tmp.path(), &ips[0], port, None).await;
-    let _replica = Redis::start(tmp.path(), &ips[1], port, Some(primary.addr)).await;
+    let replica = Redis::start(tmp.path(), &ips[1], port, Some(primary.addr)).await;
     std::fs::write(tmp.path().join("pw"), format!("{REDIS_PASSWORD}\n")).unwrap();
     let p = probes(&service("redis", &ips, port, "2s", "", api_addr()), tmp.path());
     for i in 0..50 {
@@ -141,6 +141,29 @@ async fn redis_replica_passes_then_fails_on_a_broken_link() {
     .await;
     println!("replica: {}", v.reason);
     println!("redis replica check (2 connections, 6 round trips with AUTH), median of 20: {:.2} ms", median_check_ms(&p[1], 20).await);
+
+    // The replica stops applying its replication stream (CLIENT PAUSE WRITE pauses it, and
+    // INFO is still served) while the primary takes writes: its lag grows with the clock, the
+    // link stays up, and past max_lag it fails.
+    replica.command(&["CLIENT", "PAUSE", "20000", "WRITE"]).await;
+    for i in 0..50 {
+        primary.command(&["SET", &format!("late{i}"), "value"]).await;
+    }
+    let v = wait_for(Duration::from_secs(15), "the paused replica to fail past max_lag", || async {
+        let v = check(&p[1]).await;
+        (!v.ok).then_some(v)
+    })
+    .await;
+    println!("paused replica: {}", v.reason);
+    assert!(v.reason.starts_with("replica lag ") && v.reason.contains("exceeds max_lag 2s (link up to"), "{v:?}");
+    let bytes: u64 = v.reason["replica lag ".len()..].split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(bytes > 50 * 10, "the 50 writes are behind: {v:?}");
+    replica.command(&["CLIENT", "UNPAUSE"]).await;
+    wait_for(Duration::from_secs(15), "the replica to catch up and pass", || async {
+        let v = check(&p[1]).await;
+        (v.ok && v.reason.starts_with("replica, 0 bytes")).then_some(())
+    })
+    .await;
 
     // The primary dies: the replica's link goes down and its data ages; past max_lag it fails.
     primary.kill();
