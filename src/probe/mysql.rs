@@ -426,6 +426,16 @@ mod tests {
         assert!(judge(Some(&mariadb("Yes", "Yes", Some("0"))), MaxLag::Bytes(4096)).ok);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_decode_or_fail_without_a_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let _ = lenenc(&bytes);
+            let _ = lenenc_str(&bytes);
+            let _ = server_error(&bytes);
+            let _ = cstr(&bytes);
+        }
+    }
+
     #[test]
     fn wire_helpers() {
         // A known mysql_native_password answer: 20 bytes, empty for an empty password.

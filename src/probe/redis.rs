@@ -26,7 +26,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use super::replica::{MaxLag, OffsetHistory, ReplicaCheck, describe_lag, over};
@@ -115,7 +115,7 @@ fn short(r: &Reply) -> String {
     if s.chars().count() > 80 { format!("{}...", s.chars().take(80).collect::<String>()) } else { s }
 }
 
-async fn read_line(r: &mut BufReader<TcpStream>) -> Result<String, String> {
+async fn read_line<R: AsyncBufRead + Unpin + Send>(r: &mut R) -> Result<String, String> {
     let mut buf = Vec::new();
     let n = (&mut *r).take(MAX_LINE).read_until(b'\n', &mut buf).await.map_err(|e| super::tcp::io_reason(&e))?;
     if n == 0 {
@@ -128,7 +128,8 @@ async fn read_line(r: &mut BufReader<TcpStream>) -> Result<String, String> {
     String::from_utf8(buf).map_err(|_| "malformed reply: not UTF-8".to_string())
 }
 
-fn read_reply<'a>(r: &'a mut BufReader<TcpStream>, depth: usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Reply, String>> + Send + 'a>> {
+/// Read one reply (arrays nest at most 4 deep).
+pub fn read_reply<'a, R: AsyncBufRead + Unpin + Send>(r: &'a mut R, depth: usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Reply, String>> + Send + 'a>> {
     Box::pin(async move {
         let line = read_line(r).await?;
         let (tag, rest) = line.split_at_checked(1).ok_or("malformed reply: empty line")?;
@@ -411,6 +412,41 @@ mod tests {
     fn an_initial_sync_fails() {
         let v = view(&REPLICA.replace("master_sync_in_progress:0", "master_sync_in_progress:1"));
         assert!(!judge_replica(&v, &Ok(1000), None, MaxLag::Time(Duration::from_secs(30))).ok);
+    }
+
+    fn parse(bytes: &[u8]) -> Result<Reply, String> {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let mut r = bytes;
+            read_reply(&mut r, 0).await
+        })
+    }
+
+    #[test]
+    fn replies_parse_and_bad_ones_are_errors() {
+        assert_eq!(parse(b"+PONG\r\n"), Ok(Reply::Simple("PONG".into())));
+        assert_eq!(parse(b"-WRONGPASS invalid\r\n"), Ok(Reply::Error("WRONGPASS invalid".into())));
+        assert_eq!(parse(b"$4\r\nrole\r\n"), Ok(Reply::Bulk(Some(b"role".to_vec()))));
+        assert_eq!(parse(b"*2\r\n:1\r\n$-1\r\n"), Ok(Reply::Array(Some(vec![Reply::Int(1), Reply::Bulk(None)]))));
+        assert!(parse(b"$999999999\r\n").unwrap_err().contains("over the 1 MiB limit"));
+        assert!(parse(b"*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n").unwrap_err().contains("nested too deep"));
+        assert!(parse(b"HTTP/1.1 400 Bad Request\r\n").unwrap_err().contains("is this a Redis server?"));
+        assert!(parse(b"+PONG").is_err(), "no CRLF");
+        assert!(parse(b"$4\r\nro").is_err(), "cut short");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_give_a_reply_or_an_error_never_a_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = parse(&bytes);
+        }
+
+        #[test]
+        fn any_info_text_gives_a_view_or_none(text in "[a-z_:0-9\\r\\n#-]{0,200}") {
+            if let Some(v) = replica_view(&parse_info(&text)) {
+                let _ = judge_replica(&v, &Ok(0), None, MaxLag::Bytes(1));
+            }
+        }
     }
 
     #[test]
