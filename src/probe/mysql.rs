@@ -7,9 +7,12 @@
 //!   SQL thread (`Replica_SQL_Running` / `Slave_SQL_Running`) is not running, naming the thread
 //!   and the server's last error for it; and when its lag is over `max_lag`. Seconds behind are
 //!   the server's `Seconds_Behind_Source` / `Seconds_Behind_Master` (0 on an idle primary: the
-//!   server compares event timestamps, not the clock); bytes behind are what the replica has
-//!   received but not applied yet (`Read_Source_Log_Pos - Exec_Source_Log_Pos` within the same
-//!   binlog file), a lower bound that misses what the I/O thread has not received.
+//!   server compares event timestamps, not the clock); bytes behind are the distance
+//!   between the source's end of binlog (`SHOW MASTER STATUS` on the source, reached at the
+//!   replica's `Source_Host`:`Source_Port` with the same login) and what the replica has applied
+//!   (`Exec_Source_Log_Pos`), in the same binlog file; when the source cannot be read (no
+//!   privilege, unreachable, another file), what the replica received but has not applied
+//!   (`Read_Source_Log_Pos - Exec_Source_Log_Pos`), a lower bound.
 //!
 //! The client is a small hand-written MySQL protocol client (handshake v10, `mysql_native_password`
 //! and the fast path of `caching_sha2_password`, `COM_QUERY` with a text result set): one query
@@ -300,6 +303,13 @@ impl MysqlConn {
 
 /// The verdict for one server's replica status (pure); `None` is a primary.
 pub fn judge(status: Option<&HashMap<String, Option<String>>>, max_lag: MaxLag) -> Verdict {
+    judge_with_source(status, None, max_lag)
+}
+
+/// [`judge`], with the source's own binlog position (file, position) when the probe could read
+/// it: bytes behind are then counted from the source's end of binlog, so a stalled I/O thread
+/// (which leaves `Seconds_Behind_Master` at 0) still shows its lag.
+pub fn judge_with_source(status: Option<&HashMap<String, Option<String>>>, source_pos: Option<&(String, u64)>, max_lag: MaxLag) -> Verdict {
     let Some(st) = status else {
         return Verdict::pass("primary (no replica status)");
     };
@@ -323,15 +333,29 @@ pub fn judge(status: Option<&HashMap<String, Option<String>>>, max_lag: MaxLag) 
     let secs = get(&["Seconds_Behind_Source", "Seconds_Behind_Master"]).and_then(|s| s.parse::<f64>().ok());
     let num = |names: &[&str]| get(names).and_then(|s| s.parse::<u64>().ok());
     let same_file = get(&["Source_Log_File", "Master_Log_File"]).is_some() && get(&["Source_Log_File", "Master_Log_File"]) == get(&["Relay_Source_Log_File", "Relay_Master_Log_File"]);
-    let bytes = match (same_file, num(&["Read_Source_Log_Pos", "Read_Master_Log_Pos"]), num(&["Exec_Source_Log_Pos", "Exec_Master_Log_Pos"])) {
-        (true, Some(read), Some(exec)) => Some(read.saturating_sub(exec)),
-        _ => None,
+    let exec_file = get(&["Relay_Source_Log_File", "Relay_Master_Log_File"]);
+    let exec = num(&["Exec_Source_Log_Pos", "Exec_Master_Log_Pos"]);
+    let bytes = match (source_pos, exec_file.as_deref(), exec) {
+        (Some((file, pos)), Some(ef), Some(e)) if file == ef => Some(pos.saturating_sub(e)),
+        _ => match (same_file, num(&["Read_Source_Log_Pos", "Read_Master_Log_Pos"]), exec) {
+            (true, Some(read), Some(e)) => Some(read.saturating_sub(e)),
+            _ => None,
+        },
     };
     let lag = describe_lag(bytes, secs);
+    let at = source_pos.map(|(f, p)| format!(", source at {f}:{p}")).unwrap_or_default();
     if over(max_lag, bytes, secs) {
-        return Verdict::fail(format!("replica lag {lag} exceeds max_lag {max_lag} (from {source})"));
+        return Verdict::fail(format!("replica lag {lag} exceeds max_lag {max_lag} (from {source}{at})"));
     }
-    Verdict::pass(format!("replica, {lag} (I/O and SQL threads running, from {source})"))
+    Verdict::pass(format!("replica, {lag} (I/O and SQL threads running, from {source}{at})"))
+}
+
+/// The source's address from a replica status, when its host is an IP address.
+fn source_addr(st: &HashMap<String, Option<String>>) -> Option<SocketAddr> {
+    let get = |names: &[&str]| names.iter().find_map(|n| st.get(*n).cloned().flatten());
+    let ip: IpAddr = get(&["Source_Host", "Master_Host"])?.parse().ok()?;
+    let port: u16 = get(&["Source_Port", "Master_Port"])?.parse().ok()?;
+    Some(SocketAddr::new(ip, port))
 }
 
 /// One MySQL or MariaDB server.
@@ -355,9 +379,32 @@ impl MysqlProbe {
             Ok(c) => c,
             Err(e) => return Verdict::fail(e),
         };
-        match conn.replica_status().await {
-            Ok(st) => judge(st.as_ref(), self.check.max_lag),
-            Err(e) => Verdict::fail(format!("replica status query failed: {e}")),
+        let st = match conn.replica_status().await {
+            Ok(st) => st,
+            Err(e) => return Verdict::fail(format!("replica status query failed: {e}")),
+        };
+        let source = match st.as_ref().and_then(source_addr) {
+            Some(addr) => self.source_position(addr).await.ok(),
+            None => None,
+        };
+        judge_with_source(st.as_ref(), source.as_ref(), self.check.max_lag)
+    }
+
+    /// The source's end of binlog, read with the same login (needs `BINLOG MONITOR` on MariaDB,
+    /// `REPLICATION CLIENT` on MySQL; without it the relay log's measure stands).
+    async fn source_position(&self, addr: SocketAddr) -> Result<(String, u64), String> {
+        let mut conn = connect(addr, self.user(), self.check.password.as_deref().unwrap_or(""), self.timeout).await?;
+        let (names, rows) = match conn.query("SHOW MASTER STATUS").await {
+            Ok(r) => r,
+            // MySQL 8.4 knows only the new name.
+            Err(e) if e.starts_with("ERROR 1064") => conn.query("SHOW BINARY LOG STATUS").await?,
+            Err(e) => return Err(e),
+        };
+        let row = rows.into_iter().next().ok_or("the source has no binary log")?;
+        let col = |n: &str| names.iter().position(|c| c == n).and_then(|i| row.get(i).cloned().flatten());
+        match (col("File"), col("Position").and_then(|p| p.parse().ok())) {
+            (Some(f), Some(p)) => Ok((f, p)),
+            _ => Err("SHOW MASTER STATUS lacks File or Position".into()),
         }
     }
 }
@@ -416,6 +463,18 @@ mod tests {
         // MySQL 8 names.
         let st = status(&[("Source_Host", Some("db1")), ("Replica_IO_Running", Some("Yes")), ("Replica_SQL_Running", Some("No"))]);
         assert!(judge(Some(&st), MaxLag::Time(Duration::from_secs(30))).reason.starts_with("replica SQL thread not running (Replica_SQL_Running: No) from db1"));
+    }
+
+    #[test]
+    fn the_sources_position_counts_when_known() {
+        // The I/O thread stalled: Seconds_Behind_Master says 0, the source is 9000 bytes ahead.
+        let st = mariadb("Yes", "Yes", Some("0"));
+        let v = judge_with_source(Some(&st), Some(&("bin.000001".into(), 13_000)), MaxLag::Bytes(4096));
+        assert_eq!((v.ok, v.reason.as_str()), (false, "replica lag 9000 bytes / 0.0 s behind exceeds max_lag 4096 bytes (from 127.0.0.2:3306, source at bin.000001:13000)"));
+        // The source moved to a newer binlog: the relay log's measure stands.
+        assert!(judge_with_source(Some(&st), Some(&("bin.000002".into(), 10)), MaxLag::Bytes(4096)).ok);
+        assert_eq!(source_addr(&st), Some("127.0.0.2:3306".parse().unwrap()));
+        assert_eq!(source_addr(&status(&[("Master_Host", Some("db1")), ("Master_Port", Some("3306"))])), None);
     }
 
     #[test]

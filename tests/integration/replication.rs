@@ -251,10 +251,11 @@ async fn mariadb_replica_passes_fails_on_a_stopped_sql_thread_and_past_max_lag()
     assert!(cp.success());
     let primary = Maria::start(d1, &ips[0], port, 1, true).await;
     let replica = Maria::start(d2, &ips[1], port, 2, false).await;
-    // Least privileges of the check: SLAVE MONITOR (SHOW SLAVE STATUS); BINLOG MONITOR is not needed.
+    // Least privileges of the check: SLAVE MONITOR (SHOW SLAVE STATUS) and BINLOG MONITOR (the
+    // source's SHOW MASTER STATUS, for bytes behind counted from the source).
     primary.sql(&format!(
         "CREATE USER 'repl'@'%' IDENTIFIED BY 'repl-secret'; GRANT REPLICATION SLAVE ON *.* TO 'repl'@'%';
-         CREATE USER 'understudy'@'%' IDENTIFIED BY '{MYSQL_PASSWORD}'; GRANT SLAVE MONITOR ON *.* TO 'understudy'@'%';"
+         CREATE USER 'understudy'@'%' IDENTIFIED BY '{MYSQL_PASSWORD}'; GRANT SLAVE MONITOR, BINLOG MONITOR ON *.* TO 'understudy'@'%';"
     ));
     replica.sql(&format!(
         "CHANGE MASTER TO MASTER_HOST='{}', MASTER_PORT={port}, MASTER_USER='repl', MASTER_PASSWORD='repl-secret', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1; START SLAVE;",
@@ -275,7 +276,8 @@ async fn mariadb_replica_passes_fails_on_a_stopped_sql_thread_and_past_max_lag()
     .await;
     println!("replica: {}", v.reason);
     assert!(v.reason.starts_with("replica, ") && v.reason.contains("I/O and SQL threads running"), "{v:?}");
-    println!("mysql replica check (login + SHOW REPLICA STATUS), median of 20: {:.2} ms", median_check_ms(&p[1], 20).await);
+    assert!(v.reason.contains(", source at bin.0"), "the source's binlog position is read: {v:?}");
+    println!("mysql replica check (replica: login + SHOW REPLICA STATUS; source: login + SHOW MASTER STATUS), median of 20: {:.2} ms", median_check_ms(&p[1], 20).await);
     // The daemon runs the same check: the API shows its kind and the replica eligible.
     let daemon = Daemon::start(tmp.path(), &config, api).await;
     let target = |svc: &serde_json::Value, name: &str| svc["targets"].as_array().unwrap().iter().find(|t| t["name"] == name).cloned().unwrap();
