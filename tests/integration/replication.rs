@@ -97,10 +97,11 @@ async fn check(p: &Arc<dyn Probe>) -> Verdict {
     tokio::time::timeout(Duration::from_secs(5), p.check()).await.unwrap_or_else(|_| Verdict::fail("test: check timed out"))
 }
 
-fn service(kind: &str, ips: &[String], port: u16, max_lag: &str, extra: &str, api: SocketAddr) -> String {
+fn service(kind: &str, ips: &[String], port: u16, max_lag: &str, extra: &str, api: SocketAddr, dir: &Path) -> String {
     format!(
-        "[daemon]\ndata_dir = \"data\"\napi = \"{}\"\n[[service]]\nname = \"replicas\"\nmax_lag = \"{max_lag}\"\n[service.check]\nkind = \"{kind}\"\nport = {port}\npassword_file = \"pw\"\ninterval = \"1s\"\ntimeout = \"900ms\"\n{extra}\
+        "[daemon]\ndata_dir = \"{}\"\napi = \"{}\"\n[[service]]\nname = \"replicas\"\nmax_lag = \"{max_lag}\"\n[service.check]\nkind = \"{kind}\"\nport = {port}\npassword_file = \"pw\"\ninterval = \"1s\"\ntimeout = \"900ms\"\n{extra}\
          [[service.target]]\nname = \"one\"\naddress = \"{}\"\n[[service.target]]\nname = \"two\"\naddress = \"{}\"\n",
+        dir.join("data").display(),
         api,
         ips[0],
         ips[1]
@@ -127,7 +128,7 @@ async fn redis_replica_passes_then_fails_when_it_stops_applying_and_when_its_pri
     let mut primary = Redis::start(tmp.path(), &ips[0], port, None).await;
     let replica = Redis::start(tmp.path(), &ips[1], port, Some(primary.addr)).await;
     std::fs::write(tmp.path().join("pw"), format!("{REDIS_PASSWORD}\n")).unwrap();
-    let p = probes(&service("redis", &ips, port, "2s", "", api_addr()), tmp.path());
+    let p = probes(&service("redis", &ips, port, "2s", "", api_addr(), tmp.path()), tmp.path());
     for i in 0..50 {
         primary.command(&["SET", &format!("key{i}"), "value"]).await;
     }
@@ -263,7 +264,7 @@ async fn mariadb_replica_passes_fails_on_a_stopped_sql_thread_and_past_max_lag()
     ));
     std::fs::write(tmp.path().join("pw"), format!("{MYSQL_PASSWORD}\n")).unwrap();
     let api = api_addr();
-    let config = service("mysql", &ips, port, "2s", "user = \"understudy\"\n", api);
+    let config = service("mysql", &ips, port, "2s", "user = \"understudy\"\n", api, tmp.path());
     let p = probes(&config, tmp.path());
 
     let v = check(&p[0]).await;
