@@ -43,6 +43,8 @@ PACKAGES=(
   wrk              # HTTP load generator for the proxy benchmark
   keepalived       # VRRP interoperability tests and the VIP benchmark anchor
   tshark           # decodes our VRRP packets (checksum verified) in the VIP tests
+  redis-server     # Redis primary + replica for the redis replication check and the agent tests
+  mariadb-server   # MariaDB primary + replica for the mysql replication check (mariadb-install-db, mariadbd)
 )
 
 # Python packages from PyPI: aiosmtpd is the SMTP server the e-mail notification tests talk to;

@@ -8,6 +8,7 @@
 //! line, which talks to a running daemon through the API.
 
 pub mod actuator;
+pub mod agent;
 pub mod canary;
 pub mod config;
 pub mod coordinator;

@@ -232,6 +232,7 @@ mod http {
         check.port = 1; // overridden by the target's check_port
         let config = CheckConfig {
             postgres: None,
+            replica: None,
             kind: CheckKind::Http(check),
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(500),
@@ -257,6 +258,7 @@ mod tcp {
         let nginx = Nginx::start();
         let config = CheckConfig {
             postgres: None,
+            replica: None,
             kind: CheckKind::Tcp(TcpCheck { port: nginx.tls.port(), close: Default::default() }),
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(500),

@@ -29,7 +29,7 @@ pub fn service(v: &ServiceView) -> wire::Service {
         all_down_policy: cfg.all_down,
         check: wire::CheckSummary {
             // A PostgreSQL check connects like a TCP check and then speaks the protocol.
-            kind: if check.postgres.is_some() { "postgres".into() } else { check.kind.name().into() },
+            kind: if check.postgres.is_some() { "postgres".into() } else if let Some(r) = &check.replica { r.engine.name().into() } else { check.kind.name().into() },
             port: port(None),
             path: match &check.kind {
                 CheckKind::Http(h) => Some(h.path.clone()),

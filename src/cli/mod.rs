@@ -101,6 +101,16 @@ pub enum Cmd {
         #[arg(long)]
         log_json: bool,
     },
+    /// Run the application health agent: serve GET /health composed of local checks
+    /// (postgres, redis, disk, exec, http), 200 when all pass, 503 naming the failed parts.
+    Agent {
+        /// The agent's config file (not the daemon's).
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        /// Validate the file and exit (0: valid, 2: errors with file, line and key).
+        #[arg(long)]
+        check_config: bool,
+    },
     /// Validate a config file without running anything.
     CheckConfig {
         file: PathBuf,
@@ -355,6 +365,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Cmd::Run { config, log_json } => return run_daemon(config, log_json).await,
         Cmd::CheckConfig { file, out } => return check_config(&file, out.json()),
+        Cmd::Agent { config, check_config } => return crate::agent::main(&config, check_config).await,
         Cmd::Completions { shell } => return shell::completions(shell),
         Cmd::Man { dir } => return shell::man(dir.as_deref()),
         Cmd::Demo { interval, hold } => demo::run(&interval, &hold).await,

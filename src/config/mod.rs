@@ -145,6 +145,9 @@ pub struct CheckConfig {
     /// `kind = "postgres"` checks: `kind` is then `Tcp` with the server's port (what the
     /// connection-level code needs) and this says how to log in and what lag is acceptable.
     pub postgres: Option<std::sync::Arc<crate::pg::config::PgCheck>>,
+    /// `kind = "redis"` and `kind = "mysql"` checks: `kind` is then `Tcp` with the server's port
+    /// (like postgres) and this says which server, how to log in and what lag is acceptable.
+    pub replica: Option<std::sync::Arc<crate::probe::config::ReplicaCheck>>,
 }
 
 impl CheckConfig {

@@ -175,7 +175,7 @@ pub struct RawCheck {
     pub close: Option<super::TcpClose>,
     // exec
     pub command: Option<RawCommand>,
-    // postgres
+    // postgres, mysql, redis (redis: an ACL user; `dbname` is postgres only)
     pub user: Option<String>,
     pub password_file: Option<String>,
     pub dbname: Option<String>,
@@ -189,6 +189,8 @@ pub enum RawCheckKind {
     Tcp,
     Exec,
     Postgres,
+    Redis,
+    Mysql,
 }
 
 /// Defaults match the documented "1 s interval, fall 3" profile: about 1 s to detect with the

@@ -219,9 +219,11 @@ fn validate_service(cx: &mut Ctx<'_>, mut rs: RawService, path: &[Seg]) -> Optio
         cx.err(&with(path, &[k("name")]), format!("expected 1-63 letters, digits, '-', '_' or '.', got \"{}\"", rs.name));
     }
     let base_dir = cx.file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let replica_max_lag = crate::probe::config::take_max_lag(cx, &mut rs, path);
     let postgres = crate::pg::config::validate_service(cx, &mut rs, path);
     let check = validate_check(cx, rs.check, &with(path, &[k("check")]), &base_dir);
     let check = check.map(|c| crate::pg::config::bind_check(c, &rs.name, postgres.as_ref()));
+    let check = check.map(|c| crate::probe::config::bind_check(c, &rs.name, replica_max_lag));
 
     if rs.targets.is_empty() {
         cx.err(path, format!("service \"{}\" needs at least one [[service.target]]", rs.name));
@@ -348,6 +350,8 @@ fn validate_check(cx: &mut Ctx<'_>, rc: RawCheck, path: &[Seg], base_dir: &Path)
         RawCheckKind::Tcp => "tcp",
         RawCheckKind::Exec => "exec",
         RawCheckKind::Postgres => "postgres",
+        RawCheckKind::Redis => "redis",
+        RawCheckKind::Mysql => "mysql",
     };
     if rc.interval < MIN_INTERVAL {
         cx.err(&with(path, &[k("interval")]), format!("expected at least 50ms, got {}", humantime::format_duration(rc.interval)));
@@ -412,10 +416,12 @@ fn validate_check(cx: &mut Ctx<'_>, rc: RawCheck, path: &[Seg], base_dir: &Path)
     only(cx, rc.kind == RawCheckKind::Exec && rc.port.is_some(), "port", "http, https and tcp");
     only(cx, rc.kind != RawCheckKind::Exec && rc.command.is_some(), "command", "exec");
     let pg = rc.kind == RawCheckKind::Postgres;
-    only(cx, !pg && rc.user.is_some(), "user", "postgres");
-    only(cx, !pg && rc.password_file.is_some(), "password_file", "postgres");
+    let db = matches!(rc.kind, RawCheckKind::Postgres | RawCheckKind::Redis | RawCheckKind::Mysql);
+    only(cx, !db && rc.user.is_some(), "user", "postgres");
+    only(cx, !db && rc.password_file.is_some(), "password_file", "postgres");
     only(cx, !pg && rc.dbname.is_some(), "dbname", "postgres");
     let mut postgres = None;
+    let mut replica = None;
 
     let kind = match rc.kind {
         RawCheckKind::Http | RawCheckKind::Https => {
@@ -465,6 +471,14 @@ fn validate_check(cx: &mut Ctx<'_>, rc: RawCheck, path: &[Seg], base_dir: &Path)
             postgres = crate::pg::config::validate_check(cx, path, rc.user, rc.password_file, rc.dbname, base_dir);
             CheckKind::Tcp(TcpCheck { port: rc.port.unwrap_or(crate::pg::config::DEFAULT_PORT), close: Default::default() })
         }
+        RawCheckKind::Redis | RawCheckKind::Mysql => {
+            let (engine, default_port) = match rc.kind {
+                RawCheckKind::Redis => (crate::probe::config::Engine::Redis, crate::probe::config::REDIS_PORT),
+                _ => (crate::probe::config::Engine::Mysql, crate::probe::config::MYSQL_PORT),
+            };
+            replica = crate::probe::config::validate_check(cx, path, engine, rc.user, rc.password_file, base_dir);
+            CheckKind::Tcp(TcpCheck { port: rc.port.unwrap_or(default_port), close: Default::default() })
+        }
         RawCheckKind::Exec => match rc.command {
             Some(c) => CheckKind::Exec(ExecCheck { command: command_argv(cx, &with(path, &[k("command")]), c) }),
             None => {
@@ -476,7 +490,7 @@ fn validate_check(cx: &mut Ctx<'_>, rc: RawCheck, path: &[Seg], base_dir: &Path)
     if cx.errors.len() > before {
         return None;
     }
-    Some(CheckConfig { kind, interval: rc.interval, timeout: rc.timeout, fall: rc.fall, rise: rc.rise, fast_interval, down_interval, postgres })
+    Some(CheckConfig { kind, interval: rc.interval, timeout: rc.timeout, fall: rc.fall, rise: rc.rise, fast_interval, down_interval, postgres, replica })
 }
 
 fn parse_status(s: &RawStatus) -> Result<StatusRange, String> {
@@ -557,5 +571,39 @@ mod check_cost_keys {
         assert!(matches!(load("kind = \"http\"\nkeep_alive = true"), Ok(CheckKind::Http(HttpCheck { keep_alive: true, .. }))));
         let errs = load("kind = \"tcp\"\nkeep_alive = true").unwrap_err();
         assert!(errs[0].contains("`keep_alive` applies to http and https checks, not to tcp checks"), "{errs:?}");
+    }
+}
+
+#[cfg(test)]
+mod replica_checks {
+    use super::*;
+    use crate::probe::config::{Engine, MaxLag};
+
+    fn load(service_keys: &str, check_keys: &str) -> Result<ServiceConfig, Vec<String>> {
+        let text = format!("[[service]]\nname = \"cache\"\n{service_keys}[service.check]\n{check_keys}[[service.target]]\nname = \"a\"\naddress = \"127.0.0.2\"\n");
+        crate::config::from_str(&text, Path::new("u.toml")).map(|(c, _)| c.services[0].clone()).map_err(|e| e.0.iter().map(|e| e.to_string()).collect())
+    }
+
+    #[test]
+    fn redis_and_mysql_checks_take_the_services_max_lag_and_default_ports() {
+        let s = load("max_lag = \"16MB\"\n", "kind = \"redis\"\n").unwrap();
+        let r = s.check.replica.as_ref().expect("a replica check");
+        assert_eq!((r.engine, r.max_lag, r.service.as_str(), r.user.as_deref()), (Engine::Redis, MaxLag::Bytes(16 << 20), "cache", None));
+        assert_eq!(s.check.kind, CheckKind::Tcp(TcpCheck { port: 6379, close: Default::default() }));
+        let s = load("", "kind = \"mysql\"\nport = 3307\n").unwrap();
+        let r = s.check.replica.as_ref().unwrap();
+        assert_eq!((r.engine, r.max_lag, r.user.as_deref()), (Engine::Mysql, MaxLag::Time(Duration::from_secs(30)), Some("understudy")));
+        assert_eq!(s.check.kind, CheckKind::Tcp(TcpCheck { port: 3307, close: Default::default() }));
+        assert!(s.check.postgres.is_none());
+    }
+
+    #[test]
+    fn wrong_keys_and_values_are_located() {
+        assert_eq!(load("max_lag = \"soon\"\n", "kind = \"redis\"\n").unwrap_err(), ["u.toml:3:1: service[0].max_lag: expected a duration such as \"30s\" or a size such as \"16MB\", got \"soon\""]);
+        assert_eq!(load("", "kind = \"redis\"\ndbname = \"x\"\n").unwrap_err(), ["u.toml:5:1: service[0].check.dbname: `dbname` applies to postgres checks, not to redis checks"]);
+        let e = load("max_lag = \"30s\"\n", "kind = \"tcp\"\nport = 80\n").unwrap_err();
+        assert!(e[0].contains("`max_lag` applies to kind = \"postgres\" services"), "{e:?}");
+        let e = load("", "kind = \"mysql\"\npassword_file = \"/nonexistent/pw\"\n").unwrap_err();
+        assert!(e[0].contains("service[0].check.password_file: password file:"), "{e:?}");
     }
 }

@@ -5,13 +5,18 @@
 //! initial random offset (so checks spread over the interval), enforces the timeout, and never
 //! lets a slow target delay another one.
 //!
-//! One implementation per file: `http.rs` (http and https), `tcp.rs`, `exec.rs`, `postgres.rs`.
+//! One implementation per file: `http.rs` (http and https), `tcp.rs`, `exec.rs`, `postgres.rs`, `redis.rs`,
+//! `mysql.rs` (`replica.rs`: what the last two share; `config.rs`: their settings).
 
 pub mod checker;
+pub mod config;
 pub mod exec;
 pub mod http;
 pub mod lag;
+pub mod mysql;
 pub mod postgres;
+pub mod redis;
+pub mod replica;
 pub mod scheduler;
 pub mod tcp;
 
@@ -105,6 +110,14 @@ pub fn build(check: &CheckConfig, target: &TargetConfig) -> Result<Arc<dyn Probe
         CheckKind::Tcp(t) if check.postgres.is_some() => {
             let pg = check.postgres.clone().expect("checked just above");
             Arc::new(postgres::PostgresProbe::new(pg, &target.name, ip, target.check_port.unwrap_or(t.port), check.interval, check.timeout))
+        }
+        CheckKind::Tcp(t) if check.replica.is_some() => {
+            let r = check.replica.clone().expect("checked just above");
+            let port = target.check_port.unwrap_or(t.port);
+            match r.engine {
+                replica::Engine::Redis => Arc::new(redis::RedisProbe::new(r, ip, port, check.timeout)),
+                replica::Engine::Mysql => Arc::new(mysql::MysqlProbe::new(r, ip, port, check.timeout)),
+            }
         }
         CheckKind::Tcp(t) => {
             let port = target.check_port.unwrap_or(t.port);

@@ -36,7 +36,10 @@ fn every_example_config_is_valid() {
     for e in examples {
         let path = e.unwrap().path();
         if path.extension().is_some_and(|x| x == "toml") {
-            let out = Command::new(understudy_bin()).arg("check-config").arg(&path).output().unwrap();
+            // agent.toml is the health agent's own file (`understudy agent --check-config`).
+            let agent = path.file_name().is_some_and(|n| n == "agent.toml");
+            let args: Vec<&std::ffi::OsStr> = if agent { vec!["agent".as_ref(), "--check-config".as_ref(), "-c".as_ref(), path.as_os_str()] } else { vec!["check-config".as_ref(), path.as_os_str()] };
+            let out = Command::new(understudy_bin()).args(&args).output().unwrap();
             assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
             n += 1;
         }

@@ -9,6 +9,7 @@
 mod support;
 
 mod actuators; // hooks: chatty, detaching, slow (DNS not delayed), retried; clean environment for hooks and exec checks
+mod agent; // `understudy agent`: GET /health composed of real PostgreSQL, Redis, nginx, an exec check and a filled tmpfs (root); --check-config errors
 mod api; // the router through `oneshot`: status codes, auth, error bodies, metrics names
 mod api_security; // Host/Origin/Content-Type guard, generated token, TLS, caps, sd_notify, the systemd unit
 mod canary; // the client canary through real unbound: client RTO of a real incident in its timeline, a stale resolver raises clients_stale and a webhook (root for the namespace test)
@@ -29,6 +30,7 @@ mod lb; // the load-balancer level: real HAProxy (admin socket) and nginx (upstr
 mod netbed; // namespaces: DNS-mode drill through unbound, 5% / 100% loss, a flapping primary (root)
 mod notify; // real Alertmanager, aiosmtpd and a stand-in HTTP receiver: alerts, formats, kill -9 with the receiver down
 mod operator; // drain / enable / switchover / clear through the CLI
+mod replication; // the redis and mysql replication checks against a real Redis primary + replica and a real MariaDB primary + replica: link, threads, lag
 mod providers; // DNS providers against real BIND, Knot, PowerDNS, moto (Route 53) and a Cloudflare-shaped receiver: failover, rejected keys, drift, restart
 mod postgres; // real PostgreSQL 15: async failover with fast-forward and repoint, sync zero loss, fence and `pg rejoin`, lag gate
 mod reload; // SIGHUP: a bad file keeps the old config; a good one keeps unchanged health
