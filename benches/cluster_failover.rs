@@ -18,10 +18,8 @@
 //! after 20 s; every process is killed by PID at the end (also on panic).
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 #[path = "../tests/support/etcd.rs"]
-#[allow(dead_code)]
 mod etcd_support;
 
 use std::net::{Ipv4Addr, SocketAddr};

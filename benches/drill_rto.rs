@@ -25,7 +25,7 @@
 //! It must not panic on a failed run, and must stay bounded: every drill has a timeout.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use std::time::Duration;

@@ -17,7 +17,7 @@
 //! Bounded: every request has a 10 s timeout, every load phase a fixed duration.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use std::net::SocketAddr;

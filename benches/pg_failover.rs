@@ -15,7 +15,7 @@
 //! run is reported, not dropped.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use std::net::{IpAddr, SocketAddr};

@@ -328,22 +328,6 @@ pub fn notify_status(s: &wire::NotifyStatus) -> String {
     out
 }
 
-#[cfg(test)]
-mod paint_tests {
-    use super::Paint;
-    use std::ffi::OsStr;
-
-    #[test]
-    fn colour_only_on_a_terminal_and_never_with_no_color() {
-        assert_eq!(Paint::wanted(true, None), Paint(true));
-        assert_eq!(Paint::wanted(false, None), Paint(false), "a pipe or a file gets plain text");
-        assert_eq!(Paint::wanted(true, Some(OsStr::new("1"))), Paint(false), "NO_COLOR=1");
-        assert_eq!(Paint::wanted(true, Some(OsStr::new(""))), Paint(true), "an empty NO_COLOR does not count (no-color.org)");
-        assert_eq!(Paint(false).red("down"), "down");
-        assert_eq!(Paint(true).red("down"), "\x1b[31mdown\x1b[0m");
-    }
-}
-
 /// This node's place in its cluster, above `understudy status` (nothing for a single node):
 /// who leads, whether this node may decide, and each node's view of targets it sees down.
 pub fn cluster(c: &serde_json::Value) -> String {
@@ -365,4 +349,20 @@ pub fn cluster(c: &serde_json::Value) -> String {
     }
     out.push('\n');
     out
+}
+
+#[cfg(test)]
+mod paint_tests {
+    use super::Paint;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_with_no_color() {
+        assert_eq!(Paint::wanted(true, None), Paint(true));
+        assert_eq!(Paint::wanted(false, None), Paint(false), "a pipe or a file gets plain text");
+        assert_eq!(Paint::wanted(true, Some(OsStr::new("1"))), Paint(false), "NO_COLOR=1");
+        assert_eq!(Paint::wanted(true, Some(OsStr::new(""))), Paint(true), "an empty NO_COLOR does not count (no-color.org)");
+        assert_eq!(Paint(false).red("down"), "down");
+        assert_eq!(Paint(true).red("down"), "\x1b[31mdown\x1b[0m");
+    }
 }

@@ -28,6 +28,7 @@ struct Node {
 
 /// The config every node runs: the quick-start service (200 ms checks, fall 3), a DNS server
 /// for `www.example.test` and the `[cluster]` section; only `node`, the API and DNS addresses differ.
+#[allow(clippy::too_many_arguments)] // each is one line of the generated config
 fn node_config(dir: &std::path::Path, etcd: &EtcdCluster, prefix: &str, node: &str, api: std::net::SocketAddr, dns_port: u16, web_port: u16, more: &str) -> String {
     let endpoints: Vec<String> = etcd.endpoints().iter().map(|u| format!("\"{}\"", u.as_str().trim_end_matches('/'))).collect();
     let cluster = format!(
