@@ -188,7 +188,7 @@ impl Etcd {
         lock(&shared).emit();
         let (tx, rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
-        let task = Task { cfg, http, shared: shared.clone(), cmds: rx, cancel: cancel.clone() };
+        let task = Task { cfg, http, shared: shared.clone(), cmds: rx, cancel: cancel.clone(), unshared: BTreeMap::new() };
         tokio::spawn(task.run());
         tokio::spawn(watchdog(shared.clone(), cancel.clone()));
         Ok(Etcd { shared, cmds: tx, cancel })
@@ -282,6 +282,8 @@ struct Task {
     shared: Arc<Mutex<Shared>>,
     cmds: mpsc::UnboundedReceiver<Cmd>,
     cancel: CancellationToken,
+    /// Overrides whose write to etcd failed: written again at the next renewal (or session).
+    unshared: BTreeMap<String, super::OverrideChange>,
 }
 
 impl Task {
@@ -327,7 +329,10 @@ impl Task {
                         None | Some(Cmd::Release) => return,
                         Some(Cmd::Publish { .. }) => {} // kept in `local`, published by the next session
                         Some(Cmd::Commit { service, proposal }) => self.refuse(&service, proposal.epoch, "cut off from etcd".into()),
-                        Some(Cmd::Share { service, .. }) => tracing::error!(%service, "cluster: an override could not be shared: cut off from etcd"),
+                        Some(Cmd::Share { service, change }) => {
+                            tracing::warn!(%service, "cluster: cut off from etcd; the override is shared when it is back");
+                            self.unshared.insert(service, change);
+                        }
                     },
                 }
             }
@@ -401,6 +406,9 @@ impl Task {
         tracing::info!(node = %self.cfg.node, endpoint = gw.endpoint(), lease, "cluster: connected");
         let mut unpublished: BTreeMap<(String, String), Health> = BTreeMap::new();
         self.campaign(&gw, lease).await;
+        for (service, change) in std::mem::take(&mut self.unshared) {
+            self.share(&mut gw, endpoint, service, change).await;
+        }
 
         // The next renewal: every `renew_every` after a success; soon after a failure, through
         // the next endpoint (an etcd member that died or is electing a new raft leader).
@@ -440,7 +448,10 @@ impl Task {
                             continue;
                         }
                     }
-                    // Verdicts that could not be written earlier, and a watch that broke.
+                    // Verdicts and overrides that could not be written earlier, and a watch that broke.
+                    for (service, change) in std::mem::take(&mut self.unshared) {
+                        self.share(&mut gw, endpoint, service, change).await;
+                    }
                     for ((service, target), h) in std::mem::take(&mut unpublished) {
                         self.publish(&mut gw, endpoint, lease, &service, &target, h, &mut unpublished).await;
                     }
@@ -499,13 +510,7 @@ impl Task {
                         self.publish(&mut gw, endpoint, lease, &service, &target, health, &mut unpublished).await;
                     }
                     Some(Cmd::Commit { service, proposal }) => self.commit(&gw, &service, &proposal).await,
-                    Some(Cmd::Share { service, change }) => {
-                        let key = self.key(&Key::Overrides { service: service.clone() });
-                        let value = serde_json::to_vec(&change).expect("overrides serialise");
-                        if let Err(e) = gw.put(&key, &value, None).await {
-                            tracing::error!(%service, "cluster: sharing an override failed: {e}");
-                        }
-                    }
+                    Some(Cmd::Share { service, change }) => self.share(&mut gw, endpoint, service, change).await,
                 },
             }
         }
@@ -529,6 +534,18 @@ impl Task {
         if let Err(e) = gw.put(&key, health_text(h).as_bytes(), Some(lease)).await {
             tracing::debug!("cluster: publishing {service}/{target} failed: {e}");
             unpublished.insert((service.to_string(), target.to_string()), h);
+            self.rotate(endpoint, gw).await;
+        }
+    }
+
+    /// Write `service`'s overrides (no lease: they outlive every node); kept for the next try
+    /// when etcd does not take them.
+    async fn share(&mut self, gw: &mut Gateway, endpoint: &mut usize, service: String, change: super::OverrideChange) {
+        let key = self.key(&Key::Overrides { service: service.clone() });
+        let value = serde_json::to_vec(&change).expect("overrides serialise");
+        if let Err(e) = gw.put(&key, &value, None).await {
+            tracing::warn!(%service, "cluster: sharing an override failed (tried again at the next renewal): {e}");
+            self.unshared.insert(service, change);
             self.rotate(endpoint, gw).await;
         }
     }
