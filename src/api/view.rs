@@ -71,6 +71,7 @@ pub fn service(v: &ServiceView) -> wire::Service {
                     reason: r.reason.clone(),
                     latency_ms: r.latency.as_secs_f64() * 1000.0,
                     at: format_time_us(r.started_us),
+                    lag: r.lag.map(|l| wire::ReplicationLag { bytes: l.bytes, seconds: l.seconds }),
                 }),
             })
             .collect(),

@@ -126,6 +126,18 @@ pub struct LastCheck {
     pub reason: String,
     pub latency_ms: f64,
     pub at: String,
+    /// Replication lag the check measured (database checks on a replica); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<ReplicationLag>,
+}
+
+/// A replica's lag behind its primary, as its check measured it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ReplicationLag {
+    pub bytes: u64,
+    /// Seconds behind (zero when caught up); absent when the server cannot tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
 }
 
 
