@@ -281,6 +281,29 @@ impl Metrics {
         self.core_queue.set(i64::try_from(waiting).unwrap_or(i64::MAX));
     }
 
+    /// The replication lag a check result measured (call it for every result): a target whose
+    /// last check measured none (a primary, a failed connection) has no sample.
+    pub fn replication_lag(&self, service: &str, target: &str, lag: Option<crate::probe::Lag>) {
+        let l = TargetLabels { service: service.to_string(), target: target.to_string() };
+        match lag {
+            Some(lag) => {
+                self.replication_lag_bytes.get_or_create(&l).set(i64::try_from(lag.bytes).unwrap_or(i64::MAX));
+                match lag.seconds {
+                    Some(s) => {
+                        self.replication_lag_seconds.get_or_create(&l).set(s);
+                    }
+                    None => {
+                        self.replication_lag_seconds.remove(&l);
+                    }
+                }
+            }
+            None => {
+                self.replication_lag_bytes.remove(&l);
+                self.replication_lag_seconds.remove(&l);
+            }
+        }
+    }
+
     /// The text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -322,23 +345,6 @@ impl Metrics {
             self.target_up.get_or_create(&l).set((t.health == Health::Up) as i64);
             self.target_enabled.get_or_create(&l).set(t.enabled as i64);
             self.active_target.get_or_create(&l).set(t.active as i64);
-            match t.last.as_ref().and_then(|r| r.lag) {
-                Some(lag) => {
-                    self.replication_lag_bytes.get_or_create(&l).set(i64::try_from(lag.bytes).unwrap_or(i64::MAX));
-                    match lag.seconds {
-                        Some(s) => {
-                            self.replication_lag_seconds.get_or_create(&l).set(s);
-                        }
-                        None => {
-                            self.replication_lag_seconds.remove(&l);
-                        }
-                    }
-                }
-                None => {
-                    self.replication_lag_bytes.remove(&l);
-                    self.replication_lag_seconds.remove(&l);
-                }
-            }
         }
         let l = ServiceLabels { service: st.name.clone() };
         let _ = self.failovers.get_or_create(&l);
@@ -361,5 +367,17 @@ mod tests {
         assert!(text.contains("understudy_core_result_seconds_count 2"), "{text}");
         assert!(text.contains("understudy_core_result_seconds_sum 0.000008"), "{text}");
         assert!(text.contains("understudy_core_queue 7"), "{text}");
+    }
+
+    #[test]
+    fn replication_lag_follows_the_last_check() {
+        let m = Metrics::new(Arc::new(LagHistogram::new()));
+        m.replication_lag("db", "pg2", Some(crate::probe::Lag { bytes: 4000, seconds: Some(42.5) }));
+        let text = m.encode();
+        assert!(text.contains("understudy_replication_lag_bytes{service=\"db\",target=\"pg2\"} 4000"), "{text}");
+        assert!(text.contains("understudy_replication_lag_seconds{service=\"db\",target=\"pg2\"} 42.5"), "{text}");
+        // Promoted (or unreachable): no lag sample rather than a stale one.
+        m.replication_lag("db", "pg2", None);
+        assert!(!m.encode().contains("target=\"pg2\""));
     }
 }

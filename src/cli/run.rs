@@ -51,6 +51,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     crate::drill::schedule::spawn(tracker, cancel, &schedules, heartbeat.as_ref(), &api.endpoint(), health);
     // The canaries subscribe to decisions before the core makes its first one.
     crate::canary::spawn(tracker, cancel, &canary_cfg, prepared.recorder(), &shared.events, shared.metrics.clone(), &shared.canary);
+    crate::probe::compare::spawn(tracker, cancel, &canary_cfg.services, shared.clone(), prepared.recorder());
     drop(canary_cfg);
     let daemon = prepared.run();
     Ok(Running { api_addr: api.hosts.addr, api, shared, daemon })

@@ -76,6 +76,12 @@ pub enum NoticeEvent {
     /// The client canary sees clients still sent to another target than the decision's, past
     /// the TTL and margin (resolved when they follow).
     ClientsStale,
+    /// A replica's replication lag is beyond its service's `max_lag` (resolved when it is back
+    /// to half of it).
+    ReplicationLag,
+    /// A `compare` check finds a target's value different from the active target's (resolved
+    /// when they match again).
+    Drift,
     /// `understudy notify test`.
     Test,
 }
@@ -92,6 +98,8 @@ impl NoticeEvent {
         NoticeEvent::CheckerError,
         NoticeEvent::EventLogBehind,
         NoticeEvent::ClientsStale,
+        NoticeEvent::ReplicationLag,
+        NoticeEvent::Drift,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -106,6 +114,8 @@ impl NoticeEvent {
             NoticeEvent::CheckerError => "checker_error",
             NoticeEvent::EventLogBehind => "event_log_behind",
             NoticeEvent::ClientsStale => "clients_stale",
+            NoticeEvent::ReplicationLag => "replication_lag",
+            NoticeEvent::Drift => "drift",
             NoticeEvent::Test => "test",
         }
     }

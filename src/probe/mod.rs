@@ -5,9 +5,12 @@
 //! initial random offset (so checks spread over the interval), enforces the timeout, and never
 //! lets a slow target delay another one.
 //!
-//! One implementation per file: `http.rs` (http and https), `tcp.rs`, `exec.rs`, `postgres.rs`.
+//! One implementation per file: `http.rs` (http and https), `tcp.rs`, `exec.rs`, `postgres.rs`;
+//! `compare.rs` runs the drift checks (`[[service.compare]]`), which compare targets with the
+//! active one rather than judge each alone.
 
 pub mod checker;
+pub mod compare;
 pub mod exec;
 pub mod http;
 pub mod lag;

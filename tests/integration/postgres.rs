@@ -275,3 +275,70 @@ async fn a_standby_beyond_max_lag_is_alerted_and_never_promoted() {
     assert!(reason(&d, "pg2").await.contains("exceeds max_lag"), "{}", reason(&d, "pg2").await);
 }
 
+/// A target's `last_check.lag` in the API.
+async fn lag(d: &Daemon, target: &str) -> Option<serde_json::Value> {
+    let s = d.service("db").await;
+    s["targets"].as_array().unwrap().iter().find(|x| x["name"] == target).map(|x| x["last_check"]["lag"].clone()).filter(|l| !l.is_null())
+}
+
+/// `understudy_replication_lag_seconds` of `target` in `/metrics`.
+async fn lag_metric(d: &Daemon, target: &str) -> Option<f64> {
+    let text = crate::support::http().get(format!("{}/metrics", d.api)).send().await.ok()?.text().await.ok()?;
+    let prefix = format!("understudy_replication_lag_seconds{{service=\"db\",target=\"{target}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_standby_raises_the_lag_alert_outside_any_incident_and_resolves_it_when_replay_resumes() {
+    let c = Cluster::start(2, false);
+    let mut rx = crate::notify::Receiver::new();
+    rx.start().await;
+    let hook = format!("\n[[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\ngroup_window = \"100ms\"\n", rx.url("/hook"));
+    let dns: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1")).parse().unwrap();
+    let api = api_addr();
+    let d = Daemon::start(c.tmp.path(), &format!("{}{hook}", daemon_config(&c, api, dns, "max_lag = \"2s\"")), api).await;
+    d.wait_active("db", "pg1", Duration::from_secs(30)).await;
+    // The lag is data: in the API and the metrics for a standby, not for the primary.
+    let caught_up = wait_for(Duration::from_secs(30), "pg2's lag in the API", || lag(&d, "pg2")).await;
+    assert!(caught_up["bytes"].is_u64() && caught_up["seconds"].as_f64().is_some_and(|s| s < 2.0), "{caught_up}");
+    assert_eq!(lag(&d, "pg1").await, None, "a primary has no lag");
+    wait_for(Duration::from_secs(10), "pg2's lag gauge", || lag_metric(&d, "pg2")).await;
+
+    c.psql(1, "postgres", "SELECT pg_wal_replay_pause()");
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = writers(dns, c.port, 1, stop.clone());
+    let alert = wait_for(Duration::from_secs(30), "a replication_lag event for pg2", || async {
+        d.events().await.into_iter().map(|e| e["event"].clone()).find(|e| e["kind"] == "replication_lag" && e["target"] == "pg2" && e["resolved"].is_null())
+    })
+    .await;
+    println!("lag alert: {alert}");
+    assert!(alert["seconds"].as_f64().is_some_and(|s| s > 2.0) && alert["max_lag"] == "2s", "{alert}");
+    let open = rx.wait("/hook", "the replication_lag webhook", |v| v["event"] == "replication_lag" && v["phase"] == "open").await.json();
+    assert_eq!(open["target"], "pg2", "{open}");
+    // No incident: the primary is fine, traffic never moved.
+    let s = d.service("db").await;
+    assert!(s["open_incident"].is_null() && s["active"] == "pg1", "{s}");
+    let behind = lag(&d, "pg2").await.unwrap();
+    assert!(behind["seconds"].as_f64().unwrap() > 2.0 && behind["bytes"].as_u64().unwrap() > 0, "{behind}");
+    let gauge = lag_metric(&d, "pg2").await.unwrap();
+    assert!(gauge > 2.0, "understudy_replication_lag_seconds for pg2: {gauge}");
+    let status = String::from_utf8_lossy(&d.cli(&["status"]).stdout).to_string();
+    let line = status.lines().find(|l| l.trim_start().trim_start_matches('*').trim_start().starts_with("pg2 ")).unwrap_or_default().to_string();
+    assert!(status.contains("LAG") && line.contains(" s / "), "{status}");
+
+    c.psql(1, "postgres", "SELECT pg_wal_replay_resume()");
+    let resolved = wait_for(Duration::from_secs(30), "the replication_lag event resolved", || async {
+        d.events().await.into_iter().map(|e| e["event"].clone()).find(|e| e["kind"] == "replication_lag" && e["target"] == "pg2" && e["resolved"] == true)
+    })
+    .await;
+    println!("lag recovered: {resolved}");
+    let close = rx.wait("/hook", "the replication_lag webhook resolving", |v| v["event"] == "replication_lag" && v["phase"] == "close").await.json();
+    assert_eq!(close["target"], "pg2", "{close}");
+    stop.store(true, Ordering::Relaxed);
+    for h in w {
+        h.await.unwrap();
+    }
+    // One alert and one recovery: no flapping while replay caught up.
+    let lag_events = d.events().await.into_iter().filter(|e| e["event"]["kind"] == "replication_lag" && e["event"]["target"] == "pg2").count();
+    assert_eq!(lag_events, 2, "{}", story(&d.events().await));
+}
