@@ -73,6 +73,10 @@ pub fn service(v: &ServiceView) -> wire::Service {
                     at: format_time_us(r.started_us),
                     lag: r.lag.map(|l| wire::ReplicationLag { bytes: l.bytes, seconds: l.seconds }),
                 }),
+                drift: crate::probe::compare::drifted(&st.name, &t.cfg.name)
+                    .into_iter()
+                    .map(|d| wire::Drift { check: d.check, primary: d.primary, expected: d.expected, found: d.found, gate: d.gate })
+                    .collect(),
             })
             .collect(),
         open_incident: v.open_incident,

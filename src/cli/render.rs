@@ -135,6 +135,10 @@ pub fn services(list: &[wire::Service], paint: Paint) -> String {
                 let why = if cadence == crate::health::Cadence::Fast { "health changing" } else { "down" };
                 last = format!("{last}  [checking every {every} ms: {why}]");
             }
+            for d in &t.drift {
+                let gate = if d.gate { ", not eligible" } else { "" };
+                last = format!("{last}  [drifted: {} {:?} where {} has {:?}{gate}]", d.check, d.found, d.primary, d.expected);
+            }
             let addr = format!("{} {}", t.address, t.check);
             let health = format!("{health:<8}");
             let health = if t.healthy { paint.green(&health) } else { paint.red(&health) };
