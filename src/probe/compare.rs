@@ -388,6 +388,32 @@ mod tests {
         assert_eq!(shown(&long).chars().count(), SHOWN + 1);
     }
 
+    const SVC: &str = "[[service]]\nname = \"www\"\n[service.check]\nkind = \"tcp\"\nport = 80\n[[service.target]]\nname = \"a\"\naddress = \"127.0.0.2\"\n";
+
+    fn errors(compare: &str) -> Vec<String> {
+        let text = format!("{SVC}[[service.compare]]\n{compare}");
+        match crate::config::from_str(&text, std::path::Path::new("u.toml")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn config_is_validated_with_located_errors() {
+        let (c, _) = crate::config::from_str(&format!("{SVC}[[service.compare]]\nname = \"v\"\nkind = \"compare\"\nurl = \"http://{{address}}:8080/version\"\n"), std::path::Path::new("u.toml")).unwrap();
+        assert_eq!(c.services[0].compare, vec![CompareConfig { name: "v".into(), source: Source::Http("http://{address}:8080/version".into()), interval: Duration::from_secs(10), timeout: Duration::from_secs(2), gate: false }]);
+        let e = errors("name = \"v\"\nkind = \"compare\"\nurl = \"http://x/\"\ncommand = [\"/bin/true\"]\n");
+        assert!(e.iter().any(|e| e.contains("either `url` or `command`")), "{e:?}");
+        let e = errors("name = \"v\"\nkind = \"diff\"\ncommand = \"cat /etc/version\"\n");
+        assert!(e.iter().any(|e| e.contains("kind") && e.contains("expected \"compare\"")), "{e:?}");
+        let e = errors("name = \"v\"\nkind = \"compare\"\nurl = \"ftp://{address}/v\"\n");
+        assert!(e.iter().any(|e| e.contains("http(s) URL template")), "{e:?}");
+        let e = errors("name = \"v\"\nkind = \"compare\"\ncommand = []\ninterval = \"1s\"\ntimeout = \"1s\"\n");
+        assert!(e.iter().any(|e| e.contains("command")) && e.iter().any(|e| e.contains("less than interval")), "{e:?}");
+        let e = errors("name = \"v\"\nkind = \"compare\"\nurl = \"http://x/\"\nbogus = 1\n");
+        assert!(e.iter().any(|e| e.contains("bogus")), "unknown keys are refused: {e:?}");
+    }
+
     #[test]
     fn the_gate_reason_names_the_check_and_values() {
         post("gate-test-svc", "backup", "version", Some(Drift { check: "version".into(), primary: "primary".into(), expected: "2".into(), found: "1".into(), gate: true }));
