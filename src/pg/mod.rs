@@ -2,7 +2,8 @@
 //! one primary and streaming standbys.
 //!
 //! How the pieces fit (each file says what it must not do):
-//! - **Check** (`probe/postgres.rs`): reports the role and the replay lag in its reason; a
+//! - **Check** (`probe/postgres.rs`): reports the role and the replay lag in its reason and as
+//!   data (`CheckResult::lag`); a
 //!   standby beyond `max_lag` *fails*, and so does a non-synchronous standby when
 //!   `synchronous = true`, and a fenced old primary. The decision engine is unchanged: it never
 //!   makes a failing target active, so lag-gated eligibility needs no new engine input.

@@ -10,7 +10,8 @@
 //!   of WAL, from the primary's last report or the WAL receiver, against `pg_last_wal_replay_lsn()`);
 //!   only when replay is behind does the time since the last replayed commit count. A standby
 //!   beyond `max_lag` *fails* with a reason naming the lag, so the decision engine never makes it
-//!   active (and its `target_down` event is the lag alert). With `synchronous = true` a standby
+//!   active. A standby's verdict carries its lag as data ([`Verdict::lag`]) for the API, status,
+//!   metrics and the lag alert (`pg::lagwatch`). With `synchronous = true` a standby
 //!   passes only if the primary last listed it as `sync` or `quorum`.
 //!
 //! It never changes the server and never decides health: one connection, two queries, a verdict.

@@ -9,8 +9,11 @@
 //! - sync: `synchronous = true` with `synchronous_standby_names`: writers through the name lose
 //!   no acknowledged write across the kill; the old primary comes back fenced (read-only) and
 //!   `understudy pg rejoin` makes it a standby of the new primary.
-//! - lag: a standby with replay paused fails its check beyond `max_lag` (the `target_down`
-//!   event is the lag alert) and is never promoted.
+//!   The old primary's commit made before the fence is rewound away (`pg rejoin` checkpoints the
+//!   new primary first, or PostgreSQL 15's `pg_rewind` may find "the same timeline").
+//! - lag: a standby with replay paused fails its check beyond `max_lag` and is never promoted;
+//!   with no failover at all, the `replication_lag` event and webhook fire and resolve when
+//!   replay resumes, and the lag shows in the API, `/metrics` and `understudy status`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
