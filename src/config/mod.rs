@@ -106,7 +106,7 @@ pub struct ServiceConfig {
     /// `kind = "postgres"`: promotion settings (`max_lag`, `synchronous`, `fence`...).
     pub postgres: Option<crate::pg::config::PgService>,
     /// Drift checks (`[[service.compare]]`, see `probe::compare`).
-    pub compare: Vec<crate::probe::compare::CompareConfig>,
+    pub compare: Vec<crate::probe::config::CompareConfig>,
 }
 
 impl ServiceConfig {

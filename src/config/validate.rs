@@ -284,7 +284,7 @@ fn validate_service(cx: &mut Ctx<'_>, mut rs: RawService, path: &[Seg]) -> Optio
         cx.err(&with(path, &[k("verify_every")]), "expected at least 1s");
     }
 
-    let compare = crate::probe::compare::validate(cx, std::mem::take(&mut rs.compare), path);
+    let compare = crate::probe::config::validate(cx, std::mem::take(&mut rs.compare), path);
 
     let check = check?;
     if cx.errors.len() > errors_before {

@@ -90,11 +90,15 @@ pub async fn rejoin(config: &Config, service: &str, target: &str, opts: &Options
     let user = opts.rewind_user.clone().unwrap_or(check.user.clone());
     let rewind_login = Login { user: user.clone(), password: check.password.clone(), dbname: check.dbname.clone() };
     let timeline = match checkpoint_source(&primary, &rewind_login).await? {
-        (tli, true) => {
-            done.push(format!("checkpoint on {} (timeline {tli} in its pg_control)", primary.name));
+        (tli, Some(before)) if before != tli => {
+            done.push(format!("checkpoint on {}: its pg_control named timeline {before}, it runs on {tli} (pg_rewind would have rewound nothing)", primary.name));
             tli
         }
-        (tli, false) => tli,
+        (tli, Some(_)) => {
+            done.push(format!("checkpoint on {} (timeline {tli})", primary.name));
+            tli
+        }
+        (tli, None) => tli,
     };
     let source = format!("host={} port={} user={} dbname={}", primary.ip, primary.port, user, check.dbname);
     let mut rewind = Command::new(bin("pg_rewind")?);
@@ -144,14 +148,16 @@ pub async fn rejoin(config: &Config, service: &str, target: &str, opts: &Options
 }
 
 /// Make the current primary's `pg_control` name its current timeline before `pg_rewind` reads it
-/// (see the module doc). Returns the primary's timeline and whether a checkpoint was run.
-async fn checkpoint_source(primary: &Server, login: &Login) -> Result<(u32, bool), String> {
+/// (see the module doc). Returns the primary's timeline and, when a checkpoint was run, the
+/// timeline its `pg_control` named before (the current one when that could not be read).
+async fn checkpoint_source(primary: &Server, login: &Login) -> Result<(u32, Option<u32>), String> {
     let conn = client::connect(primary.ip, primary.port, login, Duration::from_secs(5)).await.map_err(|e| format!("cannot reach {} as {}: {e}", primary.name, login.user))?;
     let live = timeline(&conn, "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)", true).await.map_err(|e| format!("{}: {e}", primary.name))?;
+    let recorded = timeline(&conn, "SELECT timeline_id::text FROM pg_control_checkpoint()", false).await;
     match client::rows(&conn, "CHECKPOINT").await {
-        Ok(_) => Ok((live, true)),
-        Err(e) => match timeline(&conn, "SELECT timeline_id::text FROM pg_control_checkpoint()", false).await {
-            Ok(recorded) if recorded == live => Ok((live, false)),
+        Ok(_) => Ok((live, Some(*recorded.as_ref().unwrap_or(&live)))),
+        Err(e) => match recorded {
+            Ok(recorded) if recorded == live => Ok((live, None)),
             Ok(recorded) => Err(format!(
                 "{} has not written a checkpoint since its promotion (its pg_control names timeline {recorded}, it runs on {live}): pg_rewind would find nothing to rewind. \
                  Run CHECKPOINT on it or grant pg_checkpoint to {}, then retry ({e})",

@@ -38,35 +38,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServiceConfig;
-use crate::config::raw::{RawCommand, RawCompare};
-use crate::config::validate::{Ctx, k, valid_name, with};
-use crate::config::locate::Seg;
 use crate::events::Event;
+
+pub use super::config::{CompareConfig, Source};
 
 /// Values longer than this are cut (events and the API show at most this much).
 const SHOWN: usize = 120;
 /// Bytes read from an endpoint or a command.
 const READ_CAP: usize = 64 * 1024;
 
-/// Where a compare check reads its value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// GET this URL template (`{address}`, `{target}`); the value is the body, trimmed.
-    Http(String),
-    /// Run this argv template (`{address}`, `{target}`); the value is stdout, trimmed.
-    Command(Vec<String>),
-}
-
-/// One `[[service.compare]]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CompareConfig {
-    pub name: String,
-    pub source: Source,
-    pub interval: Duration,
-    pub timeout: Duration,
-    /// A drifted target is not eligible for failover.
-    pub gate: bool,
-}
+/// Which target of a service is active now (`None` before a decision or while all are down):
+/// how the runner asks the daemon without depending on it (`cli::run` builds it).
+pub type ActiveOf = Arc<dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>> + Send + Sync>;
 
 /// What one drifted target differs in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,62 +60,6 @@ pub struct Drift {
     pub expected: String,
     pub found: String,
     pub gate: bool,
-}
-
-/// Validate a service's `[[service.compare]]` list.
-pub(crate) fn validate(cx: &mut Ctx<'_>, raw: Vec<RawCompare>, path: &[Seg]) -> Vec<CompareConfig> {
-    let mut out = Vec::new();
-    let mut names = std::collections::HashSet::new();
-    for (i, rc) in raw.into_iter().enumerate() {
-        let p = with(path, &[k("compare"), Seg::Index(i)]);
-        let before = cx.errors_len();
-        if !valid_name(&rc.name) {
-            cx.err(&with(&p, &[k("name")]), format!("expected 1-63 letters, digits, '-', '_' or '.', got \"{}\"", rc.name));
-        } else if !names.insert(rc.name.clone()) {
-            cx.err(&with(&p, &[k("name")]), format!("duplicate compare check name \"{}\"", rc.name));
-        }
-        if rc.kind != "compare" {
-            cx.err(&with(&p, &[k("kind")]), format!("expected \"compare\", got \"{}\"", rc.kind));
-        }
-        let source = match (rc.url, rc.command) {
-            (Some(u), None) => {
-                let probe = u.replace("{address}", "127.0.0.1").replace("{target}", "t");
-                match reqwest::Url::parse(&probe) {
-                    Ok(url) if matches!(url.scheme(), "http" | "https") => Some(Source::Http(u)),
-                    _ => {
-                        cx.err(&with(&p, &[k("url")]), format!("expected an http(s) URL template such as \"http://{{address}}:8080/version\", got \"{u}\""));
-                        None
-                    }
-                }
-            }
-            (None, Some(RawCommand::Argv(v))) if !v.is_empty() && !v[0].is_empty() => Some(Source::Command(v)),
-            (None, Some(RawCommand::Shell(s))) if !s.trim().is_empty() => Some(Source::Command(vec!["/bin/sh".into(), "-c".into(), s])),
-            (None, Some(_)) => {
-                cx.err(&with(&p, &[k("command")]), "expected a command such as [\"/usr/local/bin/schema-version\", \"{target}\"]");
-                None
-            }
-            (Some(_), Some(_)) => {
-                cx.err(&p, "give either `url` or `command`, not both");
-                None
-            }
-            (None, None) => {
-                cx.err(&p, "a compare check needs `url` (an HTTP endpoint) or `command` (argv) that prints the value to compare");
-                None
-            }
-        };
-        let interval = rc.interval.unwrap_or(Duration::from_secs(10));
-        let timeout = rc.timeout.unwrap_or(Duration::from_secs(2));
-        if interval < Duration::from_millis(100) {
-            cx.err(&with(&p, &[k("interval")]), "expected at least 100ms");
-        }
-        if timeout.is_zero() || timeout >= interval {
-            cx.err(&with(&p, &[k("timeout")]), format!("expected more than 0 and less than interval ({})", humantime::format_duration(interval)));
-        }
-        if let (Some(source), true) = (source, cx.errors_len() == before) {
-            out.push(CompareConfig { name: rc.name, source, interval, timeout, gate: rc.gate.unwrap_or(false) });
-        }
-    }
-    out
 }
 
 /// What is known about drift, by service and target, then check name.
@@ -271,19 +198,19 @@ async fn read(source: &Source, client: &reqwest::Client, timeout: Duration, targ
     }
 }
 
-/// Start a runner for every compare check of every service. `shared` answers which target is
+/// Start a runner for every compare check of every service. `active` answers which target is
 /// active; `events` receives the `drift` events to record.
-pub fn spawn(tracker: &TaskTracker, cancel: &CancellationToken, services: &[ServiceConfig], shared: crate::daemon::Shared, events: mpsc::UnboundedSender<Event>) {
+pub fn spawn(tracker: &TaskTracker, cancel: &CancellationToken, services: &[ServiceConfig], active: ActiveOf, events: mpsc::UnboundedSender<Event>) {
     for svc in services {
         for c in &svc.compare {
             crate::probe::http::install_crypto_provider();
             let targets: Vec<(String, IpAddr)> = svc.targets.iter().map(|t| (t.name.clone(), t.address)).collect();
-            tracker.spawn(run(svc.name.clone(), c.clone(), targets, shared.clone(), events.clone(), cancel.clone()));
+            tracker.spawn(run(svc.name.clone(), c.clone(), targets, active.clone(), events.clone(), cancel.clone()));
         }
     }
 }
 
-async fn run(service: String, cfg: CompareConfig, targets: Vec<(String, IpAddr)>, shared: crate::daemon::Shared, events: mpsc::UnboundedSender<Event>, cancel: CancellationToken) {
+async fn run(service: String, cfg: CompareConfig, targets: Vec<(String, IpAddr)>, active_of: ActiveOf, events: mpsc::UnboundedSender<Event>, cancel: CancellationToken) {
     let client = match reqwest::Client::builder().no_proxy().timeout(cfg.timeout).build() {
         Ok(c) => Arc::new(c),
         Err(e) => {
@@ -299,11 +226,7 @@ async fn run(service: String, cfg: CompareConfig, targets: Vec<(String, IpAddr)>
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let active = match shared.services().await {
-            Ok(views) => views.into_iter().find(|v| v.status.name == service).and_then(|v| if v.status.all_down { None } else { v.status.active }),
-            Err(_) => None,
-        };
-        let Some(active) = active else { continue };
+        let Some(active) = active_of(service.clone()).await else { continue };
         let reads = targets.iter().map(|(name, addr)| {
             let (client, source) = (client.clone(), &cfg.source);
             async move { (name.clone(), read(source, &client, cfg.timeout, name, *addr).await) }

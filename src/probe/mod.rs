@@ -11,6 +11,7 @@
 
 pub mod checker;
 pub mod compare;
+pub mod config;
 pub mod exec;
 pub mod http;
 pub mod lag;
