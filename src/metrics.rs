@@ -136,6 +136,11 @@ pub struct Metrics {
     registry: Registry,
     pub target_up: Family<TargetLabels, Gauge>,
     pub target_enabled: Family<TargetLabels, Gauge>,
+    /// Replication lag of replicas whose check measures it (database standbys), from the last
+    /// check; a target whose last check measured none (a primary, a failed connection) has no
+    /// sample.
+    pub replication_lag_bytes: Family<TargetLabels, Gauge>,
+    pub replication_lag_seconds: Family<TargetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub active_target: Family<TargetLabels, Gauge>,
     pub epoch: Family<ServiceLabels, Gauge>,
     pub all_down: Family<ServiceLabels, Gauge>,
@@ -192,6 +197,8 @@ impl Metrics {
         let m = Metrics {
             target_up: Family::default(),
             target_enabled: Family::default(),
+            replication_lag_bytes: Family::default(),
+            replication_lag_seconds: Family::default(),
             active_target: Family::default(),
             epoch: Family::default(),
             all_down: Family::default(),
@@ -220,6 +227,8 @@ impl Metrics {
         };
         registry.register("understudy_target_up", "1 when the target's checks say it is up", m.target_up.clone());
         registry.register("understudy_target_enabled", "0 when an operator drained the target", m.target_enabled.clone());
+        registry.register("understudy_replication_lag_bytes", "Bytes of WAL a standby has not replayed yet (received or still on the primary), from its last check (database checks)", m.replication_lag_bytes.clone());
+        registry.register("understudy_replication_lag_seconds", "Seconds a standby's replay is behind, from its last check (database checks)", m.replication_lag_seconds.clone());
         registry.register("understudy_service_active_target", "1 for the target that has the traffic", m.active_target.clone());
         registry.register("understudy_service_epoch", "Epoch of the service's last decision", m.epoch.clone());
         registry.register("understudy_service_all_down", "1 when no target of the service is eligible", m.all_down.clone());
@@ -286,6 +295,29 @@ impl Metrics {
         self.cluster_connected.set(connected as i64);
     }
 
+    /// The replication lag a check result measured (call it for every result): a target whose
+    /// last check measured none (a primary, a failed connection) has no sample.
+    pub fn replication_lag(&self, service: &str, target: &str, lag: Option<crate::probe::Lag>) {
+        let l = TargetLabels { service: service.to_string(), target: target.to_string() };
+        match lag {
+            Some(lag) => {
+                self.replication_lag_bytes.get_or_create(&l).set(i64::try_from(lag.bytes).unwrap_or(i64::MAX));
+                match lag.seconds {
+                    Some(s) => {
+                        self.replication_lag_seconds.get_or_create(&l).set(s);
+                    }
+                    None => {
+                        self.replication_lag_seconds.remove(&l);
+                    }
+                }
+            }
+            None => {
+                self.replication_lag_bytes.remove(&l);
+                self.replication_lag_seconds.remove(&l);
+            }
+        }
+    }
+
     /// The text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -349,5 +381,17 @@ mod tests {
         assert!(text.contains("understudy_core_result_seconds_count 2"), "{text}");
         assert!(text.contains("understudy_core_result_seconds_sum 0.000008"), "{text}");
         assert!(text.contains("understudy_core_queue 7"), "{text}");
+    }
+
+    #[test]
+    fn replication_lag_follows_the_last_check() {
+        let m = Metrics::new(Arc::new(LagHistogram::new()));
+        m.replication_lag("db", "pg2", Some(crate::probe::Lag { bytes: 4000, seconds: Some(42.5) }));
+        let text = m.encode();
+        assert!(text.contains("understudy_replication_lag_bytes{service=\"db\",target=\"pg2\"} 4000"), "{text}");
+        assert!(text.contains("understudy_replication_lag_seconds{service=\"db\",target=\"pg2\"} 42.5"), "{text}");
+        // Promoted (or unreachable): no lag sample rather than a stale one.
+        m.replication_lag("db", "pg2", None);
+        assert!(!m.encode().contains("target=\"pg2\""));
     }
 }

@@ -71,7 +71,12 @@ pub fn service(v: &ServiceView) -> wire::Service {
                     reason: r.reason.clone(),
                     latency_ms: r.latency.as_secs_f64() * 1000.0,
                     at: format_time_us(r.started_us),
+                    lag: r.lag.map(|l| wire::ReplicationLag { bytes: l.bytes, seconds: l.seconds }),
                 }),
+                drift: crate::probe::compare::drifted(&st.name, &t.cfg.name)
+                    .into_iter()
+                    .map(|d| wire::Drift { check: d.check, primary: d.primary, expected: d.expected, found: d.found, gate: d.gate })
+                    .collect(),
             })
             .collect(),
         open_incident: v.open_incident,

@@ -114,6 +114,21 @@ pub struct Target {
     /// Which of the three that is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cadence: Option<crate::health::Cadence>,
+    /// Drift checks (`[[service.compare]]`) this target is out of step in now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<Drift>,
+}
+
+/// A target whose value differs from the active target's in one compare check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drift {
+    pub check: String,
+    /// The active target compared with, its value and this target's (shortened).
+    pub primary: String,
+    pub expected: String,
+    pub found: String,
+    /// Not eligible for failover while it drifts.
+    pub gate: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,6 +141,18 @@ pub struct LastCheck {
     pub reason: String,
     pub latency_ms: f64,
     pub at: String,
+    /// Replication lag the check measured (database checks on a replica); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<ReplicationLag>,
+}
+
+/// A replica's lag behind its primary, as its check measured it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ReplicationLag {
+    pub bytes: u64,
+    /// Seconds behind (zero when caught up); absent when the server cannot tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
 }
 
 

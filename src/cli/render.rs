@@ -51,6 +51,24 @@ fn ms(v: Option<f64>) -> String {
 }
 
 /// Short local-looking time: keep `HH:MM:SS.mmm` of an RFC 3339 string.
+/// A replica's lag for the status table: `1.5 s / 3.2 MiB`, `4000 B` when the seconds are unknown.
+fn lag_text(l: &wire::ReplicationLag) -> String {
+    let b = l.bytes as f64;
+    let bytes = if b >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.1} GiB", b / (1024.0 * 1024.0 * 1024.0))
+    } else if b >= 1024.0 * 1024.0 {
+        format!("{:.1} MiB", b / (1024.0 * 1024.0))
+    } else if b >= 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{} B", l.bytes)
+    };
+    match l.seconds {
+        Some(s) => format!("{s:.1} s / {bytes}"),
+        None => bytes,
+    }
+}
+
 fn clock(t: &str) -> &str {
     t.get(11..23).unwrap_or(t)
 }
@@ -91,7 +109,15 @@ pub fn services(list: &[wire::Service], paint: Paint) -> String {
             s.failback,
             s.failback_hold_ms
         );
-        let _ = writeln!(out, "  {:<2} {:<16} {:<40} {:<8} {:<8} {:>9}  LAST CHECK", "", "TARGET", "ADDRESS / CHECK", "HEALTH", "ROTATION", "LATENCY");
+        // A LAG column only for services whose checks measure replication lag (databases).
+        let lags = s.targets.iter().any(|t| t.last_check.as_ref().is_some_and(|l| l.lag.is_some()));
+        let lag_col = |t: &wire::Target| match (lags, t.last_check.as_ref().and_then(|l| l.lag)) {
+            (false, _) => String::new(),
+            (true, Some(l)) => format!(" {:>18}", lag_text(&l)),
+            (true, None) => format!(" {:>18}", "-"),
+        };
+        let lag_head = if lags { format!(" {:>18}", "LAG") } else { String::new() };
+        let _ = writeln!(out, "  {:<2} {:<16} {:<40} {:<8} {:<8} {:>9}{lag_head}  LAST CHECK", "", "TARGET", "ADDRESS / CHECK", "HEALTH", "ROTATION", "LATENCY");
         for t in &s.targets {
             let mark = if t.active { "*" } else { "" };
             let health = format!("{:?}", t.health).to_lowercase();
@@ -109,6 +135,10 @@ pub fn services(list: &[wire::Service], paint: Paint) -> String {
                 let why = if cadence == crate::health::Cadence::Fast { "health changing" } else { "down" };
                 last = format!("{last}  [checking every {every} ms: {why}]");
             }
+            for d in &t.drift {
+                let gate = if d.gate { ", not eligible" } else { "" };
+                last = format!("{last}  [drifted: {} {:?} where {} has {:?}{gate}]", d.check, d.found, d.primary, d.expected);
+            }
             let addr = format!("{} {}", t.address, t.check);
             let health = format!("{health:<8}");
             let health = if t.healthy { paint.green(&health) } else { paint.red(&health) };
@@ -117,7 +147,8 @@ pub fn services(list: &[wire::Service], paint: Paint) -> String {
             let failed = t.last_check.as_ref().is_some_and(|l| !l.ok && !l.checker_error);
             let last = if failed { paint.red(&last) } else { last };
             let mark = paint.green(&format!("{mark:<2}"));
-            let _ = writeln!(out, "  {mark} {:<16} {addr:<40} {health} {rotation} {lat:>9}  {last}", t.name);
+            let lag = lag_col(t);
+            let _ = writeln!(out, "  {mark} {:<16} {addr:<40} {health} {rotation} {lat:>9}{lag}  {last}", t.name);
         }
         for r in &s.dns {
             let served = if r.addresses.is_empty() {
@@ -364,5 +395,17 @@ mod paint_tests {
         assert_eq!(Paint::wanted(true, Some(OsStr::new(""))), Paint(true), "an empty NO_COLOR does not count (no-color.org)");
         assert_eq!(Paint(false).red("down"), "down");
         assert_eq!(Paint(true).red("down"), "\x1b[31mdown\x1b[0m");
+    }
+}
+
+#[cfg(test)]
+mod lag_tests {
+    use super::*;
+
+    #[test]
+    fn replication_lag_reads_as_seconds_and_a_size() {
+        assert_eq!(lag_text(&wire::ReplicationLag { bytes: 4000, seconds: Some(42.5) }), "42.5 s / 3.9 KiB");
+        assert_eq!(lag_text(&wire::ReplicationLag { bytes: 0, seconds: Some(0.0) }), "0.0 s / 0 B");
+        assert_eq!(lag_text(&wire::ReplicationLag { bytes: 3 << 20, seconds: None }), "3.0 MiB");
     }
 }

@@ -51,6 +51,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     crate::drill::schedule::spawn(tracker, cancel, &schedules, heartbeat.as_ref(), &api.endpoint(), health);
     // The canaries subscribe to decisions before the core makes its first one.
     crate::canary::spawn(tracker, cancel, &canary_cfg, prepared.recorder(), &shared.events, shared.metrics.clone(), &shared.canary);
+    let active: crate::probe::compare::ActiveOf = {
+        let shared = shared.clone();
+        std::sync::Arc::new(move |service: String| {
+            let shared = shared.clone();
+            Box::pin(async move {
+                let v = shared.services().await.ok()?.into_iter().find(|v| v.status.name == service)?;
+                if v.status.all_down { None } else { v.status.active }
+            })
+        })
+    };
+    crate::probe::compare::spawn(tracker, cancel, &canary_cfg.services, active, prepared.recorder());
     drop(canary_cfg);
     let daemon = prepared.run();
     Ok(Running { api_addr: api.hosts.addr, api, shared, daemon })

@@ -105,6 +105,8 @@ pub struct ServiceConfig {
     pub rto_budget: Option<Duration>,
     /// `kind = "postgres"`: promotion settings (`max_lag`, `synchronous`, `fence`...).
     pub postgres: Option<crate::pg::config::PgService>,
+    /// Drift checks (`[[service.compare]]`, see `probe::compare`).
+    pub compare: Vec<crate::probe::config::CompareConfig>,
 }
 
 impl ServiceConfig {

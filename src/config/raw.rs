@@ -123,6 +123,28 @@ pub struct RawService {
     pub fence: Option<RawCommand>,
     /// What a repointed standby's `primary_conninfo` says besides host and port.
     pub replication_conninfo: Option<String>,
+    /// Drift checks (validated in `probe/compare.rs`).
+    #[serde(default)]
+    pub compare: Vec<RawCompare>,
+}
+
+/// One `[[service.compare]]`: a value read from every target and compared with the active one's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompare {
+    pub name: String,
+    /// `"compare"` (the one readiness kind so far).
+    pub kind: String,
+    /// GET this URL template (`{address}`, `{target}`); the value is the body.
+    pub url: Option<String>,
+    /// Or run this argv (`{address}`, `{target}`); the value is stdout.
+    pub command: Option<RawCommand>,
+    #[serde(default, with = "serde_duration::option")]
+    pub interval: Option<Duration>,
+    #[serde(default, with = "serde_duration::option")]
+    pub timeout: Option<Duration>,
+    /// A drifted target is not eligible for failover.
+    pub gate: Option<bool>,
 }
 
 fn default_verify_every() -> Duration {

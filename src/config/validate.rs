@@ -286,6 +286,8 @@ fn validate_service(cx: &mut Ctx<'_>, mut rs: RawService, path: &[Seg]) -> Optio
         cx.err(&with(path, &[k("verify_every")]), "expected at least 1s");
     }
 
+    let compare = crate::probe::config::validate(cx, std::mem::take(&mut rs.compare), path);
+
     let check = check?;
     if cx.errors.len() > errors_before {
         return None;
@@ -301,6 +303,7 @@ fn validate_service(cx: &mut Ctx<'_>, mut rs: RawService, path: &[Seg]) -> Optio
         verify_every: rs.verify_every,
         rto_budget: rs.rto_budget,
         postgres,
+        compare,
     };
     if let Some(budget) = svc.rto_budget
         && svc.detection_budget() > budget

@@ -357,6 +357,7 @@ impl Core {
             (false, false) => "fail",
         };
         m.checks.get_or_create(&ResultLabels { service: service.clone(), result: outcome.into() }).inc();
+        m.replication_lag(&service, &target, result.lag);
         if result.checker_error {
             m.checker_errors.get_or_create(&TargetLabels { service, target: target.clone() }).inc();
         }

@@ -150,6 +150,36 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         resolved: bool,
     },
+    /// A replica's replication lag (as its check measured it) went beyond the service's
+    /// `max_lag` or, with `resolved`, came back to half of it or less (see `pg::lagwatch`).
+    /// Recorded whether or not an incident is open: the "lag > 30 s" alert.
+    ReplicationLag {
+        service: String,
+        target: String,
+        bytes: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seconds: Option<f64>,
+        max_lag: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        resolved: bool,
+    },
+    /// A `compare` (drift) check found a target's value different from the active target's
+    /// or, with `resolved`, the same again (see `probe::compare`).
+    Drift {
+        service: String,
+        target: String,
+        /// The compare check's name.
+        check: String,
+        /// The active target it was compared with, and the two values (shortened).
+        primary: String,
+        expected: String,
+        found: String,
+        /// `gate = true`: the target is not eligible while it drifts.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        gate: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        resolved: bool,
+    },
     /// A drill ended; the full report is in `data_dir/drills/drill-<id>.json`.
     DrillFinished {
         id: u64,
@@ -318,6 +348,8 @@ impl Event {
             Event::DrillFault { .. } => "drill_fault",
             Event::DrillFinished { .. } => "drill_finished",
             Event::CheckerError { .. } => "checker_error",
+            Event::ReplicationLag { .. } => "replication_lag",
+            Event::Drift { .. } => "drift",
             Event::IncidentOpened { .. } => "incident_opened",
             Event::IncidentClosed { .. } => "incident_closed",
             Event::LogBehind { .. } => "log_behind",
@@ -343,6 +375,8 @@ impl Event {
             | Event::DrillFault { service, .. }
             | Event::DrillFinished { service, .. }
             | Event::CheckerError { service, .. }
+            | Event::ReplicationLag { service, .. }
+            | Event::Drift { service, .. }
             | Event::IncidentOpened { service, .. }
             | Event::IncidentClosed { service, .. }
             | Event::ClientsStale { service, .. }
@@ -421,6 +455,25 @@ impl Event {
                     format!("{service}/{target}: checks work again after checker errors{more}: {reason}")
                 } else {
                     format!("{service}/{target}: cannot check, the monitor is at fault, health unchanged: {reason}{more}")
+                }
+            }
+            Event::ReplicationLag { service, target, bytes, seconds, max_lag, resolved } => {
+                let lag = match seconds {
+                    Some(s) => format!("{s:.1} s / {bytes} bytes"),
+                    None => format!("{bytes} bytes"),
+                };
+                if *resolved {
+                    format!("{service}/{target}: replication lag back to {lag} (max_lag {max_lag})")
+                } else {
+                    format!("{service}/{target}: replication lag {lag} exceeds max_lag {max_lag}")
+                }
+            }
+            Event::Drift { service, target, check, primary, expected, found, gate, resolved } => {
+                if *resolved {
+                    format!("{service}/{target}: {check} matches {primary} again ({found})")
+                } else {
+                    let gate = if *gate { "; not eligible while it differs" } else { "" };
+                    format!("{service}/{target}: {check} drifted: {found:?} where {primary} has {expected:?}{gate}")
                 }
             }
             Event::IncidentOpened { id, service, failed, to } => format!(

@@ -83,6 +83,12 @@ pub enum NoticeEvent {
     /// resolved when it gives the VIP up), or resigned because a tracked service is down
     /// (fault: opened, resolved when it leaves fault).
     VipState,
+    /// A replica's replication lag is beyond its service's `max_lag` (resolved when it is back
+    /// to half of it).
+    ReplicationLag,
+    /// A `compare` check finds a target's value different from the active target's (resolved
+    /// when they match again).
+    Drift,
     /// `understudy notify test`.
     Test,
 }
@@ -101,6 +107,8 @@ impl NoticeEvent {
         NoticeEvent::ClientsStale,
         NoticeEvent::ClusterCutOff,
         NoticeEvent::VipState,
+        NoticeEvent::ReplicationLag,
+        NoticeEvent::Drift,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -117,6 +125,8 @@ impl NoticeEvent {
             NoticeEvent::ClientsStale => "clients_stale",
             NoticeEvent::ClusterCutOff => "cluster_cut_off",
             NoticeEvent::VipState => "vip_state",
+            NoticeEvent::ReplicationLag => "replication_lag",
+            NoticeEvent::Drift => "drift",
             NoticeEvent::Test => "test",
         }
     }

@@ -22,6 +22,8 @@
 //! | client-observed figures of an open incident (client canary) | `incident_updated` | the incident's |
 //! | a VIP taken over by this node (`[[vip]]`: backup or fault -> master) | `vip_state` condition per VIP and node, closed when this node gives the VIP up | warning; info for the address owner taking its own address at start |
 //! | this node's VIP instance in fault (a tracked service is down: it resigned) | `vip_state` condition per VIP and node, closed when it leaves fault | warning |
+//! | a replica's lag beyond `max_lag` | `replication_lag` condition per target, closed when back to half of it | warning |
+//! | a `compare` check finds a target out of step | `drift` condition per target and check, closed when it matches again | warning |
 //!
 //! An incident that opens while a drill runs on its service is a drill: `info`, and its summaries
 //! say so, so a channel with `min_severity = "warning"` does not page anyone for a rehearsal
@@ -312,6 +314,41 @@ impl Planner {
                     });
                 }
             }
+            Event::ReplicationLag { service, target, resolved, .. } => {
+                let cond = format!("understudy-{service}-{target}-replication-lag");
+                drafts.extend(self.condition(&cond, *resolved, || Draft {
+                    condition: cond.clone(),
+                    alertname: "UnderstudyReplicationLag",
+                    event: NoticeEvent::ReplicationLag,
+                    phase: Phase::Open,
+                    severity: Severity::Warning,
+                    escalated_from: None,
+                    urgent: true,
+                    service: Some(service.clone()),
+                    target: Some(target.clone()),
+                    summary: r.event.summary(),
+                    details: vec!["a standby this far behind is not eligible for promotion; a failover now would lose what it has not received".into()],
+                    incident: None,
+                }, r));
+            }
+            Event::Drift { service, target, check, resolved, gate, .. } => {
+                let cond = format!("understudy-{service}-{target}-drift-{check}");
+                let gate = if *gate { "it is not eligible for failover until it matches" } else { "it stays eligible (gate = false)" };
+                drafts.extend(self.condition(&cond, *resolved, || Draft {
+                    condition: cond.clone(),
+                    alertname: "UnderstudyDrift",
+                    event: NoticeEvent::Drift,
+                    phase: Phase::Open,
+                    severity: Severity::Warning,
+                    escalated_from: None,
+                    urgent: true,
+                    service: Some(service.clone()),
+                    target: Some(target.clone()),
+                    summary: r.event.summary(),
+                    details: vec![format!("the backup is out of step with the active target ({check}); {gate}")],
+                    incident: None,
+                }, r));
+            }
             Event::ClientsStale { service, canary, resolver, resolved, seen_target, .. } => {
                 let cond = format!("understudy-{service}-clients-stale-{canary}-{resolver}");
                 let is_open = self.open.contains_key(&cond);
@@ -523,6 +560,17 @@ impl Planner {
         d
     }
 
+    /// A condition of its own (not an incident's): `open` when not yet open, closed by a
+    /// `resolved` event when open; a repeated opening event while open is folded into it.
+    fn condition(&self, cond: &str, resolved: bool, open: impl FnOnce() -> Draft, r: &Record) -> Option<Draft> {
+        let is_open = self.open.contains_key(cond);
+        match (resolved, is_open) {
+            (true, true) => Some(self.close_condition(cond, r.event.summary())),
+            (false, false) => Some(open()),
+            _ => None,
+        }
+    }
+
     fn close_condition(&self, cond: &str, summary: String) -> Draft {
         let last = &self.open[cond];
         Draft {
@@ -536,6 +584,8 @@ impl Planner {
                 "UnderstudyClusterCutOff" => "UnderstudyClusterCutOff",
                 "UnderstudyVipTakeover" => "UnderstudyVipTakeover",
                 "UnderstudyVipFault" => "UnderstudyVipFault",
+                "UnderstudyReplicationLag" => "UnderstudyReplicationLag",
+                "UnderstudyDrift" => "UnderstudyDrift",
                 _ => "UnderstudyConfigRejected",
             },
             event: last.event,
@@ -737,6 +787,37 @@ mod tests {
         let n = f.push(3, err(true));
         assert_eq!((n[0].event, n[0].phase), (NoticeEvent::CheckerError, Phase::Close));
         assert!(f.push(4, err(true)).is_empty(), "nothing open, nothing to resolve");
+    }
+
+    #[test]
+    fn replication_lag_and_drift_are_conditions_of_their_own_outside_incidents() {
+        let mut f = Feed::new();
+        let lag = |resolved, seconds| Event::ReplicationLag { service: "db".into(), target: "pg2".into(), bytes: 4000, seconds: Some(seconds), max_lag: "30s".into(), resolved };
+        let n = f.push(1, lag(false, 31.0));
+        assert_eq!(n.len(), 1);
+        assert_eq!((n[0].event, n[0].phase, n[0].severity, n[0].incident.is_none()), (NoticeEvent::ReplicationLag, Phase::Open, Severity::Warning, true));
+        assert_eq!((n[0].condition.as_str(), n[0].target.as_deref()), ("understudy-db-pg2-replication-lag", Some("pg2")));
+        assert!(n[0].summary.contains("exceeds max_lag 30s"), "{}", n[0].summary);
+        assert!(f.push(2, lag(false, 40.0)).is_empty(), "a repeat (after a restart) folds into the open condition");
+        let n = f.push(3, lag(true, 0.0));
+        assert_eq!((n[0].event, n[0].phase), (NoticeEvent::ReplicationLag, Phase::Close));
+        assert!(f.push(4, lag(true, 0.0)).is_empty(), "nothing open, nothing to resolve");
+
+        let drift = |resolved| Event::Drift {
+            service: "www".into(),
+            target: "backup".into(),
+            check: "version".into(),
+            primary: "primary".into(),
+            expected: "1.4.2".into(),
+            found: "1.4.1".into(),
+            gate: true,
+            resolved,
+        };
+        let n = f.push(5, drift(false));
+        assert_eq!((n[0].event, n[0].phase, n[0].condition.as_str()), (NoticeEvent::Drift, Phase::Open, "understudy-www-backup-drift-version"));
+        assert!(n[0].details[0].contains("not eligible"), "{:?}", n[0].details);
+        let n = f.push(6, drift(true));
+        assert_eq!((n[0].event, n[0].phase), (NoticeEvent::Drift, Phase::Close));
     }
 
     fn stale(resolved: bool) -> Event {

@@ -2,7 +2,8 @@
 //! one primary and streaming standbys.
 //!
 //! How the pieces fit (each file says what it must not do):
-//! - **Check** (`probe/postgres.rs`): reports the role and the replay lag in its reason; a
+//! - **Check** (`probe/postgres.rs`): reports the role and the replay lag in its reason and as
+//!   data (`CheckResult::lag`); a
 //!   standby beyond `max_lag` *fails*, and so does a non-synchronous standby when
 //!   `synchronous = true`, and a fenced old primary. The decision engine is unchanged: it never
 //!   makes a failing target active, so lag-gated eligibility needs no new engine input.
@@ -13,6 +14,9 @@
 //!   others. `failback` defaults to `manual`: a database never fails back by itself.
 //! - **Rejoin** (`rejoin.rs`, `understudy pg rejoin SERVICE TARGET`): `pg_rewind` an old primary
 //!   against the current one and start it as a standby.
+//! - **Lag alert** (`lagwatch.rs`): a standby's lag beyond `max_lag` opens a `replication_lag`
+//!   event and notification, back under half of it resolves them (recorded by the service
+//!   machine from the lag each check result carries, incident or not).
 //! - `client.rs` (connections, the status query) and `config.rs` (the service and check keys).
 //!
 //! Why fast-forward rather than ranking standbys by WAL position in the engine: the engine only
@@ -32,4 +36,5 @@ pub mod actuator;
 pub mod board;
 pub mod client;
 pub mod config;
+pub mod lagwatch;
 pub mod rejoin;

@@ -7,7 +7,19 @@
 //! current primary (which also runs crash recovery first after a `kill -9`); write
 //! `standby.signal`; keep its own configuration files (pg_rewind copies the source's); in
 //! `postgresql.auto.conf`, drop the fence (`default_transaction_read_only`)
-//! and set `primary_conninfo` to the current primary; start it and wait until it streams.
+//! and set `primary_conninfo` to the current primary; start it and wait until it streams the
+//! current primary's timeline.
+//!
+//! Before `pg_rewind` the current primary must have written a checkpoint since its promotion:
+//! PostgreSQL 15's `pg_rewind` reads the source's timeline from its `pg_control`, which a
+//! promotion updates only at the (spread, possibly minutes-long) checkpoint that follows it.
+//! Until then `pg_rewind` reports "source and target cluster are on the same timeline" and
+//! rewinds nothing, so the old primary keeps what it wrote after the fork (a commit it made
+//! before the fence, the checkpoint of its crash recovery) and can never follow the new
+//! timeline. `pg rejoin` runs `CHECKPOINT` on the current primary first (role `pg_checkpoint`
+//! or superuser); without that privilege it proceeds only when `pg_control` is already current.
+//! Likewise "streams" means the WAL receiver streams the primary's current timeline: a server
+//! that did not rewind shows `streaming` for a moment on the old timeline, then stops.
 //!
 //! It changes only the data directory it is given and reads the others over SQL; it never
 //! promotes or fences anything.
@@ -76,6 +88,18 @@ pub async fn rejoin(config: &Config, service: &str, target: &str, opts: &Options
         done.push(format!("stopped the server in {}", pgdata.display()));
     }
     let user = opts.rewind_user.clone().unwrap_or(check.user.clone());
+    let rewind_login = Login { user: user.clone(), password: check.password.clone(), dbname: check.dbname.clone() };
+    let timeline = match checkpoint_source(&primary, &rewind_login).await? {
+        (tli, Some(before)) if before != tli => {
+            done.push(format!("checkpoint on {}: its pg_control named timeline {before}, it runs on {tli} (pg_rewind would have rewound nothing)", primary.name));
+            tli
+        }
+        (tli, Some(_)) => {
+            done.push(format!("checkpoint on {} (timeline {tli})", primary.name));
+            tli
+        }
+        (tli, None) => tli,
+    };
     let source = format!("host={} port={} user={} dbname={}", primary.ip, primary.port, user, check.dbname);
     let mut rewind = Command::new(bin("pg_rewind")?);
     rewind.arg("--target-pgdata").arg(pgdata).arg("--source-server").arg(&source);
@@ -90,7 +114,7 @@ pub async fn rejoin(config: &Config, service: &str, target: &str, opts: &Options
     for (path, bytes) in &kept {
         std::fs::write(path, bytes).map_err(|e| format!("cannot restore {}: {e}", path.display()))?;
     }
-    done.push(format!("pg_rewind: {}", out.lines().last().unwrap_or("done")));
+    done.push(format!("pg_rewind: {}", out.lines().last().map(|l| l.trim_start_matches("pg_rewind: ")).unwrap_or("done")));
     std::fs::write(pgdata.join("standby.signal"), b"").map_err(|e| format!("cannot write standby.signal: {e}"))?;
     let conninfo = pg.conninfo_for(target, primary.ip, primary.port);
     rewrite_auto_conf(&pgdata.join("postgresql.auto.conf"), &conninfo)?;
@@ -104,18 +128,52 @@ pub async fn rejoin(config: &Config, service: &str, target: &str, opts: &Options
     let ip: IpAddr = me.check_ip();
     loop {
         let streaming = match client::connect(ip, me.check_port.unwrap_or(port), &login, Duration::from_secs(2)).await {
-            Ok(c) => client::status(&c).await.ok().filter(|s| s.in_recovery && s.receiver.as_deref() == Some("streaming")),
+            Ok(c) => client::rows(&c, "SELECT pg_is_in_recovery()::text, status, received_tli::text FROM pg_stat_wal_receiver").await.ok(),
             Err(_) => None,
         };
-        if streaming.is_some() {
-            done.push(format!("started; streaming from {}", primary.name));
+        let row = streaming.as_ref().and_then(|r| r.first()).map(|r| r.iter().map(|v| v.clone().unwrap_or_default()).collect::<Vec<_>>());
+        if let Some([rec, status, tli]) = row.as_deref()
+            && rec == "true"
+            && status == "streaming"
+            && tli.parse::<u32>().ok() == Some(timeline)
+        {
+            done.push(format!("started; streaming from {} on timeline {timeline}", primary.name));
             return Ok(done);
         }
         if Instant::now() >= deadline {
-            return Err(format!("started, but not streaming from {} after {}s (see {})", primary.name, opts.wait.as_secs(), log.display()));
+            return Err(format!("started, but not streaming timeline {timeline} from {} after {}s (see {})", primary.name, opts.wait.as_secs(), log.display()));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Make the current primary's `pg_control` name its current timeline before `pg_rewind` reads it
+/// (see the module doc). Returns the primary's timeline and, when a checkpoint was run, the
+/// timeline its `pg_control` named before (the current one when that could not be read).
+async fn checkpoint_source(primary: &Server, login: &Login) -> Result<(u32, Option<u32>), String> {
+    let conn = client::connect(primary.ip, primary.port, login, Duration::from_secs(5)).await.map_err(|e| format!("cannot reach {} as {}: {e}", primary.name, login.user))?;
+    let live = timeline(&conn, "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)", true).await.map_err(|e| format!("{}: {e}", primary.name))?;
+    let recorded = timeline(&conn, "SELECT timeline_id::text FROM pg_control_checkpoint()", false).await;
+    match client::rows(&conn, "CHECKPOINT").await {
+        Ok(_) => Ok((live, Some(*recorded.as_ref().unwrap_or(&live)))),
+        Err(e) => match recorded {
+            Ok(recorded) if recorded == live => Ok((live, None)),
+            Ok(recorded) => Err(format!(
+                "{} has not written a checkpoint since its promotion (its pg_control names timeline {recorded}, it runs on {live}): pg_rewind would find nothing to rewind. \
+                 Run CHECKPOINT on it or grant pg_checkpoint to {}, then retry ({e})",
+                primary.name, login.user
+            )),
+            Err(e2) => Err(format!("cannot run CHECKPOINT on {} ({e}) nor read its pg_control_checkpoint() ({e2}): grant pg_checkpoint to {}", primary.name, login.user)),
+        },
+    }
+}
+
+/// A timeline id from a one-value query: hexadecimal (a WAL file name's first 8 digits) or decimal.
+async fn timeline(conn: &client::Conn, sql: &str, hex: bool) -> Result<u32, String> {
+    let rows = client::rows(conn, sql).await?;
+    let v = rows.first().and_then(|r| r.first().cloned().flatten()).ok_or_else(|| format!("no value from {sql}"))?;
+    let parsed = if hex { u32::from_str_radix(&v, 16) } else { v.parse() };
+    parsed.map_err(|_| format!("unexpected timeline \"{v}\" from {sql}"))
 }
 
 /// Configuration files of the rejoining server that pg_rewind must not replace with the source's.

@@ -6,9 +6,12 @@
 //! lets a slow target delay another one.
 //!
 //! One implementation per file: `http.rs` (http and https), `tcp.rs`, `exec.rs`, `postgres.rs`, `redis.rs`,
-//! `mysql.rs` (`replica.rs`: what the last two share; `config.rs`: their settings).
+//! `mysql.rs` (`replica.rs`: what the last two share; `config.rs`: their settings and the drift
+//! checks'); `compare.rs` runs the drift checks (`[[service.compare]]`), which compare targets
+//! with the active one rather than judge each alone.
 
 pub mod checker;
+pub mod compare;
 pub mod config;
 pub mod exec;
 pub mod http;
@@ -42,13 +45,27 @@ pub struct CheckResult {
     /// The check could not be made for a reason on the monitor's side (see
     /// [`Verdict::checker_error`]); `ok` is false but this is no evidence against the target.
     pub checker_error: bool,
+    /// Replication lag the check measured (database checks on a replica; `None` for a primary
+    /// and for checks that measure none).
+    pub lag: Option<Lag>,
+}
+
+/// How far a replica is behind its primary, as a database check measured it. Carried as data
+/// (not only in the reason text) so the API, `understudy status`, the metrics and the lag alert
+/// read the same numbers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Lag {
+    /// WAL (or replication offset) the replica has not applied yet.
+    pub bytes: u64,
+    /// Seconds behind, when the server says (zero when caught up); `None` when it cannot tell.
+    pub seconds: Option<f64>,
 }
 
 /// A future returned by a probe.
 pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Verdict> + Send + 'a>>;
 
 /// A probe's own verdict; the scheduler adds timing and turns timeouts into failures.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
     pub ok: bool,
     pub reason: String,
@@ -56,18 +73,24 @@ pub struct Verdict {
     /// local address or route to send from): a checker error, neither a pass nor a failure of
     /// the target. Health ignores it; it is counted and reported instead. See [`checker`].
     pub checker_error: bool,
+    /// The replication lag the check measured, if it measures one.
+    pub lag: Option<Lag>,
 }
 
 impl Verdict {
     pub fn pass(reason: impl Into<String>) -> Self {
-        Verdict { ok: true, reason: reason.into(), checker_error: false }
+        Verdict { ok: true, reason: reason.into(), checker_error: false, lag: None }
     }
     pub fn fail(reason: impl Into<String>) -> Self {
-        Verdict { ok: false, reason: reason.into(), checker_error: false }
+        Verdict { ok: false, reason: reason.into(), checker_error: false, lag: None }
     }
     /// The monitor's own fault, not the target's.
     pub fn checker_error(reason: impl Into<String>) -> Self {
-        Verdict { ok: false, reason: reason.into(), checker_error: true }
+        Verdict { ok: false, reason: reason.into(), checker_error: true, lag: None }
+    }
+    /// The same verdict carrying the lag the check measured.
+    pub fn with_lag(self, lag: Lag) -> Self {
+        Verdict { lag: Some(lag), ..self }
     }
 }
 

@@ -10,7 +10,8 @@
 //!   of WAL, from the primary's last report or the WAL receiver, against `pg_last_wal_replay_lsn()`);
 //!   only when replay is behind does the time since the last replayed commit count. A standby
 //!   beyond `max_lag` *fails* with a reason naming the lag, so the decision engine never makes it
-//!   active (and its `target_down` event is the lag alert). With `synchronous = true` a standby
+//!   active. A standby's verdict carries its lag as data ([`Verdict::lag`]) for the API, status,
+//!   metrics and the lag alert (`pg::lagwatch`). With `synchronous = true` a standby
 //!   passes only if the primary last listed it as `sync` or `quorum`.
 //!
 //! It never changes the server and never decides health: one connection, two queries, a verdict.
@@ -20,7 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{CheckFuture, Probe, Verdict};
+use super::{CheckFuture, Lag, Probe, Verdict};
 use crate::pg::board::{self, PrimaryReport};
 use crate::pg::client::{self, Login, Status, lsn};
 use crate::pg::config::{MaxLag, PgCheck};
@@ -113,7 +114,8 @@ pub fn standby_lag(st: &Status, primary: Option<&PrimaryReport>, me: &str, now: 
     (bytes, secs)
 }
 
-/// The verdict for one server's status (pure: time is a parameter).
+/// The verdict for one server's status (pure: time is a parameter). A standby's verdict carries
+/// its lag as data ([`Verdict::lag`]), pass or fail; a primary's carries none.
 pub fn judge(st: &Status, primary: Option<&PrimaryReport>, me: &str, check: &PgCheck, now: Instant, fresh: Duration, behind_since: Option<Instant>) -> Verdict {
     if !st.in_recovery {
         if st.read_only {
@@ -130,6 +132,7 @@ pub fn judge(st: &Status, primary: Option<&PrimaryReport>, me: &str, check: &PgC
         return Verdict::pass(format!("primary at {wal}{followers}"));
     }
     let (bytes, secs) = standby_lag(st, primary, me, now, fresh, behind_since);
+    let measured = Lag { bytes, seconds: secs };
     let lag = match secs {
         Some(s) => format!("{bytes} bytes / {s:.1} s behind"),
         None => format!("{bytes} bytes behind"),
@@ -145,20 +148,20 @@ pub fn judge(st: &Status, primary: Option<&PrimaryReport>, me: &str, check: &PgC
         MaxLag::Bytes(b) => bytes > b,
     };
     if over {
-        return Verdict::fail(format!("standby replay lag {lag} exceeds max_lag {} ({receiver}{paused})", check.max_lag));
+        return Verdict::fail(format!("standby replay lag {lag} exceeds max_lag {} ({receiver}{paused})", check.max_lag)).with_lag(measured);
     }
     if check.synchronous {
         let state = primary.and_then(|p| p.followers.iter().find(|f| f.application_name == me).map(|f| (p, f)));
         match state {
             Some((_, f)) if f.synchronous() => {}
-            Some((p, f)) => return Verdict::fail(format!("not a synchronous standby of {} (sync_state {}); synchronous = true", p.target, f.sync_state)),
+            Some((p, f)) => return Verdict::fail(format!("not a synchronous standby of {} (sync_state {}); synchronous = true", p.target, f.sync_state)).with_lag(measured),
             None => {
                 let who = primary.map(|p| p.target.as_str()).unwrap_or("any primary seen so far");
-                return Verdict::fail(format!("{who} does not list {me} in pg_stat_replication (application_name); synchronous = true"));
+                return Verdict::fail(format!("{who} does not list {me} in pg_stat_replication (application_name); synchronous = true")).with_lag(measured);
             }
         }
     }
-    Verdict::pass(format!("standby, replay {lag} ({receiver}{paused})"))
+    Verdict::pass(format!("standby, replay {lag} ({receiver}{paused})")).with_lag(measured)
 }
 
 #[cfg(test)]
@@ -213,6 +216,8 @@ mod tests {
         let v = judge(&st, None, "pg2", &check(MaxLag::Time(Duration::from_secs(30)), false), now, FRESH, Some(now - Duration::from_secs(60)));
         assert!(!v.ok);
         assert_eq!(v.reason, "standby replay lag 4000 bytes / 42.5 s behind exceeds max_lag 30s (streaming from 127.0.0.2, replay paused)");
+        // The numbers travel as data too (API, status, metrics, the lag alert).
+        assert_eq!(v.lag, Some(Lag { bytes: 4000, seconds: Some(42.5) }));
         // The same standby under a byte limit.
         assert!(judge(&st, None, "pg2", &check(MaxLag::Bytes(8192), false), now, FRESH, None).ok);
         assert!(!judge(&st, None, "pg2", &check(MaxLag::Bytes(1024), false), now, FRESH, None).ok);
@@ -243,7 +248,8 @@ mod tests {
         let now = Instant::now();
         let p = report(now, 1000, &[("pg2", "sync"), ("pg3", "potential")]);
         let c = check(MaxLag::Time(Duration::from_secs(30)), true);
-        assert!(judge(&standby(1000, 1000, 1.0), Some(&p), "pg2", &c, now, FRESH, None).ok);
+        let v = judge(&standby(1000, 1000, 1.0), Some(&p), "pg2", &c, now, FRESH, None);
+        assert_eq!((v.ok, v.lag), (true, Some(Lag { bytes: 0, seconds: Some(0.0) })));
         let v = judge(&standby(1000, 1000, 1.0), Some(&p), "pg3", &c, now, FRESH, None);
         assert_eq!((v.ok, v.reason.as_str()), (false, "not a synchronous standby of pg1 (sync_state potential); synchronous = true"));
         assert!(!judge(&standby(1000, 1000, 1.0), None, "pg2", &c, now, FRESH, None).ok);
@@ -257,6 +263,7 @@ mod tests {
         let v = judge(&st, None, "pg1", &check(MaxLag::Time(Duration::from_secs(30)), false), Instant::now(), FRESH, None);
         assert!(!v.ok && v.reason.starts_with("primary fenced read-only"), "{}", v.reason);
         let open = Status { read_only: false, ..st };
-        assert_eq!(judge(&open, None, "pg1", &check(MaxLag::Time(Duration::from_secs(30)), false), Instant::now(), FRESH, None).reason, "primary at 0/5");
+        let v = judge(&open, None, "pg1", &check(MaxLag::Time(Duration::from_secs(30)), false), Instant::now(), FRESH, None);
+        assert_eq!((v.reason.as_str(), v.lag), ("primary at 0/5", None), "a primary has no lag");
     }
 }

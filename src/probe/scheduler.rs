@@ -170,6 +170,7 @@ async fn run(
             reason: verdict.reason,
             started_us,
             checker_error: verdict.checker_error,
+            lag: verdict.lag,
         };
         if tx.send(Report { id: job.id, result }).is_err() {
             return;

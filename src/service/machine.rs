@@ -37,6 +37,8 @@ pub(super) struct Target {
     pub(super) checker_errors: Throttle,
     /// The last few results, carried by health flips into incident reports.
     pub(super) recent: VecDeque<CheckSample>,
+    /// The replication-lag alert of a database replica (see `pg::lagwatch`).
+    pub(super) lag_watch: crate::pg::lagwatch::LagWatch,
 }
 
 impl Target {
@@ -51,6 +53,7 @@ impl Target {
             cadence: Cadence::Steady,
             checker_errors: Throttle::default(),
             recent: VecDeque::new(),
+            lag_watch: Default::default(),
         }
     }
 }
@@ -168,6 +171,13 @@ impl Service {
         if self.overrides.is_forced(&t.cfg.name, now.wall_us) {
             result.ok = false;
             result.reason = format!("forced down (drill); the real check said: {}", result.reason);
+        } else if self.cfg.compare.iter().any(|c| c.gate)
+            && let Some(why) = crate::probe::compare::gate(&self.cfg.name, &t.cfg.name)
+        {
+            // A gated drift check found it out of step with the active target (an observation
+            // posted by `probe::compare`, like the force-down above): not eligible meanwhile.
+            result.ok = false;
+            result.reason = format!("{why}; the real check said: {}", result.reason);
         }
         let th = thresholds(&self.cfg.check);
         // A pass that took half the timeout or more (the point where a hedged attempt starts)
@@ -186,6 +196,17 @@ impl Service {
         }
         if t.recent.len() == CHECK_SAMPLES {
             t.recent.pop_front();
+        }
+        if let Some(pg) = self.cfg.check.postgres.as_deref()
+            && let Some(alert) = t.lag_watch.observe(result.lag, pg.max_lag)
+        {
+            use crate::pg::lagwatch::LagAlert;
+            let (lag, resolved) = match alert {
+                LagAlert::Exceeded(l) => (l, false),
+                LagAlert::Recovered(l) => (l, true),
+            };
+            let (target, max_lag) = (t.cfg.name.clone(), pg.max_lag.to_string());
+            fx.push(Effect::Record(Event::ReplicationLag { service: service.clone(), target, bytes: lag.bytes, seconds: lag.seconds, max_lag, resolved }));
         }
         let reason = result.reason.clone();
         t.recent.push_back(CheckSample { at_us: result.started_us, ok: result.ok, latency_us: result.latency.as_micros() as u64, reason: reason.clone() });

@@ -76,7 +76,7 @@ impl Sim {
     fn check(&mut self, at: f64, target: &str, ok: bool) -> Vec<Effect> {
         self.now_s = at;
         let now = self.now();
-        let result = CheckResult { ok, latency: Duration::from_millis(3), reason: if ok { "connected".into() } else { "connection refused".into() }, started_us: now.wall_us, checker_error: false };
+        let result = CheckResult { ok, latency: Duration::from_millis(3), reason: if ok { "connected".into() } else { "connection refused".into() }, started_us: now.wall_us, checker_error: false, lag: None };
         let fx = self.svc.on_check(target, result, now, &mut self.coord);
         self.keep(fx)
     }
@@ -218,7 +218,7 @@ fn a_refused_proposal_is_not_actuated() {
     s.check(2.1, "primary", false);
     s.now_s = 3.1;
     let now = s.now();
-    let result = CheckResult { ok: false, latency: Duration::from_millis(1), reason: "refused".into(), started_us: now.wall_us, checker_error: false };
+    let result = CheckResult { ok: false, latency: Duration::from_millis(1), reason: "refused".into(), started_us: now.wall_us, checker_error: false, lag: None };
     let fx = s.svc.on_check("primary", result, now, &mut No);
     assert!(actuations(&fx).is_empty());
     assert!(fx.iter().any(|e| matches!(e, Effect::Refused { why, .. } if why == "another node leads")), "{fx:?}");
@@ -432,7 +432,7 @@ fn checker_errors_are_no_evidence_and_are_reported_once_then_resolved() {
     for i in 0..5 {
         s.now_s = 2.0 + i as f64 * 0.5;
         let now = s.now();
-        let r = CheckResult { ok: false, latency: Duration::ZERO, reason: "out of file descriptors".into(), started_us: now.wall_us, checker_error: true };
+        let r = CheckResult { ok: false, latency: Duration::ZERO, reason: "out of file descriptors".into(), started_us: now.wall_us, checker_error: true, lag: None };
         fx.extend(s.svc.on_check("primary", r, now, &mut s.coord));
     }
     assert_eq!(kinds(&fx), ["checker_error"]);

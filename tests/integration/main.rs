@@ -21,6 +21,7 @@ mod crash; // kill -9 and restart: events, overrides, incidents intact; decision
 mod dashboard; // headless Chromium on the dashboard: live failover, token-gated drain, phone width; SSE order and Last-Event-ID resume
 mod demo; // README's first command: `understudy demo` end to end
 mod disk; // the data disk stuck (fsfreeze), full or read-only (tmpfs), damaged and forged log lines (root)
+mod drift; // drift checks ([[service.compare]]) against real nginx serving versions: drift event, webhook, API, status, the gate keeps traffic off a drifted backup
 mod drill; // drills from the CLI: force-down measured and restored, baseline refusal, missed targets
 mod drill_lease; // a drill killed with SIGKILL: the daemon undoes its fault within the lease
 mod failover; // kill the primary: failover within budget; failback only after the hold; hooks

@@ -3,7 +3,12 @@
 //! run as the `postgres` user from Debian's `postgresql-15` in a temporary directory.
 //!
 //! Every server is stopped by PID (`pg_ctl stop -m immediate` reads `postmaster.pid`) when the
-//! cluster drops. The monitoring login `understudy` gets the least privileges the README
+//! cluster drops. Servers run in the foreground as children of the test (`runuser -- postgres
+//! -D`), not daemonized by `pg_ctl start`: a daemonized postmaster killed with `kill -9` is
+//! reparented to PID 1, and where PID 1 does not reap promptly (a container's init) it stays a
+//! zombie whose PID still answers `kill(pid, 0)`, so restarting that node fails with `lock file
+//! "postmaster.pid" already exists` (issue 14's flaky sync test). A child the test waits for
+//! is gone when `kill9` returns. The monitoring login `understudy` gets the least privileges the README
 //! lists (no superuser); the application login `app` owns the test tables. Passwords are
 //! checked with `md5`, not SCRAM: SCRAM's 4096 PBKDF2 rounds take over 500 ms (the check
 //! timeout) in an unoptimised test build on a busy 2-core machine, and each check logs in anew.
@@ -29,6 +34,8 @@ pub struct Cluster {
     pub tmp: tempfile::TempDir,
     pub port: u16,
     pub nodes: Vec<Node>,
+    /// The foreground server process of each node this cluster started (see the module doc).
+    children: std::sync::Mutex<Vec<Option<std::process::Child>>>,
 }
 
 fn bin(name: &str) -> String {
@@ -69,7 +76,8 @@ impl Cluster {
             chown_postgres(&dir);
             nodes.push(Node { name: format!("pg{}", i + 1), ip: *ip, dir });
         }
-        let c = Cluster { tmp, port, nodes };
+        let children = std::sync::Mutex::new(nodes.iter().map(|_| None).collect());
+        let c = Cluster { tmp, port, nodes, children };
         let p = &c.nodes[0];
         let pw = c.tmp.path().join("pw");
         std::fs::write(&pw, "postgres-secret\n").unwrap();
@@ -89,7 +97,7 @@ impl Cluster {
         let setup = format!(
             "SET password_encryption = 'md5';
              CREATE ROLE replicator REPLICATION LOGIN;
-             CREATE ROLE understudy LOGIN PASSWORD '{MON_PASSWORD}' IN ROLE pg_monitor, pg_signal_backend, pg_read_all_settings;
+             CREATE ROLE understudy LOGIN PASSWORD '{MON_PASSWORD}' IN ROLE pg_monitor, pg_signal_backend, pg_read_all_settings, pg_checkpoint;
              GRANT EXECUTE ON FUNCTION pg_promote(boolean, integer) TO understudy;
              GRANT EXECUTE ON FUNCTION pg_reload_conf() TO understudy;
              GRANT ALTER SYSTEM ON PARAMETER primary_conninfo, default_transaction_read_only TO understudy;
@@ -148,10 +156,50 @@ impl Cluster {
             chown_postgres(&logs);
         }
         let log = logs.join(format!("{}.log", d.name));
-        match action {
-            "start" => as_postgres(&[&bin("pg_ctl"), "-D", d.dir.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "start"]),
-            other => as_postgres(&[&bin("pg_ctl"), "-D", d.dir.to_str().unwrap(), "-m", "fast", "-w", other]),
-        };
+        if action == "start" {
+            self.start_foreground(i, &log);
+            return;
+        }
+        as_postgres(&[&bin("pg_ctl"), "-D", d.dir.to_str().unwrap(), "-m", "fast", "-w", action]);
+        if action == "stop" {
+            self.reap(i);
+        }
+    }
+
+    /// Start node `i`'s server as a child of the test and wait (at most 60 s, like `pg_ctl -w`)
+    /// until `postmaster.pid` says it is ready (or a hot standby).
+    fn start_foreground(&self, i: usize, log: &Path) {
+        let d = &self.nodes[i];
+        self.reap(i);
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let err = out.try_clone().unwrap();
+        let child = Command::new("runuser")
+            .args(["-u", "postgres", "--", &bin("postgres"), "-D", d.dir.to_str().unwrap()])
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("runuser postgres");
+        self.children.lock().unwrap()[i] = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = std::fs::read_to_string(d.dir.join("postmaster.pid")).ok().and_then(|s| s.lines().nth(7).map(|l| l.trim().to_string()));
+            if matches!(status.as_deref(), Some("ready" | "standby")) {
+                return;
+            }
+            let exited = self.children.lock().unwrap()[i].as_mut().and_then(|c| c.try_wait().ok().flatten());
+            let tail = || std::fs::read_to_string(log).unwrap_or_default().lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            assert!(exited.is_none(), "{} exited while starting ({exited:?}):\n{}", d.name, tail());
+            assert!(std::time::Instant::now() < deadline, "{} not ready within 60 s:\n{}", d.name, tail());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Wait for node `i`'s foreground server (if this cluster started one) to be gone.
+    fn reap(&self, i: usize) {
+        if let Some(mut child) = self.children.lock().unwrap()[i].take() {
+            let _ = child.wait();
+        }
     }
 
     /// The postmaster's PID of node `i`, from `postmaster.pid`.
@@ -163,6 +211,8 @@ impl Cluster {
     pub fn kill9(&self, i: usize) {
         let pid = self.pid(i).expect("node is running");
         unsafe { libc::kill(pid, libc::SIGKILL) };
+        // Our child (or runuser's, which then exits): waited for, so no zombie keeps its PID.
+        self.reap(i);
         let addr = SocketAddr::new(self.nodes[i].ip, self.port);
         for _ in 0..500 {
             if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
@@ -230,10 +280,25 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // A failing test shows the servers' own logs (the directory goes with the cluster).
+        if std::thread::panicking() {
+            for n in &self.nodes {
+                let log = std::fs::read_to_string(self.tmp.path().join("logs").join(format!("{}.log", n.name))).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(60).collect();
+                eprintln!("---- {}.log (last {} lines) ----\n{}", n.name, tail.len(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+                if let Ok(rejoin) = std::fs::read_to_string(n.dir.join("understudy-rejoin.log")) {
+                    let tail: Vec<&str> = rejoin.lines().rev().take(30).collect();
+                    eprintln!("---- {} understudy-rejoin.log ----\n{}", n.name, tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+                }
+            }
+        }
         for n in &self.nodes {
             if let Some(pid) = std::fs::read_to_string(n.dir.join("postmaster.pid")).ok().and_then(|s| s.lines().next()?.trim().parse::<i32>().ok()) {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
+        }
+        for i in 0..self.nodes.len() {
+            self.reap(i);
         }
     }
 }
