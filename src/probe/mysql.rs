@@ -344,10 +344,15 @@ pub fn judge_with_source(status: Option<&HashMap<String, Option<String>>>, sourc
     };
     let lag = describe_lag(bytes, secs);
     let at = source_pos.map(|(f, p)| format!(", source at {f}:{p}")).unwrap_or_default();
+    // The lag as data too (API, metrics, the lag alert), when the bytes behind are known.
+    let data = |v: Verdict| match bytes {
+        Some(b) => v.with_lag(crate::probe::Lag { bytes: b, seconds: secs }),
+        None => v,
+    };
     if over(max_lag, bytes, secs) {
-        return Verdict::fail(format!("replica lag {lag} exceeds max_lag {max_lag} (from {source}{at})"));
+        return data(Verdict::fail(format!("replica lag {lag} exceeds max_lag {max_lag} (from {source}{at})")));
     }
-    Verdict::pass(format!("replica, {lag} (I/O and SQL threads running, from {source}{at})"))
+    data(Verdict::pass(format!("replica, {lag} (I/O and SQL threads running, from {source}{at})")))
 }
 
 /// The source's address from a replica status, when its host is an IP address.

@@ -247,13 +247,18 @@ pub fn judge_replica(v: &ReplicaView, master: &Result<u64, String>, history_lag:
         Err(e) => format!("; primary unreachable from here: {e}"),
     };
     let lag = describe_lag(bytes, secs);
+    // The lag as data too (API, metrics, the lag alert), when the bytes behind are known.
+    let data = |v: Verdict| match bytes {
+        Some(b) => v.with_lag(crate::probe::Lag { bytes: b, seconds: secs }),
+        None => v,
+    };
     if over(max_lag, bytes, secs) {
-        return Verdict::fail(format!("replica lag {lag} exceeds max_lag {max_lag} ({link}{reach})"));
+        return data(Verdict::fail(format!("replica lag {lag} exceeds max_lag {max_lag} ({link}{reach})")));
     }
     if !v.link_up && master.is_err() && matches!(max_lag, MaxLag::Bytes(_)) {
         return Verdict::fail(format!("replica lag unknown against max_lag {max_lag}: {link}{reach}"));
     }
-    Verdict::pass(format!("replica, {lag} ({link}{reach})"))
+    data(Verdict::pass(format!("replica, {lag} ({link}{reach})")))
 }
 
 fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {

@@ -287,6 +287,9 @@ async fn mariadb_replica_passes_fails_on_a_stopped_sql_thread_and_past_max_lag()
         (svc["check"]["kind"] == "mysql" && target(&svc, "two")["eligible"] == true).then_some(())
     })
     .await;
+    // Its lag is data too: the caught-up replica is 0 bytes behind in the API.
+    let svc = daemon.service("replicas").await;
+    assert_eq!(target(&svc, "two")["last_check"]["lag"]["bytes"], 0, "{}", target(&svc, "two"));
 
     // The SQL thread stopped: the check names it.
     replica.sql("STOP REPLICA SQL_THREAD");
