@@ -420,8 +420,8 @@ fn validate_check(cx: &mut Ctx<'_>, rc: RawCheck, path: &[Seg], base_dir: &Path)
     only(cx, rc.kind != RawCheckKind::Exec && rc.command.is_some(), "command", "exec");
     let pg = rc.kind == RawCheckKind::Postgres;
     let db = matches!(rc.kind, RawCheckKind::Postgres | RawCheckKind::Redis | RawCheckKind::Mysql);
-    only(cx, !db && rc.user.is_some(), "user", "postgres");
-    only(cx, !db && rc.password_file.is_some(), "password_file", "postgres");
+    only(cx, !db && rc.user.is_some(), "user", "postgres, redis and mysql");
+    only(cx, !db && rc.password_file.is_some(), "password_file", "postgres, redis and mysql");
     only(cx, !pg && rc.dbname.is_some(), "dbname", "postgres");
     let mut postgres = None;
     let mut replica = None;

@@ -250,7 +250,7 @@ address = "127.0.0.3"
         let plain = PG.replace("kind = \"postgres\"\nmax_lag", "max_lag");
         assert_eq!(errors(&plain)[0], "u.toml:4:1: service[0].max_lag: `max_lag` applies to kind = \"postgres\" services");
         let user_on_tcp = "[[service]]\nname = \"w\"\n[service.check]\nkind = \"tcp\"\nport = 1\nuser = \"x\"\n[[service.target]]\nname = \"a\"\naddress = \"127.0.0.2\"\n";
-        assert_eq!(errors(user_on_tcp), ["u.toml:6:1: service[0].check.user: `user` applies to postgres checks, not to tcp checks"]);
+        assert_eq!(errors(user_on_tcp), ["u.toml:6:1: service[0].check.user: `user` applies to postgres, redis and mysql checks, not to tcp checks"]);
         let pw = PG.replace("dbname = \"app\"", "dbname = \"app\"\npassword_file = \"/nonexistent/pg.pass\"");
         assert!(errors(&pw)[0].starts_with("u.toml:13:1: service[0].check.password_file: password file:"), "{:?}", errors(&pw));
         let host = PG.replace("synchronous = true", "synchronous = true\nreplication_conninfo = \"host=x user=r\"");
