@@ -194,8 +194,9 @@ pub fn start_from(
 
 /// Which recorded events are notified. A cluster notifies once, from its leader: a follower
 /// records the decisions it adopts (and incidents follow from them) but sends nothing for
-/// them; its own `cluster_role` events are always sent (a node cut off from etcd says so
-/// itself). Each run of the daemon starts as a follower until its first `cluster_role` says it
+/// them. What concerns this node alone is always sent by the node itself: its `cluster_role`
+/// (a node cut off from etcd says so), its event log's disk, a refused reload, its checker
+/// errors (the monitor's own fault) and its virtual IPs. Each run of the daemon starts as a follower until its first `cluster_role` says it
 /// leads, so replaying the log at start-up gives the same answers. Every record still goes
 /// through the planner, so its incidents and conditions stay whole on every node.
 #[derive(Debug, Clone, Copy)]
@@ -222,6 +223,7 @@ impl NotifyGate {
                 self.leading = false;
                 false
             }
+            Event::LogBehind { .. } | Event::LogCaughtUp { .. } | Event::ConfigRejected { .. } | Event::ConfigReloaded { .. } | Event::CheckerError { .. } | Event::VipState { .. } => true,
             _ => self.leading,
         }
     }
@@ -604,6 +606,7 @@ mod tests {
         assert!(standalone.admit(&other));
         let mut g = NotifyGate::new(true);
         assert!(!g.admit(&other), "a node starts as a follower");
+        assert!(g.admit(&Event::LogBehind { behind: 3, error: None }), "this node's own disk is its own to report");
         assert!(g.admit(&role(true, true)));
         assert!(g.admit(&other), "the leader notifies");
         assert!(g.admit(&role(false, false)), "a cut-off node says so itself");
