@@ -128,6 +128,7 @@ impl Shared {
                         all_down: d.all_down,
                         reason: d.reason,
                         by: d.by.clone(),
+                        revision: u64::try_from(stored.mod_revision).unwrap_or(0),
                     });
                 }
             }

@@ -65,8 +65,9 @@ pub enum Input {
     /// the machine adopts it as its current decision with this epoch, and the actuators apply it.
     /// Sent at most once per service and epoch, with epochs strictly increasing per service.
     /// It wins over an earlier [`Input::Refused`] of the same proposal (a commit whose answer
-    /// timed out may still have been committed).
-    Committed { service: String, epoch: u64, active: Option<String>, all_down: bool, reason: Option<Reason>, by: String },
+    /// timed out may still have been committed). `revision` is etcd's revision of the commit,
+    /// unique in the cluster: an incident it opens takes it as its id on every node.
+    Committed { service: String, epoch: u64, active: Option<String>, all_down: bool, reason: Option<Reason>, by: String, revision: u64 },
     /// A proposal answered [`Commit::Later`] was not committed: leadership was lost, another
     /// decision was committed meanwhile, or etcd could not be reached. The machine keeps its
     /// previous decision (and may propose again).

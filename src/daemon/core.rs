@@ -450,10 +450,13 @@ impl Core {
                     self.effects(si, fx);
                 }
             }
-            Input::Committed { service, epoch, active, all_down, reason, by } => match service_index(self, &service) {
+            Input::Committed { service, epoch, active, all_down, reason, by, revision } => match service_index(self, &service) {
                 Some(si) => {
                     let fx = self.services[si].machine.adopt(epoch, active.as_deref(), all_down, reason, &by, now());
+                    // An incident this decision opens has the same id on every node.
+                    self.incidents.set_id_hint(Some(revision).filter(|r| *r > 0));
                     self.effects(si, fx);
+                    self.incidents.set_id_hint(None);
                 }
                 None => tracing::warn!(%service, epoch, %by, "the cluster committed a decision for a service this node does not have (every node must run the same services)"),
             },

@@ -135,6 +135,11 @@ struct ServiceTrack {
 pub struct IncidentBook {
     incidents: BTreeMap<u64, Incident>,
     services: BTreeMap<String, ServiceTrack>,
+    /// The id the next incident opened by [`IncidentBook::react`] takes, when free and above
+    /// every id given so far (in a cluster: the etcd revision of the committed decision, the
+    /// same on every node); otherwise the next number.
+    #[serde(skip)]
+    id_hint: Option<u64>,
 }
 
 impl IncidentBook {
@@ -159,7 +164,8 @@ impl IncidentBook {
             None => {
                 let failed_traffic = matches!(reason, Reason::Failover) || (*all_down && *reason == Reason::AllDown && from.is_some());
                 if failed_traffic {
-                    let id = self.incidents.keys().next_back().map(|k| k + 1).unwrap_or(1);
+                    let next = self.incidents.keys().next_back().map(|k| k + 1).unwrap_or(1);
+                    let id = self.id_hint.filter(|h| *h >= next).unwrap_or(next);
                     vec![Event::IncidentOpened { id, service: service.clone(), failed: from.clone(), to: to.clone() }]
                 } else {
                     Vec::new()
@@ -170,6 +176,11 @@ impl IncidentBook {
                 if back { vec![Event::IncidentClosed { id: inc.id, service: service.clone(), by: "auto".into() }] } else { Vec::new() }
             }
         }
+    }
+
+    /// See `id_hint`: set before recording a cluster's committed decision, cleared after.
+    pub fn set_id_hint(&mut self, id: Option<u64>) {
+        self.id_hint = id;
     }
 
     /// Fold one record in.
@@ -358,6 +369,21 @@ mod tests {
             reason,
             all_down: false,
         }
+    }
+
+    #[test]
+    fn a_clusters_commit_revision_numbers_the_incident_it_opens_when_it_is_free() {
+        let mut book = IncidentBook::default();
+        let mut log = Vec::new();
+        book.set_id_hint(Some(812));
+        feed(&mut book, &mut log, 10, decision(2, ("primary", 0), ("backup", 1), Reason::Failover));
+        book.set_id_hint(None);
+        assert_eq!(book.open_for("www").map(|i| i.id), Some(812), "the id every node gives it");
+        feed(&mut book, &mut log, 20, decision(3, ("backup", 1), ("primary", 0), Reason::Failback));
+        // A hint below the ids given so far is not used: ids stay unique and increasing.
+        book.set_id_hint(Some(7));
+        feed(&mut book, &mut log, 30, decision(4, ("primary", 0), ("backup", 1), Reason::Failover));
+        assert_eq!(book.open_for("www").map(|i| i.id), Some(813));
     }
 
     /// Feed events as the daemon does: react, append what follows, apply everything.

@@ -168,6 +168,15 @@ async fn one_failover_for_the_cluster_every_node_answers_it_and_a_killed_leader_
         failovers.insert(f[0].0);
     }
     assert_eq!(failovers.len(), 1, "every node recorded the same failover epoch: {failovers:?}");
+    // The incident it opened has the same number on every node.
+    let mut ids = BTreeSet::new();
+    for n in &all {
+        let inc = n.daemon.get("/api/v1/incidents").await;
+        let open: Vec<u64> = inc.as_array().map(|a| a.iter().filter(|i| i["open"] == true).filter_map(|i| i["id"].as_u64()).collect()).unwrap_or_default();
+        assert_eq!(open.len(), 1, "{}: one open incident: {inc}", n.name);
+        ids.insert(open[0]);
+    }
+    assert_eq!(ids.len(), 1, "the incident has one number for the cluster: {ids:?}");
     // Notifications go out once per cluster: the leader's. (Counted once the incident's close,
     // which comes after the failback below, has arrived too.)
     let opened_by = |rx: &super::notify::Receiver| rx.got("/hook").into_iter().filter(|g| g.json()["event"] == "incident_opened").count();
