@@ -286,7 +286,12 @@ impl Core {
             let mut log = self.shared.log.lock().unwrap_or_else(|e| e.into_inner());
             (log.append(event, time_us), log.durability())
         };
-        if !durability.wait(record.seq, LOG_WAIT) {
+        // The wait blocks this thread for up to LOG_WAIT (an fsync): on a multi-threaded runtime
+        // the worker's other tasks (probes, the API) move to another thread meanwhile rather
+        // than stall behind it. A current-thread runtime (some tests) cannot do that and waits.
+        let multi = tokio::runtime::Handle::try_current().is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let durable = if multi { tokio::task::block_in_place(|| durability.wait(record.seq, LOG_WAIT)) } else { durability.wait(record.seq, LOG_WAIT) };
+        if !durable {
             self.log_fell_behind();
         }
         tracing::info!(seq = record.seq, kind = record.event.kind(), "{}", record.event.summary());
