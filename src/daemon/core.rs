@@ -286,8 +286,26 @@ impl Core {
             let mut log = self.shared.log.lock().unwrap_or_else(|e| e.into_inner());
             (log.append(event, time_us), log.durability())
         };
-        if !durability.wait(record.seq, LOG_WAIT) {
-            self.log_fell_behind();
+        // What the runners, an operator or a restart act on (a decision, an override, a drill,
+        // an incident...) is on disk before the core goes on. Observations (a health flip, a
+        // checker error, an actuator's report) are not waited for one by one: they are re-derived
+        // from checks after a crash, and the log is written in order, so the next event that is
+        // waited for (the decision a flip leads to) covers them. Waiting for each would cost one
+        // fsync per event on the core: 10,000 targets coming up at start took minutes. A disk
+        // that stops taking them is still noticed once a second (`watch_log`).
+        let observation = matches!(
+            record.event,
+            Event::TargetUp { .. } | Event::TargetDown { .. } | Event::CheckerError { .. } | Event::Actuated { .. } | Event::Switched { .. } | Event::DriftRepaired { .. }
+        );
+        // The wait blocks this thread for up to LOG_WAIT (an fsync): on a multi-threaded runtime
+        // the worker's other tasks (probes, the API) move to another thread meanwhile rather
+        // than stall behind it. A current-thread runtime (some tests) cannot do that and waits.
+        if !observation {
+            let multi = tokio::runtime::Handle::try_current().is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+            let durable = if multi { tokio::task::block_in_place(|| durability.wait(record.seq, LOG_WAIT)) } else { durability.wait(record.seq, LOG_WAIT) };
+            if !durable {
+                self.log_fell_behind();
+            }
         }
         tracing::info!(seq = record.seq, kind = record.event.kind(), "{}", record.event.summary());
         self.shared.metrics.observe(&record.event);
