@@ -407,17 +407,20 @@ async fn a_healed_partition_leaves_one_master_and_the_client_follows_its_garp() 
     tb.sh(Host::Client, &format!("curl -s -m 2 http://{VIP}/ >/dev/null"));
     assert!(client_neigh(&tb).contains(&mac_a), "{}", client_neigh(&tb));
 
-    // Partition: b hears no VRRP; it becomes master too and its ARP moves the client.
-    tb.sh(
-        Host::Backup,
-        "nft add table inet part && nft 'add chain inet part in { type filter hook input priority 0 ; policy accept ; }' && nft 'add rule inet part in ip protocol 112 counter drop'",
-    );
+    // Partition: VRRP is dropped between the nodes, both ways (a master that still heard b
+    // would win the client back at each of b's adverts); b becomes master too and its ARP
+    // moves the client.
+    for h in [Host::Primary, Host::Backup] {
+        tb.sh(h, "nft add table inet part && nft 'add chain inet part in { type filter hook input priority 0 ; policy accept ; }' && nft 'add rule inet part in ip protocol 112 counter drop'");
+    }
     wait_for(Duration::from_secs(5), "two masters", || async { (has_vip(&tb, Host::Primary) && has_vip(&tb, Host::Backup)).then_some(()) }).await;
     wait_for(Duration::from_secs(5), "the client follows b's ARP", || async { client_neigh(&tb).contains(&mac_b).then_some(()) }).await;
 
     // Heal: exactly one master (a, the higher priority) within an interval or so, and a's
     // re-announcement brings the client back.
-    tb.sh(Host::Backup, "nft delete table inet part");
+    for h in [Host::Primary, Host::Backup] {
+        tb.sh(h, "nft delete table inet part");
+    }
     let healed = Instant::now();
     wait_holder(&tb, Host::Primary, Duration::from_secs(2), "only a holds the VIP").await;
     let one = healed.elapsed();
