@@ -115,6 +115,18 @@ fn has_vip(tb: &Testbed, h: Host) -> bool {
     String::from_utf8_lossy(&out.stdout).contains(&format!("inet {VIP}/"))
 }
 
+/// nginx on both nodes, understudy a (priority 150) and b (100) at `advert` with their extra
+/// config, and a holding the VIP with b its backup. Returns a's nginx pid file and both nodes.
+async fn two_nodes(tb: &mut Testbed, dir: &Path, advert: &str, extra_a: &str, extra_b: &str) -> (PathBuf, Node, Node) {
+    let nginx_a = nginx_any(tb, Host::Primary, "a");
+    nginx_any(tb, Host::Backup, "b");
+    let a = start_node(tb, Host::Primary, "a", &node_config(dir, Host::Primary, "a", 150, advert, extra_a));
+    let b = start_node(tb, Host::Backup, "b", &node_config(dir, Host::Backup, "b", 100, advert, extra_b));
+    wait_holder(tb, Host::Primary, Duration::from_secs(15), "a holds the VIP").await;
+    wait_for(Duration::from_secs(10), "b is backup", || async { b.logs().contains("VRRP backup").then_some(()) }).await;
+    (nginx_a, a, b)
+}
+
 async fn wait_holder(tb: &Testbed, h: Host, within: Duration, what: &str) {
     let other = if h == Host::Primary { Host::Backup } else { Host::Primary };
     wait_for(within, what, || async { (has_vip(tb, h) && !has_vip(tb, other)).then_some(()) }).await;
@@ -173,11 +185,7 @@ async fn finish_probe(child: tokio::process::Child, stop: &Path) -> serde_json::
 async fn a_crashed_master_loses_the_vip_to_the_backup_and_takes_it_back_after_preempt_delay() {
     let dir = tempfile::tempdir().unwrap();
     let mut tb = Testbed::new(dir.path());
-    nginx_any(&mut tb, Host::Primary, "a");
-    nginx_any(&mut tb, Host::Backup, "b");
-    let mut a = start_node(&mut tb, Host::Primary, "a", &node_config(dir.path(), Host::Primary, "a", 150, "100ms", "preempt_delay = \"2s\""));
-    let _b = start_node(&mut tb, Host::Backup, "b", &node_config(dir.path(), Host::Backup, "b", 100, "100ms", ""));
-    wait_holder(&tb, Host::Primary, Duration::from_secs(15), "a holds the VIP").await;
+    let (_, mut a, _b) = two_nodes(&mut tb, dir.path(), "100ms", "preempt_delay = \"2s\"", "").await;
 
     // 1. The speaker alone dies (kill -9): no resign. The backup takes over after
     //    Master_Down_Interval, and the kernel removes the VIP from a by itself (lifetime 3 s).
@@ -263,13 +271,8 @@ fn webhook_channel(url: &str) -> String {
 async fn a_crash_handover_notifies_through_the_webhook_naming_the_vip_node_and_states() {
     let dir = tempfile::tempdir().unwrap();
     let mut tb = Testbed::new(dir.path());
-    nginx_any(&mut tb, Host::Primary, "a");
-    nginx_any(&mut tb, Host::Backup, "b");
     let (url, got) = webhook_receiver(&tb, Host::Monitor);
-    let a = start_node(&mut tb, Host::Primary, "a", &node_config(dir.path(), Host::Primary, "a", 150, "100ms", &webhook_channel(&url)));
-    let b = start_node(&mut tb, Host::Backup, "b", &node_config(dir.path(), Host::Backup, "b", 100, "100ms", &webhook_channel(&url)));
-    wait_holder(&tb, Host::Primary, Duration::from_secs(15), "a holds the VIP").await;
-    wait_for(Duration::from_secs(10), "b is backup", || async { b.logs().contains("VRRP backup").then_some(()) }).await;
+    let (_, a, _b) = two_nodes(&mut tb, dir.path(), "100ms", &webhook_channel(&url), &webhook_channel(&url)).await;
 
     kill(a.pid, libc::SIGKILL);
     wait_for(Duration::from_secs(5), "b takes the VIP", || async { has_vip(&tb, Host::Backup).then_some(()) }).await;
@@ -297,13 +300,8 @@ async fn a_crash_handover_notifies_through_the_webhook_naming_the_vip_node_and_s
 async fn a_failed_tracked_service_resigns_and_the_backup_takes_over_within_50_ms() {
     let dir = tempfile::tempdir().unwrap();
     let mut tb = Testbed::new(dir.path());
-    let nginx_a = nginx_any(&mut tb, Host::Primary, "a");
-    nginx_any(&mut tb, Host::Backup, "b");
     // A 1 s advert interval: a resign must not wait 3 intervals.
-    let a = start_node(&mut tb, Host::Primary, "a", &node_config(dir.path(), Host::Primary, "a", 150, "1s", ""));
-    let b = start_node(&mut tb, Host::Backup, "b", &node_config(dir.path(), Host::Backup, "b", 100, "1s", ""));
-    wait_holder(&tb, Host::Primary, Duration::from_secs(15), "a holds the VIP").await;
-    wait_for(Duration::from_secs(10), "b is backup", || async { b.logs().contains("VRRP backup").then_some(()) }).await;
+    let (nginx_a, a, b) = two_nodes(&mut tb, dir.path(), "1s", "", "").await;
 
     let stop = dir.path().join("stop");
     let probe = start_probe(&tb, &stop, 60);
@@ -398,11 +396,7 @@ fn client_neigh(tb: &Testbed) -> String {
 async fn a_healed_partition_leaves_one_master_and_the_client_follows_its_garp() {
     let dir = tempfile::tempdir().unwrap();
     let mut tb = Testbed::new(dir.path());
-    nginx_any(&mut tb, Host::Primary, "a");
-    nginx_any(&mut tb, Host::Backup, "b");
-    let a = start_node(&mut tb, Host::Primary, "a", &node_config(dir.path(), Host::Primary, "a", 150, "100ms", ""));
-    let b = start_node(&mut tb, Host::Backup, "b", &node_config(dir.path(), Host::Backup, "b", 100, "100ms", ""));
-    wait_holder(&tb, Host::Primary, Duration::from_secs(15), "a holds the VIP").await;
+    let (_, a, b) = two_nodes(&mut tb, dir.path(), "100ms", "", "").await;
     let (mac_a, mac_b) = (mac(&tb, Host::Primary), mac(&tb, Host::Backup));
     tb.sh(Host::Client, &format!("curl -s -m 2 http://{VIP}/ >/dev/null"));
     assert!(client_neigh(&tb).contains(&mac_a), "{}", client_neigh(&tb));
@@ -570,12 +564,7 @@ send(advert(vrid=52))                               # another VRID: ignored, not
 async fn a_clean_stop_of_the_master_hands_over_without_a_refused_connection() {
     let dir = tempfile::tempdir().unwrap();
     let mut tb = Testbed::new(dir.path());
-    nginx_any(&mut tb, Host::Primary, "a");
-    nginx_any(&mut tb, Host::Backup, "b");
-    let a = start_node(&mut tb, Host::Primary, "a", &node_config(dir.path(), Host::Primary, "a", 150, "1s", ""));
-    let b = start_node(&mut tb, Host::Backup, "b", &node_config(dir.path(), Host::Backup, "b", 100, "1s", ""));
-    wait_holder(&tb, Host::Primary, Duration::from_secs(15), "a holds the VIP").await;
-    wait_for(Duration::from_secs(10), "b is backup", || async { b.logs().contains("VRRP backup").then_some(()) }).await;
+    let (_, a, _b) = two_nodes(&mut tb, dir.path(), "1s", "", "").await;
     let stop = dir.path().join("stop");
     let probe = start_probe(&tb, &stop, 60);
     wait_probe_ready(&stop).await;
