@@ -75,7 +75,21 @@ struct Peer(Option<Child>);
 impl Drop for Peer {
     fn drop(&mut self) {
         if let Some(mut c) = self.0.take() {
+            // SIGTERM first: an nginx master stops its workers on it (a SIGKILLed master leaves
+            // them behind, still listening); then SIGKILL whatever is left after 3 s.
             // SAFETY: kill(2) on a PID we started.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = std::time::Instant::now() + Duration::from_secs(3);
+            loop {
+                if c.try_wait().ok().flatten().is_some() {
+                    return; // exited and reaped
+                }
+                if std::time::Instant::now() >= deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // SAFETY: kill(2) on our child, which has not exited (not reaped, so the PID is ours).
             unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
             let _ = c.wait();
         }
