@@ -155,18 +155,17 @@ impl Service {
     pub fn on_check(&mut self, target: &str, mut result: CheckResult, now: Now, coord: &mut dyn Coordinator) -> Vec<Effect> {
         let Some(ti) = self.index(target) else { return Vec::new() };
         let mut fx = Vec::new();
-        let service = self.cfg.name.clone();
         let t = &mut self.targets[ti];
         if result.checker_error {
             // The monitor's fault, not the target's: no health input (see probe::checker).
             if let Some(suppressed) = t.checker_errors.admit(now.wall_us) {
-                fx.push(Effect::Record(Event::CheckerError { service, target: t.cfg.name.clone(), reason: result.reason.clone(), suppressed, resolved: false }));
+                fx.push(Effect::Record(Event::CheckerError { service: self.cfg.name.clone(), target: t.cfg.name.clone(), reason: result.reason.clone(), suppressed, resolved: false }));
             }
             t.last = Some(result);
             return fx;
         }
         if let Some(suppressed) = t.checker_errors.recovered() {
-            fx.push(Effect::Record(Event::CheckerError { service: service.clone(), target: t.cfg.name.clone(), reason: result.reason.clone(), suppressed, resolved: true }));
+            fx.push(Effect::Record(Event::CheckerError { service: self.cfg.name.clone(), target: t.cfg.name.clone(), reason: result.reason.clone(), suppressed, resolved: true }));
         }
         if self.overrides.is_forced(&t.cfg.name, now.wall_us) {
             result.ok = false;
@@ -206,12 +205,12 @@ impl Service {
                 LagAlert::Recovered(l) => (l, true),
             };
             let (target, max_lag) = (t.cfg.name.clone(), pg.max_lag.to_string());
-            fx.push(Effect::Record(Event::ReplicationLag { service: service.clone(), target, bytes: lag.bytes, seconds: lag.seconds, max_lag, resolved }));
+            fx.push(Effect::Record(Event::ReplicationLag { service: self.cfg.name.clone(), target, bytes: lag.bytes, seconds: lag.seconds, max_lag, resolved }));
         }
-        let reason = result.reason.clone();
-        t.recent.push_back(CheckSample { at_us: result.started_us, ok: result.ok, latency_us: result.latency.as_micros() as u64, reason: reason.clone() });
+        t.recent.push_back(CheckSample { at_us: result.started_us, ok: result.ok, latency_us: result.latency.as_micros() as u64, reason: result.reason.clone() });
         t.last = Some(result);
         let Some(flip) = flip else { return fx };
+        let (service, reason) = (self.cfg.name.clone(), t.last.as_ref().map(|r| r.reason.clone()).unwrap_or_default());
         t.health_since_us = Some(now.wall_us);
         let checks: Vec<CheckSample> = t.recent.iter().cloned().collect();
         let target = t.cfg.name.clone();
