@@ -240,7 +240,7 @@ fn run_one(n: usize, seconds: u64) -> Result<Row, String> {
                         if measuring.load(Ordering::Relaxed)
                             && let Ok(mut f) = failures.lock()
                         {
-                            *f.entry(report.result.reason).or_default() += 1;
+                            *f.entry(report.result.reason.into_owned()).or_default() += 1;
                         }
                     }
                 }

@@ -320,7 +320,7 @@ fn run_one(opts: &Options, n: usize) -> Result<Row, String> {
                         if measuring.load(Ordering::Relaxed)
                             && let Ok(mut f) = failures.lock()
                         {
-                            *f.entry(report.result.reason).or_default() += 1;
+                            *f.entry(report.result.reason.into_owned()).or_default() += 1;
                         }
                     }
                 }

@@ -52,7 +52,7 @@ pub async fn run(runner: &Runner, timeout: Duration) -> Outcome {
         Ok(v) => v,
         Err(_) => Verdict::fail(format!("timed out after {}", humantime::format_duration(timeout))),
     };
-    Outcome { ok: verdict.ok, latency: start.elapsed(), message: verdict.reason }
+    Outcome { ok: verdict.ok, latency: start.elapsed(), message: verdict.reason.into_owned() }
 }
 
 async fn check(runner: &Runner, timeout: Duration) -> Verdict {
@@ -147,7 +147,7 @@ mod tests {
     #[test]
     fn disk_limits_in_bytes_and_percent() {
         let v = disk_verdict(1 << 20, 4 << 20, MinFree::Bytes(512 << 10));
-        assert_eq!((v.ok, v.reason.as_str()), (true, "1.0 MiB free of 4.0 MiB (25.0%), min_free 512.0 KiB"));
+        assert_eq!((v.ok, v.reason.as_ref()), (true, "1.0 MiB free of 4.0 MiB (25.0%), min_free 512.0 KiB"));
         assert!(!disk_verdict(1 << 20, 4 << 20, MinFree::Bytes(2 << 20)).ok);
         assert!(!disk_verdict(1 << 20, 4 << 20, MinFree::Percent(30.0)).ok);
         assert!(disk_verdict(1 << 20, 4 << 20, MinFree::Percent(25.0)).ok);

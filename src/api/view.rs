@@ -68,7 +68,7 @@ pub fn service(v: &ServiceView) -> wire::Service {
                 last_check: t.last.as_ref().map(|r| wire::LastCheck {
                     checker_error: r.checker_error,
                     ok: r.ok,
-                    reason: r.reason.clone(),
+                    reason: r.reason.to_string(),
                     latency_ms: r.latency.as_secs_f64() * 1000.0,
                     at: format_time_us(r.started_us),
                     lag: r.lag.map(|l| wire::ReplicationLag { bytes: l.bytes, seconds: l.seconds }),

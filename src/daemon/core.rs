@@ -121,6 +121,9 @@ pub const LOG_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 /// series appears in `/metrics` once it has a sample, as before).
 struct ProbeSlot {
     si: usize,
+    /// The target's index in its service's machine (`Service::target_index`): the probes are
+    /// indexed again after every reload, the only thing that moves targets.
+    ti: usize,
     target: String,
     duration: Option<prometheus_client::metrics::histogram::Histogram>,
     /// `understudy_checks_total` by outcome: pass, fail, checker_error.
@@ -237,7 +240,8 @@ impl Core {
         self.probes.clear();
         for (si, s) in self.services.iter().enumerate() {
             for (name, p) in &s.probes {
-                self.probes.insert(p.id, ProbeSlot { si, target: name.clone(), duration: None, outcomes: [None, None, None], lag_shown: true });
+                let Some(ti) = s.machine.target_index(name) else { continue };
+                self.probes.insert(p.id, ProbeSlot { si, ti, target: name.clone(), duration: None, outcomes: [None, None, None], lag_shown: true });
             }
         }
     }
@@ -456,7 +460,7 @@ impl Core {
         if result.checker_error {
             m.checker_errors.get_or_create(&TargetLabels { service: service.to_string(), target: slot.target.clone() }).inc();
         }
-        let fx = self.services[si].machine.on_check(&slot.target, result, now(), self.coordinator.as_mut());
+        let fx = self.services[si].machine.on_check_at(slot.ti, result, now(), self.coordinator.as_mut());
         self.effects(si, fx);
         Some(si)
     }

@@ -294,7 +294,7 @@ pub struct CheckSample {
     pub at_us: u64,
     pub ok: bool,
     pub latency_us: u64,
-    pub reason: String,
+    pub reason: crate::probe::Reason,
 }
 
 /// The event log's defaults for `[daemon]` `log_segment_size` and `log_retention` (the config

@@ -111,7 +111,7 @@ impl From<&crate::events::incident::Incident> for Incident {
                     results: w
                         .samples
                         .iter()
-                        .map(|c| CheckResult { at: format_time_us(c.at_us), ok: c.ok, latency_ms: c.latency_us as f64 / 1000.0, reason: c.reason.clone() })
+                        .map(|c| CheckResult { at: format_time_us(c.at_us), ok: c.ok, latency_ms: c.latency_us as f64 / 1000.0, reason: c.reason.to_string() })
                         .collect(),
                 })
                 .collect(),

@@ -38,8 +38,9 @@ pub struct CheckResult {
     /// Time from the start of the check to its verdict (the timeout, when it timed out).
     pub latency: Duration,
     /// Human-readable reason: `HTTP 200`, `connection refused`, `timed out after 500ms`,
-    /// `exit status 1: <first line of output>`.
-    pub reason: String,
+    /// `exit status 1: <first line of output>`. Borrowed when the probe's words are fixed
+    /// (`connected`), so the common result costs no allocation (issue 17).
+    pub reason: Reason,
     /// Wall-clock start time, microseconds since the Unix epoch.
     pub started_us: u64,
     /// The check could not be made for a reason on the monitor's side (see
@@ -61,6 +62,9 @@ pub struct Lag {
     pub seconds: Option<f64>,
 }
 
+/// A check's reason: fixed words are borrowed, built ones owned.
+pub type Reason = std::borrow::Cow<'static, str>;
+
 /// A future returned by a probe.
 pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Verdict> + Send + 'a>>;
 
@@ -68,7 +72,7 @@ pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Verdict> + Send + 'a>>;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
     pub ok: bool,
-    pub reason: String,
+    pub reason: Reason,
     /// The monitor could not make the check (out of file descriptors, buffers or memory, no
     /// local address or route to send from): a checker error, neither a pass nor a failure of
     /// the target. Health ignores it; it is counted and reported instead. See [`checker`].
@@ -78,14 +82,14 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    pub fn pass(reason: impl Into<String>) -> Self {
+    pub fn pass(reason: impl Into<Reason>) -> Self {
         Verdict { ok: true, reason: reason.into(), checker_error: false, lag: None }
     }
-    pub fn fail(reason: impl Into<String>) -> Self {
+    pub fn fail(reason: impl Into<Reason>) -> Self {
         Verdict { ok: false, reason: reason.into(), checker_error: false, lag: None }
     }
     /// The monitor's own fault, not the target's.
-    pub fn checker_error(reason: impl Into<String>) -> Self {
+    pub fn checker_error(reason: impl Into<Reason>) -> Self {
         Verdict { ok: false, reason: reason.into(), checker_error: true, lag: None }
     }
     /// The same verdict carrying the lag the check measured.

@@ -456,15 +456,15 @@ mod tests {
     fn a_primary_passes_and_a_running_replica_reports_its_lag() {
         assert_eq!(judge(None, MaxLag::Time(Duration::from_secs(30))).reason, "primary (no replica status)");
         let v = judge(Some(&mariadb("Yes", "Yes", Some("3"))), MaxLag::Time(Duration::from_secs(30)));
-        assert_eq!((v.ok, v.reason.as_str()), (true, "replica, 1000 bytes / 3.0 s behind (I/O and SQL threads running, from 127.0.0.2:3306)"));
+        assert_eq!((v.ok, v.reason.as_ref()), (true, "replica, 1000 bytes / 3.0 s behind (I/O and SQL threads running, from 127.0.0.2:3306)"));
     }
 
     #[test]
     fn a_stopped_thread_fails_naming_it() {
         let v = judge(Some(&mariadb("Yes", "No", None)), MaxLag::Time(Duration::from_secs(30)));
-        assert_eq!((v.ok, v.reason.as_str()), (false, "replica SQL thread not running (Slave_SQL_Running: No) from 127.0.0.2:3306: Error 'Duplicate entry' on query"));
+        assert_eq!((v.ok, v.reason.as_ref()), (false, "replica SQL thread not running (Slave_SQL_Running: No) from 127.0.0.2:3306: Error 'Duplicate entry' on query"));
         let v = judge(Some(&mariadb("Connecting", "Yes", None)), MaxLag::Time(Duration::from_secs(30)));
-        assert_eq!((v.ok, v.reason.as_str()), (false, "replica I/O thread not running (Slave_IO_Running: Connecting) from 127.0.0.2:3306"));
+        assert_eq!((v.ok, v.reason.as_ref()), (false, "replica I/O thread not running (Slave_IO_Running: Connecting) from 127.0.0.2:3306"));
         // MySQL 8 names.
         let st = status(&[("Source_Host", Some("db1")), ("Replica_IO_Running", Some("Yes")), ("Replica_SQL_Running", Some("No"))]);
         assert!(judge(Some(&st), MaxLag::Time(Duration::from_secs(30))).reason.starts_with("replica SQL thread not running (Replica_SQL_Running: No) from db1"));
@@ -475,7 +475,7 @@ mod tests {
         // The I/O thread stalled: Seconds_Behind_Master says 0, the source is 9000 bytes ahead.
         let st = mariadb("Yes", "Yes", Some("0"));
         let v = judge_with_source(Some(&st), Some(&("bin.000001".into(), 13_000)), MaxLag::Bytes(4096));
-        assert_eq!((v.ok, v.reason.as_str()), (false, "replica lag 9000 bytes / 0.0 s behind exceeds max_lag 4096 bytes (from 127.0.0.2:3306, source at bin.000001:13000)"));
+        assert_eq!((v.ok, v.reason.as_ref()), (false, "replica lag 9000 bytes / 0.0 s behind exceeds max_lag 4096 bytes (from 127.0.0.2:3306, source at bin.000001:13000)"));
         // The source moved to a newer binlog: the relay log's measure stands.
         assert!(judge_with_source(Some(&st), Some(&("bin.000002".into(), 10)), MaxLag::Bytes(4096)).ok);
         assert_eq!(source_addr(&st), Some("127.0.0.2:3306".parse().unwrap()));
@@ -485,7 +485,7 @@ mod tests {
     #[test]
     fn lag_over_max_lag_fails() {
         let v = judge(Some(&mariadb("Yes", "Yes", Some("45"))), MaxLag::Time(Duration::from_secs(30)));
-        assert_eq!((v.ok, v.reason.as_str()), (false, "replica lag 1000 bytes / 45.0 s behind exceeds max_lag 30s (from 127.0.0.2:3306)"));
+        assert_eq!((v.ok, v.reason.as_ref()), (false, "replica lag 1000 bytes / 45.0 s behind exceeds max_lag 30s (from 127.0.0.2:3306)"));
         assert!(!judge(Some(&mariadb("Yes", "Yes", Some("0"))), MaxLag::Bytes(512)).ok);
         assert!(judge(Some(&mariadb("Yes", "Yes", Some("0"))), MaxLag::Bytes(4096)).ok);
     }

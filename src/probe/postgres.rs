@@ -251,7 +251,7 @@ mod tests {
         let v = judge(&standby(1000, 1000, 1.0), Some(&p), "pg2", &c, now, FRESH, None);
         assert_eq!((v.ok, v.lag), (true, Some(Lag { bytes: 0, seconds: Some(0.0) })));
         let v = judge(&standby(1000, 1000, 1.0), Some(&p), "pg3", &c, now, FRESH, None);
-        assert_eq!((v.ok, v.reason.as_str()), (false, "not a synchronous standby of pg1 (sync_state potential); synchronous = true"));
+        assert_eq!((v.ok, v.reason.as_ref()), (false, "not a synchronous standby of pg1 (sync_state potential); synchronous = true"));
         assert!(!judge(&standby(1000, 1000, 1.0), None, "pg2", &c, now, FRESH, None).ok);
         // The last word of a dead primary still counts.
         assert!(judge(&standby(1000, 1000, 1.0), Some(&p), "pg2", &c, now + Duration::from_secs(60), FRESH, None).ok);
@@ -264,6 +264,6 @@ mod tests {
         assert!(!v.ok && v.reason.starts_with("primary fenced read-only"), "{}", v.reason);
         let open = Status { read_only: false, ..st };
         let v = judge(&open, None, "pg1", &check(MaxLag::Time(Duration::from_secs(30)), false), Instant::now(), FRESH, None);
-        assert_eq!((v.reason.as_str(), v.lag), ("primary at 0/5", None), "a primary has no lag");
+        assert_eq!((v.reason.as_ref(), v.lag), ("primary at 0/5", None), "a primary has no lag");
     }
 }

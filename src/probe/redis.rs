@@ -385,14 +385,14 @@ mod tests {
         let v = view(REPLICA);
         assert_eq!((v.master.as_str(), v.link_up, v.offset, v.last_io_s), ("127.0.0.2:6379", true, 1000, Some(1)));
         let verdict = judge_replica(&v, &Ok(1000), Some(Duration::ZERO), MaxLag::Time(Duration::from_secs(30)));
-        assert_eq!((verdict.ok, verdict.reason.as_str()), (true, "replica, 0 bytes / 0.0 s behind (link up to 127.0.0.2:6379, last I/O 1 s ago)"));
+        assert_eq!((verdict.ok, verdict.reason.as_ref()), (true, "replica, 0 bytes / 0.0 s behind (link up to 127.0.0.2:6379, last I/O 1 s ago)"));
     }
 
     #[test]
     fn a_replica_beyond_max_lag_fails_naming_its_lag() {
         let v = view(REPLICA);
         let verdict = judge_replica(&v, &Ok(5000), Some(Duration::from_secs(7)), MaxLag::Time(Duration::from_secs(5)));
-        assert_eq!((verdict.ok, verdict.reason.as_str()), (false, "replica lag 4000 bytes / 7.0 s behind exceeds max_lag 5s (link up to 127.0.0.2:6379, last I/O 1 s ago)"));
+        assert_eq!((verdict.ok, verdict.reason.as_ref()), (false, "replica lag 4000 bytes / 7.0 s behind exceeds max_lag 5s (link up to 127.0.0.2:6379, last I/O 1 s ago)"));
         assert!(!judge_replica(&v, &Ok(5000), Some(Duration::ZERO), MaxLag::Bytes(1024)).ok);
         assert!(judge_replica(&v, &Ok(1500), Some(Duration::ZERO), MaxLag::Bytes(1024)).ok);
     }
@@ -404,7 +404,7 @@ mod tests {
         let dead: Result<u64, String> = Err("connection refused".into());
         let verdict = judge_replica(&v, &dead, None, MaxLag::Time(Duration::from_secs(10)));
         assert_eq!(
-            (verdict.ok, verdict.reason.as_str()),
+            (verdict.ok, verdict.reason.as_ref()),
             (false, "replica lag 12.0 s behind exceeds max_lag 10s (link to 127.0.0.2:6379 down for 12 s; primary unreachable from here: connection refused)")
         );
         assert!(judge_replica(&v, &dead, None, MaxLag::Time(Duration::from_secs(30))).ok);

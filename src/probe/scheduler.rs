@@ -125,7 +125,10 @@ async fn run(
     tokio::pin!(sleep);
     // Made once and polled again on every turn: a fresh `cancelled()` or `closed()` future per
     // select would register and unregister a waiter twice per check, on a list shared by every
-    // target's task.
+    // target's task. They come last in each `select!`: a turn whose own branch is ready at
+    // once (the slot came, the check answered) does not poll them (polling the token takes its
+    // lock), and a turn that waits polls every branch, so both stay registered and wake the
+    // task when they fire.
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
     let closed = tx.closed();
@@ -134,8 +137,7 @@ async fn run(
         sleep.as_mut().reset(next);
         tokio::select! {
             biased;
-            _ = &mut cancelled => return,
-            _ = &mut closed => return,
+            _ = sleep.as_mut() => {}
             changed = cadences.current.changed(), if hints_open => {
                 match changed {
                     Ok(()) => {
@@ -148,7 +150,8 @@ async fn run(
                 }
                 continue;
             }
-            _ = sleep.as_mut() => {}
+            _ = &mut cancelled => return,
+            _ = &mut closed => return,
         }
         let woke = Instant::now();
         lag.record(woke.saturating_duration_since(next));
@@ -156,9 +159,9 @@ async fn run(
         let started_us = now_us();
         let outcome = tokio::select! {
             biased;
+            outcome = hedged(job.probe.as_ref(), job.timeout) => outcome,
             _ = &mut cancelled => return,
             _ = &mut closed => return,
-            outcome = hedged(job.probe.as_ref(), job.timeout) => outcome,
         };
         let (verdict, latency) = match outcome {
             Ok(verdict) => (verdict, woke.elapsed()),

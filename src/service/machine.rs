@@ -152,31 +152,47 @@ impl Service {
 
     /// A check result for `target`. Returns nothing for a target the service no longer has
     /// (a probe stopped by a reload can still deliver one result).
-    pub fn on_check(&mut self, target: &str, mut result: CheckResult, now: Now, coord: &mut dyn Coordinator) -> Vec<Effect> {
+    pub fn on_check(&mut self, target: &str, result: CheckResult, now: Now, coord: &mut dyn Coordinator) -> Vec<Effect> {
         let Some(ti) = self.index(target) else { return Vec::new() };
+        self.on_check_at(ti, result, now, coord)
+    }
+
+    /// The position of `target` among the service's targets, for [`Service::on_check_at`]; it
+    /// stays valid until the next [`Service::reload`].
+    pub fn target_index(&self, target: &str) -> Option<usize> {
+        self.index(target)
+    }
+
+    /// [`Service::on_check`] for the target at `ti` (from [`Service::target_index`]): the daemon
+    /// keeps each probe's index so that a result costs no search by name. An index past the
+    /// targets is ignored.
+    pub fn on_check_at(&mut self, ti: usize, mut result: CheckResult, now: Now, coord: &mut dyn Coordinator) -> Vec<Effect> {
+        if ti >= self.targets.len() {
+            return Vec::new();
+        }
         let mut fx = Vec::new();
         let t = &mut self.targets[ti];
         if result.checker_error {
             // The monitor's fault, not the target's: no health input (see probe::checker).
             if let Some(suppressed) = t.checker_errors.admit(now.wall_us) {
-                fx.push(Effect::Record(Event::CheckerError { service: self.cfg.name.clone(), target: t.cfg.name.clone(), reason: result.reason.clone(), suppressed, resolved: false }));
+                fx.push(Effect::Record(Event::CheckerError { service: self.cfg.name.clone(), target: t.cfg.name.clone(), reason: result.reason.to_string(), suppressed, resolved: false }));
             }
             t.last = Some(result);
             return fx;
         }
         if let Some(suppressed) = t.checker_errors.recovered() {
-            fx.push(Effect::Record(Event::CheckerError { service: self.cfg.name.clone(), target: t.cfg.name.clone(), reason: result.reason.clone(), suppressed, resolved: true }));
+            fx.push(Effect::Record(Event::CheckerError { service: self.cfg.name.clone(), target: t.cfg.name.clone(), reason: result.reason.to_string(), suppressed, resolved: true }));
         }
         if self.overrides.is_forced(&t.cfg.name, now.wall_us) {
             result.ok = false;
-            result.reason = format!("forced down (drill); the real check said: {}", result.reason);
+            result.reason = format!("forced down (drill); the real check said: {}", result.reason).into();
         } else if self.cfg.compare.iter().any(|c| c.gate)
             && let Some(why) = crate::probe::compare::gate(&self.cfg.name, &t.cfg.name)
         {
             // A gated drift check found it out of step with the active target (an observation
             // posted by `probe::compare`, like the force-down above): not eligible meanwhile.
             result.ok = false;
-            result.reason = format!("{why}; the real check said: {}", result.reason);
+            result.reason = format!("{why}; the real check said: {}", result.reason).into();
         }
         let th = thresholds(&self.cfg.check);
         // A pass that took half the timeout or more (the point where a hedged attempt starts)
@@ -186,7 +202,7 @@ impl Service {
         let flip = t.health.observe_graded(result.ok, troubled, result.started_us, th);
         // On a change, and at a target's first result (a restored verdict may start it suspect).
         if t.health.suspect() != was_suspect || t.last.is_none() {
-            fx.push(Effect::Suspect { target: t.cfg.name.clone(), address: t.cfg.address, suspect: t.health.suspect(), reason: result.reason.clone() });
+            fx.push(Effect::Suspect { target: t.cfg.name.clone(), address: t.cfg.address, suspect: t.health.suspect(), reason: result.reason.to_string() });
         }
         let cadence = t.health.cadence(th);
         if cadence != t.cadence {
@@ -210,7 +226,7 @@ impl Service {
         t.recent.push_back(CheckSample { at_us: result.started_us, ok: result.ok, latency_us: result.latency.as_micros() as u64, reason: result.reason.clone() });
         t.last = Some(result);
         let Some(flip) = flip else { return fx };
-        let (service, reason) = (self.cfg.name.clone(), t.last.as_ref().map(|r| r.reason.clone()).unwrap_or_default());
+        let (service, reason) = (self.cfg.name.clone(), t.last.as_ref().map(|r| r.reason.to_string()).unwrap_or_default());
         t.health_since_us = Some(now.wall_us);
         let checks: Vec<CheckSample> = t.recent.iter().cloned().collect();
         let target = t.cfg.name.clone();

@@ -268,7 +268,7 @@ async fn mariadb_replica_passes_fails_on_a_stopped_sql_thread_and_past_max_lag()
     let p = probes(&config, tmp.path());
 
     let v = check(&p[0]).await;
-    assert_eq!((v.ok, v.reason.as_str()), (true, "primary (no replica status)"), "{v:?}");
+    assert_eq!((v.ok, v.reason.as_ref()), (true, "primary (no replica status)"), "{v:?}");
     // The replica passes once the user it logs in as has been replicated to it.
     let v = wait_for(Duration::from_secs(20), "the replica to pass", || async {
         let v = check(&p[1]).await;
