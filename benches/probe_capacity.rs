@@ -25,6 +25,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use understudy::probe::Probe;
+
+// The allocator the binary ships with, so the probe layer is measured as it runs there.
+understudy::global_allocator!();
 use understudy::probe::lag::LagHistogram;
 use understudy::probe::scheduler::{self, Scheduled};
 use understudy::probe::tcp::TcpProbe;

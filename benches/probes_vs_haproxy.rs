@@ -36,6 +36,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use understudy::config::{HttpCheck, StatusRange, TcpClose};
 use understudy::probe::Probe;
+
+// The allocator the binary ships with, so the probe layer is measured as it runs there.
+understudy::global_allocator!();
 use understudy::probe::lag::LagHistogram;
 use understudy::probe::scheduler::{self, Scheduled};
 

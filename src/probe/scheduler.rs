@@ -134,7 +134,9 @@ async fn run(
     let closed = tx.closed();
     tokio::pin!(closed);
     loop {
-        sleep.as_mut().reset(next);
+        // The slot as planned is `next`; the check starts at the grid point after it.
+        let due = on_grid(next);
+        sleep.as_mut().reset(due);
         tokio::select! {
             biased;
             _ = sleep.as_mut() => {}
@@ -154,7 +156,7 @@ async fn run(
             _ = &mut closed => return,
         }
         let woke = Instant::now();
-        lag.record(woke.saturating_duration_since(next));
+        lag.record(woke.saturating_duration_since(due));
 
         let started_us = now_us();
         let outcome = tokio::select! {
@@ -251,6 +253,23 @@ async fn hedged(probe: &dyn Probe, timeout: Duration) -> Result<Verdict, tokio::
     tokio::time::timeout_at(deadline, run).await
 }
 
+/// The step of the grid checks start on. A check planned for any instant starts at the next
+/// point of one process-wide grid, so the runtime wakes once per point and starts every check due
+/// there in one turn, as HAProxy's scheduler does, instead of once per check: at 1,000 targets a
+/// second that was more than one `epoll_wait` per check (issue 17). Slots are planned off the
+/// grid (`start + k * interval`) and only their start is moved, so a period that is not a
+/// multiple of the step does not drift; each check starts at most this much after its slot.
+pub const GRID: Duration = Duration::from_millis(5);
+
+/// The first point of the process-wide [`GRID`] at or after `t`.
+fn on_grid(t: Instant) -> Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let epoch = Instant::from_std(*EPOCH.get_or_init(std::time::Instant::now));
+    let step = GRID.as_nanos();
+    let rem = t.saturating_duration_since(epoch).as_nanos() % step;
+    if rem == 0 { t } else { t + Duration::from_nanos(u64::try_from(step - rem).unwrap_or(0)) }
+}
+
 /// A uniformly random offset in `[0, interval)`.
 fn random_offset(interval: Duration) -> Duration {
     let nanos = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
@@ -294,6 +313,21 @@ mod tests {
         assert_eq!(next_slot(t0, t0 + s, s), t0 + 2 * s);
         assert_eq!(next_slot(t0, t0 + Duration::from_millis(1_200), s), t0 + 2 * s);
         assert_eq!(next_slot(t0, t0 + Duration::from_millis(3_500), s), t0 + 4 * s);
+    }
+
+    #[test]
+    fn checks_due_within_one_grid_step_start_together_and_never_early() {
+        let t0 = Instant::now();
+        for ms in 0..50u64 {
+            let t = t0 + Duration::from_micros(ms * 700);
+            let g = on_grid(t);
+            assert!(g >= t && g < t + GRID, "{ms}: {:?} after", g - t);
+            assert_eq!(on_grid(g), g, "a grid point is its own");
+        }
+        // Every slot in the step before a point starts at that point: one wake-up for all.
+        let point = on_grid(t0 + GRID);
+        let starts: std::collections::BTreeSet<Instant> = (1..=5u64).map(|i| on_grid(point - GRID + Duration::from_millis(i))).collect();
+        assert_eq!(starts.into_iter().collect::<Vec<_>>(), vec![point]);
     }
 
     #[test]
@@ -582,6 +616,14 @@ mod tests {
         assert_eq!(gaps(&starts)[..9], [1000, 250, 250, 2000, 2000, 250, 2000, 250, 1000]);
     }
 
+    /// Gaps `[1000, t, t, 1000]` where `t` is a timed-out check's 500 ms, the hint grace and
+    /// at most one step of the start grid (a timeout ends off the grid).
+    fn assert_after_timeouts(gaps: &[u64]) {
+        let after = 500 + HINT_GRACE.as_millis() as u64;
+        let fits = |g: u64| (after..=after + GRID.as_millis() as u64).contains(&g);
+        assert!(gaps.len() == 4 && gaps[0] == 1000 && fits(gaps[1]) && fits(gaps[2]) && gaps[3] == 1000, "gaps {gaps:?}: expected [1000, {after}..={}, same, 1000]", after + GRID.as_millis() as u64);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn fast_checks_never_overlap_even_when_each_one_times_out() {
         use Step::*;
@@ -595,15 +637,16 @@ mod tests {
             assert_eq!(pair[1] - pair[0], 250 * MS, "the hedge at half the timeout");
         }
         // pass -> 1 s; timed out -> the next starts as the previous ends (500 ms, not 250, plus
-        // the moment it leaves the core to answer); 3rd timeout flips down -> 1 s.
-        assert_eq!(gaps(&checks)[..4], [1000, 505, 505, 1000]);
+        // the moment it leaves the core to answer, then the next point of the start grid);
+        // 3rd timeout flips down -> 1 s.
+        assert_after_timeouts(&gaps(&checks)[..4]);
         assert!(p.max_in_flight() <= 2, "at most a check and its hedge at once: {}", p.max_in_flight());
         assert_eq!(health[3], crate::health::Health::Down);
 
         // Without hedging, exactly one attempt at a time.
         let p = Script::new(&[Pass(Duration::ZERO), Hang, Hang, Hang, Hang], false);
         let (starts, _) = drive(p.clone(), 250 * MS, Duration::from_secs(1), Duration::from_millis(5_000)).await;
-        assert_eq!(gaps(&starts)[..4], [1000, 505, 505, 1000]);
+        assert_after_timeouts(&gaps(&starts)[..4]);
         assert_eq!(p.max_in_flight(), 1);
     }
 
