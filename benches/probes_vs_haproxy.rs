@@ -301,7 +301,7 @@ fn run_one(opts: &Options, n: usize) -> Result<Row, String> {
                         tls_verify: false,
                         keep_alive,
                     };
-                    Arc::new(understudy::probe::http::HttpProbe::new(&check, *addr, TIMEOUT).map_err(|e| e.to_string())?)
+                    Arc::new(understudy::probe::http::HttpProbe::new(&check, *addr).map_err(|e| e.to_string())?)
                 }
             };
             let job = Scheduled { id: id as u64, probe, interval: INTERVAL, timeout: TIMEOUT };

@@ -43,7 +43,7 @@ fn target(name: &str, ip: &str, check_port: Option<u16>) -> TargetConfig {
 }
 
 async fn http(check: &HttpCheck, addr: SocketAddr) -> Verdict {
-    let probe = probe::http::HttpProbe::new(check, addr, Duration::from_secs(5)).expect("build http probe");
+    let probe = probe::http::HttpProbe::new(check, addr).expect("build http probe");
     probe.check().await
 }
 
@@ -139,7 +139,7 @@ mod http {
     async fn keep_alive_reuses_one_connection_and_the_default_opens_one_per_check() {
         let nginx = Nginx::start();
         let mut check = http_check("/health");
-        let fresh = probe::http::HttpProbe::new(&check, nginx.plain, Duration::from_secs(5)).expect("probe");
+        let fresh = probe::http::HttpProbe::new(&check, nginx.plain).expect("probe");
         for _ in 0..3 {
             assert_eq!(fresh.check().await, Verdict::pass("HTTP 200"));
         }
@@ -147,7 +147,7 @@ mod http {
         assert!(conns[0] != conns[1] && conns[1] != conns[2] && conns[0] != conns[2], "one connection per check by default: {conns:?}");
 
         check.keep_alive = true;
-        let kept = probe::http::HttpProbe::new(&check, nginx.plain, Duration::from_secs(5)).expect("probe");
+        let kept = probe::http::HttpProbe::new(&check, nginx.plain).expect("probe");
         for _ in 0..3 {
             assert_eq!(kept.check().await, Verdict::pass("HTTP 200"));
         }
@@ -169,7 +169,7 @@ mod http {
         check.tls = true;
         check.host = Some(HOST.into());
         check.tls_verify = false;
-        let p = probe::http::HttpProbe::new(&check, nginx.tls, Duration::from_secs(5)).expect("probe");
+        let p = probe::http::HttpProbe::new(&check, nginx.tls).expect("probe");
         for _ in 0..3 {
             assert_eq!(p.check().await, Verdict::pass("HTTP 200"));
         }
@@ -196,7 +196,7 @@ mod http {
     async fn killed_nginx_fails_http_and_tcp_with_connection_refused() {
         let mut nginx = Nginx::start();
         let http_probe =
-            probe::http::HttpProbe::new(&http_check("/health"), nginx.plain, Duration::from_secs(5)).expect("probe");
+            probe::http::HttpProbe::new(&http_check("/health"), nginx.plain).expect("probe");
         let tcp_probe = probe::tcp::TcpProbe::new(nginx.plain);
         assert_eq!(http_probe.check().await, Verdict::pass("HTTP 200"));
         assert_eq!(tcp_probe.check().await, Verdict::pass("connected"));
@@ -218,10 +218,17 @@ mod http {
                 held.push(stream);
             }
         });
-        let probe =
-            probe::http::HttpProbe::new(&http_check("/health"), addr, Duration::from_millis(300)).expect("probe");
-        let verdict = tokio::time::timeout(Duration::from_secs(10), probe.check()).await.expect("probe hung");
-        assert_eq!(verdict, Verdict::fail("timed out after 300ms"));
+        // The timeout is the scheduler's: it drops the check (and its hedge) when it expires.
+        let probe = probe::http::HttpProbe::new(&http_check("/health"), addr).expect("probe");
+        let job = probe::scheduler::Scheduled { id: 7, probe: Arc::new(probe), interval: Duration::from_secs(1), timeout: Duration::from_millis(300) };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tracker, cancel) = (tokio_util::task::TaskTracker::new(), tokio_util::sync::CancellationToken::new());
+        probe::scheduler::spawn(&tracker, job, tx, cancel.clone(), Arc::new(probe::lag::LagHistogram::new()));
+        // The first check starts within the interval's random offset.
+        let report = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("a report in time").expect("a report");
+        assert_eq!((report.result.ok, report.result.reason.as_ref()), (false, "timed out after 300ms"));
+        assert_eq!(report.result.latency, Duration::from_millis(300));
+        cancel.cancel();
         holder.abort();
     }
 

@@ -41,7 +41,7 @@ pub fn build(part: &Part) -> Result<Runner, String> {
             let target = crate::config::TargetConfig { name: part.name.clone(), address: [127, 0, 0, 1].into(), check_address: None, check_port: None };
             Runner::Probe(Arc::new(crate::probe::exec::ExecProbe::new(&crate::config::ExecCheck { command: argv.clone() }, &target)))
         }
-        PartKind::Http { check, addr } => Runner::Probe(Arc::new(crate::probe::http::HttpProbe::new(check, *addr, part.timeout).map_err(|e| e.to_string())?)),
+        PartKind::Http { check, addr } => Runner::Probe(Arc::new(crate::probe::http::HttpProbe::new(check, *addr).map_err(|e| e.to_string())?)),
     })
 }
 

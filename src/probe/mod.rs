@@ -132,7 +132,7 @@ pub fn build(check: &CheckConfig, target: &TargetConfig) -> Result<Arc<dyn Probe
     Ok(match &check.kind {
         CheckKind::Http(h) => {
             let port = target.check_port.unwrap_or(h.port);
-            Arc::new(http::HttpProbe::new(h, SocketAddr::new(ip, port), check.timeout)?)
+            Arc::new(http::HttpProbe::new(h, SocketAddr::new(ip, port))?)
         }
         CheckKind::Tcp(t) if check.postgres.is_some() => {
             let pg = check.postgres.clone().expect("checked just above");
