@@ -18,7 +18,9 @@
 //! - the ratio of CPU per check, understudy / HAProxy (the goal: at most 1.0).
 //!
 //! Run: `cargo bench --bench probes_vs_haproxy -- [--kind tcp|http|https] [--targets 1000,10000]
-//! [--seconds 15] [--close reset|fin] [--keep-alive]`. Needs `/usr/sbin/haproxy` (and nginx and
+//! [--seconds 15] [--close reset|fin] [--keep-alive] [--apart]`. `--apart` measures HAProxy alone,
+//! stops it, then measures understudy alone, against the same peers (for https: one nginx worker
+//! cannot answer both checkers' handshakes at once on two cores). Needs `/usr/sbin/haproxy` (and nginx and
 //! openssl for http/https). It stops by itself and kills every process it started by PID. It
 //! must not be used as a test (nothing is asserted; numbers depend on a shared machine), and it
 //! counts neither the listener's nor nginx's CPU.
@@ -70,11 +72,14 @@ struct Options {
     keep_alive: bool,
     /// Run `understudy run` (this binary) as understudy's side instead of in-process probes.
     daemon: Option<PathBuf>,
+    /// Measure HAProxy alone first, then understudy alone, against the same peers in the same
+    /// run: for https, where one nginx worker cannot answer both checkers' handshakes at once.
+    apart: bool,
 }
 
 impl Options {
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
-        let mut opts = Options { kind: Kind::Tcp, targets: vec![], seconds: 15, close: TcpClose::Reset, keep_alive: false, daemon: None };
+        let mut opts = Options { kind: Kind::Tcp, targets: vec![], seconds: 15, close: TcpClose::Reset, keep_alive: false, daemon: None, apart: false };
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--kind" => {
@@ -107,6 +112,7 @@ impl Options {
                     }
                 }
                 "--keep-alive" => opts.keep_alive = true,
+                "--apart" => opts.apart = true,
                 "--daemon" => opts.daemon = Some(default_daemon_binary()?),
                 "--daemon-binary" => opts.daemon = Some(PathBuf::from(args.next().ok_or("--daemon-binary needs a path")?)),
                 // cargo bench passes --bench; ignore it and other harness flags.
@@ -131,7 +137,7 @@ fn main() -> ExitCode {
         Ok(o) => o,
         Err(e) => {
             eprintln!(
-                "probes_vs_haproxy: {e}\nusage: cargo bench --bench probes_vs_haproxy -- [--kind tcp|http|https] [--targets 1000,10000] [--seconds 15] [--close reset|fin] [--keep-alive] [--daemon | --daemon-binary PATH]"
+                "probes_vs_haproxy: {e}\nusage: cargo bench --bench probes_vs_haproxy -- [--kind tcp|http|https] [--targets 1000,10000] [--seconds 15] [--close reset|fin] [--keep-alive] [--apart] [--daemon | --daemon-binary PATH]"
             );
             return ExitCode::from(2);
         }
@@ -180,7 +186,7 @@ fn main() -> ExitCode {
 }
 
 /// One checker's numbers over the window.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Side {
     checks_per_s: f64,
     failed: u64,
@@ -275,8 +281,30 @@ fn start_peers(kind: Kind, n: usize, dir: &Path) -> Result<(Peers, Vec<SocketAdd
 
 fn run_one(opts: &Options, n: usize) -> Result<Row, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
-    let (peers, addrs) = start_peers(opts.kind, n, dir.path())?;
+    let (mut peers, addrs) = start_peers(opts.kind, n, dir.path())?;
     let haproxy = Haproxy::start(dir.path(), opts.kind, &addrs)?;
+    // With --apart, HAProxy's window comes first and HAProxy is stopped before our probes start.
+    let (haproxy, alone) = if opts.apart {
+        std::thread::sleep(WARM_UP);
+        let fail0 = haproxy.failed_checks()?.0;
+        let (served0, cpu0) = (peers.served()?, haproxy.cpu()?);
+        let t = Instant::now();
+        std::thread::sleep(Duration::from_secs(opts.seconds));
+        let (cpu1, served1) = (haproxy.cpu()?, peers.served()?);
+        let wall = t.elapsed().as_secs_f64();
+        let (fail1, down) = haproxy.failed_checks()?;
+        let side = Side {
+            checks_per_s: haproxy_checks(opts.kind, addrs.len(), served1 - served0, 0, wall),
+            failed: fail1.saturating_sub(fail0),
+            user_per_s: (cpu1.0 - cpu0.0) / wall,
+            sys_per_s: (cpu1.1 - cpu0.1) / wall,
+            rss_kib: rss_kib(&haproxy.child.id().to_string()),
+        };
+        drop(haproxy);
+        (None, Some((side, down)))
+    } else {
+        (Some(haproxy), None)
+    };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("cannot build runtime: {e}"))?;
     let kind = opts.kind;
     let (close, keep_alive, seconds) = (opts.close, opts.keep_alive, opts.seconds);
@@ -339,25 +367,39 @@ fn run_one(opts: &Options, n: usize) -> Result<Row, String> {
         let haproxy = Arc::new(haproxy);
         let read_others = {
             let (peers, haproxy) = (peers.clone(), haproxy.clone());
-            move || {
+            // `show stat` costs HAProxy CPU (a line per server): it is read before HAProxy's CPU
+            // time at the start of the window and after it at the end, so it is never counted.
+            move |stat_first: bool| {
                 let (peers, haproxy) = (peers.clone(), haproxy.clone());
                 async move {
                     tokio::task::spawn_blocking(move || -> Result<Counters, String> {
                         let served = peers.lock().map_err(|_| "peers lock poisoned")?.served()?;
-                        Ok((served, haproxy.cpu()?, haproxy.failed_checks()?))
+                        let Some(haproxy) = haproxy.as_ref() else {
+                            return Ok((served, (0.0, 0.0), (0, 0)));
+                        };
+                        if stat_first {
+                            let failed = haproxy.failed_checks()?;
+                            Ok((served, haproxy.cpu()?, failed))
+                        } else {
+                            let cpu = haproxy.cpu()?;
+                            Ok((served, cpu, haproxy.failed_checks()?))
+                        }
                     })
                     .await
                     .map_err(|e| format!("reading counters: {e}"))?
                 }
             }
         };
+        // Ours after the others at the start and before them at the end: reading them (on a
+        // blocking thread of this process) is not counted as our CPU either.
+        let (served0, ha_cpu0, (ha_fail0, _)) = read_others(true).await?;
         let ours0 = (passed.load(Ordering::Relaxed), failed.load(Ordering::Relaxed), own_cpu());
-        let (served0, ha_cpu0, (ha_fail0, _)) = read_others().await?;
         let t0 = Instant::now();
         tokio::time::sleep(Duration::from_secs(seconds)).await;
         let ours1 = (passed.load(Ordering::Relaxed), failed.load(Ordering::Relaxed), own_cpu());
-        let (served1, ha_cpu1, (ha_fail1, ha_down)) = read_others().await?;
+        // Before the others are read: HAProxy takes a while to list 10,000 servers.
         let wall = t0.elapsed().as_secs_f64();
+        let (served1, ha_cpu1, (ha_fail1, ha_down)) = read_others(false).await?;
         let our_checks = (ours1.0 - ours0.0) + (ours1.1 - ours0.1);
         // Every check of ours that passed was one connection (tcp) or request (http) the peers
         // saw; the rest are HAProxy's. With keep-alive our passes are still one request each.
@@ -371,18 +413,21 @@ fn run_one(opts: &Options, n: usize) -> Result<Row, String> {
                 sys_per_s: (ours1.2.1 - ours0.2.1) / wall,
                 rss_kib: rss_kib("self"),
             },
-            haproxy: Side {
-                checks_per_s: ha_checks,
-                failed: ha_fail1.saturating_sub(ha_fail0),
-                user_per_s: (ha_cpu1.0 - ha_cpu0.0) / wall,
-                sys_per_s: (ha_cpu1.1 - ha_cpu0.1) / wall,
-                rss_kib: rss_kib(&haproxy.child.id().to_string()),
+            haproxy: match &alone {
+                Some((side, _)) => side.clone(),
+                None => Side {
+                    checks_per_s: ha_checks,
+                    failed: ha_fail1.saturating_sub(ha_fail0),
+                    user_per_s: (ha_cpu1.0 - ha_cpu0.0) / wall,
+                    sys_per_s: (ha_cpu1.1 - ha_cpu0.1) / wall,
+                    rss_kib: Option::as_ref(&*haproxy).map(|h| rss_kib(&h.child.id().to_string())).unwrap_or(0),
+                },
             },
             lag_p50: lag.quantile(0.5),
             lag_p99: lag.quantile(0.99),
             lag_max: lag.max(),
             failures: failures.lock().map(|f| f.clone()).unwrap_or_default(),
-            haproxy_down: ha_down,
+            haproxy_down: alone.as_ref().map(|a| a.1).unwrap_or(ha_down),
         };
         cancel.cancel();
         tracker.close();
@@ -559,7 +604,10 @@ fn run_daemon(opts: &Options, bin: &Path, n: usize) -> Result<Row, String> {
 
     let pid = daemon.child.id();
     let s0 = scrape(&daemon.get("/metrics")?.1);
-    let (cpu0, served0, ha_cpu0, ha_fail0) = (proc_cpu(pid)?, peers.served()?, haproxy.cpu()?, haproxy.failed_checks()?.0);
+    let s0_at = Instant::now();
+    // HAProxy's `show stat` before its CPU time here and after it at the end: never counted.
+    let ha_fail0 = haproxy.failed_checks()?.0;
+    let (cpu0, served0, ha_cpu0) = (proc_cpu(pid)?, peers.served()?, haproxy.cpu()?);
     let t0 = Instant::now();
     // /healthz twice a second through the window; every answer but 200 is counted.
     let (mut healthz_ok, mut healthz_bad) = (0u32, Vec::new());
@@ -571,13 +619,18 @@ fn run_daemon(opts: &Options, bin: &Path, n: usize) -> Result<Row, String> {
         }
         std::thread::sleep(Duration::from_millis(500).min(Duration::from_secs(opts.seconds).saturating_sub(t0.elapsed())));
     }
-    let (cpu1, served1, ha_cpu1, (ha_fail1, ha_down)) = (proc_cpu(pid)?, peers.served()?, haproxy.cpu()?, haproxy.failed_checks()?);
+    let (cpu1, served1, ha_cpu1) = (proc_cpu(pid)?, peers.served()?, haproxy.cpu()?);
     let wall = t0.elapsed().as_secs_f64();
+    let (ha_fail1, ha_down) = haproxy.failed_checks()?;
     let s1 = scrape(&daemon.get("/metrics")?.1);
+    // Our checks are counted between the two scrapes, which are a little wider apart than the
+    // CPU window: their rate is taken over their own interval.
+    let scraped = s0_at.elapsed().as_secs_f64();
     let rss = rss_kib(&pid.to_string());
     let our_checks = s1.checks.saturating_sub(s0.checks);
     let our_failed = s1.failed.saturating_sub(s0.failed);
-    let ha_checks = haproxy_checks(opts.kind, addrs.len(), served1 - served0, our_checks - our_failed, wall);
+    let our_passes_in_wall = ((our_checks - our_failed) as f64 * wall / scraped) as u64;
+    let ha_checks = haproxy_checks(opts.kind, addrs.len(), served1 - served0, our_passes_in_wall, wall);
     match (s0.core, s1.core) {
         (Some(a), Some(b)) if b.1 > a.1 => eprintln!(
             "  (N = {n}: core loop {:.1} us per result over {} results)",
@@ -590,7 +643,7 @@ fn run_daemon(opts: &Options, bin: &Path, n: usize) -> Result<Row, String> {
     Ok(Row {
         targets: addrs.len(),
         us: Side {
-            checks_per_s: our_checks as f64 / wall,
+            checks_per_s: our_checks as f64 / scraped,
             failed: our_failed,
             user_per_s: (cpu1.0 - cpu0.0) / wall,
             sys_per_s: (cpu1.1 - cpu0.1) / wall,

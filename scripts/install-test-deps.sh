@@ -9,6 +9,7 @@ set -euo pipefail
 PACKAGES=(
   gcc              # the linker rustc calls (cc) and the C compiler for ring's build script
   g++              # libFuzzer (C++), built by libfuzzer-sys when scripts/test.sh builds fuzz/
+  make             # jemalloc, the binary's allocator, is built from source by tikv-jemalloc-sys
   libc6-dev        # C headers and crt files gcc needs to build and link
   python3          # runs aiosmtpd, the SMTP server of the e-mail tests (a minimal Debian has none)
   python3-pip      # installs aiosmtpd from PyPI
