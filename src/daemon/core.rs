@@ -434,7 +434,9 @@ impl Core {
         }
     }
 
-    /// One probe result; returns the index of the service it went to.
+    /// One probe result; returns the index of its service when the result changed something
+    /// (it had effects: a flip, the only thing that moves the engine and so its deadline, always
+    /// records an event), `None` when it only fed health.
     fn on_check(&mut self, report: scheduler::Report) -> Option<usize> {
         let Some(slot) = self.probes.get_mut(&report.id) else {
             return None; // a probe stopped by a reload
@@ -461,8 +463,9 @@ impl Core {
             m.checker_errors.get_or_create(&TargetLabels { service: service.to_string(), target: slot.target.clone() }).inc();
         }
         let fx = self.services[si].machine.on_check_at(slot.ti, result, now(), self.coordinator.as_mut());
+        let changed = !fx.is_empty();
         self.effects(si, fx);
-        Some(si)
+        changed.then_some(si)
     }
 
     /// The disk did not take an event within the bound: say so once (status, metric, event).

@@ -63,14 +63,7 @@ fn shared_verifying_tls() -> Result<rustls::ClientConfig, String> {
         .get_or_init(|| {
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let verifier = rustls_platform_verifier::Verifier::new(provider.clone()).map_err(|e| format!("cannot load the system trust store: {e}"))?;
-            let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verifier))
-                .with_no_client_auth();
-            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-            Ok(cfg)
+            client_tls(provider, Arc::new(verifier))
         })
         .clone()
 }
@@ -79,11 +72,16 @@ fn shared_verifying_tls() -> Result<rustls::ClientConfig, String> {
 /// still checked (the peer holds the key of the certificate it sent).
 fn unverified_tls() -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+    client_tls(provider.clone(), Arc::new(AnyCertificate(provider)))
+}
+
+/// A client config offering HTTP/1.1 over `provider`, with `verifier` judging the certificate.
+fn client_tls(provider: Arc<rustls::crypto::CryptoProvider>, verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>) -> Result<rustls::ClientConfig, String> {
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
@@ -130,12 +128,8 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
 /// One HTTP(S) check bound to one address.
 pub struct HttpProbe {
     method: Method,
-    /// The request target (path and query), or why none can be built (reported by every check).
-    target: Result<Uri, String>,
-    /// The `Host` header: the configured host, or the check address.
-    host: Result<HeaderValue, String>,
-    /// Headers from the config, or why they cannot be sent (reported by every check).
-    headers: Result<HeaderMap, String>,
+    /// What every request carries, or why none can be sent (reported by every check).
+    request: Result<Parts, String>,
     /// For https: the connector (this probe's own session cache) and the name sent as SNI and
     /// verified (the configured host name, or the address).
     tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
@@ -152,6 +146,16 @@ impl std::fmt::Debug for HttpProbe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpProbe").field("check", &self.describe).field("keep_alive", &self.keep_alive).finish()
     }
+}
+
+/// The validated parts of the request.
+struct Parts {
+    /// The request target (path and query).
+    target: Uri,
+    /// The `Host` header: the configured host, or the check address.
+    host: HeaderValue,
+    /// Headers from the config.
+    headers: HeaderMap,
 }
 
 /// A check's answer: its verdict, and whether the connection may carry the next check.
@@ -220,11 +224,11 @@ impl HttpProbe {
         };
         let method = Method::from_bytes(check.method.to_ascii_uppercase().as_bytes()).unwrap_or(Method::GET);
         let expect_status = if check.expect_status.is_empty() { vec![StatusRange { lo: 200, hi: 399 }] } else { check.expect_status.clone() };
+        // The first error in the order a reader meets them: path, host, headers.
+        let request = target.and_then(|target| host_header.and_then(|host| build_headers(&check.headers).map(|headers| Parts { target, host, headers })));
         Ok(HttpProbe {
             method,
-            target,
-            host: host_header,
-            headers: build_headers(&check.headers),
+            request,
             tls,
             expect_status,
             body_contains: check.body_contains.clone(),
@@ -236,15 +240,16 @@ impl HttpProbe {
     }
 
     async fn run(&self) -> Verdict {
-        if let Err(why) = self.target.as_ref().and(self.host.as_ref()).and(self.headers.as_ref()) {
-            return Verdict::fail(why.clone());
-        }
+        let parts = match &self.request {
+            Ok(p) => p,
+            Err(why) => return Verdict::fail(why.clone()),
+        };
         if self.keep_alive {
             let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(mut sender) = idle
                 && sender.ready().await.is_ok()
             {
-                match self.exchange(&mut sender).await {
+                match self.exchange(&mut sender, parts).await {
                     Ok(x) => return self.keep(sender, x),
                     // The kept connection went away before it answered (the target closed it
                     // while idle): that says nothing yet, a fresh connection will.
@@ -258,9 +263,9 @@ impl HttpProbe {
             Err(e) => return connect_verdict(&e, self.addr),
         };
         match &self.tls {
-            None => self.over(tcp).await,
+            None => self.over(tcp, parts).await,
             Some((connector, name)) => match connector.connect(name.clone(), tcp).await {
-                Ok(tls) => self.over(tls).await,
+                Ok(tls) => self.over(tls, parts).await,
                 Err(e) => Verdict::fail(tls_reason(&e)),
             },
         }
@@ -278,7 +283,7 @@ impl HttpProbe {
     }
 
     /// One request on a fresh connection over `io`.
-    async fn over<IO>(&self, io: IO) -> Verdict
+    async fn over<IO>(&self, io: IO, parts: &Parts) -> Verdict
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -292,14 +297,14 @@ impl HttpProbe {
             tokio::spawn(async move {
                 let _ = conn.await;
             });
-            return match self.exchange(&mut sender).await {
+            return match self.exchange(&mut sender, parts).await {
                 Ok(x) => self.keep(sender, x),
                 Err(e) => Verdict::fail(hyper_reason(&e)),
             };
         }
         // The connection is driven beside the exchange until the answer is read; when it ends
         // first (the target closed it), the exchange finishes with what it had received.
-        let exchange = self.exchange(&mut sender);
+        let exchange = self.exchange(&mut sender, parts);
         tokio::pin!(exchange);
         tokio::pin!(conn);
         let result = tokio::select! {
@@ -322,10 +327,8 @@ impl HttpProbe {
     }
 
     /// Send the request, judge the status (and the body).
-    async fn exchange(&self, sender: &mut http1::SendRequest<Empty<Bytes>>) -> Result<Exchange, hyper::Error> {
-        let (Ok(target), Ok(host), Ok(headers)) = (&self.target, &self.host, &self.headers) else {
-            unreachable!("checked by run before connecting");
-        };
+    async fn exchange(&self, sender: &mut http1::SendRequest<Empty<Bytes>>, parts: &Parts) -> Result<Exchange, hyper::Error> {
+        let Parts { target, host, headers } = parts;
         let mut req = Request::new(Empty::<Bytes>::new());
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = target.clone();
@@ -529,7 +532,7 @@ mod tests {
         c.host = Some("192.0.2.1".into());
         let p = HttpProbe::new(&c, addr()).expect("probe");
         assert_eq!(p.describe(), "http://127.0.0.2:8080/health");
-        assert_eq!(p.host.as_ref().ok().map(|v| v.as_bytes()), Some(&b"192.0.2.1"[..]));
+        assert_eq!(p.request.as_ref().ok().map(|r| r.host.as_bytes()), Some(&b"192.0.2.1"[..]));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Check scheduler: one task per target, random initial offset, hard timeout, and a cadence that
 //! follows the target's health.
 //!
-//! Each target's task waits a uniformly random offset in `[0, interval)` (so N targets spread
+//! Each target's task waits a uniformly random offset in `[0, interval - GRID)` (so N targets spread
 //! over the interval instead of firing together), then checks at `start + k * interval` while
-//! nothing is changing. A check that overran its slot (the runtime was busy) skips the missed
+//! nothing is changing, each check starting at the next point of a process-wide 5 ms grid
+//! ([`GRID`]) so that one wake-up starts every check due there. A check that overran its slot (the runtime was busy) skips the missed
 //! slots and resumes at the next future one: it never bursts to catch up. Before each check it
 //! records how late it woke into the [`LagHistogram`].
 //!
@@ -117,7 +118,9 @@ async fn run(
         Cadence::Fast => fast,
         Cadence::Down => down,
     };
-    let mut next = Instant::now() + random_offset(interval);
+    // Drawn one grid step short of the interval, so that the first check, moved to its grid
+    // point, still starts within the first interval.
+    let mut next = Instant::now() + random_offset(interval.saturating_sub(GRID));
     // The slot of the last check, once there has been one.
     let mut last: Option<Instant> = None;
     let mut hints_open = true;
@@ -266,8 +269,13 @@ fn on_grid(t: Instant) -> Instant {
     static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     let epoch = Instant::from_std(*EPOCH.get_or_init(std::time::Instant::now));
     let step = GRID.as_nanos();
-    let rem = t.saturating_duration_since(epoch).as_nanos() % step;
-    if rem == 0 { t } else { t + Duration::from_nanos(u64::try_from(step - rem).unwrap_or(0)) }
+    // How far `t` is past its grid point; before the epoch (a paused test clock starts earlier)
+    // the grid extends backwards.
+    let past = match t.checked_duration_since(epoch) {
+        Some(after) => after.as_nanos() % step,
+        None => (step - epoch.duration_since(t).as_nanos() % step) % step,
+    };
+    if past == 0 { t } else { t + Duration::from_nanos(u64::try_from(step - past).unwrap_or(0)) }
 }
 
 /// A uniformly random offset in `[0, interval)`.
@@ -323,6 +331,13 @@ mod tests {
             let g = on_grid(t);
             assert!(g >= t && g < t + GRID, "{ms}: {:?} after", g - t);
             assert_eq!(on_grid(g), g, "a grid point is its own");
+        }
+        // The same before the grid's epoch: a step is a step on either side of it.
+        let before = t0 - Duration::from_secs(3);
+        for us in [0u64, 1, 2_500, 4_999, 7_300] {
+            let t = before + Duration::from_micros(us);
+            let g = on_grid(t);
+            assert!(g >= t && g < t + GRID && on_grid(g) == g, "{us} us before the epoch: {:?} after", g - t);
         }
         // Every slot in the step before a point starts at that point: one wake-up for all.
         let point = on_grid(t0 + GRID);

@@ -141,8 +141,9 @@ impl Service {
         self.engine.has_decided().then(|| (self.engine.epoch(), self.engine.active().map(|a| self.targets[a].cfg.address)))
     }
 
-    /// The engine's slots are in config order: find a target's.
-    fn index(&self, target: &str) -> Option<usize> {
+    /// The position of `target` among the service's targets (the engine's slots are in config
+    /// order), for [`Service::on_check_at`]; it stays valid until the next [`Service::reload`].
+    pub fn target_index(&self, target: &str) -> Option<usize> {
         self.engine.index_of(target)
     }
 
@@ -153,14 +154,8 @@ impl Service {
     /// A check result for `target`. Returns nothing for a target the service no longer has
     /// (a probe stopped by a reload can still deliver one result).
     pub fn on_check(&mut self, target: &str, result: CheckResult, now: Now, coord: &mut dyn Coordinator) -> Vec<Effect> {
-        let Some(ti) = self.index(target) else { return Vec::new() };
+        let Some(ti) = self.target_index(target) else { return Vec::new() };
         self.on_check_at(ti, result, now, coord)
-    }
-
-    /// The position of `target` among the service's targets, for [`Service::on_check_at`]; it
-    /// stays valid until the next [`Service::reload`].
-    pub fn target_index(&self, target: &str) -> Option<usize> {
-        self.index(target)
     }
 
     /// [`Service::on_check`] for the target at `ti` (from [`Service::target_index`]): the daemon
@@ -260,7 +255,7 @@ impl Service {
         if health == Health::Unknown {
             return fx;
         }
-        if let Some(ti) = self.index(target) {
+        if let Some(ti) = self.target_index(target) {
             self.engine.set_health(ti, health, now.mono);
             self.evaluate(now, coord, &mut fx);
         }
@@ -347,7 +342,7 @@ impl Service {
             return Vec::new();
         }
         let to = match active {
-            Some(name) => match self.index(name) {
+            Some(name) => match self.target_index(name) {
                 Some(i) => Some(i),
                 None => {
                     let why = format!("{by} committed target \"{name}\", which this node's config of {} does not have (every node must run the same services)", self.cfg.name);
@@ -410,7 +405,7 @@ impl Service {
     ) -> Result<Vec<Effect>, Refusal> {
         let service = self.cfg.name.clone();
         let ti = match target {
-            Some(t) => Some(self.index(t).ok_or_else(|| Refusal::NoTarget { service: service.clone(), target: t.into() })?),
+            Some(t) => Some(self.target_index(t).ok_or_else(|| Refusal::NoTarget { service: service.clone(), target: t.into() })?),
             None => None,
         };
         if action == OverrideAction::Switchover {
@@ -446,9 +441,9 @@ impl Service {
             return Vec::new();
         }
         let mut o = change.overrides.clone();
-        o.drained.retain(|t| self.index(t).is_some());
-        o.forced.retain(|t, _| self.index(t).is_some());
-        if o.pinned.as_deref().is_some_and(|p| self.index(p).is_none()) {
+        o.drained.retain(|t| self.target_index(t).is_some());
+        o.forced.retain(|t, _| self.target_index(t).is_some());
+        if o.pinned.as_deref().is_some_and(|p| self.target_index(p).is_none()) {
             o.pinned = None;
         }
         let by = if change.by.contains(&change.node) { change.by.clone() } else { format!("{} (at {})", change.by, change.node) };
@@ -464,7 +459,7 @@ impl Service {
         let expired: Vec<String> = self.overrides.forced.iter().filter(|(_, until)| **until <= now.wall_us).map(|(t, _)| t.clone()).collect();
         let mut fx = Vec::new();
         for target in expired {
-            if self.index(&target).is_none() {
+            if self.target_index(&target).is_none() {
                 self.overrides.forced.remove(&target); // the target left the config
                 continue;
             }
