@@ -4,7 +4,9 @@ longest time without an answer (the client-observed gap) and which node answered
 
 Used by the VIP integration tests (tests/integration/vip.rs) and the benchmark
 (bench/vip/run.sh), inside the client's network namespace. Runs until SECONDS pass or the stop
-file exists; prints one JSON object. Creates STOPFILE.ready at its first answer. It only connects to the address it is given.
+file exists; prints one JSON object. Creates STOPFILE.ready at its first answer, and writes the node that
+answers to STOPFILE.served each time it changes (so a test can wait for the client to follow a
+move). It only connects to the address it is given.
 
 usage: probe.py IP PORT SECONDS STOPFILE [INTERVAL_S] [TIMEOUT_S]
 """
@@ -72,6 +74,9 @@ def main():
             last_ok = now
             if not served or served[-1][0] != who:
                 served.append([who, round(now - start, 4)])
+                with open(stop + ".served.tmp", "w") as f:
+                    f.write(who)
+                os.replace(stop + ".served.tmp", stop + ".served")
         elif first_ok is not None:
             failed += 1
             failed_kind[why] += 1

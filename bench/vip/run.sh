@@ -148,7 +148,7 @@ stop_speaker() { # tool node signal
 }
 
 probe_start() {
-  rm -f "$W/stop" "$W/stop.ready"
+  rm -f "$W/stop" "$W/stop.ready" "$W/stop.served"
   ip netns exec "${P}c" python3 "$HERE/probe.py" $VIP 80 120 "$W/stop" >"$W/probe.json" &
   PROBE=$!
   PIDS+=("$PROBE")

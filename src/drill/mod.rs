@@ -148,8 +148,13 @@ pub struct Report {
     pub backup_verified: Option<bool>,
     /// Restore -> primary marked up.
     pub recovery_detection_ms: Option<f64>,
-    /// Primary marked up -> failback decision (the hold).
+    /// Primary marked up -> failback decision (the hold); none when traffic returned for
+    /// another reason (`failback_reason`).
     pub failback_hold_ms: Option<f64>,
+    /// The reason of the decision that returned traffic to the primary: `failback` after the
+    /// hold, `failover` when the backup failed first.
+    #[serde(default)]
+    pub failback_reason: Option<String>,
     /// Failback decision -> every actuator done.
     pub failback_switch_ms: Option<f64>,
     /// Failback decision -> the client's first success on the primary.

@@ -44,6 +44,7 @@ fn rows(r: &Report) -> Vec<(String, String, String, String)> {
         ("client saw the backup serving".into(), yes(r.backup_verified).into(), String::new(), String::new()),
         ("recovery detection (restore -> marked up)".into(), ms(r.recovery_detection_ms), String::new(), String::new()),
         ("failback hold (marked up -> decision)".into(), ms(r.failback_hold_ms), String::new(), String::new()),
+        ("traffic returned by (decision reason)".into(), r.failback_reason.clone().unwrap_or("-".into()), String::new(), String::new()),
         ("failback switch (decision -> actuators done)".into(), ms(r.failback_switch_ms), String::new(), String::new()),
         ("client back on primary (after decision)".into(), ms(r.client_return_ms), String::new(), String::new()),
         ("traffic returned to the primary".into(), yes(r.traffic_returned).into(), String::new(), String::new()),

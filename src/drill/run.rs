@@ -305,6 +305,7 @@ pub async fn run(client: &Client, opts: &Options, progress: Progress<'_>, cancel
         backup_verified: None,
         recovery_detection_ms: None,
         failback_hold_ms: None,
+        failback_reason: None,
         failback_switch_ms: None,
         client_return_ms: None,
         traffic_returned: None,
@@ -463,8 +464,14 @@ async fn measure(
     let (fb_us, fb) = cx
         .wait_event(far, "the failback decision", |e| matches!(e, Event::Decision { to: Some(t), .. } if *t == p))
         .await?;
-    let Event::Decision { epoch: fb_epoch, .. } = fb else { unreachable!("matched a decision") };
-    report.failback_hold_ms = Some(ms(fb_us.saturating_sub(up_us)));
+    let Event::Decision { epoch: fb_epoch, reason: fb_reason, .. } = fb else { unreachable!("matched a decision") };
+    report.failback_reason = Some(fb_reason.to_string());
+    if fb_reason == crate::decision::Reason::Failback {
+        report.failback_hold_ms = Some(ms(fb_us.saturating_sub(up_us)));
+    } else {
+        // Not the hold: the backup failed (or an operator moved traffic) while it ran.
+        cx.step(format!("traffic returned to {p} by a {fb_reason} decision {:.0} ms after it was marked up, before the hold ended", ms(fb_us.saturating_sub(up_us))));
+    }
     let (fb_done_us, _) = cx.wait_event(far, "the failback switch", |e| matches!(e, Event::Switched { epoch: x, .. } if *x == fb_epoch)).await?;
     report.failback_switch_ms = Some(ms(fb_done_us.saturating_sub(fb_us)));
     cx.step(format!("failback complete {:.1} ms after the decision", ms(fb_done_us.saturating_sub(fb_us))));

@@ -50,9 +50,12 @@ async fn a_restart_after_a_failover_never_serves_the_dead_primary() {
         .await;
     primary.kill();
     d.wait_active("www", "backup", Duration::from_secs(5)).await;
-    assert_eq!(
-        dig_www(dns_ip, dns_port).await,
-        vec![format!("www.example.test. 5 IN A {BACKUP}")]
+    // The record's 5 s TTL, or the 1 s suspicion TTL when a loaded machine made one of the
+    // backup's checks pass slowly (half the timeout or more).
+    let answer = dig_www(dns_ip, dns_port).await;
+    assert!(
+        [5, 1].iter().any(|ttl| answer == vec![format!("www.example.test. {ttl} IN A {BACKUP}")]),
+        "{answer:?}"
     );
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -55,7 +55,21 @@ async fn a_force_down_drill_measures_and_restores() {
     assert!(on_backup >= detection && on_backup < detection + 500.0, "client on backup after {on_backup} ms, detection {detection} ms");
     assert_eq!(r["backup_verified"], true);
     assert_eq!(r["traffic_returned"], true);
-    assert!(r["failback_hold_ms"].as_f64().unwrap() >= 1000.0, "failback waited for the 1 s hold");
+    match r["failback_reason"].as_str() {
+        // The hold runs from the check result that passed the primary; the report measures
+        // between the times its events were written, which can come a fraction of a millisecond
+        // after that result (more on a loaded machine): 10 ms of slack, far from a skipped hold.
+        Some("failback") => assert!(r["failback_hold_ms"].as_f64().unwrap() >= 990.0, "failback waited for the 1 s hold: {r:#}"),
+        // A loaded machine can fail the backup's checks during the hold: traffic then returns
+        // at once, and the report says so instead of passing it off as the hold.
+        Some("failover") => {
+            assert!(r["failback_hold_ms"].is_null(), "{r:#}");
+            let events = d.events().await;
+            assert!(events.iter().any(|e| e["event"]["kind"] == "target_down" && e["event"]["target"] == "backup"), "a failover back to the primary needs the backup down");
+            eprintln!("the backup failed during the hold; the hold was not measured");
+        }
+        other => panic!("traffic returned by {other:?}: {r:#}"),
+    }
 
     // Nothing left behind; the report is stored and listed.
     let svc = d.service("www").await;
@@ -79,6 +93,44 @@ async fn a_force_down_drill_measures_and_restores() {
     let detail = verified["event"]["detail"].as_str().unwrap();
     assert!(detail.contains("after the decision"), "{detail}");
     eprintln!("dns verify: {detail}");
+}
+
+/// The backup dies during the failback hold: traffic returns to the primary at once, and the
+/// report says it came back by a failover, not after the hold (no hold is reported).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_that_dies_during_the_hold_is_reported_as_the_way_back() {
+    let (dir, port, _primary, mut backup) = two_nginx().await;
+    let api = api_addr();
+    let cfg = two_target_config(&dir.path().join("data"), api, port, 200, "30s", "");
+    let d = Daemon::start(dir.path(), &cfg, api).await;
+    d.wait_active("www", "primary", Duration::from_secs(5)).await;
+    let drill = tokio::process::Command::new(understudy_bin())
+        .args(["drill", "www", "--json", "--no-client", "--timeout", "60s", "--api", &d.api, "-c"])
+        .arg(&d.config)
+        .kill_on_drop(true)
+        .output();
+    let drill = tokio::spawn(drill);
+    // The drill restored the primary and it passed its rise checks: the 30 s hold runs.
+    wait_for(Duration::from_secs(20), "the primary marked up again after the drill's fault", || async {
+        let events = d.events().await;
+        let down = events.iter().position(|e| e["event"]["kind"] == "target_down" && e["event"]["target"] == "primary")?;
+        events[down..].iter().any(|e| e["event"]["kind"] == "target_up" && e["event"]["target"] == "primary").then_some(())
+    })
+    .await;
+    backup.kill();
+    let out = tokio::time::timeout(Duration::from_secs(20), drill).await.expect("the drill ends long before the hold would").unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}{}", String::from_utf8_lossy(&out.stderr)));
+    assert!(r["error"].is_null(), "{r:#}");
+    assert_eq!(r["failback_reason"], "failover", "{r:#}");
+    assert!(r["failback_hold_ms"].is_null(), "no hold was measured: {r:#}");
+    assert!(r["failback_switch_ms"].as_f64().is_some(), "{r:#}");
+    let steps: Vec<&str> = r["steps"].as_array().unwrap().iter().map(|s| s["what"].as_str().unwrap()).collect();
+    assert!(steps.iter().any(|s| s.contains("by a failover decision") && s.contains("before the hold ended")), "{steps:#?}");
+    d.wait_active("www", "primary", Duration::from_secs(5)).await;
+    let id = r["id"].as_u64().unwrap();
+    let md = std::fs::read_to_string(dir.path().join(format!("data/drills/drill-{id}.md"))).unwrap();
+    assert!(md.lines().any(|l| l.contains("traffic returned by (decision reason)") && l.contains("failover")), "{md}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -146,7 +146,8 @@ async fn a_live_drill_keeps_its_fault_past_the_lease() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let r: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}{}", String::from_utf8_lossy(&out.stderr)));
     assert!(r["error"].is_null(), "{r:#}");
-    assert!(r["failback_hold_ms"].as_f64().unwrap() >= 3000.0, "{r:#}");
+    // Measured between event times (see drill::a_force_down_drill_measures_and_restores).
+    assert!(r["failback_hold_ms"].as_f64().unwrap() >= 2990.0, "{r:#}");
     let events = d.events().await;
     assert!(!events.iter().any(|e| e["event"]["by"].as_str().is_some_and(|b| b.contains("lease expiry"))), "the daemon never stepped in");
 }

@@ -354,6 +354,13 @@ async fn nginx_as_the_load_balancer_gets_a_new_upstream_file_and_keeps_the_old_o
         events.iter().any(|e| e["event"]["actuator"] == "nginx" && e["event"]["step"] == "verified" && e["event"]["ok"] == true && e["event"]["detail"].as_str().unwrap().contains("127.0.0.3"))
     };
     wait_for(Duration::from_secs(10), "a verification through nginx naming the backup", || async { verified(&d.events().await).then_some(()) }).await;
+    // The newest decision (a loaded machine may have flapped the backup on the way) is done
+    // before nginx's config is broken: no apply of it is still between its test and its reload.
+    let epoch = d.service("www").await["epoch"].as_u64().unwrap();
+    wait_for(Duration::from_secs(20), "the newest decision's switch", || async {
+        d.events().await.iter().any(|e| e["event"]["kind"] == "switched" && e["event"]["epoch"] == epoch && e["event"]["ok"] == true).then_some(())
+    })
+    .await;
 
     // Break nginx's config elsewhere: the failback's new file fails `nginx -t`, so the old one
     // (backup first) is put back and the step fails with nginx's own message.
@@ -361,8 +368,13 @@ async fn nginx_as_the_load_balancer_gets_a_new_upstream_file_and_keeps_the_old_o
     std::fs::write(&extra_conf, "this_is_not_a_directive on;\n").unwrap();
     primary.start().await;
     d.wait_active("www", "primary", Duration::from_secs(10)).await;
-    let failed = wait_for(Duration::from_secs(10), "the failed nginx step", || async {
-        d.events().await.into_iter().find(|e| e["event"]["actuator"] == "nginx" && e["event"]["step"] == "applied" && e["event"]["ok"] == false).map(|e| e["event"]["detail"].as_str().unwrap().to_string())
+    let back = d.service("www").await["epoch"].as_u64().unwrap();
+    let failed = wait_for(Duration::from_secs(10), "the failback's failed nginx step", || async {
+        d.events()
+            .await
+            .into_iter()
+            .find(|e| e["event"]["actuator"] == "nginx" && e["event"]["step"] == "applied" && e["event"]["epoch"] == back && e["event"]["ok"] == false)
+            .map(|e| e["event"]["detail"].as_str().unwrap().to_string())
     })
     .await;
     assert!(failed.contains("this_is_not_a_directive") && failed.contains("previous file was put back"), "{failed}");

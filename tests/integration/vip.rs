@@ -173,11 +173,19 @@ async fn wait_probe_ready(stop: &Path) {
     wait_for(Duration::from_secs(10), "the probe's first answer", || async { ready.exists().then_some(()) }).await;
 }
 
+/// The probe's answers now come from `node` (it writes the node to `STOPFILE.served` at each
+/// change).
+async fn wait_probe_served(stop: &Path, node: &str, within: Duration) {
+    let served = PathBuf::from(format!("{}.served", stop.display()));
+    wait_for(within, &format!("the client's answers to come from {node}"), || async { (std::fs::read_to_string(&served).ok()?.trim() == node).then_some(()) }).await;
+}
+
 async fn finish_probe(child: tokio::process::Child, stop: &Path) -> serde_json::Value {
     std::fs::write(stop, "").unwrap();
     let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output()).await.expect("probe ends").unwrap();
     let _ = std::fs::remove_file(stop);
     let _ = std::fs::remove_file(format!("{}.ready", stop.display()));
+    let _ = std::fs::remove_file(format!("{}.served", stop.display()));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("probe output {e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
@@ -205,6 +213,7 @@ async fn a_crashed_master_loses_the_vip_to_the_backup_and_takes_it_back_after_pr
     a.restart(&mut tb);
     wait_holder(&tb, Host::Primary, Duration::from_secs(10), "a takes the VIP back").await;
     let back = restarted.elapsed();
+    wait_probe_served(&stop, "a", Duration::from_secs(5)).await;
     let r = finish_probe(probe, &stop).await;
     eprintln!("a restarted: preempted after {back:?}; client during failback: {r}");
     assert!(back >= Duration::from_secs(2), "preempted after {back:?}, before preempt_delay");
@@ -220,7 +229,7 @@ async fn a_crashed_master_loses_the_vip_to_the_backup_and_takes_it_back_after_pr
     kill(a.pid, libc::SIGKILL);
     tb.sh(Host::Primary, "ip link set eth0 down");
     wait_for(Duration::from_secs(5), "b takes the VIP", || async { has_vip(&tb, Host::Backup).then_some(()) }).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_probe_served(&stop, "b", Duration::from_secs(5)).await;
     let r = finish_probe(probe, &stop).await;
     eprintln!("host crash at advert 100 ms: client {r}");
     let gap = r["max_gap_ms"].as_f64().unwrap();
@@ -309,7 +318,7 @@ async fn a_failed_tracked_service_resigns_and_the_backup_takes_over_within_50_ms
     let pid: u32 = std::fs::read_to_string(&nginx_a).unwrap().trim().parse().unwrap();
     kill(pid, libc::SIGKILL);
     wait_holder(&tb, Host::Backup, Duration::from_secs(5), "b takes the VIP").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_probe_served(&stop, "b", Duration::from_secs(5)).await;
     let r = finish_probe(probe, &stop).await;
     let resigned = log_time(&a.logs(), "VRRP fault", 0).expect("a logged its resign");
     let took = log_time(&b.logs(), "VRRP master", 0).expect("b logged taking over");
@@ -372,7 +381,7 @@ async fn an_ipv6_vip_moves_on_a_crash_and_the_client_follows_the_unsolicited_na(
     tb.sh(Host::Primary, "ip link set eth0 down");
     wait_for(Duration::from_secs(5), "b takes the IPv6 VIP", || async { has_vip6(&tb, Host::Backup).then_some(()) }).await;
     wait_for(Duration::from_secs(2), "the client's neighbour entry points at b", || async { neigh().contains(&mac_b).then_some(()) }).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_probe_served(&stop, "b", Duration::from_secs(5)).await;
     let r = finish_probe(probe, &stop).await;
     eprintln!("IPv6 VIP, master killed at advert 100 ms: client {r}; neigh {}", neigh().trim());
     assert_eq!(r["served"].as_array().unwrap().last().unwrap()[0], "b", "{r}");
@@ -570,7 +579,7 @@ async fn a_clean_stop_of_the_master_hands_over_without_a_refused_connection() {
     wait_probe_ready(&stop).await;
     kill(a.pid, libc::SIGTERM);
     wait_holder(&tb, Host::Backup, Duration::from_secs(5), "b takes the VIP").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_probe_served(&stop, "b", Duration::from_secs(5)).await;
     let r = finish_probe(probe, &stop).await;
     eprintln!("clean stop of the master at advert 1 s: client {r}");
     assert_eq!(r["served"].as_array().unwrap().iter().map(|s| s[0].as_str().unwrap()).collect::<Vec<_>>(), ["a", "b"], "{r}");
