@@ -147,18 +147,6 @@ impl Shared {
     }
 }
 
-/// Returns once this node's session may no longer act (`act_until` has passed, or it ended).
-/// A renewal only moves the end later, so waking at the old end and reading it again suffices.
-async fn lapsed(shared: &Mutex<Shared>) {
-    loop {
-        let until = lock(shared).act_until();
-        match until {
-            Some(t) if Instant::now() < t => tokio::time::sleep_until(t.into()).await,
-            _ => return,
-        }
-    }
-}
-
 /// The etcd coordinator (see the module doc). Dropping it stops its task at once without
 /// releasing anything (as a crash would: the lease lapses); [`Coordinator::release`] first
 /// hands leadership over.
@@ -417,126 +405,115 @@ impl Task {
             s.emit();
         }
         tracing::info!(node = %self.cfg.node, endpoint = gw.endpoint(), lease, "cluster: connected");
-        // The loop below stops at the end of the safe window too, but only between requests: one
-        // still waiting on an unreachable etcd member (up to `request_timeout`) would keep this
-        // node leading past it. `lapsed` ends the session at that instant, whatever is in flight.
-        let shared = self.shared.clone();
-        let serve = async {
-            let mut unpublished: BTreeMap<(String, String), Health> = BTreeMap::new();
-            self.campaign(&gw, lease).await;
-            for (service, change) in std::mem::take(&mut self.unshared) {
-                self.share(&mut gw, endpoint, service, change).await;
-            }
+        let mut unpublished: BTreeMap<(String, String), Health> = BTreeMap::new();
+        self.campaign(&gw, lease).await;
+        for (service, change) in std::mem::take(&mut self.unshared) {
+            self.share(&mut gw, endpoint, service, change).await;
+        }
 
-            // The next renewal: every `renew_every` after a success; soon after a failure, through
-            // the next endpoint (an etcd member that died or is electing a new raft leader).
-            let mut next_renewal = sent + self.cfg.renew_every();
-            let mut last_error = String::new();
-            loop {
-                let deadline = lock(&self.shared).act_until().expect("in a session");
-                tokio::select! {
-                    biased;
-                    _ = tokio::time::sleep_until(deadline.into()) => {
-                        *old_lease = Some(lease);
-                        let why = if last_error.is_empty() { "no answer".to_string() } else { last_error };
-                        return End::Lost(format!("lease not renewed within {:?} ({why})", self.cfg.lease_ttl - self.cfg.safety_margin()));
+        // The next renewal: every `renew_every` after a success; soon after a failure, through
+        // the next endpoint (an etcd member that died or is electing a new raft leader).
+        let mut next_renewal = sent + self.cfg.renew_every();
+        let mut last_error = String::new();
+        loop {
+            let deadline = lock(&self.shared).act_until().expect("in a session");
+            tokio::select! {
+                biased;
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    *old_lease = Some(lease);
+                    let why = if last_error.is_empty() { "no answer".to_string() } else { last_error };
+                    return End::Lost(format!("lease not renewed within {:?} ({why})", self.cfg.lease_ttl - self.cfg.safety_margin()));
+                }
+                _ = tokio::time::sleep_until(next_renewal.into()) => {
+                    let sent = Instant::now();
+                    next_renewal = sent + RETRY;
+                    match gw.keepalive(lease).await {
+                        Ok(ttl) if ttl > 0 => {
+                            next_renewal = sent + self.cfg.renew_every();
+                            let mut s = lock(&self.shared);
+                            if let Some(sess) = s.session.as_mut() {
+                                sess.renewed_at = sent;
+                            }
+                            s.emit();
+                        }
+                        Ok(_) => return End::Lost("the lease expired in etcd".into()),
+                        Err(e) => {
+                            last_error = e.to_string();
+                            tracing::debug!("cluster: keepalive through {} failed: {e}", gw.endpoint());
+                            let failed = *endpoint;
+                            self.rotate(endpoint, &mut gw).await;
+                            // A watch on the member that failed may be silent rather than closed.
+                            if watch.as_ref().is_some_and(|(_, e)| *e == failed) {
+                                watch = gw.watch(&prefix, last_revision + 1).await.ok().map(|w| (w, *endpoint));
+                            }
+                            continue;
+                        }
                     }
-                    _ = tokio::time::sleep_until(next_renewal.into()) => {
-                        let sent = Instant::now();
-                        next_renewal = sent + RETRY;
-                        match gw.keepalive(lease).await {
-                            Ok(ttl) if ttl > 0 => {
-                                next_renewal = sent + self.cfg.renew_every();
-                                let mut s = lock(&self.shared);
-                                if let Some(sess) = s.session.as_mut() {
-                                    sess.renewed_at = sent;
-                                }
-                                s.emit();
+                    // Verdicts and overrides that could not be written earlier, and a watch that broke.
+                    for (service, change) in std::mem::take(&mut self.unshared) {
+                        self.share(&mut gw, endpoint, service, change).await;
+                    }
+                    for ((service, target), h) in std::mem::take(&mut unpublished) {
+                        self.publish(&mut gw, endpoint, lease, &service, &target, h, &mut unpublished).await;
+                    }
+                    if watch.is_none() {
+                        match gw.watch(&prefix, last_revision + 1).await {
+                            Ok(w) => watch = Some((w, *endpoint)),
+                            Err(e) => last_error = e.to_string(),
+                        }
+                    }
+                    if lock(&self.shared).view.leader.is_none() {
+                        self.campaign(&gw, lease).await;
+                    }
+                }
+                batch = next(&mut watch) => match batch {
+                    Ok((rev, changes)) => {
+                        last_revision = last_revision.max(rev);
+                        let leaderless = {
+                            let mut s = lock(&self.shared);
+                            for c in &changes {
+                                s.view.apply(c);
                             }
-                            Ok(_) => return End::Lost("the lease expired in etcd".into()),
-                            Err(e) => {
-                                last_error = e.to_string();
-                                tracing::debug!("cluster: keepalive through {} failed: {e}", gw.endpoint());
-                                let failed = *endpoint;
-                                self.rotate(endpoint, &mut gw).await;
-                                // A watch on the member that failed may be silent rather than closed.
-                                if watch.as_ref().is_some_and(|(_, e)| *e == failed) {
-                                    watch = gw.watch(&prefix, last_revision + 1).await.ok().map(|w| (w, *endpoint));
-                                }
-                                continue;
-                            }
-                        }
-                        // Verdicts and overrides that could not be written earlier, and a watch that broke.
-                        for (service, change) in std::mem::take(&mut self.unshared) {
-                            self.share(&mut gw, endpoint, service, change).await;
-                        }
-                        for ((service, target), h) in std::mem::take(&mut unpublished) {
-                            self.publish(&mut gw, endpoint, lease, &service, &target, h, &mut unpublished).await;
-                        }
-                        if watch.is_none() {
-                            match gw.watch(&prefix, last_revision + 1).await {
-                                Ok(w) => watch = Some((w, *endpoint)),
-                                Err(e) => last_error = e.to_string(),
-                            }
-                        }
-                        if lock(&self.shared).view.leader.is_none() {
+                            report_unreadable(&mut s.view);
+                            s.emit();
+                            s.view.leader.is_none()
+                        };
+                        if leaderless {
                             self.campaign(&gw, lease).await;
                         }
                     }
-                    batch = next(&mut watch) => match batch {
-                        Ok((rev, changes)) => {
-                            last_revision = last_revision.max(rev);
-                            let leaderless = {
-                                let mut s = lock(&self.shared);
-                                for c in &changes {
-                                    s.view.apply(c);
-                                }
-                                report_unreadable(&mut s.view);
-                                s.emit();
-                                s.view.leader.is_none()
-                            };
-                            if leaderless {
-                                self.campaign(&gw, lease).await;
-                            }
+                    Err(EtcdError::Protocol { message, .. }) if message.starts_with("watch canceled") => {
+                        *old_lease = Some(lease);
+                        return End::Lost(format!("the watch fell behind etcd's compaction ({message}); reading everything again"));
+                    }
+                    Err(e) => {
+                        tracing::debug!("cluster: watch lost: {e}");
+                        last_error = e.to_string();
+                        watch = None;
+                        self.rotate(endpoint, &mut gw).await;
+                        match gw.watch(&prefix, last_revision + 1).await {
+                            Ok(w) => watch = Some((w, *endpoint)),
+                            Err(e) => last_error = e.to_string(),
                         }
-                        Err(EtcdError::Protocol { message, .. }) if message.starts_with("watch canceled") => {
-                            *old_lease = Some(lease);
-                            return End::Lost(format!("the watch fell behind etcd's compaction ({message}); reading everything again"));
-                        }
-                        Err(e) => {
-                            tracing::debug!("cluster: watch lost: {e}");
-                            last_error = e.to_string();
-                            watch = None;
-                            self.rotate(endpoint, &mut gw).await;
-                            match gw.watch(&prefix, last_revision + 1).await {
-                                Ok(w) => watch = Some((w, *endpoint)),
-                                Err(e) => last_error = e.to_string(),
-                            }
-                        }
-                    },
-                    cmd = self.cmds.recv() => match cmd {
-                        None => return End::Stop,
-                        Some(Cmd::Release) => {
-                            let _ = gw.revoke(lease).await;
-                            let mut s = lock(&self.shared);
-                            s.session = None;
-                            s.cut_off = "released (shutting down)".into();
-                            s.emit();
-                            return End::Stop;
-                        }
-                        Some(Cmd::Publish { service, target, health }) => {
-                            self.publish(&mut gw, endpoint, lease, &service, &target, health, &mut unpublished).await;
-                        }
-                        Some(Cmd::Commit { service, proposal }) => self.commit(&gw, &service, &proposal).await,
-                        Some(Cmd::Share { service, change }) => self.share(&mut gw, endpoint, service, change).await,
-                    },
-                }
+                    }
+                },
+                cmd = self.cmds.recv() => match cmd {
+                    None => return End::Stop,
+                    Some(Cmd::Release) => {
+                        let _ = gw.revoke(lease).await;
+                        let mut s = lock(&self.shared);
+                        s.session = None;
+                        s.cut_off = "released (shutting down)".into();
+                        s.emit();
+                        return End::Stop;
+                    }
+                    Some(Cmd::Publish { service, target, health }) => {
+                        self.publish(&mut gw, endpoint, lease, &service, &target, health, &mut unpublished).await;
+                    }
+                    Some(Cmd::Commit { service, proposal }) => self.commit(&gw, &service, &proposal).await,
+                    Some(Cmd::Share { service, change }) => self.share(&mut gw, endpoint, service, change).await,
+                },
             }
-        };
-        tokio::select! {
-            biased;
-            end = serve => end,
-            () = lapsed(&shared) => End::Lost(format!("lease not renewed within {:?} (a request to etcd was still waiting)", self.cfg.lease_ttl - self.cfg.safety_margin())),
         }
     }
 
